@@ -1,0 +1,256 @@
+"""The Korean cross-encoder reranker.
+
+``Reranker`` scores (query, document) pairs with a sequence-classification
+model. What it adds over a bare ``CrossEncoder.predict``:
+
+* length-sorted batches (less padding, then restored to input order);
+* long documents split into overlapping token windows, the document scoring
+  the max (or mean / first) over its windows instead of being silently cut;
+* safe sharing across threads (one tokenizer copy per thread: HF fast
+  tokenizers mutate their truncation state on every call);
+* strict input checks with errors that say which item is wrong.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+
+from . import models
+from .devices import resolve_device, resolve_dtype
+
+DEFAULT_RERANKER = "bongsoo/albert-small-kor-cross-encoder-v1"
+Aggregate = Literal["max", "mean", "first"]
+
+
+@dataclass(frozen=True)
+class RankedDoc:
+    """One reranked document: its position in the input, its score and text."""
+
+    index: int
+    score: float
+    text: str
+
+
+def check_query(query) -> str:
+    if query is None or not isinstance(query, str):
+        raise ValueError(f"query must be a non-empty string, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query must be a non-empty string, got an empty or whitespace-only query")
+    return query
+
+
+def check_docs(docs) -> list[str]:
+    if isinstance(docs, (str, bytes)):
+        raise TypeError("docs must be a sequence of strings, not a single string")
+    docs = list(docs)
+    for i, doc in enumerate(docs):
+        if doc is None:
+            raise TypeError(f"docs[{i}] is None; every document must be a string")
+        if not isinstance(doc, str):
+            raise TypeError(f"docs[{i}] is {type(doc).__name__}; every document must be a string")
+    return docs
+
+
+class Reranker:
+    """Cross-encoder reranker.
+
+    Args:
+        model: hub name, local directory (sentence-transformers CrossEncoder
+            layout or a plain ``*ForSequenceClassification`` directory) or
+            ``offline:NAME``.
+        device: ``"cuda"``, ``"mps"``, ``"cpu"``, ``"cuda:1"``...; auto picks cuda > mps > cpu.
+        dtype: ``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``; auto picks bf16 on
+            Ampere+, fp16 on older GPUs, fp32 on CPU.
+        max_length: tokens per (query, window) pair, capped by the model's positions.
+        batch_size: pairs per forward pass.
+        window_overlap: fraction of a document window repeated in the next window.
+        aggregate: how a long document's window scores combine: max, mean or first.
+        max_query_fraction: share of ``max_length`` a long query may use; the rest is
+            left for the document.
+    """
+
+    def __init__(self, model: str = DEFAULT_RERANKER, *, device: str | None = None,
+                 dtype: str | torch.dtype | None = None, max_length: int = 512, batch_size: int = 32,
+                 window_overlap: float = 0.25, aggregate: Aggregate = "max",
+                 max_query_fraction: float = 0.5, trust_remote_code: bool = False,
+                 revision: str | None = None, local_files_only: bool | None = None) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if aggregate not in ("max", "mean", "first"):
+            raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
+        if not 0 <= window_overlap < 1:
+            raise ValueError("window_overlap must be in [0, 1)")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.model_name = str(model)
+        self.path = models.resolve(model, revision=revision, local_files_only=local_files_only)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.window_overlap = window_overlap
+        self.aggregate = aggregate
+        self.max_query_fraction = max_query_fraction
+
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=trust_remote_code)
+        net, info = AutoModelForSequenceClassification.from_pretrained(
+            str(self.path), dtype=self.dtype, trust_remote_code=trust_remote_code, output_loading_info=True)
+        fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
+        if fresh:
+            warnings.warn(f"{self.model_name}: no trained classification head ({', '.join(fresh)} newly "
+                          "initialised); its scores are random until it is fine-tuned", stacklevel=2)
+        self.model = net.to(self.device).eval()
+        self.num_labels = self.model.config.num_labels
+        if self.num_labels > 2:
+            raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
+                             "(a relevance logit) or 2 (not relevant / relevant)")
+        self._activation = _activation_name(self.path, self.num_labels)
+        positions = getattr(self.model.config, "max_position_embeddings", max_length) or max_length
+        tok_max = self._tokenizer.model_max_length if self._tokenizer.model_max_length < 10**6 else max_length
+        self.max_length = min(max_length, positions, tok_max)
+        self._pair_specials = self._tokenizer.num_special_tokens_to_add(pair=True)
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ API
+    def score(self, query: str, docs: Sequence[str], *, raw: bool = False) -> list[float]:
+        """Relevance of each document to ``query``, in input order.
+
+        Scores pass through the model's activation (sigmoid for one logit, the
+        relevant class's probability for two) into [0, 1]; ``raw=True`` gives logits.
+        """
+        query = check_query(query)
+        docs = check_docs(docs)
+        return self._score_groups([(query, docs)], raw=raw)[0]
+
+    def rerank(self, query: str, docs: Sequence[str], top_n: int | None = None) -> list[RankedDoc]:
+        """Documents sorted by descending score; ties keep input order."""
+        return self.rerank_many([query], [docs], top_n=top_n)[0]
+
+    def score_many(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]], *,
+                   raw: bool = False) -> list[list[float]]:
+        """Batch form of :meth:`score`: all pairs of all queries share length-sorted batches."""
+        if isinstance(queries, str):
+            raise TypeError("queries must be a sequence of strings, not a single string")
+        if len(queries) != len(docs_per_query):
+            raise ValueError(f"{len(queries)} queries but {len(docs_per_query)} document lists")
+        groups = [(check_query(q), check_docs(d)) for q, d in zip(queries, docs_per_query)]
+        return self._score_groups(groups, raw=raw)
+
+    def rerank_many(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
+                    top_n: int | None = None) -> list[list[RankedDoc]]:
+        if top_n is not None and top_n < 0:
+            raise ValueError("top_n must be >= 0 or None")
+        all_scores = self.score_many(queries, docs_per_query)
+        out = []
+        for docs, scores in zip(docs_per_query, all_scores):
+            docs = list(docs)
+            order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))
+            out.append([RankedDoc(i, scores[i], docs[i]) for i in order[:top_n]])
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Reranker(model={self.model_name!r}, device={str(self.device)!r}, dtype={self.dtype}, "
+                f"max_length={self.max_length}, batch_size={self.batch_size})")
+
+    # ------------------------------------------------------------- internals
+    @property
+    def tokenizer(self):
+        """This thread's tokenizer (fast tokenizers are not safe to share across threads)."""
+        tok = getattr(self._local, "tokenizer", None)
+        if tok is None:
+            tok = self._local.tokenizer = copy.deepcopy(self._tokenizer)
+        return tok
+
+    def _score_groups(self, groups: list[tuple[str, list[str]]], raw: bool) -> list[list[float]]:
+        features, owners = [], []  # one feature per window; owner = (group, doc)
+        for g, (query, docs) in enumerate(groups):
+            if docs:
+                for doc_idx, feature in self._windows(query, docs):
+                    features.append(feature)
+                    owners.append((g, doc_idx))
+        logits = self._forward(features)
+        per_doc: dict[tuple[int, int], list[float]] = defaultdict(list)
+        for owner, logit in zip(owners, logits):
+            per_doc[owner].append(logit)
+        out = []
+        for g, (_, docs) in enumerate(groups):
+            values = [_combine(per_doc[(g, i)], self.aggregate) for i in range(len(docs))]
+            out.append(values if raw else [self._activate(v) for v in values])
+        return out
+
+    def _windows(self, query: str, docs: list[str]):
+        """Yield (doc index, encoded window) for every window of every document."""
+        tok = self.tokenizer
+        query = self._fit_query(tok, query)
+        q_len = len(tok(query, add_special_tokens=False)["input_ids"])
+        doc_budget = self.max_length - q_len - self._pair_specials
+        stride = int(doc_budget * self.window_overlap)
+        enc = tok([query] * len(docs), docs, truncation="only_second", max_length=self.max_length,
+                  stride=stride, return_overflowing_tokens=True, padding=False)
+        mapping = enc.pop("overflow_to_sample_mapping", None) or list(range(len(docs)))
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        for w, doc_idx in enumerate(mapping):
+            yield doc_idx, {k: enc[k][w] for k in keys}
+
+    def _fit_query(self, tok, query: str) -> str:
+        limit = max(1, int(self.max_length * self.max_query_fraction))
+        ids = tok(query, add_special_tokens=False)["input_ids"]
+        if len(ids) <= limit:
+            return query
+        return tok.decode(ids[:limit])
+
+    @torch.inference_mode()
+    def _forward(self, features: list[dict]) -> list[float]:
+        if not features:
+            return []
+        tok = self.tokenizer
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        logits = [0.0] * len(features)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = tok.pad([features[i] for i in idx], padding=True, return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out = self.model(**batch).logits.float()
+            # One scalar per pair: the logit, or for two classes the relevant-minus-other margin.
+            values = out[:, 0] if self.num_labels == 1 else out[:, 1] - out[:, 0]
+            for i, v in zip(idx, values.tolist()):
+                logits[i] = v
+        return logits
+
+    def _activate(self, value: float) -> float:
+        if self._activation == "identity":
+            return float(value)
+        return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
+
+
+def _combine(values: list[float], how: str) -> float:
+    if how == "max":
+        return max(values)
+    if how == "mean":
+        return sum(values) / len(values)
+    return values[0]
+
+
+def _activation_name(path: Path, num_labels: int) -> str:
+    """sigmoid unless the model's saved sentence-transformers config says identity."""
+    saved = None
+    for name, key in (("config_sentence_transformers.json", None), ("config.json", "sentence_transformers")):
+        try:
+            data = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        data = data.get(key, {}) if key else data
+        if isinstance(data, dict) and data.get("activation_fn"):
+            saved = data["activation_fn"]
+            break
+    if saved and saved.endswith("Identity") and num_labels == 1:
+        return "identity"
+    return "sigmoid"

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+DATA = Path(os.environ.get("RAG_RERANK_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def _tsv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8") as fh:
+        return [line.rstrip("\n").split("\t") for line in fh][1:]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {DATA} (set RAG_RERANK_DATA)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def korean_sentences(data_dir) -> list[str]:
+    rows = _tsv(data_dir / "korsts" / "sts-dev.tsv")
+    return [r[5] for r in rows[:300]] + [r[6] for r in rows[:300]]
+
+
+@pytest.fixture(scope="session")
+def kornli(data_dir):
+    """{split: [(entailed hypothesis, premise)]} and the premises of each split."""
+    out = {}
+    for split in ("dev", "test"):
+        rows = _tsv(data_dir / "kornli" / f"xnli.{split}.ko.tsv")
+        pairs = [(r[1], r[0]) for r in rows if r[2] == "entailment"]
+        premises = sorted({r[0] for r in rows})
+        out[split] = (pairs, premises)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ce(tmp_path_factory, korean_sentences) -> Path:
+    from rag_rerank.testing import tiny_albert_cross_encoder
+
+    return tiny_albert_cross_encoder(tmp_path_factory.mktemp("tiny") / "ce", korean_sentences)
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory) -> Path:
+    """Materialised models live here for the whole run (not in the user's cache)."""
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ.get("RAG_RERANK_HOME")
+    os.environ["RAG_RERANK_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("RAG_RERANK_HOME", None)
+    else:
+        os.environ["RAG_RERANK_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def e5_dir(model_home) -> Path:
+    from rag_rerank.models import materialize
+
+    return materialize("multilingual-e5-small")
+
+
+@pytest.fixture(scope="session")
+def e5_cross_encoder(e5_dir, kornli, tmp_path_factory) -> Path:
+    """A cross-encoder fine-tuned from the materialised e5 for a few steps on KorNLI dev."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    pairs, premises = kornli["dev"]
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(e5_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(e5_dir), num_labels=1)
+    for name, param in model.named_parameters():
+        param.requires_grad = not name.startswith("bert.embeddings")  # 96M embedding rows: too slow on CPU
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    model.train()
+    for _ in range(30):
+        queries, docs, labels = [], [], []
+        for hyp, prem in rng.sample(pairs, 8):
+            queries += [hyp, hyp]
+            docs += [prem, rng.choice(premises)]
+            labels += [1.0, 0.0]
+        enc = tok(queries, docs, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], torch.tensor(labels))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = tmp_path_factory.mktemp("e5ce") / "model"
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out

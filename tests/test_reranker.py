@@ -1,0 +1,282 @@
+"""The cross-encoder Reranker: ordering, long documents, threads, batching, bad input."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from rag_rerank import RankedDoc, Reranker
+from rag_rerank.devices import resolve_device, resolve_dtype
+from rag_rerank.models import ModelNotFoundError
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_ce):
+    return Reranker(str(tiny_ce), batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def e5_reranker(e5_cross_encoder):
+    return Reranker(str(e5_cross_encoder))
+
+
+# ------------------------------------------------------------------ quality
+def test_relevant_korean_passage_outranks_unrelated(e5_reranker, kornli):
+    pairs, premises = kornli["test"]  # the model was fine-tuned on dev: disjoint premises
+    rng = random.Random(1)
+    hits = 0
+    sample = rng.sample(pairs, 40)
+    for hyp, prem in sample:
+        docs = rng.sample([p for p in premises if p != prem], 4)
+        docs.insert(rng.randrange(5), prem)
+        top = e5_reranker.rerank(hyp, docs, top_n=1)[0]
+        hits += top.text == prem
+    print(f"top-1 among 5 (chance 0.2): {hits / len(sample):.2f}")
+    assert hits / len(sample) >= 0.7
+
+
+def test_answer_beyond_max_length_is_found(e5_cross_encoder, kornli):
+    pairs, premises = kornli["test"]
+    reranker = Reranker(str(e5_cross_encoder), max_length=64)
+    rng = random.Random(2)
+    found = first_only = 0
+    for hyp, prem in rng.sample(pairs, 10):
+        filler = " ".join(rng.sample([p for p in premises if p != prem], 12))
+        long_doc = filler + " " + prem  # the answer sits far past 64 tokens
+        distractors = rng.sample([p for p in premises if p != prem], 4)
+        ranked = reranker.rerank(hyp, [long_doc] + distractors)
+        found += ranked[0].index == 0
+        cut = Reranker.__new__(Reranker)
+        cut.__dict__.update(reranker.__dict__, aggregate="first")  # what silent truncation would do
+        first_only += cut.rerank(hyp, [long_doc] + distractors)[0].index == 0
+    print(f"long doc ranked first: windows {found}/10, first window only {first_only}/10")
+    assert found >= 8 and found > first_only
+
+
+def test_windows_cover_the_whole_document(tiny):
+    doc = "가나다라마바사 " * 400
+    windows = list(tiny._windows("질문", [doc, "짧은 문서"]))
+    owners = [d for d, _ in windows]
+    assert owners.count(0) > 3 and owners.count(1) == 1
+    assert all(len(f["input_ids"]) <= tiny.max_length for _, f in windows)
+    tok = tiny.tokenizer
+    full = tok(doc, add_special_tokens=False)["input_ids"]
+    seen = set()
+    for d, f in windows:
+        if d == 0:
+            ids = f["input_ids"]
+            sep = [i for i, t in enumerate(ids) if t == tok.sep_token_id]
+            seen.update(ids[sep[0] + 1 : sep[-1]])
+    assert set(full) <= seen
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean", "first"])
+def test_aggregate_modes(tiny_ce, aggregate):
+    r = Reranker(str(tiny_ce), max_length=32, aggregate=aggregate)
+    doc = "서울 부산 대구 인천 광주 대전 울산 " * 20
+    windows = [f for _, f in r._windows("도시", [doc])]
+    logits = r._forward(windows)
+    expected = {"max": max(logits), "mean": sum(logits) / len(logits), "first": logits[0]}[aggregate]
+    assert r.score("도시", [doc], raw=True)[0] == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------- batching
+def test_length_sorted_batches_restore_input_order(tiny_ce, korean_sentences):
+    docs = korean_sentences[:37] + ["짧다", "가" * 300]
+    one = Reranker(str(tiny_ce), batch_size=1)
+    many = Reranker(str(tiny_ce), batch_size=16)
+    expected = [one.score("서울의 날씨", [d])[0] for d in docs]
+    assert many.score("서울의 날씨", docs) == pytest.approx(expected, abs=1e-5)
+    perm = list(range(len(docs)))
+    random.Random(0).shuffle(perm)
+    shuffled = many.score("서울의 날씨", [docs[i] for i in perm])
+    assert shuffled == pytest.approx([expected[i] for i in perm], abs=1e-5)
+
+
+def test_batch_sorting_cuts_padding(tiny, korean_sentences):
+    docs = [s * (1 + i % 5) for i, s in enumerate(korean_sentences[:40])]
+    feats = [f for _, f in tiny._windows("질문", docs)]
+    lengths = [len(f["input_ids"]) for f in feats]
+    padded = lambda order: sum(max(lengths[i] for i in order[s:s + 4]) * len(order[s:s + 4]) for s in range(0, len(order), 4))
+    sorted_order = sorted(range(len(feats)), key=lambda i: -lengths[i])
+    assert padded(sorted_order) < padded(list(range(len(feats))))
+
+
+def test_score_many_equals_score(tiny, korean_sentences):
+    queries = ["날씨", "음식 추천", "교통"]
+    docs = [korean_sentences[:5], korean_sentences[5:7], []]
+    together = tiny.score_many(queries, docs)
+    assert together[2] == []
+    for q, d, s in zip(queries, docs, together):
+        assert s == pytest.approx(tiny.score(q, d), abs=1e-6)
+
+
+def test_rerank_order_top_n_and_ties(tiny):
+    docs = ["같은 문서", "다른 문서입니다", "같은 문서", "같은 문서"]
+    ranked = tiny.rerank("문서", docs)
+    assert [r.index for r in ranked] == sorted(range(4), key=lambda i: (-ranked_score(ranked, i), i))
+    same = [r.index for r in ranked if r.text == "같은 문서"]
+    assert same == sorted(same)  # ties keep input order
+    assert all(isinstance(r, RankedDoc) and type(r.score) is float for r in ranked)
+    assert len(tiny.rerank("문서", docs, top_n=2)) == 2
+    assert tiny.rerank("문서", docs, top_n=0) == []
+
+
+def ranked_score(ranked, index):
+    return next(r.score for r in ranked if r.index == index)
+
+
+def test_scores_are_calibrated_floats_and_raw_is_logit(tiny, korean_sentences):
+    probs = tiny.score("질문", korean_sentences[:6])
+    raw = tiny.score("질문", korean_sentences[:6], raw=True)
+    assert all(type(p) is float and 0.0 <= p <= 1.0 for p in probs)
+    assert probs == pytest.approx([1 / (1 + pow(2.718281828459045, -x)) for x in raw], abs=1e-6)
+
+
+def test_two_label_model_scores_relevant_class(tmp_path, korean_sentences):
+    from rag_rerank.testing import tiny_albert_cross_encoder
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = tiny_albert_cross_encoder(tmp_path / "two", korean_sentences, num_labels=2)
+    r = Reranker(str(path))
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    with torch.no_grad():
+        probs = model(**tok(["질문"], ["서울은 수도이다"], return_tensors="pt")).logits.softmax(-1)
+    assert r.score("질문", ["서울은 수도이다"])[0] == pytest.approx(probs[0, 1].item(), abs=1e-5)
+
+
+def test_sentence_transformers_layout_and_identity_activation(tmp_path, tiny_ce):
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(str(tiny_ce), activation_fn=torch.nn.Identity())
+    ce.save(str(tmp_path / "st"))
+    assert json.loads((tmp_path / "st" / "config_sentence_transformers.json").read_text())["activation_fn"].endswith("Identity")
+    r = Reranker(str(tmp_path / "st"))
+    pairs = [("서울 날씨", "오늘 서울은 맑다"), ("음식", "김치찌개")]
+    expected = ce.predict(pairs).tolist()
+    assert [r.score(q, [d])[0] for q, d in pairs] == pytest.approx(expected, abs=1e-5)
+
+
+def test_untrained_head_warns(e5_dir):
+    with pytest.warns(UserWarning, match="no trained classification head"):
+        Reranker(str(e5_dir), max_length=32)
+
+
+# ------------------------------------------------------------------ threads
+def test_sixteen_threads_return_single_threaded_results(tiny, korean_sentences):
+    rng = random.Random(3)
+    jobs = [(f"질문 {i} " + korean_sentences[i], rng.sample(korean_sentences, 12)) for i in range(64)]
+    expected = [tiny.score(q, d) for q, d in jobs]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        got = list(pool.map(lambda job: tiny.score(*job), jobs))
+    assert got == expected  # exactly, not approximately
+
+
+def test_each_thread_gets_its_own_tokenizer(tiny):
+    import threading
+
+    barrier = threading.Barrier(2)  # forces two distinct worker threads
+
+    def grab(_):
+        barrier.wait()
+        return tiny.tokenizer
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        toks = list(pool.map(grab, range(2)))
+    assert toks[0] is not toks[1] and tiny.tokenizer not in toks
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("query", [None, "", "   ", "\n\t"])
+def test_bad_query(tiny, query):
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        tiny.score(query, ["문서"])
+
+
+def test_empty_docs(tiny):
+    assert tiny.score("질문", []) == []
+    assert tiny.rerank("질문", []) == []
+
+
+def test_none_in_docs_names_position(tiny):
+    with pytest.raises(TypeError, match=r"docs\[2\] is None"):
+        tiny.rerank("질문", ["a", "b", None])
+
+
+@pytest.mark.parametrize("bad", [3, b"bytes", {"text": "x"}])
+def test_non_str_doc(tiny, bad):
+    with pytest.raises(TypeError, match=r"docs\[1\] is"):
+        tiny.score("질문", ["문서", bad])
+
+
+def test_single_string_docs_rejected(tiny):
+    with pytest.raises(TypeError, match="not a single string"):
+        tiny.score("질문", "문서 하나")
+
+
+def test_missing_model_path():
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        Reranker("./models/does-not-exist")
+
+
+def test_hub_name_offline_error_points_at_local_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="Point at local weights"):
+        Reranker("bongsoo/albert-small-kor-cross-encoder-v1")
+
+
+def test_trust_remote_code_is_off_by_default(monkeypatch, tiny_ce):
+    import transformers
+
+    seen = []
+    real = transformers.AutoModelForSequenceClassification.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", spy)
+    Reranker(str(tiny_ce))
+    assert seen == [False]
+
+
+def test_bad_options(tiny_ce):
+    with pytest.raises(ValueError, match="aggregate"):
+        Reranker(str(tiny_ce), aggregate="median")
+    with pytest.raises(ValueError, match="window_overlap"):
+        Reranker(str(tiny_ce), window_overlap=1.0)
+    with pytest.raises(ValueError, match="top_n"):
+        Reranker(str(tiny_ce)).rerank("q", ["d"], top_n=-1)
+
+
+def test_long_query_is_cut_to_leave_room_for_the_document(tiny_ce):
+    r = Reranker(str(tiny_ce), max_length=48)
+    windows = list(r._windows("아주 긴 질문 " * 100, ["문서 본문입니다 " * 30]))
+    assert len(windows) > 1 and all(len(f["input_ids"]) <= 48 for _, f in windows)
+
+
+# ------------------------------------------------------------ device, dtype
+def test_device_and_dtype_resolution(monkeypatch):
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_dtype(None, torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert resolve_dtype(torch.float16, torch.device("cpu")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype(None, torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype(None, torch.device("cuda")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None).type == "cuda"
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype("int3", torch.device("cpu"))
+
+
+def test_explicit_bf16_on_cpu_runs(tiny_ce):
+    r = Reranker(str(tiny_ce), dtype="bf16")
+    assert r.model.dtype == torch.bfloat16
+    assert len(r.score("질문", ["문서"])) == 1
