@@ -96,3 +96,66 @@ def e5_cross_encoder(e5_dir, kornli, tmp_path_factory) -> Path:
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out
+
+
+# ---------------------------------------------------------------- retrieval
+@pytest.fixture(scope="session")
+def encoder(e5_dir):
+    """The offline e5 bi-encoder, memoising passage vectors so several stores can share the work."""
+    from rag_rerank.encoder import BiEncoder
+
+    class MemoBiEncoder(BiEncoder):
+        _memo: dict = {}
+
+        def embed_passages(self, passages, show_progress=False):
+            import numpy as np
+
+            todo = [p for p in dict.fromkeys(passages) if p not in self._memo]
+            if todo:
+                for text, vec in zip(todo, super().embed_passages(todo)):
+                    self._memo[text] = vec
+            if not passages:
+                return super().embed_passages([])
+            return np.stack([self._memo[p] for p in passages])
+
+    return MemoBiEncoder("offline:multilingual-e5-small")
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """(host, port) of a Chroma server: CHROMA_SERVER_HOST/PORT (CI starts one), else one we start."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    host, port = os.environ.get("CHROMA_SERVER_HOST"), os.environ.get("CHROMA_SERVER_PORT")
+    proc = None
+    if not host:
+        import sys
+
+        beside = Path(sys.executable).parent / "chroma"
+        exe = str(beside) if beside.exists() else shutil.which("chroma")
+        if exe is None:
+            (pytest.fail if os.environ.get("CI") else pytest.skip)("no Chroma server: set CHROMA_SERVER_HOST/PORT or install chromadb's `chroma` CLI")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = str(s.getsockname()[1])
+        host = "127.0.0.1"
+        log = open(tmp_path_factory.mktemp("chroma") / "server.log", "w")
+        proc = subprocess.Popen([exe, "run", "--path", str(tmp_path_factory.mktemp("chroma-data")),
+                                 "--host", host, "--port", port], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://{host}:{port}/api/v2/heartbeat", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or (proc and proc.poll() is not None):
+                pytest.fail(f"Chroma server at {host}:{port} did not come up")
+            time.sleep(0.3)
+    yield host, int(port)
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=30)

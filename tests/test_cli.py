@@ -36,3 +36,40 @@ def test_materialize_command(model_home, e5_dir):
     out = run_cli("materialize")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(e5_dir)
+
+
+def test_index_and_search_commands(tmp_path, model_home, e5_dir, tiny_ce):
+    src = tmp_path / "docs.jsonl"
+    rows = [{"text": "서울은 대한민국의 수도이다.", "metadata": {"topic": "geo"}},
+            {"text": "김치는 발효 음식이다.", "metadata": {"topic": "food"}},
+            {"text": "부산은 항구 도시이다.", "metadata": {"topic": "geo"}, "id": "busan"}]
+    src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    store = str(tmp_path / "store")
+    common = ["--store", store, "--encoder", "offline:multilingual-e5-small"]
+    out = run_cli("index", str(src), *common)
+    assert out.returncode == 0, out.stderr
+    assert "3 new" in out.stdout
+    again = run_cli("index", str(src), *common)
+    assert "0 new" in again.stdout and "now holds 3" in again.stdout
+
+    for mode in ("dense", "bm25", "hybrid"):
+        out = run_cli("search", "한국의 수도는?", "--store", store, "--mode", mode, "--no-rerank", "--json", "-k", "2")
+        assert out.returncode == 0, out.stderr
+        hits = json.loads(out.stdout)
+        assert hits[0]["text"] == "서울은 대한민국의 수도이다.", mode
+        assert hits[0]["rerank_score"] is None
+
+    out = run_cli("search", "항구", "--store", store, "--reranker", str(tiny_ce), "--json", "--where", '{"topic": "geo"}')
+    hits = json.loads(out.stdout)
+    assert {h["text"] for h in hits} == {"서울은 대한민국의 수도이다.", "부산은 항구 도시이다."}
+    assert all(h["rerank_score"] is not None for h in hits)
+
+    out = run_cli("search", "항구", "--store", store, "--mode", "sparse")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_index_rejects_bad_jsonl_with_line_number(tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"text": "좋은 줄"}\n{"txt": "나쁜 줄"}\n', encoding="utf-8")
+    out = run_cli("index", str(src), "--store", str(tmp_path / "s"))
+    assert out.returncode == 2 and "bad.jsonl:2" in out.stderr

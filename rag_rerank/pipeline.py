@@ -1,0 +1,87 @@
+"""TwoStageRetriever: first-stage candidates (dense, BM25 or hybrid) -> reranker -> top n."""
+from __future__ import annotations
+
+import asyncio
+from typing import Literal, Sequence
+
+from .reranker import Reranker, check_query
+from .store import ChromaStore, _check_k
+from .types import Hit
+
+Mode = Literal["dense", "bm25", "hybrid"]
+MODES = ("dense", "bm25", "hybrid")
+
+
+def rrf_fuse(rankings: Sequence[Sequence[Hit]], weights: Sequence[float], k: int = 60) -> list[Hit]:
+    """Weighted reciprocal-rank fusion: score = sum_i w_i / (k + rank_i)."""
+    fused: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for hits, w in zip(rankings, weights):
+        for hit in hits:
+            fused[hit.id] = fused.get(hit.id, 0.0) + w / (k + hit.first_stage_rank)
+            first.setdefault(hit.id, hit)
+    order = sorted(fused, key=lambda i: -fused[i])  # stable: earlier rankings win ties
+    return [Hit(i, first[i].text, first[i].metadata, fused[i], fused[i], r) for r, i in enumerate(order, 1)]
+
+
+class TwoStageRetriever:
+    """One object a chatbot backend holds: ``retrieve(query)`` -> reranked hits.
+
+    Args:
+        store: the :class:`ChromaStore` to search.
+        reranker: a :class:`Reranker`, a model name/path, or None for first stage only.
+        mode: first stage: ``dense`` (bi-encoder), ``bm25`` (Kiwi) or ``hybrid`` (RRF of both).
+        candidate_k: candidates the first stage hands to the reranker.
+        top_n: hits returned.
+        weights: (dense, bm25) weights of the hybrid fusion; ``rrf_k`` its rank constant.
+    """
+
+    def __init__(self, store: ChromaStore, reranker: Reranker | str | None = None, *, mode: Mode = "hybrid",
+                 candidate_k: int = 50, top_n: int = 5, weights: tuple[float, float] = (1.0, 1.0),
+                 rrf_k: int = 60) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+        _check_k(candidate_k)
+        _check_k(top_n)
+        if mode != "dense" and store.lexical is None:
+            raise ValueError(f"mode {mode!r} needs a store opened with lexical=True")
+        self.store = store
+        self.reranker = Reranker(reranker) if isinstance(reranker, str) else reranker
+        self.mode = mode
+        self.candidate_k = candidate_k
+        self.top_n = top_n
+        self.weights = tuple(weights)
+        self.rrf_k = rrf_k
+
+    def candidates(self, query: str, k: int | None = None, where: dict | None = None) -> list[Hit]:
+        """The first stage alone."""
+        check_query(query)
+        k = k or self.candidate_k
+        if self.mode == "dense":
+            return self.store.search(query, k, where)
+        if self.mode == "bm25":
+            return self.store.search_lexical(query, k, where)
+        dense = self.store.search(query, k, where)
+        lexical = self.store.search_lexical(query, k, where)
+        return rrf_fuse([dense, lexical], self.weights, self.rrf_k)[:k]
+
+    def retrieve(self, query: str, top_n: int | None = None, where: dict | None = None,
+                 rerank: bool = True) -> list[Hit]:
+        """Candidates -> rerank -> ``top_n`` hits carrying both stage scores."""
+        top_n = top_n or self.top_n
+        _check_k(top_n)
+        hits = self.candidates(query, where=where)
+        if not rerank or self.reranker is None or not hits:
+            return hits[:top_n]
+        scores = self.reranker.score(query, [h.text for h in hits])
+        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
+        return [hits[i].with_rerank(scores[i]) for i in order[:top_n]]
+
+    async def aretrieve(self, query: str, top_n: int | None = None, where: dict | None = None,
+                        rerank: bool = True) -> list[Hit]:
+        """Async form: the blocking work runs in a worker thread, the event loop stays free."""
+        return await asyncio.to_thread(self.retrieve, query, top_n, where, rerank)
+
+    def __repr__(self) -> str:
+        return (f"TwoStageRetriever(mode={self.mode!r}, candidate_k={self.candidate_k}, top_n={self.top_n}, "
+                f"reranker={self.reranker!r})")

@@ -1,0 +1,282 @@
+"""ChromaStore (embedded and server), Kiwi BM25, hybrid fusion and TwoStageRetriever."""
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+import pytest
+
+from rag_rerank.lexical import KoreanBM25
+from rag_rerank.pipeline import TwoStageRetriever, rrf_fuse
+from rag_rerank.store import ChromaStore, collection_name, content_id
+from rag_rerank.types import Document, Hit
+
+N_QUERIES = 120
+
+
+def top5_rate(search, pairs) -> float:
+    return sum(any(h.text == prem for h in search(hyp)) for hyp, prem in pairs) / len(pairs)
+
+
+@pytest.fixture(scope="module", params=["embedded", "http"])
+def backend(request, tmp_path_factory, encoder):
+    """A factory opening a store on the embedded client or on a real Chroma server."""
+    if request.param == "embedded":
+        root = tmp_path_factory.mktemp("store")
+        return lambda name="kornli", **kw: ChromaStore(root, name, encoder=encoder, **kw)
+    host, port = request.getfixturevalue("chroma_server")
+    lex = tmp_path_factory.mktemp("lex")
+    suffix = uuid.uuid4().hex[:8]  # the server outlives the module: fresh collections per run
+    return lambda name="kornli", **kw: ChromaStore.connect(
+        host, port, f"{name}-{suffix}", encoder=encoder, lexical_path=lex / f"{name}.json", **kw)
+
+
+@pytest.fixture(scope="module")
+def premises_store(backend, kornli):
+    _, premises = kornli["test"]
+    store = backend()
+    store.add(premises)
+    return store
+
+
+@pytest.fixture(scope="module")
+def queries(kornli):
+    pairs, _ = kornli["test"]
+    return random.Random(0).sample(pairs, N_QUERIES)
+
+
+# ------------------------------------------------------------------ ingest
+def test_ingest_twice_is_idempotent(premises_store, kornli):
+    _, premises = kornli["test"]
+    assert premises_store.count() == len(set(premises))
+    premises_store.add(premises)
+    assert premises_store.count() == len(set(premises))
+    assert len(premises_store.lexical) == len(set(premises))
+
+
+def test_dense_search_finds_the_premise(premises_store, queries):
+    rate = top5_rate(lambda q: premises_store.search(q, 5), queries)
+    print(f"dense top-5 rate on {len(queries)} KorNLI test hypotheses: {rate:.3f}")
+    assert rate >= 0.75
+
+
+def test_search_hits_and_scores(premises_store, queries):
+    hits = premises_store.search(queries[0][0], 5)
+    assert [h.first_stage_rank for h in hits] == [1, 2, 3, 4, 5]
+    assert all(0.0 <= h.score <= 1.0 and h.score == h.first_stage_score for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.rerank_score is None for h in hits)
+
+
+def test_kiwi_bm25_beats_whitespace_and_hybrid_holds(premises_store, queries, kornli):
+    _, premises = kornli["test"]
+    ws = KoreanBM25("whitespace")
+    ws.add(premises, premises)
+    rates = {
+        "whitespace": sum(any(i == p for i, _ in ws.search(q, 5)) for q, p in queries) / len(queries),
+        "kiwi": top5_rate(lambda q: premises_store.search_lexical(q, 5), queries),
+    }
+    dense = TwoStageRetriever(premises_store, mode="dense")
+    hybrid = TwoStageRetriever(premises_store, mode="hybrid")
+    rates["dense"] = top5_rate(lambda q: dense.candidates(q, 5), queries)
+    rates["hybrid"] = top5_rate(lambda q: hybrid.candidates(q, 5), queries)
+    print("top-5 rates:", {k: round(v, 3) for k, v in rates.items()})
+    assert rates["kiwi"] > rates["whitespace"] + 0.1
+    assert rates["hybrid"] >= min(rates["kiwi"], rates["dense"])
+
+
+def test_where_filter(backend):
+    store = backend("filtered")
+    store.add(["서울의 지하철 노선", "부산의 지하철 노선", "서울의 버스 노선"],
+              metadatas=[{"city": "seoul"}, {"city": "busan"}, {"city": "seoul"}])
+    for hits in (store.search("지하철", 3, where={"city": "busan"}),
+                 store.search_lexical("지하철", 3, where={"city": "busan"})):
+        assert [h.text for h in hits] == ["부산의 지하철 노선"]
+
+
+def test_delete_keeps_bm25_in_step(backend):
+    store = backend("deleting")
+    ids = store.add(["김치찌개 끓이는 법", "된장찌개 끓이는 법", "비빔밥 만드는 법"])
+    assert [h.text for h in store.search_lexical("김치찌개", 3)][0] == "김치찌개 끓이는 법"
+    store.delete([ids[0]])
+    assert store.count() == 2 and ids[0] not in store.lexical.ids
+    assert "김치찌개 끓이는 법" not in [h.text for h in store.search_lexical("김치찌개 끓이는 법", 3)]
+    store.delete(where={"missing": "nothing"})
+    assert store.count() == 2
+    with pytest.raises(ValueError, match="ids or a where"):
+        store.delete()
+
+
+def test_writes_go_in_max_batch_size_chunks(backend, monkeypatch):
+    store = backend("batched")
+    store._max_batch = 7
+    calls = []
+    real = store.collection.add
+    monkeypatch.setattr(store.collection, "add", lambda **kw: (calls.append(len(kw["ids"])), real(**kw)))
+    store.add([f"{i}번째 문서" for i in range(20)])
+    assert calls == [7, 7, 6] and store.count() == 20
+
+
+def test_max_batch_size_comes_from_the_client(premises_store):
+    assert premises_store._max_batch == premises_store.client.get_max_batch_size() > 0
+
+
+# --------------------------------------------------------------- metadata
+def test_metadata_none_values_dropped_and_empty_dicts_never_sent(backend):
+    store = backend("meta")
+    ids = store.add(["문서 하나", "문서 둘", "문서 셋"], metadatas=[{"a": None}, {}, {"a": 1, "b": None}])
+    docs = store.get(ids)
+    assert [d.metadata for d in docs] == [{}, {}, {"a": 1}]
+
+
+@pytest.mark.parametrize("bad", [{"tags": ["a", "b"]}, {"nested": {"x": 1}}])
+def test_nested_metadata_rejected(backend, bad):
+    store = backend("meta")
+    with pytest.raises(ValueError, match=r"metadata\[0\]"):
+        store.add(["문서"], metadatas=[bad])
+
+
+def test_long_documents_store(backend):
+    store = backend("long")
+    long_doc = ("한국어 문서의 아주 긴 본문입니다. " * 600)[:10_000]
+    assert len(long_doc) == 10_000
+    (doc_id,) = store.add([long_doc])
+    assert store.get([doc_id])[0].text == long_doc
+    assert store.search("긴 본문", 1)[0].id == doc_id
+
+
+def test_korean_collection_names(backend):
+    store = backend("한국어 문서 모음")
+    assert store.collection_name.isascii() and store.collection_name.startswith("c-")
+    store.add(["안녕하세요"])
+    assert store.collection.metadata["rag_rerank_name"].startswith("한국어 문서 모음")
+    assert store.count() == 1
+
+
+def test_collection_name_mapping_is_deterministic_and_valid():
+    import re
+
+    for name in ["한국어", "뉴스 2024", "a", "ok_name", "x" * 600, "..", "법률/판례"]:
+        mapped = collection_name(name)
+        assert mapped == collection_name(name)
+        assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", mapped), (name, mapped)
+    assert collection_name("ok_name") == "ok_name"
+    assert collection_name("한국어") != collection_name("일본어")
+
+
+def test_ids_and_documents(backend):
+    store = backend("ids")
+    ids = store.add([Document("첫 문서", {"n": 1}, id="doc-1"), {"text": "둘째 문서", "metadata": {"n": 2}}, "셋째"])
+    assert ids[0] == "doc-1" and ids[1] == content_id("둘째 문서", {"n": 2})
+    assert [d.text for d in store.get(ids)] == ["첫 문서", "둘째 문서", "셋째"]
+    with pytest.raises(TypeError, match=r"documents\[0\]"):
+        store.add([42])
+    with pytest.raises(TypeError, match="single string"):
+        store.add("문서")
+
+
+# --------------------------------------------------------------- bad input
+@pytest.mark.parametrize("query", ["", "  ", None])
+def test_empty_query(premises_store, query):
+    with pytest.raises(ValueError, match="query"):
+        premises_store.search(query, 5)
+    with pytest.raises(ValueError, match="query"):
+        premises_store.search_lexical(query, 5)
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_bad_k(premises_store, k):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        premises_store.search("서울", k)
+    with pytest.raises(ValueError):
+        TwoStageRetriever(premises_store, candidate_k=k)
+
+
+def test_unknown_mode(premises_store):
+    with pytest.raises(ValueError, match="unknown mode"):
+        TwoStageRetriever(premises_store, mode="sparse")
+
+
+# ---------------------------------------------------------------- restart
+def test_restart_returns_same_results(tmp_path, encoder, kornli):
+    _, premises = kornli["test"]
+    store = ChromaStore(tmp_path / "db", "restart", encoder=encoder)
+    store.add(premises[:300])
+    query = "그는 학교에 갔다"
+    before = [(h.id, round(h.score, 6)) for h in store.search(query, 5)]
+    before_lex = [(h.id, h.score) for h in store.search_lexical(query, 5)]
+    store.close()
+    del store
+    again = ChromaStore(tmp_path / "db", "restart", encoder=encoder)
+    assert again.count() == len(set(premises[:300]))
+    assert [(h.id, round(h.score, 6)) for h in again.search(query, 5)] == before
+    assert [(h.id, h.score) for h in again.search_lexical(query, 5)] == before_lex
+    assert (tmp_path / "db" / "bm25" / "restart.json").exists()
+
+
+def test_bm25_catches_up_with_writes_it_did_not_see(tmp_path, encoder):
+    store = ChromaStore(tmp_path / "db", "sync", encoder=encoder)
+    store.add(["서울의 날씨는 맑다"])
+    store.close()
+    plain = ChromaStore(tmp_path / "db", "sync", encoder=encoder, lexical=False)
+    plain.add(["부산의 날씨는 흐리다"])
+    plain.close()
+    reopened = ChromaStore(tmp_path / "db", "sync", encoder=encoder)
+    assert [h.text for h in reopened.search_lexical("부산", 2)] == ["부산의 날씨는 흐리다"]
+
+
+def test_encoder_mismatch_is_refused(tmp_path, encoder):
+    from rag_rerank.encoder import BiEncoder
+
+    ChromaStore(tmp_path / "db", "dims", encoder=encoder).add(["문서"])
+
+    class EightDims(BiEncoder):
+        dimension = 8
+
+        def __init__(self):
+            self.model_name = "other"
+
+    with pytest.raises(ValueError, match="384-d vectors"):
+        ChromaStore(tmp_path / "db", "dims", encoder=EightDims())
+
+
+# ------------------------------------------------------------------- fusion
+def test_rrf_fuse_weights_and_order():
+    a = [Hit("x", "x", {}, 0.9, 0.9, 1), Hit("y", "y", {}, 0.8, 0.8, 2)]
+    b = [Hit("y", "y", {}, 7.0, 7.0, 1), Hit("z", "z", {}, 5.0, 5.0, 2)]
+    fused = rrf_fuse([a, b], [1.0, 1.0], k=60)
+    assert [h.id for h in fused] == ["y", "x", "z"]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+    assert [h.id for h in rrf_fuse([a, b], [1.0, 0.0], k=60)][0] == "x"
+
+
+# ------------------------------------------------------------------ pipeline
+def test_two_stage_reranks_candidates(premises_store, tiny_ce, queries):
+    from rag_rerank import Reranker
+
+    reranker = Reranker(str(tiny_ce))
+    retriever = TwoStageRetriever(premises_store, reranker, mode="hybrid", candidate_k=10, top_n=3)
+    query = queries[0][0]
+    candidates = retriever.candidates(query)
+    hits = retriever.retrieve(query)
+    assert len(hits) == 3
+    expected = reranker.rerank(query, [c.text for c in candidates], top_n=3)
+    assert [h.text for h in hits] == [r.text for r in expected]
+    by_id = {c.id: c for c in candidates}
+    for h in hits:
+        assert h.rerank_score == h.score and h.first_stage_score == by_id[h.id].first_stage_score
+    assert retriever.retrieve(query, rerank=False) == candidates[:3]
+
+
+def test_two_stage_async(premises_store, tiny_ce, queries):
+    import asyncio
+
+    from rag_rerank import Reranker
+
+    retriever = TwoStageRetriever(premises_store, Reranker(str(tiny_ce)), candidate_k=8, top_n=2)
+
+    async def many():
+        return await asyncio.gather(*(retriever.aretrieve(q) for q, _ in queries[:6]))
+
+    assert asyncio.run(many()) == [retriever.retrieve(q) for q, _ in queries[:6]]
