@@ -200,10 +200,10 @@ class ChromaStore:
             return []
         res = self.collection.query(query_embeddings=[list(map(float, vector))], n_results=min(k, n), where=where,
                                     include=["documents", "metadatas", "distances"])
-        hits = []
+        hits, space = [], _space(self.collection)
         for rank, (i, t, m, d) in enumerate(zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
                                                 res["distances"][0]), 1):
-            score = min(1.0, max(0.0, 1.0 - float(d) / 2.0))
+            score = _similarity(float(d), space)
             hits.append(Hit(i, t, m or {}, score, score, rank))
         return hits
 
@@ -278,6 +278,22 @@ class ChromaStore:
     def _save_lexical(self, index: KoreanBM25 | None = None) -> None:
         if self._lexical_path is not None:
             (index or self.lexical).save(self._lexical_path)
+
+
+def _similarity(distance: float, space: str) -> float:
+    """Chroma distance -> (1 + cos) / 2, whatever space the collection was made with.
+
+    Our collections use cosine; collections written by other tools (LangChain's
+    Chroma defaults to l2) hold the same unit vectors, so the mapping is exact.
+    """
+    cos = {"cosine": 1.0 - distance, "l2": 1.0 - distance / 2.0, "ip": 1.0 - distance}[space]
+    return min(1.0, max(0.0, (1.0 + cos) / 2.0))
+
+
+def _space(collection) -> str:
+    config = getattr(collection, "configuration", None) or {}
+    space = (config.get("hnsw") or {}).get("space") or (config.get("spann") or {}).get("space")
+    return space or (collection.metadata or {}).get("hnsw:space", "l2")
 
 
 def _check_k(k: int) -> None:

@@ -159,3 +159,28 @@ def chroma_server(tmp_path_factory):
     if proc is not None:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def e5_reranker(e5_cross_encoder):
+    from rag_rerank import Reranker
+
+    return Reranker(str(e5_cross_encoder))
+
+
+FAQ = [
+    "세종대왕은 1443년에 훈민정음을 창제하여 백성이 글을 쉽게 익히도록 했다.",
+    "한글날은 매년 10월 9일로, 한글 창제를 기념하는 국경일이다.",
+    "김치는 배추와 고춧가루, 마늘 등으로 담그는 한국의 전통 발효 음식이다.",
+    "비빔밥은 밥 위에 나물과 고기, 고추장을 올려 비벼 먹는 음식이다.",
+    "제주도는 화산섬으로 한라산과 아름다운 해변으로 알려져 있다.",
+    "부산은 한국에서 두 번째로 큰 항구 도시로 해운대 해수욕장이 유명하다.",
+    "지하철 2호선은 서울 도심을 순환하는 노선이다.",
+    "감기에 걸리면 충분히 쉬고 물을 많이 마시는 것이 좋다.",
+]
+
+
+@pytest.fixture(scope="session")
+def faq_corpus(kornli) -> list[str]:
+    """A small Korean corpus: hand-written facts plus KorNLI test premises as distractors."""
+    return FAQ + kornli["test"][1][:40]

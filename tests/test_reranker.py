@@ -19,11 +19,6 @@ def tiny(tiny_ce):
     return Reranker(str(tiny_ce), batch_size=4)
 
 
-@pytest.fixture(scope="module")
-def e5_reranker(e5_cross_encoder):
-    return Reranker(str(e5_cross_encoder))
-
-
 # ------------------------------------------------------------------ quality
 def test_relevant_korean_passage_outranks_unrelated(e5_reranker, kornli):
     pairs, premises = kornli["test"]  # the model was fine-tuned on dev: disjoint premises

@@ -1,0 +1,140 @@
+"""LangChain adapters: a document compressor, a cross-encoder, a retriever, embeddings.
+
+    from rag_rerank.integrations.langchain import (
+        KoreanCrossEncoderReranker, KoreanCrossEncoder, KoreanChromaRetriever, KoreanEmbeddings)
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional, Sequence
+
+from langchain_core.callbacks import (AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun,
+                                      Callbacks)
+from langchain_core.cross_encoders import BaseCrossEncoder
+from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from ..encoder import DEFAULT_ENCODER, BiEncoder
+from ..pipeline import TwoStageRetriever
+from ..reranker import DEFAULT_RERANKER, Reranker, check_query
+from ..types import Hit
+
+
+class KoreanCrossEncoder(BaseCrossEncoder):
+    """``langchain_core`` cross-encoder interface, so ``CrossEncoderReranker`` can use our model."""
+
+    def __init__(self, model: str = DEFAULT_RERANKER, *, reranker: Optional[Reranker] = None, **kwargs: Any):
+        self.reranker = reranker or Reranker(model, **kwargs)
+
+    def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
+        if not text_pairs:
+            return []
+        # Group pairs by query so each query's documents share length-sorted batches.
+        groups: dict[str, list[int]] = {}
+        for i, (query, _) in enumerate(text_pairs):
+            groups.setdefault(query, []).append(i)
+        queries = list(groups)
+        scored = self.reranker.score_many(queries, [[text_pairs[i][1] for i in groups[q]] for q in queries])
+        out = [0.0] * len(text_pairs)
+        for q, scores in zip(queries, scored):
+            for i, s in zip(groups[q], scores):
+                out[i] = s
+        return out
+
+
+class KoreanCrossEncoderReranker(BaseDocumentCompressor):
+    """Rerank documents with a Korean cross-encoder; scores land in ``metadata['relevance_score']``.
+
+    Returns copies: ids and all other metadata are kept, the inputs are untouched.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    model: str = Field(default=DEFAULT_RERANKER)
+    top_n: int = Field(default=3, gt=0)
+    score_threshold: Optional[float] = None
+    batch_size: int = Field(default=32, gt=0)
+    device: Optional[str] = None
+    max_length: int = Field(default=512, gt=8)
+    _reranker: Reranker = PrivateAttr()
+
+    def __init__(self, reranker: Optional[Reranker] = None, **data: Any) -> None:
+        if reranker is not None:
+            data.setdefault("model", reranker.model_name)
+        super().__init__(**data)
+        self._reranker = reranker or Reranker(self.model, device=self.device, max_length=self.max_length,
+                                              batch_size=self.batch_size)
+
+    def compress_documents(self, documents: Sequence[Document], query: str,
+                           callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
+        check_query(query)
+        if not documents:
+            return []
+        return self._select(documents, self._reranker.score(query, [d.page_content for d in documents]))
+
+    async def acompress_documents(self, documents: Sequence[Document], query: str,
+                                  callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
+        check_query(query)
+        if not documents:
+            return []
+        scores = await asyncio.to_thread(self._reranker.score, query, [d.page_content for d in documents])
+        return self._select(documents, scores)
+
+    def _select(self, documents: Sequence[Document], scores: list[float]) -> list[Document]:
+        order = sorted(range(len(documents)), key=lambda i: (-scores[i], i))
+        kept = [i for i in order if self.score_threshold is None or scores[i] >= self.score_threshold]
+        return [_with_metadata(documents[i], relevance_score=float(scores[i])) for i in kept[: self.top_n]]
+
+
+def _with_metadata(doc: Document, **extra: Any) -> Document:
+    return Document(page_content=doc.page_content, metadata={**doc.metadata, **extra}, id=doc.id)
+
+
+def hit_to_document(hit: Hit) -> Document:
+    metadata = {**hit.metadata, "first_stage_score": hit.first_stage_score}
+    if hit.rerank_score is not None:
+        metadata["relevance_score"] = hit.rerank_score
+    return Document(page_content=hit.text, metadata=metadata, id=hit.id)
+
+
+class KoreanChromaRetriever(BaseRetriever):
+    """A LangChain retriever over a :class:`~rag_rerank.pipeline.TwoStageRetriever`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    pipeline: TwoStageRetriever
+    top_n: Optional[int] = None
+    rerank: bool = True
+    where: Optional[dict] = None
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [hit_to_document(h) for h in self.pipeline.retrieve(query, self._n(), self.where, self.rerank)]
+
+    async def _aget_relevant_documents(self, query: str, *,
+                                       run_manager: AsyncCallbackManagerForRetrieverRun) -> list[Document]:
+        hits = await self.pipeline.aretrieve(query, self._n(), self.where, self.rerank)
+        return [hit_to_document(h) for h in hits]
+
+    def _n(self) -> int:
+        return self.top_n or (self.pipeline.top_n if self.rerank else self.pipeline.candidate_k)
+
+
+class KoreanEmbeddings(Embeddings):
+    """Our bi-encoder as LangChain ``Embeddings`` (query and passage prompts applied)."""
+
+    def __init__(self, model: str = DEFAULT_ENCODER, *, encoder: Optional[BiEncoder] = None, **kwargs: Any):
+        self.encoder = encoder or BiEncoder(model, **kwargs)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encoder.embed_passages(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encoder.embed_query(text).tolist()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self.embed_query, text)

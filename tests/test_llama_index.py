@@ -1,0 +1,230 @@
+"""LlamaIndex adapters against the real framework (offline: MockLLM, our embedder)."""
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import pytest
+
+pytest.importorskip("llama_index.core")
+
+from llama_index.core import Settings, VectorStoreIndex, get_response_synthesizer
+from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.llms import MockLLM
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+from rag_rerank.integrations.llama_index import ChromaBiEncoderRetriever, KoreanEmbedding, KoreanReranker
+from rag_rerank.pipeline import TwoStageRetriever
+from rag_rerank.store import ChromaStore
+
+QUERY = ANSWER = None  # set by the `qa` fixture: a KorNLI test hypothesis and its premise
+
+
+@pytest.fixture(scope="module", autouse=True)
+def qa(kornli, faq_corpus):
+    global QUERY, ANSWER
+    pairs, _ = kornli["test"]
+    QUERY, ANSWER = next((h, p) for h, p in pairs if p in faq_corpus[8:] and len(h) > 15)
+    return QUERY, ANSWER
+
+
+class Recorder(BaseEventHandler):
+    events: list = []
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Recorder"
+
+    def handle(self, event, **kwargs) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture(scope="module")
+def recorder():
+    rec = Recorder()
+    rec.events = []
+    get_dispatcher().add_event_handler(rec)
+    yield rec
+    get_dispatcher().event_handlers.remove(rec)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, encoder, faq_corpus):
+    s = ChromaStore(tmp_path_factory.mktemp("li"), "faq", encoder=encoder)
+    s.add(faq_corpus)
+    return s
+
+
+@pytest.fixture(scope="module")
+def first_stage(store):
+    return ChromaBiEncoderRetriever(TwoStageRetriever(store, mode="hybrid", candidate_k=10), rerank=False)
+
+
+@pytest.fixture(scope="module")
+def postprocessor(e5_reranker):
+    return KoreanReranker(reranker=e5_reranker, top_n=3)
+
+
+@pytest.fixture(scope="module")
+def engine(first_stage, postprocessor):
+    return RetrieverQueryEngine(retriever=first_stage, node_postprocessors=[postprocessor],
+                                response_synthesizer=get_response_synthesizer(llm=MockLLM()))
+
+
+def test_query_engine_uses_reranked_top_n(engine, first_stage, e5_reranker, recorder):
+    recorder.events.clear()
+    response = engine.query(QUERY)
+    candidates = first_stage.retrieve(QUERY)
+    expected = e5_reranker.rerank(QUERY, [c.node.get_content() for c in candidates], top_n=3)
+    used = [n.node.get_content() for n in response.source_nodes]
+    assert used == [r.text for r in expected]
+    assert ANSWER in used
+    assert [n.score for n in response.source_nodes] == pytest.approx([r.score for r in expected])
+    assert str(response)  # MockLLM wrote something
+    names = [type(e).__name__ for e in recorder.events]
+    assert "ReRankStartEvent" in names and "ReRankEndEvent" in names
+    end = [e for e in recorder.events if type(e).__name__ == "ReRankEndEvent"][-1]
+    assert [n.node.get_content() for n in end.nodes] == used
+
+
+def test_async_query_matches_sync(engine):
+    sync = [n.node.node_id for n in engine.query(QUERY).source_nodes]
+    got = asyncio.run(engine.aquery(QUERY))
+    assert [n.node.node_id for n in got.source_nodes] == sync
+
+
+def test_eight_concurrent_async_queries_equal_sequential(engine, faq_corpus):
+    queries = [QUERY, "한글은 누가 만들었나요?", "발효 음식", "바다가 예쁜 섬", "서울 지하철", "감기 걸렸을 때",
+               "항구 도시", "비빔밥"]
+    sequential = [[n.node.node_id for n in engine.query(q).source_nodes] for q in queries]
+
+    async def all_at_once():
+        return await asyncio.gather(*(engine.aquery(q) for q in queries))
+
+    concurrent = [[n.node.node_id for n in r.source_nodes] for r in asyncio.run(all_at_once())]
+    assert concurrent == sequential
+
+
+def test_retriever_with_reranking_pipeline(store, e5_reranker):
+    retriever = ChromaBiEncoderRetriever(TwoStageRetriever(store, e5_reranker, candidate_k=10, top_n=2))
+    nodes = retriever.retrieve(QUERY)
+    assert len(nodes) == 2 and ANSWER in [n.node.get_content() for n in nodes]
+    meta = nodes[0].node.metadata
+    assert meta["rerank_score"] == nodes[0].score and "first_stage_score" in meta
+    assert "rerank_score" not in nodes[0].node.get_content(metadata_mode="embed")
+    anodes = asyncio.run(retriever.aretrieve(QUERY))
+    assert [n.node.node_id for n in anodes] == [n.node.node_id for n in nodes]
+
+
+# ------------------------------------------------------------ postprocessor
+def _nodes():
+    return [NodeWithScore(node=TextNode(id_=f"n{i}", text=t, metadata={"src": i}), score=0.1 * i)
+            for i, t in enumerate(["김치찌개 레시피는 간단하다.", ANSWER, "부산 여행 안내 책자를 샀다."])]
+
+
+def test_missing_query_raises(postprocessor):
+    with pytest.raises(ValueError, match="query"):
+        postprocessor.postprocess_nodes(_nodes())
+
+
+def test_empty_nodes_still_emit_end_events(postprocessor, recorder):
+    debug = LlamaDebugHandler()
+    pp = KoreanReranker(reranker=postprocessor._reranker, callback_manager=CallbackManager([debug]))
+    recorder.events.clear()
+    assert pp.postprocess_nodes([], query_str=QUERY) == []
+    names = [type(e).__name__ for e in recorder.events]
+    assert names.count("ReRankStartEvent") == 1 and names.count("ReRankEndEvent") == 1
+    pairs = debug.get_event_pairs(CBEventType.RERANKING)
+    assert len(pairs) == 1 and len(pairs[0]) == 2  # start and end
+
+
+def test_inputs_not_mutated_and_scores_are_floats(postprocessor):
+    nodes = _nodes()
+    before = copy.deepcopy(nodes)
+    keep = KoreanReranker(reranker=postprocessor._reranker, top_n=2, keep_retrieval_score=True)
+    out = keep.postprocess_nodes(nodes, QueryBundle(QUERY))
+    assert [n.model_dump() for n in nodes] == [n.model_dump() for n in before]
+    assert all(o is not n for o in out for n in nodes)
+    assert out[0].node.get_content() == ANSWER and len(out) == 2
+    assert all(type(o.score) is float for o in out)
+    assert out[0].node.metadata["retrieval_score"] == pytest.approx(0.1)
+    assert out[0].node.metadata["src"] == 1 and out[0].node.node_id == "n1"
+
+
+def test_score_threshold_and_legacy_callback(postprocessor):
+    debug = LlamaDebugHandler()
+    pp = KoreanReranker(reranker=postprocessor._reranker, top_n=3, score_threshold=0.999999,
+                        callback_manager=CallbackManager([debug]))
+    out = pp.postprocess_nodes(_nodes(), query_str=QUERY)
+    scores = postprocessor._reranker.score(QUERY, [n.node.get_content() for n in _nodes()])
+    assert len(out) == sum(s >= 0.999999 for s in scores)
+    assert len(debug.get_event_pairs(CBEventType.RERANKING)) == 1
+
+
+def test_async_postprocess_does_not_block_the_loop(postprocessor):
+    async def run():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(ticker())
+        out = await postprocessor.apostprocess_nodes(_nodes() * 8, query_str=QUERY)
+        task.cancel()
+        return out, ticks
+
+    out, ticks = asyncio.run(run())
+    assert out[0].node.get_content() == ANSWER
+    assert ticks > 3  # the loop kept running while the model scored
+
+
+def test_serialisation_fields(postprocessor):
+    data = postprocessor.to_dict()
+    assert data["class_name"] == "KoreanReranker" and data["top_n"] == 3
+    assert {"model", "batch_size", "device", "max_length", "score_threshold", "keep_retrieval_score"} <= set(data)
+
+
+# ---------------------------------------------------------- embedding interop
+def test_vector_store_index_with_our_embedder_reads_our_collection(store, encoder):
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    embed = KoreanEmbedding(encoder=encoder)
+    index = VectorStoreIndex.from_vector_store(ChromaVectorStore(chroma_collection=store.collection),
+                                               embed_model=embed)
+    nodes = index.as_retriever(similarity_top_k=3).retrieve(QUERY)
+    ours = store.search(QUERY, 3)
+    assert [n.node.node_id for n in nodes] == [h.id for h in ours]
+
+
+def test_our_retriever_reads_a_collection_written_by_llama_index(tmp_path, encoder):
+    import chromadb
+    from llama_index.core import Document, StorageContext
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    client = chromadb.PersistentClient(path=str(tmp_path))
+    collection = client.get_or_create_collection("written-by-li", configuration={"hnsw": {"space": "cosine"}})
+    storage = StorageContext.from_defaults(vector_store=ChromaVectorStore(chroma_collection=collection))
+    docs = [Document(text=t, metadata={"n": i}) for i, t in enumerate(
+        [ANSWER, "김치는 발효 음식이다.", "제주도는 화산섬이다."])]
+    VectorStoreIndex.from_documents(docs, storage_context=storage, embed_model=KoreanEmbedding(encoder=encoder))
+    ours = ChromaStore(client=client, collection="written-by-li", encoder=encoder)
+    hits = ours.search(QUERY, 3)
+    assert hits[0].text == ANSWER and hits[0].metadata["n"] == 0
+    assert ours.search_lexical("김치", 1)[0].text == "김치는 발효 음식이다."
+
+
+def test_embedding_adapter_prompts(encoder):
+    import numpy as np
+
+    embed = KoreanEmbedding(encoder=encoder)
+    q = embed.get_query_embedding(QUERY)
+    p = embed.get_text_embedding(QUERY)
+    assert np.allclose(q, encoder.embed_query(QUERY)) and not np.allclose(q, p)
+    assert np.allclose(asyncio.run(embed.aget_query_embedding(QUERY)), q)
+    assert Settings  # the global settings were never needed
