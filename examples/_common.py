@@ -1,0 +1,90 @@
+"""Shared set-up for the examples: a Korean corpus, a store and a reranker that work offline.
+
+With a model hub, pass ``--reranker bongsoo/albert-small-kor-cross-encoder-v1`` (the default).
+Without one, the examples build a small Korean cross-encoder themselves: multilingual-e5-small
+(materialised from pip-shipped weights) fine-tuned for a few dozen steps on KorNLI from
+``../shared/data``. It is cached, so the second example reuses it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+from pathlib import Path
+
+from rag_rerank import Reranker
+from rag_rerank.models import ModelNotFoundError, default_cache_dir
+
+DATA = Path(os.environ.get("RAG_RERANK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+PASSAGES = [
+    "세종대왕은 1443년에 훈민정음을 창제하여 백성이 글을 쉽게 익히도록 했다.",
+    "한글날은 매년 10월 9일로, 한글 창제를 기념하는 국경일이다.",
+    "김치는 배추와 고춧가루, 마늘 등으로 담그는 한국의 전통 발효 음식이다.",
+    "비빔밥은 밥 위에 나물과 고기, 고추장을 올려 비벼 먹는 음식이다.",
+    "제주도는 화산섬으로 한라산과 아름다운 해변으로 알려져 있다.",
+    "부산은 한국에서 두 번째로 큰 항구 도시로 해운대 해수욕장이 유명하다.",
+    "지하철 2호선은 서울 도심을 순환하는 노선이다.",
+    "감기에 걸리면 충분히 쉬고 물을 많이 마시는 것이 좋다.",
+    "반도체는 한국 수출에서 가장 큰 비중을 차지하는 품목이다.",
+    "적금은 매달 일정한 금액을 넣고 만기에 이자와 함께 돌려받는 예금이다.",
+]
+QUESTIONS = ["훈민정음을 만든 사람은 누구인가요?", "한국의 전통 발효 음식은 무엇인가요?", "화산섬으로 유명한 곳은?"]
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--reranker", default="bongsoo/albert-small-kor-cross-encoder-v1")
+    parser.add_argument("--encoder", default="intfloat/multilingual-e5-small")
+    parser.add_argument("--store", default=None, help="store directory (default: a temporary one)")
+    return parser.parse_args()
+
+
+def store_dir(args) -> str:
+    return args.store or tempfile.mkdtemp(prefix="rag-rerank-example-")
+
+
+def load_reranker(name: str) -> Reranker:
+    try:
+        return Reranker(name)
+    except ModelNotFoundError as exc:
+        print(f"[reranker] {name} unavailable ({str(exc)[:80]}...); using an offline fine-tuned one")
+        return Reranker(str(offline_reranker()))
+
+
+def offline_reranker(steps: int = 40) -> Path:
+    out = default_cache_dir() / f"example-kornli-e5-ce-{steps}"
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rag_rerank.models import materialize
+
+    rows = [line.rstrip("\n").split("\t") for line in (DATA / "kornli" / "xnli.dev.ko.tsv").open(encoding="utf-8")][1:]
+    pairs = [(r[1], r[0]) for r in rows if r[2] == "entailment"]
+    premises = sorted({r[0] for r in rows})
+    base = materialize("multilingual-e5-small")
+    tok = AutoTokenizer.from_pretrained(str(base))
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
+    for name, p in model.named_parameters():
+        p.requires_grad = not name.startswith("bert.embeddings")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    rng, _ = random.Random(0), torch.manual_seed(0)
+    model.train()
+    print(f"[reranker] fine-tuning {base.name} for {steps} steps on KorNLI dev (CPU, about a minute)")
+    for _ in range(steps):
+        q, d, y = [], [], []
+        for hyp, prem in rng.sample(pairs, 8):
+            q += [hyp, hyp]
+            d += [prem, rng.choice(premises)]
+            y += [1.0, 0.0]
+        enc = tok(q, d, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], torch.tensor(y))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
