@@ -1,0 +1,195 @@
+"""Training data: load, validate, and shape it for the losses.
+
+Two shapes cover every input:
+
+* :class:`Group` - a query with relevant documents and (optionally) negatives:
+  retrieval data, triplets, (query, positive) lists, mined hard negatives.
+* :class:`ScoredPair` - a (query, document, label in [0, 1]) row: KorSTS-style
+  graded data or explicit binary labels.
+
+Errors name the file and line, so a bad row in a 100k-line file is found at once.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+
+class DataError(ValueError):
+    """A training or evaluation file is malformed; the message names the line."""
+
+
+@dataclass
+class Group:
+    query: str
+    positives: list[str]
+    negatives: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScoredPair:
+    query: str
+    document: str
+    label: float
+
+
+@dataclass
+class TrainingData:
+    groups: list[Group] = field(default_factory=list)
+    pairs: list[ScoredPair] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.groups) + len(self.pairs)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple["TrainingData", "TrainingData"]:
+        """Carve a validation part off by query (all rows of a query land on one side)."""
+        if not 0 < fraction < 1:
+            raise ValueError("validation fraction must be in (0, 1)")
+        queries = sorted({g.query for g in self.groups} | {p.query for p in self.pairs})
+        random.Random(seed).shuffle(queries)
+        held = set(queries[: max(1, int(len(queries) * fraction))])
+        train = TrainingData([g for g in self.groups if g.query not in held],
+                             [p for p in self.pairs if p.query not in held])
+        val = TrainingData([g for g in self.groups if g.query in held], [p for p in self.pairs if p.query in held])
+        return train, val
+
+    def scored_pairs(self) -> list[ScoredPair]:
+        """Everything as (query, doc, label) rows: positives 1.0, negatives 0.0."""
+        out = list(self.pairs)
+        for g in self.groups:
+            out += [ScoredPair(g.query, d, 1.0) for d in g.positives]
+            out += [ScoredPair(g.query, d, 0.0) for d in g.negatives]
+        return out
+
+
+_QUERY_KEYS = ("query", "question", "anchor", "sentence1", "q")
+_DOC_KEYS = ("document", "passage", "text", "sentence2", "answer", "a")
+_LABEL_KEYS = ("label", "score")
+
+
+def _text(value, where: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: {what} is empty or not a string")
+    return value
+
+
+def _texts(value, where: str, what: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise DataError(f"{where}: {what} must be a string or a list of strings")
+    return [_text(v, where, f"{what}[{i}]") for i, v in enumerate(value)]
+
+
+def _label(value, where: str, scale: float) -> float:
+    try:
+        label = float(value) / scale
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: label {value!r} is not a number") from None
+    if not 0.0 <= label <= 1.0:
+        raise DataError(f"{where}: label {value!r} is outside [0, {scale:g}] (use label_scale for other ranges)")
+    return label
+
+
+def _first(row: dict, keys: Sequence[str]):
+    return next((row[k] for k in keys if k in row), None)
+
+
+def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | ScoredPair:
+    """One JSON object / CSV row -> Group or ScoredPair."""
+    query = _first(row, _QUERY_KEYS)
+    if query is None:
+        raise DataError(f"{where}: no query column (one of {', '.join(_QUERY_KEYS)}); got {sorted(row)}")
+    query = _text(query, where, "query")
+    if "positives" in row or "positive" in row:
+        positives = _texts(row.get("positives", row.get("positive")), where, "positive")
+        raw_neg = row.get("negatives", row.get("negative", []))
+        negatives = _texts(raw_neg, where, "negative") if raw_neg not in (None, "", []) else []
+        if not positives:
+            raise DataError(f"{where}: no positive document")
+        return Group(query, positives, negatives)
+    document = _first(row, _DOC_KEYS)
+    if document is None:
+        raise DataError(f"{where}: no document column (one of {', '.join(_DOC_KEYS)} or positive/positives); "
+                        f"got {sorted(row)}")
+    document = _text(document, where, "document")
+    label = _first(row, _LABEL_KEYS)
+    if label is None or label == "":
+        return Group(query, [document])  # a plain (query, positive) row
+    return ScoredPair(query, document, _label(label, where, label_scale))
+
+
+def load(path: str | Path, *, label_scale: float | None = None) -> TrainingData:
+    """Load JSONL, CSV or TSV training data.
+
+    JSONL objects: ``{"query", "positive(s)", "negative(s)"?}`` (groups, triplets, lists),
+    ``{"query", "document", "label"}`` (scored pairs) or ``{"query", "document"}`` (positives).
+    CSV/TSV with a header, same column names; KorSTS files (``score``, ``sentence1``,
+    ``sentence2``) load as graded pairs with ``label_scale=5`` applied automatically.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training data {path} does not exist")
+    data = TrainingData()
+    for row, where, scale in _rows(path, label_scale):
+        item = parse_row(row, where, scale)
+        (data.groups if isinstance(item, Group) else data.pairs).append(item)
+    if not len(data):
+        raise DataError(f"{path}: no rows")
+    return data
+
+
+def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, float]]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{n}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{where}: expected a JSON object")
+                yield row, where, label_scale or 1.0
+        return
+    if suffix not in (".csv", ".tsv"):
+        raise DataError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv or .tsv")
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",", quoting=csv.QUOTE_NONE
+                                if suffix == ".tsv" else csv.QUOTE_MINIMAL)
+        header = reader.fieldnames or []
+        scale = label_scale or (5.0 if {"score", "sentence1", "sentence2"} <= set(header) else 1.0)
+        for n, row in enumerate(reader, 2):
+            if None in row:
+                raise DataError(f"{path}:{n}: more fields than the header has")
+            yield {k: v for k, v in row.items() if v is not None}, f"{path}:{n}", scale
+
+
+def from_pairs(pairs: Iterable[tuple[str, str]]) -> TrainingData:
+    """Plain ``(query, positive)`` tuples -> groups (validated, duplicates merged per query)."""
+    groups: dict[str, Group] = {}
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise DataError(f"pairs[{i}]: expected (query, positive)")
+        q = _text(pair[0], f"pairs[{i}]", "query")
+        d = _text(pair[1], f"pairs[{i}]", "positive")
+        group = groups.setdefault(q, Group(q, []))
+        if d not in group.positives:
+            group.positives.append(d)
+    return TrainingData(list(groups.values()))
+
+
+def save_jsonl(data: TrainingData, path: str | Path) -> None:
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for g in data.groups:
+            fh.write(json.dumps({"query": g.query, "positives": g.positives, "negatives": g.negatives},
+                                ensure_ascii=False) + "\n")
+        for p in data.pairs:
+            fh.write(json.dumps({"query": p.query, "document": p.document, "label": p.label}, ensure_ascii=False) + "\n")

@@ -1,0 +1,77 @@
+"""Ranking metrics and the before/after table of first stage vs first stage + reranker."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .data import Group
+
+METRICS = ("MRR@10", "NDCG@10", "R@1", "R@10")
+
+
+def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> dict[str, float]:
+    """Mean MRR@10, NDCG@10 (binary gains), Recall@1 and Recall@10 over queries."""
+    if len(ranked) != len(relevant):
+        raise ValueError("one ranking per query")
+    totals = dict.fromkeys(METRICS, 0.0)
+    for docs, rel in zip(ranked, relevant):
+        top = list(docs[:10])
+        hits = [d in rel for d in top]
+        totals["MRR@10"] += next((1.0 / (i + 1) for i, h in enumerate(hits) if h), 0.0)
+        dcg = sum(1.0 / math.log2(i + 2) for i, h in enumerate(hits) if h)
+        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(rel), 10)))
+        totals["NDCG@10"] += dcg / ideal if ideal else 0.0
+        totals["R@1"] += sum(hits[:1]) / len(rel) if rel else 0.0
+        totals["R@10"] += len(set(top) & rel) / len(rel) if rel else 0.0
+    n = max(len(ranked), 1)
+    return {k: v / n for k, v in totals.items()}
+
+
+@dataclass
+class EvalRow:
+    name: str
+    metrics: dict[str, float]
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def evaluate_first_stage(first_stage, groups: Sequence[Group], candidate_k: int, name: str):
+    """Rank with the first stage; returns the row and the candidate lists (texts) for reranking."""
+    start = time.perf_counter()
+    queries = [g.query for g in groups]
+    many = getattr(first_stage, "candidates_many", None)
+    hits = many(queries, candidate_k) if many else [first_stage.candidates(q, candidate_k) for q in queries]
+    candidates = [[h.text for h in row] for row in hits]
+    metrics = ranking_metrics(candidates, [set(g.positives) for g in groups])
+    return EvalRow(name, metrics, time.perf_counter() - start), candidates
+
+
+def evaluate_reranker(reranker, groups: Sequence[Group], candidates: Sequence[Sequence[str]], name: str) -> EvalRow:
+    start = time.perf_counter()
+    ranked = reranker.rerank_many([g.query for g in groups], candidates)
+    texts = [[r.text for r in row] for row in ranked]
+    return EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), time.perf_counter() - start)
+
+
+def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
+    """A Markdown table: one row per system, the four metrics and the time it took."""
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| system | " + " | ".join(METRICS) + " | time (s) |",
+              "|---|" + "---:|" * (len(METRICS) + 1)]
+    for row in rows:
+        lines.append(f"| {row.name} | " + " | ".join(f"{row.metrics[m]:.4f}" for m in METRICS)
+                     + f" | {row.seconds:.1f} |")
+    return "\n".join(lines)
+
+
+def reranking_samples(groups: Sequence[Group], candidates: Sequence[Sequence[str]] | None = None) -> list[dict]:
+    """Samples for sentence-transformers' CrossEncoderRerankingEvaluator (used during training)."""
+    samples = []
+    for i, g in enumerate(groups):
+        if candidates is not None:
+            samples.append({"query": g.query, "positive": g.positives, "documents": list(candidates[i])})
+        elif g.negatives:
+            samples.append({"query": g.query, "positive": g.positives, "negative": g.negatives})
+    return samples

@@ -1,0 +1,53 @@
+"""Hard negatives from our own first stage, plus random ones.
+
+A reranker sees, at query time, the first stage's top candidates: the
+negatives that teach it most are those same candidates (minus the positives).
+Random negatives keep the easy end of the scale calibrated.
+"""
+from __future__ import annotations
+
+import random
+from typing import Protocol, Sequence
+
+from ..types import Hit
+from .data import Group, TrainingData
+
+
+class FirstStage(Protocol):
+    def candidates(self, query: str, k: int) -> list[Hit]: ...
+
+
+def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: Sequence[str] | None = None,
+                        num_hard: int = 4, num_random: int = 1, candidate_k: int = 30, skip_top: int = 0,
+                        seed: int = 0) -> TrainingData:
+    """Return new data whose groups carry ``num_hard`` mined + ``num_random`` random negatives.
+
+    ``first_stage`` is a :class:`~rag_rerank.pipeline.TwoStageRetriever` (its ``candidates``)
+    or an :class:`~rag_rerank.corpus.InMemoryCorpus`; ``corpus`` (texts) feeds the random
+    negatives and defaults to the first stage's own texts when it has them. Positives are
+    never used as negatives. Scored pairs pass through unchanged.
+    """
+    rng = random.Random(seed)
+    pool = list(corpus if corpus is not None else getattr(first_stage, "texts", []))
+    if num_random and not pool:
+        raise ValueError("random negatives need a corpus: pass corpus=[...] or num_random=0")
+    queries = [g.query for g in data.groups]
+    many = getattr(first_stage, "candidates_many", None)
+    k = candidate_k + skip_top
+    ranked = many(queries, k) if many else [first_stage.candidates(q, k) for q in queries]
+    groups = []
+    for group, hits in zip(data.groups, ranked):
+        banned = set(group.positives) | set(group.negatives)
+        hard = [h.text for h in hits[skip_top:] if h.text not in banned]
+        hard = list(dict.fromkeys(hard))[:num_hard]
+        taken = banned | set(hard)
+        randoms: list[str] = []
+        for _ in range(num_random * 20):
+            if len(randoms) >= num_random:
+                break
+            doc = rng.choice(pool)
+            if doc not in taken:
+                randoms.append(doc)
+                taken.add(doc)
+        groups.append(Group(group.query, list(group.positives), group.negatives + hard + randoms))
+    return TrainingData(groups, list(data.pairs))

@@ -1,0 +1,225 @@
+"""`train()`: data -> (mined negatives) -> CrossEncoderTrainer -> model directory + report."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import models
+from ..devices import resolve_device
+from . import evaluation, memory, model_setup, report
+from .data import TrainingData
+from .fast import PairTokenizingCollator, RerankerTrainer, length_grouped_sampler
+from .mining import mine_hard_negatives
+from .recipes import TrainConfig
+
+log = logging.getLogger("rag_rerank.train")
+_RANKING_METRICS = {"ndcg@10", "mrr@10", "map"}
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def _say(notes: list[str], message: str) -> None:
+    notes.append(message)
+    log.info(message)
+    print(f"[rag-rerank train] {message}")
+
+
+def build_model(config: TrainConfig, device: torch.device, notes: list[str]):
+    from sentence_transformers import CrossEncoder
+
+    path = models.resolve(config.base_model)
+    ce = CrossEncoder(str(path), num_labels=1, max_length=config.max_length, device=str(device))
+    inner = ce[0].model
+    if config.freeze or config.freeze_bottom_layers:
+        frozen = model_setup.apply_freezing(inner, list(config.freeze), config.freeze_bottom_layers)
+        _say(notes, f"froze {len(frozen)} parameter tensors ({', '.join(config.freeze) or 'none'}"
+                    f"{f', bottom {config.freeze_bottom_layers} layers' if config.freeze_bottom_layers else ''})")
+    if config.gradient_checkpointing:
+        model_setup.enable_gradient_checkpointing(inner)
+    if config.lora:
+        ce[0].model = model_setup.apply_lora(inner, config.lora_r, config.lora_alpha, config.lora_dropout,
+                                             config.lora_targets)
+    return ce
+
+
+def _datasets(config: TrainConfig, data: TrainingData):
+    from datasets import Dataset
+
+    if config.loss == "bce":
+        rows = data.scored_pairs()
+        return Dataset.from_dict({"query": [r.query for r in rows], "document": [r.document for r in rows],
+                                  "label": [r.label for r in rows]})
+    groups = [g for g in data.groups if g.negatives]
+    if not groups:
+        raise ValueError(f"loss {config.loss!r} needs groups with negatives (mine them or give negatives)")
+    if config.loss == "listwise":
+        return Dataset.from_dict({"query": [g.query for g in groups],
+                                  "docs": [g.positives[:1] + g.negatives for g in groups],
+                                  "labels": [[1] + [0] * len(g.negatives) for g in groups]})
+    if config.loss == "mnrl":
+        n = min(len(g.negatives) for g in groups)
+        cols = {"query": [g.query for g in groups], "positive": [g.positives[0] for g in groups]}
+        for j in range(n):
+            cols[f"negative_{j + 1}"] = [g.negatives[j] for g in groups]
+        return Dataset.from_dict(cols)
+    raise ValueError(f"unknown loss {config.loss!r}; use bce, listwise or mnrl")
+
+
+def _loss(config: TrainConfig, ce, dataset):
+    from sentence_transformers.cross_encoder import losses
+
+    if config.loss == "bce":
+        return losses.BinaryCrossEntropyLoss(ce)
+    if config.loss == "listwise":
+        return losses.ListNetLoss(ce)
+    return losses.MultipleNegativesRankingLoss(ce, num_negatives=len(dataset.column_names) - 2)
+
+
+def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool):
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
+
+    metric = config.metric_for_best_model
+    ranking = metric.lower() in _RANKING_METRICS
+    kwargs = dict(
+        output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=max(config.per_device_batch_size, 16),
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, fp16=fp16, bf16=bf16,
+        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, seed=config.seed, data_seed=config.seed,
+        dataloader_num_workers=config.dataloader_workers, disable_tqdm=not config.show_progress,
+        report_to="none", eval_strategy="steps" if has_eval else "no", eval_steps=config.eval_steps,
+        load_best_model_at_end=config.load_best_model_at_end and has_eval,
+        metric_for_best_model=(f"eval_val_{metric.lower()}" if ranking else metric) if has_eval else None,
+        greater_is_better=ranking if has_eval else None,
+    )
+    if config.group_by_length:
+        kwargs["batch_sampler"] = length_grouped_sampler
+    if config.push_to_hub:
+        kwargs.update(push_to_hub=True, hub_model_id=config.push_to_hub)
+    return CrossEncoderTrainingArguments(**kwargs)
+
+
+def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData | None = None, *,
+          first_stage=None, corpus=None, resume: bool = False, device: str | None = None,
+          data_description: str | None = None) -> TrainResult:
+    """Fine-tune a cross-encoder. See :class:`~rag_rerank.train.recipes.TrainConfig` for every knob.
+
+    ``first_stage`` (a TwoStageRetriever or InMemoryCorpus) mines hard negatives for the train and
+    validation groups and gives the validation candidates for the before/after table.
+    """
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+    from transformers import EarlyStoppingCallback
+
+    notes: list[str] = []
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    fp16, bf16, note = model_setup.resolve_precision(config.mixed_precision, dev)
+    if note:
+        _say(notes, note)
+    if config.dataloader_workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.manual_seed(config.seed)
+
+    if eval_data is None and config.validation_fraction > 0:
+        train_data, eval_data = train_data.split(config.validation_fraction, seed=config.seed)
+    if first_stage is not None:
+        mine = dict(corpus=corpus, num_hard=config.num_hard_negatives, num_random=config.num_random_negatives,
+                    candidate_k=config.candidate_k, seed=config.seed)
+        train_data = mine_hard_negatives(train_data, first_stage, **mine)
+        if eval_data is not None:
+            eval_data = mine_hard_negatives(eval_data, first_stage, **mine)
+
+    ce = build_model(config, dev, notes)
+    train_ds = _datasets(config, train_data)
+    eval_ds = _datasets(config, eval_data) if eval_data is not None and len(eval_data) else None
+    samples = evaluation.reranking_samples(eval_data.groups) if eval_ds is not None else []
+    evaluator = CrossEncoderRerankingEvaluator(samples, name="val", batch_size=64) if samples else None
+    if eval_ds is not None and config.metric_for_best_model.lower() in _RANKING_METRICS and evaluator is None:
+        raise ValueError("metric_for_best_model is a ranking metric but the validation data has no negatives")
+
+    args = _args(config, fp16, bf16, eval_ds is not None)
+    collator = (PairTokenizingCollator(ce.tokenizer, config.max_length)
+                if config.pretokenize and config.loss == "bce" else None)
+    callbacks = ([EarlyStoppingCallback(config.early_stopping_patience)]
+                 if config.early_stopping_patience and eval_ds is not None else [])
+    trainer = RerankerTrainer(model=ce, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                              loss=_loss(config, ce, train_ds), evaluator=evaluator, callbacks=callbacks,
+                              **({"data_collator": collator} if collator else {}))
+    memory.reset_peak(dev)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.perf_counter() - start
+    peak = memory.measured_peak(dev)
+
+    _save(ce, config, out, notes)
+    metrics = {
+        "train": {"seconds": seconds, "steps": result.global_step, "loss": result.training_loss,
+                  "pairs": len(train_ds), "pairs_per_second": result.metrics.get("train_samples_per_second"),
+                  "peak_memory_bytes": peak[0], "peak_memory_source": peak[1],
+                  "device": str(dev), "fp16": fp16, "bf16": bf16},
+        "config": config.to_dict(),
+        "history": trainer.state.log_history,
+        "notes": notes,
+    }
+    if config.memory_report:
+        est = memory.estimate(ce.model, batch_size=config.per_device_batch_size, seq_len=config.max_length,
+                              mixed_precision=fp16 or bf16)
+        metrics["memory"] = {"estimate": est, "peak": peak[0]}
+        print(memory.format_report(est, peak))
+    rows = before_after(config, eval_data, first_stage, out) if eval_data is not None and eval_data.groups else []
+    metrics["validation"] = {r.name: r.metrics for r in rows}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
+    report.write_report(out, metrics, rows, f"Training report: {out.name}")
+    report.append_model_card(out, metrics, rows, data_description or f"{len(train_ds)} training rows")
+    return TrainResult(out, metrics, notes)
+
+
+def before_after(config: TrainConfig, eval_data: TrainingData, first_stage, out: Path) -> list:
+    """First stage alone, + the base model, + the fine-tuned model, on the validation groups."""
+    import random
+    import warnings
+
+    from ..reranker import Reranker
+
+    groups = eval_data.groups
+    rows = []
+    if first_stage is not None:
+        row, candidates = evaluation.evaluate_first_stage(first_stage, groups, config.candidate_k,
+                                                          f"first stage ({getattr(first_stage, 'mode', '?')})")
+        rows.append(row)
+    else:  # no first stage: rerank each query's own positives + negatives, shuffled
+        rng = random.Random(config.seed)
+        candidates = [rng.sample(g.positives + g.negatives, len(g.positives) + len(g.negatives)) for g in groups]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        base = Reranker(config.base_model, max_length=config.max_length)
+    untrained = any("no trained classification head" in str(w.message) for w in caught)
+    label = "+ base model" + (" (untrained head)" if untrained else "")
+    rows.append(evaluation.evaluate_reranker(base, groups, candidates, label))
+    del base
+    rows.append(evaluation.evaluate_reranker(Reranker(str(out), max_length=config.max_length), groups, candidates,
+                                             "+ fine-tuned"))
+    return rows
+
+
+def _save(ce, config: TrainConfig, out: Path, notes: list[str]) -> None:
+    inner = ce[0].model
+    if config.lora and config.merge_lora:
+        ce[0].model = inner.merge_and_unload()  # a plain model: Reranker(path) needs no PEFT
+    elif config.lora:
+        _say(notes, "LoRA adapter saved unmerged (merge_lora=False): load it with PEFT on top of the base model")
+    ce.save(str(out))
