@@ -77,10 +77,101 @@ def _store_args(p: argparse.ArgumentParser) -> None:
                    "else intfloat/multilingual-e5-small, offline twin when no hub)")
 
 
+def _first_stage(args):
+    """A TwoStageRetriever over --store/--host, or an InMemoryCorpus over --corpus, or None."""
+    from .pipeline import TwoStageRetriever
+
+    if getattr(args, "corpus", None):
+        from .corpus import InMemoryCorpus
+        from .store import iter_documents
+
+        return InMemoryCorpus([d.text for d in iter_documents(args.corpus)], mode=args.mode,
+                              encoder=args.encoder), None
+    if args.store or args.host:
+        store = _open_store(args, lexical=args.mode != "dense")
+        return TwoStageRetriever(store, mode=args.mode, candidate_k=args.candidate_k or 50), store
+    return None, None
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)  # numbers, booleans, lists
+    except ValueError:
+        return text
+
+
+def _train_config(args):
+    from .train import TrainConfig, load_config, preset
+
+    config = load_config(args.config) if args.config else preset(args.preset) if args.preset else TrainConfig()
+    flags = {"base_model": args.base, "output_dir": args.output, "loss": args.loss, "epochs": args.epochs,
+             "max_steps": args.max_steps, "learning_rate": args.lr, "per_device_batch_size": args.batch_size,
+             "gradient_accumulation_steps": args.grad_accum, "max_length": args.max_length,
+             "mixed_precision": args.precision, "seed": args.seed, "freeze_bottom_layers": args.freeze_bottom_layers,
+             "freeze": args.freeze.split(",") if args.freeze else None, "push_to_hub": args.push_to_hub,
+             "candidate_k": args.candidate_k,
+             "mine_mode": args.mode if (args.store or args.host or args.corpus) else None}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    for switch in ("lora", "gradient_checkpointing", "memory_report"):
+        if getattr(args, switch):
+            overrides[switch] = True
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key.replace("-", "_")] = _parse_value(value)
+    return config.replace(**overrides)
+
+
+def _cmd_train(args) -> int:
+    from .train import data as train_data
+    from .train import train
+
+    config = _train_config(args)
+    corpus_first_stage, _ = _first_stage(args)
+    result = train(config, train_data.load(args.data),
+                   train_data.load(args.eval_data) if args.eval_data else None,
+                   first_stage=corpus_first_stage, resume=args.resume, device=args.device,
+                   data_description=f"{args.data}" + (f", validation {args.eval_data}" if args.eval_data else ""))
+    print((result.output_dir / "report.md").read_text(encoding="utf-8"))
+    print(f"model: {result.output_dir}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .reranker import Reranker
+    from .train import data as train_data
+    from .train import evaluation
+
+    groups = train_data.load(args.data).groups
+    if not groups:
+        raise ValueError(f"{args.data}: evaluation needs queries with positives")
+    first_stage, _ = _first_stage(args)
+    if first_stage is None:
+        raise ValueError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
+    depth = args.candidate_k or 50
+    row, candidates = evaluation.evaluate_first_stage(first_stage, groups, depth, f"{args.mode} (top {depth})")
+    rows = [row]
+    for name in args.reranker or []:
+        rows.append(evaluation.evaluate_reranker(Reranker(name, device=args.device, max_length=args.max_length),
+                                                 groups, candidates, f"+ {name}"))
+    if args.json:
+        print(json.dumps([{"system": r.name, **r.metrics, "seconds": r.seconds} for r in rows], indent=2,
+                         ensure_ascii=False))
+    else:
+        print(evaluation.format_table(rows, f"{args.data}: {len(groups)} queries"))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(cache_dir=args.cache_dir)
+
+
+def _first_stage_args(p: argparse.ArgumentParser) -> None:
+    _store_args(p)
+    p.add_argument("--corpus", help="corpus file (.jsonl/.txt) searched in memory instead of a store")
+    p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid")
+    p.add_argument("--candidate-k", type=int, help="first-stage depth (eval: 50; train mining: 30)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +200,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"source": "faq"}\'')
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("train", help="fine-tune a cross-encoder (mines hard negatives from --store/--corpus)")
+    p.add_argument("--data", required=True, help=".jsonl / .csv / .tsv training data")
+    p.add_argument("--eval-data", help="validation data (default: a part carved from --data)")
+    p.add_argument("--base", help="base model (default bongsoo/albert-small-kor-cross-encoder-v1)")
+    p.add_argument("--output", help="output directory")
+    p.add_argument("--preset", choices=["seed", "fast"], default=None)
+    p.add_argument("--config", help="YAML/TOML/JSON file of training options")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig field, repeatable")
+    p.add_argument("--loss", choices=["bce", "listwise", "mnrl"])
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--precision", choices=["fp16", "bf16", "fp32", "auto"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lora", action="store_true")
+    p.add_argument("--freeze", help="comma-separated groups: embeddings,encoder,pooler,classifier")
+    p.add_argument("--freeze-bottom-layers", type=int)
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--memory-report", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    p.add_argument("--push-to-hub", metavar="REPO_ID")
+    p.add_argument("--device")
+    _first_stage_args(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="MRR@10, NDCG@10, R@1, R@10 of the first stage and of each reranker")
+    p.add_argument("--data", required=True, help="queries with positives (.jsonl/.csv/.tsv)")
+    p.add_argument("--reranker", action="append", help="reranker to evaluate, repeatable")
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true")
+    _first_stage_args(p)
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("rerank", help="rerank documents (arguments or stdin lines) for a query")
     p.add_argument("query")

@@ -73,3 +73,28 @@ def test_index_rejects_bad_jsonl_with_line_number(tmp_path):
     src.write_text('{"text": "좋은 줄"}\n{"txt": "나쁜 줄"}\n', encoding="utf-8")
     out = run_cli("index", str(src), "--store", str(tmp_path / "s"))
     assert out.returncode == 2 and "bad.jsonl:2" in out.stderr
+
+
+def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
+    pairs, premises = kornli["dev"]
+    train_file, test_file, corpus = tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "corpus.txt"
+    train_file.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False)
+                                    for h, p in pairs[:120]), encoding="utf-8")
+    test_file.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False)
+                                   for h, p in pairs[600:640]), encoding="utf-8")
+    corpus.write_text("\n".join(premises), encoding="utf-8")
+    out = run_cli("train", "--data", str(train_file), "--base", str(tiny_ce), "--output", str(tmp_path / "model"),
+                  "--preset", "fast", "--max-steps", "4", "--set", "eval_steps=2", "--set", "save_steps=2",
+                  "--set", "dataloader_workers=0", "--corpus", str(corpus), "--mode", "bm25", "--max-length", "96")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "+ fine-tuned" in out.stdout and "first stage (bm25)" in out.stdout
+    out = run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25",
+                  "--reranker", str(tmp_path / "model"), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)
+    assert [r["system"] for r in rows] == ["bm25 (top 50)", f"+ {tmp_path / 'model'}"]
+    assert all(0 <= r["MRR@10"] <= 1 for r in rows)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n', encoding="utf-8")
+    out = run_cli("train", "--data", str(bad), "--base", str(tiny_ce), "--output", str(tmp_path / "m2"))
+    assert out.returncode == 2 and "bad.jsonl:2" in out.stderr

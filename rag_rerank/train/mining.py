@@ -28,7 +28,7 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
     never used as negatives. Scored pairs pass through unchanged.
     """
     rng = random.Random(seed)
-    pool = list(corpus if corpus is not None else getattr(first_stage, "texts", []))
+    pool = list(corpus) if corpus is not None else _pool(first_stage)
     if num_random and not pool:
         raise ValueError("random negatives need a corpus: pass corpus=[...] or num_random=0")
     queries = [g.query for g in data.groups]
@@ -51,3 +51,11 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
                 taken.add(doc)
         groups.append(Group(group.query, list(group.positives), group.negatives + hard + randoms))
     return TrainingData(groups, list(data.pairs))
+
+
+def _pool(first_stage, limit: int = 20000) -> list[str]:
+    """Texts for random negatives: the in-memory corpus, or (a slice of) the store behind the pipeline."""
+    if hasattr(first_stage, "texts"):
+        return list(first_stage.texts)
+    store = getattr(first_stage, "store", None)
+    return [d.text for d in store.get(limit=limit)] if store is not None else []

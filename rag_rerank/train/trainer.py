@@ -149,7 +149,9 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     samples = evaluation.reranking_samples(eval_data.groups) if eval_ds is not None else []
     evaluator = CrossEncoderRerankingEvaluator(samples, name="val", batch_size=64) if samples else None
     if eval_ds is not None and config.metric_for_best_model.lower() in _RANKING_METRICS and evaluator is None:
-        raise ValueError("metric_for_best_model is a ranking metric but the validation data has no negatives")
+        _say(notes, f"validation data has no negatives to rank, so the best model is chosen by eval_loss, "
+                    f"not {config.metric_for_best_model} (give a first stage to mine them)")
+        config = config.replace(metric_for_best_model="eval_loss")
 
     args = _args(config, fp16, bf16, eval_ds is not None)
     collator = (PairTokenizingCollator(ce.tokenizer, config.max_length)

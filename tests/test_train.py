@@ -1,0 +1,276 @@
+"""Training on CPU with tiny models and a few steps: presets, switches, outputs, resume, bad data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("peft")
+
+from rag_rerank import Reranker
+from rag_rerank.corpus import InMemoryCorpus
+from rag_rerank.train import DataError, Group, TrainingData, from_pairs, load, load_config, preset, train
+from rag_rerank.train import model_setup
+from rag_rerank.train.evaluation import ranking_metrics
+from rag_rerank.train.fast import RerankerTrainer
+from rag_rerank.train.mining import mine_hard_negatives
+
+
+@pytest.fixture(scope="module")
+def pairs(kornli):
+    return kornli["dev"][0][:80]
+
+
+@pytest.fixture(scope="module")
+def bm25(kornli):
+    return InMemoryCorpus(kornli["dev"][1], mode="bm25")
+
+
+def tiny_config(name, tiny_ce, tmp_path, **kw):
+    base = dict(base_model=str(tiny_ce), output_dir=str(tmp_path / name), max_steps=4, eval_steps=2, save_steps=2,
+                logging_steps=1, max_length=96, show_progress=False, dataloader_workers=0)
+    base.update(kw)
+    return preset(name if name in ("seed", "fast") else "fast", **base)
+
+
+# ------------------------------------------------------------------ presets
+@pytest.mark.parametrize("name", ["seed", "fast"])
+def test_preset_runs_and_writes_everything(name, tiny_ce, tmp_path, pairs, bm25):
+    result = train(tiny_config(name, tiny_ce, tmp_path), from_pairs(pairs), first_stage=bm25)
+    out = result.output_dir
+    for f in ("model.safetensors", "config.json", "metrics.json", "report.md", "README.md", "loss.png", "eval.png"):
+        assert (out / f).exists(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 4
+    assert set(metrics["validation"]) == {"first stage (bm25)", "+ base model", "+ fine-tuned"}
+    assert any("eval_val_ndcg@10" in h for h in metrics["history"])  # ranking evaluator ran in training
+    assert "fp32" in (out / "report.md").read_text() and "rag-rerank training" in (out / "README.md").read_text()
+    assert any("needs a CUDA GPU" in n for n in result.notes)  # the precision fallback was announced
+    r = Reranker(str(out))
+    assert len(r.score("질문", ["문서"])) == 1
+
+
+def test_seed_preset_is_the_original_recipe():
+    cfg = preset("seed")
+    assert (cfg.per_device_batch_size, cfg.gradient_accumulation_steps, cfg.warmup_steps, cfg.weight_decay) == (4, 4, 50, 0.01)
+    assert (cfg.eval_steps, cfg.save_steps, cfg.logging_steps, cfg.mixed_precision) == (50, 50, 5, "fp16")
+    assert cfg.load_best_model_at_end and cfg.metric_for_best_model == "eval_loss" and cfg.show_progress
+    from rag_rerank.train.trainer import _args
+
+    args = _args(cfg.replace(output_dir="/tmp/x"), fp16=False, bf16=False, has_eval=True)
+    assert args.eval_strategy == "steps" and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
+
+
+@pytest.mark.parametrize("loss", ["listwise", "mnrl"])
+def test_other_losses(loss, tiny_ce, tmp_path, pairs, bm25):
+    result = train(tiny_config("fast", tiny_ce, tmp_path, loss=loss, pretokenize=False), from_pairs(pairs),
+                   first_stage=bm25)
+    assert result.metrics["train"]["steps"] == 4
+
+
+# ------------------------------------------------------------------ switches
+def test_lora_on_albert_trains_head_and_reloads_identically(tiny_ce, tmp_path, pairs, bm25):
+    from safetensors.torch import load_file
+
+    cfg = tiny_config("fast", tiny_ce, tmp_path, lora=True, learning_rate=5e-3)
+    result = train(cfg, from_pairs(pairs), first_stage=bm25)
+    before = load_file(str(tiny_ce / "model.safetensors"))
+    after = load_file(str(result.output_dir / "model.safetensors"))
+    assert not any("lora" in k for k in after)  # merged into plain weights
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])  # the head trained
+    assert torch.equal(before["albert.embeddings.word_embeddings.weight"],
+                       after["albert.embeddings.word_embeddings.weight"])  # LoRA left the rest alone
+
+
+def test_lora_scores_equal_before_and_after_reload(tiny_ce, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from rag_rerank.train.recipes import TrainConfig
+    from rag_rerank.train.trainer import _save
+
+    ce = CrossEncoder(str(tiny_ce), num_labels=1)
+    ce[0].model = model_setup.apply_lora(ce[0].model, 4, 8, 0.0, None)
+    targets = {n.split(".")[-4] for n, _ in ce[0].model.named_parameters() if "lora_A" in n}
+    assert targets == {"query", "key", "value", "dense"}
+    torch.manual_seed(0)
+    with torch.no_grad():  # stand-in for training: move adapters and the trainable head copy
+        for name, p in ce[0].model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    pairs = [("서울 날씨", "오늘 서울은 맑다"), ("음식", "김치찌개는 맵다")]
+    expected = ce.predict(pairs).tolist()
+    _save(ce, TrainConfig(lora=True, merge_lora=True), tmp_path / "merged", [])
+    reloaded = Reranker(str(tmp_path / "merged"))
+    assert [reloaded.score(q, [d])[0] for q, d in pairs] == pytest.approx(expected, abs=1e-5)
+
+
+def test_frozen_groups_get_no_gradient(tiny_ce, tmp_path, pairs, bm25):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_ce))
+    frozen = set(model_setup.apply_freezing(model, ["embeddings", "pooler"]))
+    out = model(input_ids=torch.tensor([[2, 10, 11, 3]]), labels=torch.tensor([1.0]))
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is None) == (name in frozen), name
+    assert any("embedding_hidden_mapping_in" in n for n in frozen)
+
+    result = train(tiny_config("fast", tiny_ce, tmp_path, freeze=["embeddings"], learning_rate=1e-2),
+                   from_pairs(pairs), first_stage=bm25)
+    before, after = load_file(str(tiny_ce / "model.safetensors")), load_file(str(result.output_dir / "model.safetensors"))
+    assert torch.equal(before["albert.embeddings.word_embeddings.weight"], after["albert.embeddings.word_embeddings.weight"])
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+
+
+def test_albert_refuses_bottom_layers_and_gradient_checkpointing(tiny_ce):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_ce))
+    with pytest.raises(ValueError, match="shares one layer"):
+        model_setup.apply_freezing(model, [], bottom_layers=2)
+    with pytest.raises(ValueError, match="does not support gradient checkpointing"):
+        model_setup.enable_gradient_checkpointing(model)
+    with pytest.raises(ValueError, match="unknown parameter group"):
+        model_setup.apply_freezing(model, ["attention"])
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, korean_sentences):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from rag_rerank.testing import train_unigram_tokenizer
+
+    path = tmp_path_factory.mktemp("bert") / "ce"
+    tok = train_unigram_tokenizer(korean_sentences)
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_bert_bottom_layers_and_gradient_checkpointing(tiny_bert, tmp_path, pairs, bm25):
+    from safetensors.torch import load_file
+
+    cfg = tiny_config("fast", tiny_bert, tmp_path, freeze_bottom_layers=2, gradient_checkpointing=True,
+                      learning_rate=1e-2, lora=False)
+    result = train(cfg, from_pairs(pairs), first_stage=bm25)
+    before, after = load_file(str(tiny_bert / "model.safetensors")), load_file(str(result.output_dir / "model.safetensors"))
+    key = lambda i: f"bert.encoder.layer.{i}.attention.self.query.weight"
+    assert torch.equal(before[key(0)], after[key(0)]) and torch.equal(before[key(1)], after[key(1)])
+    assert not torch.equal(before[key(2)], after[key(2)])
+
+
+def test_bert_lora_uses_peft_defaults(tiny_bert):
+    from transformers import AutoModelForSequenceClassification
+
+    model = model_setup.apply_lora(AutoModelForSequenceClassification.from_pretrained(str(tiny_bert)), 4, 8, 0.0, None)
+    targets = {n.split(".")[-4] for n, _ in model.named_parameters() if "lora_A" in n}
+    assert targets == {"query", "value"}
+    assert any("modules_to_save" in n and "classifier" in n for n, _ in model.named_parameters())
+
+
+def test_memory_report(tiny_ce, tmp_path, pairs, capsys):
+    result = train(tiny_config("fast", tiny_ce, tmp_path, memory_report=True, max_steps=2), from_pairs(pairs))
+    mem = result.metrics["memory"]
+    assert mem["estimate"]["total"] == sum(v for k, v in mem["estimate"].items() if k != "total")
+    assert mem["peak"] > 0 and "measured peak" in capsys.readouterr().out
+
+
+def test_resume_continues_from_the_saved_step(tiny_ce, tmp_path, pairs, monkeypatch):
+    cfg = tiny_config("seed", tiny_ce, tmp_path, max_steps=4, save_steps=2, gradient_accumulation_steps=1,
+                      load_best_model_at_end=False, validation_fraction=0.0)
+    train(cfg, from_pairs(pairs))
+    assert (tmp_path / "seed" / "checkpoint-4").exists()
+    calls = []
+    real = RerankerTrainer.compute_loss
+    monkeypatch.setattr(RerankerTrainer, "compute_loss", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    result = train(cfg.replace(max_steps=6), from_pairs(pairs), resume=True)
+    assert result.metrics["train"]["steps"] == 6
+    assert len(calls) == 2  # only steps 5 and 6 ran
+
+
+# ---------------------------------------------------------------------- data
+def test_load_formats(tmp_path, data_dir):
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"query": "q1", "positive": "p1", "negative": ["n1", "n2"]},
+        {"query": "q2", "positives": ["p2"]},
+        {"query": "q3", "document": "d3", "label": 0.25},
+        {"query": "q4", "document": "d4"},
+    ]), encoding="utf-8")
+    data = load(f)
+    assert [g.query for g in data.groups] == ["q1", "q2", "q4"] and data.groups[0].negatives == ["n1", "n2"]
+    assert data.pairs[0].label == 0.25
+    sts = load(data_dir / "korsts" / "sts-dev.tsv")
+    assert len(sts.pairs) == 1500 and max(p.label for p in sts.pairs) == 1.0
+    csv = tmp_path / "d.csv"
+    csv.write_text("question,answer,label\n안녕,반가워,1\n", encoding="utf-8")
+    assert load(csv).pairs[0].label == 1.0
+
+
+@pytest.mark.parametrize("rows, message", [
+    (['{"query": "q", "positive": "p"}', '{"query": "", "positive": "p"}'], r":2: query is empty"),
+    (['{"query": "q", "document": "d", "label": 3}'], r":1: label 3 is outside"),
+    (['{"query": "q", "document": "d", "label": "x"}'], r":1: label 'x' is not a number"),
+    (['{"qry": "q", "positive": "p"}'], r":1: no query column"),
+    (['{"query": "q"}'], r":1: no document column"),
+    (['{"query": "q", "positive": "p"}', "not json"], r":2: invalid JSON"),
+    (['{"query": "q", "positives": ["a", null]}'], r":1: positive\[1\] is empty"),
+])
+def test_bad_data_names_the_line(tmp_path, rows, message):
+    f = tmp_path / "bad.jsonl"
+    f.write_text("\n".join(rows), encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        load(f)
+
+
+def test_bad_tsv_names_the_line(tmp_path):
+    f = tmp_path / "bad.tsv"
+    f.write_text("query\tdocument\tlabel\nq\td\t0.5\nq2\t\t1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.tsv:3: document is empty"):
+        load(f)
+
+
+def test_from_pairs_and_split():
+    data = from_pairs([("q1", "a"), ("q1", "b"), ("q2", "c"), ("q3", "d")])
+    assert [g.positives for g in data.groups] == [["a", "b"], ["c"], ["d"]]
+    train_part, val = data.split(0.34, seed=1)
+    assert {g.query for g in train_part.groups}.isdisjoint({g.query for g in val.groups}) and len(val.groups) == 1
+    with pytest.raises(DataError, match=r"pairs\[0\]"):
+        from_pairs([("q",)])
+
+
+def test_config_files(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("preset: fast\nlearning_rate: 1.0e-4\nfreeze: [embeddings]\n")
+    cfg = load_config(y)
+    assert cfg.per_device_batch_size == 64 and cfg.learning_rate == 1e-4 and cfg.freeze == ["embeddings"]
+    t = tmp_path / "c.toml"
+    t.write_text('preset = "seed"\nepochs = 3\n')
+    assert load_config(t, max_length=128).epochs == 3 and load_config(t, max_length=128).max_length == 128
+    with pytest.raises(ValueError, match="unknown training option"):
+        preset("seed", batchsize=3)
+
+
+# -------------------------------------------------------------- mining, metrics
+def test_mining_excludes_positives_and_mixes_random(kornli, bm25):
+    data = from_pairs(kornli["dev"][0][:30])
+    mined = mine_hard_negatives(data, bm25, num_hard=3, num_random=2, seed=0)
+    for before, after in zip(data.groups, mined.groups):
+        assert not set(after.negatives) & set(before.positives)
+        assert len(after.negatives) == 5 and len(set(after.negatives)) == 5
+    top = [h.text for h in bm25.candidates(data.groups[0].query, 10) if h.text not in data.groups[0].positives][:3]
+    assert mined.groups[0].negatives[:3] == top  # the hard ones are the first stage's own top hits
+
+
+def test_ranking_metrics_by_hand():
+    m = ranking_metrics([["x", "a", "y"], ["b", "z"]], [{"a"}, {"b", "c"}])
+    assert m["MRR@10"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["R@1"] == pytest.approx((0 + 0.5) / 2) and m["R@10"] == pytest.approx((1 + 0.5) / 2)
+    import math
+
+    ndcg2 = 1.0 / (1 + 1 / math.log2(3))
+    assert m["NDCG@10"] == pytest.approx((1 / math.log2(3) + ndcg2) / 2)
