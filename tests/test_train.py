@@ -245,9 +245,9 @@ def test_from_pairs_and_split():
 
 def test_config_files(tmp_path):
     y = tmp_path / "c.yaml"
-    y.write_text("preset: fast\nlearning_rate: 1.0e-4\nfreeze: [embeddings]\n")
+    y.write_text("preset: fast\nlearning_rate: 3.0e-4\nfreeze: [embeddings]\n")
     cfg = load_config(y)
-    assert cfg.per_device_batch_size == 64 and cfg.learning_rate == 1e-4 and cfg.freeze == ["embeddings"]
+    assert cfg.per_device_batch_size == 256 and cfg.fused_gelu and cfg.learning_rate == 3e-4 and cfg.freeze == ["embeddings"]
     t = tmp_path / "c.toml"
     t.write_text('preset = "seed"\nepochs = 3\n')
     assert load_config(t, max_length=128).epochs == 3 and load_config(t, max_length=128).max_length == 128
@@ -274,3 +274,28 @@ def test_ranking_metrics_by_hand():
 
     ndcg2 = 1.0 / (1 + 1 / math.log2(3))
     assert m["NDCG@10"] == pytest.approx((1 / math.log2(3) + ndcg2) / 2)
+
+
+def test_fused_gelu_is_the_same_function(tiny_ce):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_ce)).eval()
+    ids = torch.randint(5, 300, (3, 24))
+    before = model(input_ids=ids).logits
+    assert model_setup.fuse_gelu(model) == 1  # ALBERT: one shared layer, one activation
+    after = model(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-5)
+    assert model.config.hidden_act == "gelu_new"  # the saved model is unchanged
+    x = torch.linspace(-6, 6, 1001)
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    assert torch.allclose(NewGELUActivation()(x), GELUTanh()(x), atol=1e-6)
+
+
+def test_fast_preset_uses_fused_adamw_on_cuda_only():
+    from rag_rerank.train.trainer import _args
+
+    cfg = preset("fast", output_dir="/tmp/x")
+    assert _args(cfg, False, False, True, cuda=True).optim == "adamw_torch_fused"
+    assert _args(cfg, False, False, True, cuda=False).optim == "adamw_torch"
+    assert _args(cfg.replace(optim="sgd"), False, False, True).optim == "sgd"

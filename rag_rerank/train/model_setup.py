@@ -64,6 +64,29 @@ def apply_freezing(model, groups_to_freeze: list[str], bottom_layers: int = 0) -
     return sorted(frozen)
 
 
+def fuse_gelu(model) -> int:
+    """Swap transformers' Python ``gelu_new`` for PyTorch's fused tanh GELU (the same function).
+
+    ``gelu_new`` runs as six elementwise kernels and saves each intermediate for backward;
+    ALBERT applies it in all 12 passes of its shared layer, so on short Korean pairs it is a
+    large share of activation memory and of kernel launches. Returns how many were swapped;
+    the saved config still says ``gelu_new``.
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if isinstance(child, NewGELUActivation):
+                setattr(module, name, GELUTanh())
+                swapped += 1
+        for name, value in list(vars(module).items()):  # activations kept as plain attributes
+            if isinstance(value, NewGELUActivation):
+                setattr(module, name, GELUTanh())
+                swapped += 1
+    return swapped
+
+
 def enable_gradient_checkpointing(model) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError(f"{model_family(model)} does not support gradient checkpointing in transformers "

@@ -3,8 +3,9 @@
 ``seed`` reproduces the original fine-tuning recipe exactly (batch 4 x accumulation 4,
 warmup 50, weight decay 0.01, eval/save every 50 steps, best model by eval loss, fp16,
 logging every 5 steps) with today's transformers argument names. ``fast`` is the
-throughput-oriented choice: batch 64, bf16, length-grouped batches tokenised in the
-loader workers, BCE over mined hard negatives, best model by NDCG@10.
+throughput-oriented choice: batch 256 (about 20 GiB on ALBERT-small; lower it on small GPUs),
+bf16, fused GELU, length-grouped batches tokenised in the loader workers, BCE over mined hard
+negatives, best model by NDCG@10. Numbers: BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class TrainConfig:
     warmup_steps: float = 50  # an int is steps, a float in [0, 1) a fraction of all steps
     weight_decay: float = 0.01
     mixed_precision: str = "fp16"  # fp16 | bf16 | fp32 | auto
+    optim: str = "adamw_torch"  # any transformers optimizer name; "auto": fused AdamW on CUDA
     max_length: int = 512
     seed: int = 42
     # evaluation and checkpoints
@@ -61,6 +63,7 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)  # embeddings | encoder | pooler | classifier
     freeze_bottom_layers: int = 0  # BERT-like models only: ALBERT shares one layer
     gradient_checkpointing: bool = False
+    fused_gelu: bool = False  # run gelu_new as PyTorch's fused tanh GELU (same function, less memory)
     # reporting
     show_progress: bool = True
     memory_report: bool = False
@@ -81,9 +84,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                  weight_decay=0.01, eval_steps=50, save_steps=50, logging_steps=5, mixed_precision="fp16",
                  metric_for_best_model="eval_loss", load_best_model_at_end=True, learning_rate=2e-5,
                  group_by_length=False, pretokenize=False, dataloader_workers=0, loss="bce"),
-    "fast": dict(preset="fast", per_device_batch_size=64, gradient_accumulation_steps=1, warmup_steps=0.1, weight_decay=0.01, eval_steps=500, save_steps=500, logging_steps=50,
+    "fast": dict(preset="fast", per_device_batch_size=256, gradient_accumulation_steps=1, warmup_steps=0.1, weight_decay=0.01, eval_steps=500, save_steps=500, logging_steps=50,
                  mixed_precision="bf16", metric_for_best_model="ndcg@10", load_best_model_at_end=True,
-                 learning_rate=5e-5, group_by_length=True, pretokenize=True, dataloader_workers=4, loss="bce"),
+                 learning_rate=1e-4, group_by_length=True, pretokenize=True, dataloader_workers=4, loss="bce",
+                 fused_gelu=True, optim="auto"),
 }
 
 

@@ -45,6 +45,8 @@ def build_model(config: TrainConfig, device: torch.device, notes: list[str]):
         frozen = model_setup.apply_freezing(inner, list(config.freeze), config.freeze_bottom_layers)
         _say(notes, f"froze {len(frozen)} parameter tensors ({', '.join(config.freeze) or 'none'}"
                     f"{f', bottom {config.freeze_bottom_layers} layers' if config.freeze_bottom_layers else ''})")
+    if config.fused_gelu:
+        model_setup.fuse_gelu(inner)
     if config.gradient_checkpointing:
         model_setup.enable_gradient_checkpointing(inner)
     if config.lora:
@@ -86,7 +88,7 @@ def _loss(config: TrainConfig, ce, dataset):
     return losses.MultipleNegativesRankingLoss(ce, num_negatives=len(dataset.column_names) - 2)
 
 
-def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool):
+def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, cuda: bool = False):
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 
     metric = config.metric_for_best_model
@@ -104,6 +106,8 @@ def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool):
         load_best_model_at_end=config.load_best_model_at_end and has_eval,
         metric_for_best_model=(f"eval_val_{metric.lower()}" if ranking else metric) if has_eval else None,
         greater_is_better=ranking if has_eval else None,
+        # one fused kernel for the whole AdamW update: small models are launch-bound
+        optim=("adamw_torch_fused" if cuda else "adamw_torch") if config.optim == "auto" else config.optim,
     )
     if config.group_by_length:
         kwargs["batch_sampler"] = length_grouped_sampler
@@ -153,7 +157,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                     f"not {config.metric_for_best_model} (give a first stage to mine them)")
         config = config.replace(metric_for_best_model="eval_loss")
 
-    args = _args(config, fp16, bf16, eval_ds is not None)
+    args = _args(config, fp16, bf16, eval_ds is not None, cuda=dev.type == "cuda")
     collator = (PairTokenizingCollator(ce.tokenizer, config.max_length)
                 if config.pretokenize and config.loss == "bce" else None)
     callbacks = ([EarlyStoppingCallback(config.early_stopping_patience)]

@@ -1,0 +1,173 @@
+"""Training throughput and peak GPU memory: the `seed` preset vs `fast` vs low-memory settings.
+
+Model: the bongsoo/albert-small-kor-cross-encoder-v1 architecture (ALBERT, embedding 128 ->
+hidden 768, 12 passes of one shared layer, 12 heads, FFN 3072, gelu_new, ~11.7M parameters)
+with random weights and a 32k unigram tokenizer trained on the Korean data (the hub is not
+reachable here; throughput does not depend on the weights). max_length 512 everywhere.
+Data: KorNLI (XNLI ko) dev+test pairs labelled entailment=1, else 0, plus KorSTS train
+(score / 5): ~13k real Korean pairs with their natural lengths.
+
+    python bench/train_speed.py --data ../shared/data --out bench-out [--variants seed,fast,...]
+
+Prints one Markdown table (pairs/s, ratio to `seed`, peak GPU memory) and writes
+results.json. Each variant runs in the same process, one after another.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from rag_rerank.testing import tiny_albert_cross_encoder  # noqa: E402
+from rag_rerank.train import ScoredPair, TrainingData, preset, train  # noqa: E402
+
+BONGSOO_SHAPE = dict(embedding_size=128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                     intermediate_size=3072, classifier_dropout_prob=0.1, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+
+
+def load_pairs(data: Path) -> list[ScoredPair]:
+    pairs = []
+    for split in ("dev", "test"):
+        for line in list((data / "kornli" / f"xnli.{split}.ko.tsv").open(encoding="utf-8"))[1:]:
+            prem, hyp, label = line.rstrip("\n").split("\t")
+            pairs.append(ScoredPair(hyp, prem, 1.0 if label == "entailment" else 0.0))
+    for line in list((data / "korsts" / "sts-train.tsv").open(encoding="utf-8"))[1:]:
+        cols = line.rstrip("\n").split("\t")
+        if len(cols) >= 7:
+            pairs.append(ScoredPair(cols[5], cols[6], float(cols[4]) / 5.0))
+    return pairs
+
+
+def variants(seed_steps: int, epochs: float) -> dict[str, dict]:
+    common = dict(max_length=512, show_progress=False, validation_fraction=0.05)
+    fast = dict(preset="fast", epochs=epochs, **common)
+    return {
+        # the original recipe, as it was run: eval + checkpoint every 50 steps
+        "seed": dict(preset="seed", max_steps=seed_steps, **common),
+        # first bf16 run of the process pays cuBLAS/allocator warm-up: run once, not reported
+        "warm-up": dict(fast, epochs=0.3),
+        # the throughput preset
+        "fast": dict(fast),
+        # where the time goes: fast minus one ingredient at a time, then other batch sizes
+        "fast, gelu_new in Python": dict(fast, fused_gelu=False),
+        "fast, tokenise in loss (main process)": dict(fast, pretokenize=False),
+        "fast, random batches": dict(fast, group_by_length=False),
+        "fast, batch 64": dict(fast, per_device_batch_size=64, learning_rate=5e-5),
+        "fast, batch 512": dict(fast, per_device_batch_size=512, learning_rate=2e-4),
+        # low memory: small batches, but bf16, fused GELU, grouped, tokenised in workers, no mid-run eval/save
+        "low-memory (batch 4 x 4)": dict(fast, per_device_batch_size=4, gradient_accumulation_steps=4,
+                                         epochs=0, max_steps=250, learning_rate=2e-5),
+        "low-memory (batch 8)": dict(fast, per_device_batch_size=8, epochs=0, max_steps=500, learning_rate=3e-5),
+        "low-memory (batch 8, frozen embeddings)": dict(fast, per_device_batch_size=8, epochs=0, max_steps=500,
+                                                        freeze=["embeddings"], learning_rate=3e-5),
+        "low-memory (batch 10, LoRA)": dict(fast, per_device_batch_size=10, epochs=0, max_steps=400, lora=True,
+                                            learning_rate=3e-4),
+    }
+
+
+def padding_stats(tokenizer, pairs: list[ScoredPair], batch: int) -> dict:
+    """Share of padded tokens with random batches vs length-grouped ones (what grouping saves)."""
+    import random
+
+    enc = tokenizer([p.query for p in pairs], [p.document for p in pairs], truncation=True, max_length=512)
+    lengths = [len(x) for x in enc["input_ids"]]
+    order = list(range(len(lengths)))
+    random.Random(0).shuffle(order)
+
+    def waste(idx):
+        batches = [idx[i : i + batch] for i in range(0, len(idx), batch)]
+        padded = sum(max(lengths[j] for j in b) * len(b) for b in batches)
+        return 1 - sum(lengths) / padded
+
+    grouped = []
+    for s in range(0, len(order), batch * 50):
+        grouped += sorted(order[s : s + batch * 50], key=lambda j: -lengths[j])
+    t = time.perf_counter()
+    tokenizer([p.query for p in pairs[:2000]], [p.document for p in pairs[:2000]], truncation=True, max_length=512)
+    tok_us = (time.perf_counter() - t) / 2000 * 1e6
+    return {"mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),
+            "padding_random": waste(order), "padding_grouped": waste(grouped), "tokenise_us_per_pair": tok_us}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--variants", default=None, help="semicolon-separated names (default: all)")
+    ap.add_argument("--seed-steps", type=int, default=150)
+    ap.add_argument("--limit", type=int, default=None, help="use only this many pairs (smoke runs)")
+    ap.add_argument("--epochs", type=float, default=2.0, help="epochs of the fast variants (amortises start-up)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the variant list this many times, interleaved; "
+                    "the table shows the median pairs/s and the largest peak")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="train-speed-"))
+    pairs = load_pairs(Path(args.data))[: args.limit]
+    texts = [p.query for p in pairs] + [p.document for p in pairs]
+    model_dir = tiny_albert_cross_encoder(work / "albert-bongsoo-shape", texts, vocab_size=32000, **BONGSOO_SHAPE)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    n_params = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(str(model_dir)).parameters())
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'})"
+    stats = padding_stats(tokenizer, pairs, 64)
+    print(f"device: {device}; model {n_params / 1e6:.1f}M params, vocab {len(tokenizer)}; {len(pairs)} pairs; {stats}")
+
+    chosen = variants(args.seed_steps, args.epochs)
+    names = args.variants.split(";") if args.variants else list(chosen)
+    runs = []
+    for name in ["warm-up"] * ("warm-up" not in names) + names * args.repeat:
+        spec = dict(chosen[name])
+        cfg = preset(spec.pop("preset"), base_model=str(model_dir), output_dir=str(work / "run"), **spec)
+        shutil.rmtree(work / "run", ignore_errors=True)
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        res = train(cfg, TrainingData(pairs=list(pairs)))
+        t = res.metrics["train"]
+        row = {"variant": name, "pairs_per_s": t["pairs_per_second"], "peak_gib": t["peak_memory_bytes"] / 2**30,
+               "steps": t["steps"], "seconds": t["seconds"], "precision": "bf16" if t["bf16"] else "fp16" if t["fp16"] else "fp32",
+               "batch": cfg.per_device_batch_size * cfg.gradient_accumulation_steps, "notes": res.notes}
+        print(json.dumps(row), flush=True)
+        if name != "warm-up":
+            runs.append(row)
+    results = []
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        same = [r for r in runs if r["variant"] == name]
+        speeds = sorted(r["pairs_per_s"] for r in same)
+        results.append(dict(same[0], pairs_per_s=speeds[len(speeds) // 2], all_pairs_per_s=speeds,
+                            peak_gib=max(r["peak_gib"] for r in same)))
+
+    base = next((r["pairs_per_s"] for r in results if r["variant"] == "seed"), None)
+    lines = [f"Device: {device}. Median of {args.repeat} interleaved run(s) per variant. Model: bongsoo ALBERT shape, {n_params / 1e6:.1f}M params, max_length 512. "
+             f"Data: {len(pairs)} Korean pairs, {stats['mean_tokens']:.0f} tokens on average "
+             f"(max {stats['max_tokens']}).", "",
+             "| variant | effective batch | precision | pairs/s | x seed | peak GPU memory (GiB) | steps |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for r in results:
+        ratio = f"{r['pairs_per_s'] / base:.1f}x" if base else "-"
+        lines.append(f"| {r['variant']} | {r['batch']} | {r['precision']} | {r['pairs_per_s']:.0f} | {ratio} | "
+                     f"{r['peak_gib']:.2f} | {r['steps']} |")
+    lines += ["", f"Padding with batches of 64: random order {stats['padding_random']:.0%} of tokens are padding, "
+                  f"length-grouped {stats['padding_grouped']:.0%}. Tokenising one pair takes "
+                  f"{stats['tokenise_us_per_pair']:.0f} us on one CPU core."]
+    table = "\n".join(lines)
+    print(table)
+    (out / "results.json").write_text(json.dumps({"device": device, "stats": stats, "results": results,
+                                                  "runs": runs}, indent=2))
+    (out / "table.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
