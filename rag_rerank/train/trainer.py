@@ -157,6 +157,11 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                     f"not {config.metric_for_best_model} (give a first stage to mine them)")
         config = config.replace(metric_for_best_model="eval_loss")
 
+    if config.lora and config.load_best_model_at_end and eval_ds is not None:
+        # Trainer reloads the best checkpoint into the CrossEncoder's plain state dict, which
+        # fails for a PEFT-wrapped model (seen on GPU): keep the last weights instead, and say so.
+        _say(notes, "LoRA: keeping the final weights (best-checkpoint reloading does not support PEFT models)")
+        config = config.replace(load_best_model_at_end=False)
     args = _args(config, fp16, bf16, eval_ds is not None, cuda=dev.type == "cuda")
     collator = (PairTokenizingCollator(ce.tokenizer, config.max_length)
                 if config.pretokenize and config.loss == "bce" else None)
