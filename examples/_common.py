@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import tempfile
 from pathlib import Path
 
@@ -57,34 +56,12 @@ def offline_reranker(steps: int = 40) -> Path:
     out = default_cache_dir() / f"example-kornli-e5-ce-{steps}"
     if (out / "config.json").exists():
         return out
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from rag_rerank.models import materialize
+    from rag_rerank.testing import quick_cross_encoder
 
     rows = [line.rstrip("\n").split("\t") for line in (DATA / "kornli" / "xnli.dev.ko.tsv").open(encoding="utf-8")][1:]
     pairs = [(r[1], r[0]) for r in rows if r[2] == "entailment"]
     premises = sorted({r[0] for r in rows})
-    base = materialize("multilingual-e5-small")
-    tok = AutoTokenizer.from_pretrained(str(base))
-    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
-    for name, p in model.named_parameters():
-        p.requires_grad = not name.startswith("bert.embeddings")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
-    rng, _ = random.Random(0), torch.manual_seed(0)
-    model.train()
-    print(f"[reranker] fine-tuning {base.name} for {steps} steps on KorNLI dev (CPU, about a minute)")
-    for _ in range(steps):
-        q, d, y = [], [], []
-        for hyp, prem in rng.sample(pairs, 8):
-            q += [hyp, hyp]
-            d += [prem, rng.choice(premises)]
-            y += [1.0, 0.0]
-        enc = tok(q, d, truncation=True, max_length=128, padding=True, return_tensors="pt")
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], torch.tensor(y))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    print(f"[reranker] fine-tuning the offline multilingual-e5-small for {steps} steps on KorNLI dev "
+          "(CPU, about a minute)")
+    return quick_cross_encoder(materialize("multilingual-e5-small"), pairs, premises, out, steps=steps)

@@ -64,3 +64,42 @@ def tiny_albert_cross_encoder(path: str | Path, texts: Iterable[str], *, seed: i
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def quick_cross_encoder(base: str | Path, pairs, corpus, out: str | Path, *, steps: int = 30,
+                        batch: int = 8, seed: int = 0) -> Path:
+    """A few BCE steps on (query, positive) pairs with one random negative each, CPU-friendly.
+
+    Embeddings stay frozen (e5's 96M embedding rows dominate an Adam step on CPU). Enough to
+    turn the offline e5 into a usable reranker for tests and examples; real training is
+    :mod:`rag_rerank.train`.
+    """
+    import random
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    pairs, corpus = list(pairs), list(corpus)
+    tok = AutoTokenizer.from_pretrained(str(base))
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
+    for name, param in model.named_parameters():
+        param.requires_grad = ".embeddings." not in f".{name}"
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    model.train()
+    for _ in range(steps):
+        queries, docs, labels = [], [], []
+        for query, positive in rng.sample(pairs, batch):
+            queries += [query, query]
+            docs += [positive, rng.choice(corpus)]
+            labels += [1.0, 0.0]
+        enc = tok(queries, docs, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], torch.tensor(labels))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = Path(out)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out

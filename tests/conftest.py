@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -69,33 +68,10 @@ def e5_dir(model_home) -> Path:
 @pytest.fixture(scope="session")
 def e5_cross_encoder(e5_dir, kornli, tmp_path_factory) -> Path:
     """A cross-encoder fine-tuned from the materialised e5 for a few steps on KorNLI dev."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from rag_rerank.testing import quick_cross_encoder
 
     pairs, premises = kornli["dev"]
-    rng = random.Random(0)
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(e5_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(e5_dir), num_labels=1)
-    for name, param in model.named_parameters():
-        param.requires_grad = not name.startswith("bert.embeddings")  # 96M embedding rows: too slow on CPU
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
-    model.train()
-    for _ in range(30):
-        queries, docs, labels = [], [], []
-        for hyp, prem in rng.sample(pairs, 8):
-            queries += [hyp, hyp]
-            docs += [prem, rng.choice(premises)]
-            labels += [1.0, 0.0]
-        enc = tok(queries, docs, truncation=True, max_length=128, padding=True, return_tensors="pt")
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], torch.tensor(labels))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    out = tmp_path_factory.mktemp("e5ce") / "model"
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    return quick_cross_encoder(e5_dir, pairs, premises, tmp_path_factory.mktemp("e5ce") / "model", steps=30)
 
 
 # ---------------------------------------------------------------- retrieval

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

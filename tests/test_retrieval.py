@@ -1,7 +1,6 @@
 """ChromaStore (embedded and server), Kiwi BM25, hybrid fusion and TwoStageRetriever."""
 from __future__ import annotations
 
-import json
 import random
 import uuid
 

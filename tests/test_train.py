@@ -10,7 +10,7 @@ pytest.importorskip("peft")
 
 from rag_rerank import Reranker
 from rag_rerank.corpus import InMemoryCorpus
-from rag_rerank.train import DataError, Group, TrainingData, from_pairs, load, load_config, preset, train
+from rag_rerank.train import DataError, from_pairs, load, load_config, preset, train
 from rag_rerank.train import model_setup
 from rag_rerank.train.evaluation import ranking_metrics
 from rag_rerank.train.fast import RerankerTrainer
@@ -95,7 +95,7 @@ def test_lora_scores_equal_before_and_after_reload(tiny_ce, tmp_path):
     assert targets == {"query", "key", "value", "dense"}
     torch.manual_seed(0)
     with torch.no_grad():  # stand-in for training: move adapters and the trainable head copy
-        for name, p in ce[0].model.named_parameters():
+        for _name, p in ce[0].model.named_parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)
     pairs = [("서울 날씨", "오늘 서울은 맑다"), ("음식", "김치찌개는 맵다")]
