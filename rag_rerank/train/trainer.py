@@ -157,6 +157,11 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                     f"not {config.metric_for_best_model} (give a first stage to mine them)")
         config = config.replace(metric_for_best_model="eval_loss")
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and config.metric_for_best_model.lower() in _RANKING_METRICS:
+        # sentence-transformers' evaluators report on rank 0 only; every rank must see the metric.
+        _say(notes, "distributed run: the best model is chosen by eval_loss (the reranking evaluator "
+                    "still runs and is logged on rank 0)")
+        config = config.replace(metric_for_best_model="eval_loss")
     if config.lora and config.load_best_model_at_end and eval_ds is not None:
         # Trainer reloads the best checkpoint into the CrossEncoder's plain state dict, which
         # fails for a PEFT-wrapped model (seen on GPU): keep the last weights instead, and say so.
@@ -175,6 +180,8 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - start
     peak = memory.measured_peak(dev)
+    if not trainer.is_world_process_zero():  # under torchrun / accelerate, rank 0 writes the outputs
+        return TrainResult(out, {"train": {"steps": result.global_step}}, notes)
 
     _save(ce, config, out, notes)
     metrics = {
