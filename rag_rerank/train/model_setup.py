@@ -91,7 +91,11 @@ def enable_gradient_checkpointing(model) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError(f"{model_family(model)} does not support gradient checkpointing in transformers "
                          "(ALBERT is one such model); use a smaller max_length, batch size or LoRA instead")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable = getattr(model, "activation_checkpointing_enable", None)  # the transformers 5 name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def apply_lora(model, r: int, alpha: int, dropout: float, targets: list[str] | None):
