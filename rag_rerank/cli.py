@@ -86,7 +86,9 @@ def _first_stage(args):
         from .store import iter_documents
 
         return InMemoryCorpus([d.text for d in iter_documents(args.corpus)], mode=args.mode,
-                              encoder=args.encoder), None
+                              encoder=args.encoder, bm25_tokenizer=args.bm25_tokenizer), None
+    if args.bm25_tokenizer != "kiwi":
+        raise ValueError("--bm25-tokenizer applies to --corpus; a store's BM25 index is Kiwi")
     if args.store or args.host:
         store = _open_store(args, lexical=args.mode != "dense")
         return TwoStageRetriever(store, mode=args.mode, candidate_k=args.candidate_k or 50), store
@@ -148,7 +150,8 @@ def _cmd_eval(args) -> int:
     if first_stage is None:
         raise ValueError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
     depth = args.candidate_k or 50
-    row, candidates = evaluation.evaluate_first_stage(first_stage, groups, depth, f"{args.mode} (top {depth})")
+    label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
+    row, candidates = evaluation.evaluate_first_stage(first_stage, groups, depth, f"{label} (top {depth})")
     rows = [row]
     for name in args.reranker or []:
         rows.append(evaluation.evaluate_reranker(Reranker(name, device=args.device, max_length=args.max_length),
@@ -171,6 +174,8 @@ def _first_stage_args(p: argparse.ArgumentParser) -> None:
     _store_args(p)
     p.add_argument("--corpus", help="corpus file (.jsonl/.txt) searched in memory instead of a store")
     p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid")
+    p.add_argument("--bm25-tokenizer", choices=["kiwi", "whitespace"], default="kiwi",
+                   help="with --corpus: 'whitespace' gives the naive BM25 baseline")
     p.add_argument("--candidate-k", type=int, help="first-stage depth (eval: 50; train mining: 30)")
 
 

@@ -94,6 +94,9 @@ def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     rows = json.loads(out.stdout)
     assert [r["system"] for r in rows] == ["bm25 (top 50)", f"+ {tmp_path / 'model'}"]
     assert all(0 <= r["MRR@10"] <= 1 for r in rows)
+    kiwi, naive = (json.loads(run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25",
+                                      "--bm25-tokenizer", tok, "--json").stdout)[0] for tok in ("kiwi", "whitespace"))
+    assert naive["system"] == "bm25 (whitespace) (top 50)" and kiwi["MRR@10"] > naive["MRR@10"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n', encoding="utf-8")
     out = run_cli("train", "--data", str(bad), "--base", str(tiny_ce), "--output", str(tmp_path / "m2"))
