@@ -355,7 +355,7 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
     if _looks_like_local_path(name) or local.exists():
         raise ModelNotFoundError(f"model directory {name!r} does not exist")
 
-    tried = []
+    tried = [f"a local directory {name!r}: none"]
     offline = _is_offline() if local_files_only is None else local_files_only
     from huggingface_hub import snapshot_download
 

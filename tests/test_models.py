@@ -97,7 +97,7 @@ def test_resolve_hub_name_without_hub_says_what_was_tried(monkeypatch, tmp_path,
         resolve("bongsoo/albert-small-kor-cross-encoder-v1", cache_dir=tmp_path)
     msg = str(err.value)
     assert "bongsoo/albert-small-kor-cross-encoder-v1" in msg
-    assert "local Hugging Face cache" in msg
+    assert "local Hugging Face cache" in msg and "a local directory" in msg
     assert ("HF_HUB_OFFLINE" in msg) if offline else ("Hugging Face hub" in msg)
     assert "directory path" in msg and "offline:multilingual-e5-small" in msg
 
