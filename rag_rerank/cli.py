@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from .reranker import DEFAULT_RERANKER  # a constant; the model itself loads only when a command needs it
+
 
 def _cmd_materialize(args) -> int:
     from .models import materialize
@@ -86,13 +88,13 @@ def _first_stage(args):
         from .store import iter_documents
 
         return InMemoryCorpus([d.text for d in iter_documents(args.corpus)], mode=args.mode,
-                              encoder=args.encoder, bm25_tokenizer=args.bm25_tokenizer), None
+                              encoder=args.encoder, bm25_tokenizer=args.bm25_tokenizer)
     if args.bm25_tokenizer != "kiwi":
         raise ValueError("--bm25-tokenizer applies to --corpus; a store's BM25 index is Kiwi")
     if args.store or args.host:
         store = _open_store(args, lexical=args.mode != "dense")
-        return TwoStageRetriever(store, mode=args.mode, candidate_k=args.candidate_k or 50), store
-    return None, None
+        return TwoStageRetriever(store, mode=args.mode, candidate_k=args.candidate_k or 50)
+    return None
 
 
 def _parse_value(text: str):
@@ -128,7 +130,7 @@ def _cmd_train(args) -> int:
     from .train import train
 
     config = _train_config(args)
-    corpus_first_stage, _ = _first_stage(args)
+    corpus_first_stage = _first_stage(args)
     result = train(config, train_data.load(args.data),
                    train_data.load(args.eval_data) if args.eval_data else None,
                    first_stage=corpus_first_stage, resume=args.resume, device=args.device,
@@ -146,7 +148,7 @@ def _cmd_eval(args) -> int:
     groups = train_data.load(args.data).groups
     if not groups:
         raise ValueError(f"{args.data}: evaluation needs queries with positives")
-    first_stage, _ = _first_stage(args)
+    first_stage = _first_stage(args)
     if first_stage is None:
         raise ValueError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
     depth = args.candidate_k or 50
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid")
     p.add_argument("--no-rerank", action="store_true", help="first stage only")
-    p.add_argument("--reranker", default="bongsoo/albert-small-kor-cross-encoder-v1")
+    p.add_argument("--reranker", default=DEFAULT_RERANKER)
     p.add_argument("--candidate-k", type=int, default=50)
     p.add_argument("-k", "--top-n", type=int, default=5)
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"source": "faq"}\'')
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a cross-encoder (mines hard negatives from --store/--corpus)")
     p.add_argument("--data", required=True, help=".jsonl / .csv / .tsv training data")
     p.add_argument("--eval-data", help="validation data (default: a part carved from --data)")
-    p.add_argument("--base", help="base model (default bongsoo/albert-small-kor-cross-encoder-v1)")
+    p.add_argument("--base", help=f"base model (default {DEFAULT_RERANKER})")
     p.add_argument("--output", help="output directory")
     p.add_argument("--preset", choices=["seed", "fast"], default=None)
     p.add_argument("--config", help="YAML/TOML/JSON file of training options")
@@ -246,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rerank", help="rerank documents (arguments or stdin lines) for a query")
     p.add_argument("query")
     p.add_argument("docs", nargs="*")
-    p.add_argument("--model", default="bongsoo/albert-small-kor-cross-encoder-v1")
+    p.add_argument("--model", default=DEFAULT_RERANKER)
     p.add_argument("--device")
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--top-n", type=int)

@@ -189,8 +189,7 @@ class Reranker:
     def _windows(self, query: str, docs: list[str]):
         """Yield (doc index, encoded window) for every window of every document."""
         tok = self.tokenizer
-        query = self._fit_query(tok, query)
-        q_len = len(tok(query, add_special_tokens=False)["input_ids"])
+        query, q_len = self._fit_query(tok, query)
         doc_budget = self.max_length - q_len - self._pair_specials
         stride = int(doc_budget * self.window_overlap)
         enc = tok([query] * len(docs), docs, truncation="only_second", max_length=self.max_length,
@@ -200,12 +199,14 @@ class Reranker:
         for w, doc_idx in enumerate(mapping):
             yield doc_idx, {k: enc[k][w] for k in keys}
 
-    def _fit_query(self, tok, query: str) -> str:
+    def _fit_query(self, tok, query: str) -> tuple[str, int]:
+        """The query (cut to its share of max_length) and its length in tokens."""
         limit = max(1, int(self.max_length * self.max_query_fraction))
         ids = tok(query, add_special_tokens=False)["input_ids"]
         if len(ids) <= limit:
-            return query
-        return tok.decode(ids[:limit])
+            return query, len(ids)
+        cut = tok.decode(ids[:limit])
+        return cut, len(tok(cut, add_special_tokens=False)["input_ids"])  # decoding may re-tokenise differently
 
     @torch.inference_mode()
     def _forward(self, features: list[dict]) -> list[float]:
