@@ -113,8 +113,7 @@ def _train_config(args):
              "gradient_accumulation_steps": args.grad_accum, "max_length": args.max_length,
              "mixed_precision": args.precision, "seed": args.seed, "freeze_bottom_layers": args.freeze_bottom_layers,
              "freeze": args.freeze.split(",") if args.freeze else None, "push_to_hub": args.push_to_hub,
-             "candidate_k": args.candidate_k,
-             "mine_mode": args.mode if (args.store or args.host or args.corpus) else None}
+             "candidate_k": args.candidate_k, "mine_mode": args.mode}
     overrides = {k: v for k, v in flags.items() if v is not None}
     for switch in ("lora", "gradient_checkpointing", "memory_report"):
         if getattr(args, switch):
@@ -140,29 +139,68 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _ranked_groups(args, groups):
+    """(first-stage row, candidate lists): from a live first stage, or the candidates saved in the data."""
+    from .train import evaluation
+
+    first_stage = _first_stage(args)
+    depth = args.candidate_k or 50
+    if first_stage is None:
+        if not all(g.candidates for g in groups):
+            raise ValueError("give the corpus to search (--store DIR, --host/--port or --corpus FILE), or data whose "
+                             "rows carry first-stage 'candidates' (rag-rerank eval --save-candidates / rag-rerank mine)")
+        candidates = [g.candidates[:depth] for g in groups]
+        metrics = evaluation.ranking_metrics(candidates, [set(g.positives) for g in groups])
+        return evaluation.EvalRow(f"first stage (saved candidates, top {depth})", metrics, 0.0), candidates
+    label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
+    return evaluation.evaluate_first_stage(first_stage, groups, depth, f"{label} (top {depth})")
+
+
 def _cmd_eval(args) -> int:
     from .reranker import Reranker
     from .train import data as train_data
     from .train import evaluation
 
-    groups = train_data.load(args.data).groups
+    data = train_data.load(args.data)
+    groups = data.groups
     if not groups:
         raise ValueError(f"{args.data}: evaluation needs queries with positives")
-    first_stage = _first_stage(args)
-    if first_stage is None:
-        raise ValueError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
-    depth = args.candidate_k or 50
-    label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
-    row, candidates = evaluation.evaluate_first_stage(first_stage, groups, depth, f"{label} (top {depth})")
+    row, candidates = _ranked_groups(args, groups)
+    if args.save_candidates:
+        for g, c in zip(groups, candidates):
+            g.candidates = list(c)
+        train_data.save_jsonl(train_data.TrainingData(groups), args.save_candidates)
     rows = [row]
     for name in args.reranker or []:
-        rows.append(evaluation.evaluate_reranker(Reranker(name, device=args.device, max_length=args.max_length),
-                                                 groups, candidates, f"+ {name}"))
+        reranker = Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size,
+                            fusion=None if args.fusion == "none" else "auto")
+        rows.append(evaluation.evaluate_reranker(reranker, groups, candidates, f"+ {name}")[0])
+        if reranker.fusion is not None and not reranker.fusion.is_plain:
+            rows.append(evaluation.evaluate_reranker(reranker, groups, candidates,
+                                                     f"+ {name}, {reranker.fusion.describe()}",
+                                                     fusion=reranker.fusion)[0])
     if args.json:
         print(json.dumps([{"system": r.name, **r.metrics, "seconds": r.seconds} for r in rows], indent=2,
                          ensure_ascii=False))
     else:
         print(evaluation.format_table(rows, f"{args.data}: {len(groups)} queries"))
+    return 0
+
+
+def _cmd_mine(args) -> int:
+    from .train import data as train_data
+    from .train.mining import mine_hard_negatives
+
+    first_stage = _first_stage(args)
+    if first_stage is None:
+        raise ValueError("give the corpus to mine from: --store DIR, --host/--port or --corpus FILE")
+    data = train_data.load(args.data)
+    mined = mine_hard_negatives(data, first_stage, num_hard=args.num_hard, num_random=args.num_random,
+                                candidate_k=args.candidate_k or 30, seed=args.seed)
+    train_data.save_jsonl(mined, args.output)
+    found = sum(any(p in g.candidates for p in g.positives) for g in mined.groups)
+    print(f"mined {len(mined.groups)} queries ({args.mode}, top {args.candidate_k or 30}): positive among the "
+          f"candidates for {found}; wrote {args.output}")
     return 0
 
 
@@ -242,8 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass of the reranker")
+    p.add_argument("--fusion", choices=["auto", "none"], default="auto",
+                   help="auto: also report each model's saved fusion with the first stage")
+    p.add_argument("--save-candidates", metavar="FILE", help="write the queries with their first-stage candidates "
+                   "(.jsonl), to evaluate rerankers later without the store")
     _first_stage_args(p)
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("mine", help="hard negatives + first-stage candidates for training data, written as JSONL")
+    p.add_argument("--data", required=True, help="queries with positives (.jsonl/.csv/.tsv)")
+    p.add_argument("--output", required=True, help=".jsonl to write (rag-rerank train --data reads it)")
+    p.add_argument("--num-hard", type=int, default=7)
+    p.add_argument("--num-random", type=int, default=1)
+    p.add_argument("--seed", type=int, default=42)
+    _first_stage_args(p)
+    p.set_defaults(func=_cmd_mine)
 
     p = sub.add_parser("rerank", help="rerank documents (arguments or stdin lines) for a query")
     p.add_argument("query")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Literal, Sequence
 
+from . import fusion as fusion_config
 from .reranker import Reranker, check_query
 from .store import ChromaStore, _check_k
 from .types import Hit
@@ -34,11 +35,18 @@ class TwoStageRetriever:
         candidate_k: candidates the first stage hands to the reranker.
         top_n: hits returned.
         weights: (dense, bm25) weights of the hybrid fusion; ``rrf_k`` its rank constant.
+        fusion: how the reranker's ranking combines with the first stage's: ``"auto"`` (the
+            default) uses what the reranker carries (tuned on validation data by
+            ``rag-rerank train`` and saved with the model; plain reranking for other models),
+            ``None`` plain reranking, or a :class:`~rag_rerank.fusion.Fusion`.
+
+    The default pipeline: hybrid candidates (top 50) -> the fine-tuned reranker on the
+    depth its training chose -> fused with the first-stage rank as tuned on validation.
     """
 
     def __init__(self, store: ChromaStore, reranker: Reranker | str | None = None, *, mode: Mode = "hybrid",
                  candidate_k: int = 50, top_n: int = 5, weights: tuple[float, float] = (1.0, 1.0),
-                 rrf_k: int = 60) -> None:
+                 rrf_k: int = 60, fusion: fusion_config.Fusion | str | None = "auto") -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
         _check_k(candidate_k)
@@ -52,6 +60,11 @@ class TwoStageRetriever:
         self.top_n = top_n
         self.weights = tuple(weights)
         self.rrf_k = rrf_k
+        if fusion == "auto":
+            fusion = getattr(self.reranker, "fusion", None)
+        elif fusion is not None and not isinstance(fusion, fusion_config.Fusion):
+            raise ValueError(f"fusion must be 'auto', None or a Fusion, got {fusion!r}")
+        self.fusion: fusion_config.Fusion | None = fusion
 
     def candidates(self, query: str, k: int | None = None, where: dict | None = None) -> list[Hit]:
         """The first stage alone."""
@@ -65,6 +78,21 @@ class TwoStageRetriever:
         lexical = self.store.search_lexical(query, k, where)
         return rrf_fuse([dense, lexical], self.weights, self.rrf_k)[:k]
 
+    def candidates_many(self, queries: Sequence[str], k: int | None = None,
+                        where: dict | None = None) -> list[list[Hit]]:
+        """The first stage for many queries: their embeddings computed in shared batches."""
+        queries = [check_query(q) for q in queries]
+        k = k or self.candidate_k
+        _check_k(k)
+        if self.mode == "bm25":
+            return [self.store.search_lexical(q, k, where) for q in queries]
+        vectors = self.store.encoder.embed_queries(queries)
+        dense = [self.store.search_vector(v, k, where) for v in vectors]
+        if self.mode == "dense":
+            return dense
+        return [rrf_fuse([d, self.store.search_lexical(q, k, where)], self.weights, self.rrf_k)[:k]
+                for q, d in zip(queries, dense)]
+
     def retrieve(self, query: str, top_n: int | None = None, where: dict | None = None,
                  rerank: bool = True) -> list[Hit]:
         """Candidates -> rerank -> ``top_n`` hits carrying both stage scores."""
@@ -73,9 +101,10 @@ class TwoStageRetriever:
         hits = self.candidates(query, where=where)
         if not rerank or self.reranker is None or not hits:
             return hits[:top_n]
-        scores = self.reranker.score(query, [h.text for h in hits])
-        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
-        return [hits[i].with_rerank(scores[i]) for i in order[:top_n]]
+        (order, fused, scores), = fusion_config.rerank_ranked(self.reranker, [query], [[h.text for h in hits]],
+                                                             self.fusion)
+        return [hits[i].with_rerank(scores[i], fused[i]) if i < len(scores) else hits[i]
+                for i in order[:top_n]]
 
     async def aretrieve(self, query: str, top_n: int | None = None, where: dict | None = None,
                         rerank: bool = True) -> list[Hit]:
@@ -84,4 +113,4 @@ class TwoStageRetriever:
 
     def __repr__(self) -> str:
         return (f"TwoStageRetriever(mode={self.mode!r}, candidate_k={self.candidate_k}, top_n={self.top_n}, "
-                f"reranker={self.reranker!r})")
+                f"reranker={self.reranker!r}, fusion={self.fusion!r})")

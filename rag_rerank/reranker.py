@@ -24,6 +24,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from . import fusion as fusion_config
 from . import models
 from .devices import resolve_device, resolve_dtype
 
@@ -76,13 +77,18 @@ class Reranker:
         aggregate: how a long document's window scores combine: max, mean or first.
         max_query_fraction: share of ``max_length`` a long query may use; the rest is
             left for the document.
+        fusion: how retrievers combine this reranker with the first stage: ``"auto"`` uses
+            the fusion tuned at training time and saved with the model (``rag_rerank.json``;
+            plain reranking when there is none), ``None`` plain reranking, or a
+            :class:`~rag_rerank.fusion.Fusion`. ``score``/``rerank`` never fuse: they see no first stage.
     """
 
     def __init__(self, model: str = DEFAULT_RERANKER, *, device: str | None = None,
                  dtype: str | torch.dtype | None = None, max_length: int = 512, batch_size: int = 32,
                  window_overlap: float = 0.25, aggregate: Aggregate = "max",
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
-                 revision: str | None = None, local_files_only: bool | None = None) -> None:
+                 revision: str | None = None, local_files_only: bool | None = None,
+                 fusion: fusion_config.Fusion | str | None = "auto") -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if aggregate not in ("max", "mean", "first"):
@@ -118,6 +124,11 @@ class Reranker:
         self.max_length = min(max_length, positions, tok_max)
         self._pair_specials = self._tokenizer.num_special_tokens_to_add(pair=True)
         self._local = threading.local()
+        if fusion == "auto":
+            fusion = fusion_config.load(self.path)
+        elif fusion is not None and not isinstance(fusion, fusion_config.Fusion):
+            raise ValueError(f"fusion must be 'auto', None or a Fusion, got {fusion!r}")
+        self.fusion: fusion_config.Fusion | None = fusion
 
     # ------------------------------------------------------------------ API
     def score(self, query: str, docs: Sequence[str], *, raw: bool = False) -> list[float]:

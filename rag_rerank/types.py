@@ -19,7 +19,9 @@ class Hit:
     """One retrieved document.
 
     ``score`` is the score the hit was ranked by at the last stage that ran:
-    the reranker's [0, 1] relevance when reranked, else the first-stage score.
+    the reranker's [0, 1] relevance when reranked, the fused score when the
+    reranker's ranking was fused with the first stage's (see :mod:`rag_rerank.fusion`),
+    else the first-stage score.
     ``first_stage_score`` meaning depends on the mode: dense = cosine similarity
     mapped to [0, 1] as ``(1 + cos) / 2``; bm25 = Okapi BM25 (unbounded, >= 0);
     hybrid = weighted reciprocal-rank fusion ``sum w / (rrf_k + rank)``.
@@ -33,5 +35,5 @@ class Hit:
     first_stage_rank: int
     rerank_score: float | None = None
 
-    def with_rerank(self, score: float) -> "Hit":
-        return replace(self, score=score, rerank_score=score)
+    def with_rerank(self, score: float, ranked_by: float | None = None) -> "Hit":
+        return replace(self, score=score if ranked_by is None else ranked_by, rerank_score=score)

@@ -5,6 +5,9 @@ import json
 import subprocess
 import sys
 
+from rag_rerank import Reranker
+from rag_rerank.train import load
+
 
 def run_cli(*args, stdin=None):
     return subprocess.run([sys.executable, "-m", "rag_rerank.cli", *args], capture_output=True,
@@ -87,12 +90,14 @@ def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
                   "--preset", "fast", "--max-steps", "4", "--set", "eval_steps=2", "--set", "save_steps=2",
                   "--set", "dataloader_workers=0", "--corpus", str(corpus), "--mode", "bm25", "--max-length", "96")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "+ fine-tuned" in out.stdout and "first stage (bm25)" in out.stdout
+    assert "+ fine-tuned" in out.stdout and "first stage (bm25, top 30)" in out.stdout
     out = run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25",
                   "--reranker", str(tmp_path / "model"), "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)
-    assert [r["system"] for r in rows] == ["bm25 (top 50)", f"+ {tmp_path / 'model'}"]
+    assert [r["system"] for r in rows][:2] == ["bm25 (top 50)", f"+ {tmp_path / 'model'}"]
+    fusion = Reranker(str(tmp_path / "model")).fusion
+    assert len(rows) == (2 if fusion.is_plain else 3)  # a tuned fusion adds its own row
     assert all(0 <= r["MRR@10"] <= 1 for r in rows)
     kiwi, naive = (json.loads(run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25",
                                       "--bm25-tokenizer", tok, "--json").stdout)[0] for tok in ("kiwi", "whitespace"))
@@ -101,3 +106,43 @@ def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     bad.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n', encoding="utf-8")
     out = run_cli("train", "--data", str(bad), "--base", str(tiny_ce), "--output", str(tmp_path / "m2"))
     assert out.returncode == 2 and "bad.jsonl:2" in out.stderr
+
+
+def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5_dir, tiny_ce, kornli):
+    """The split workflow: first stage on one machine (mine, eval --save-candidates), training and
+    reranking from the files on another, with no store or corpus there."""
+    pairs, premises = kornli["dev"]
+    train_file, test_file, corpus = tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "corpus.txt"
+    train_file.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False)
+                                    for h, p in pairs[:100]), encoding="utf-8")
+    test_file.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False)
+                                   for h, p in pairs[600:630]), encoding="utf-8")
+    corpus.write_text("\n".join(premises), encoding="utf-8")
+    mined = tmp_path / "train.mined.jsonl.gz"
+    out = run_cli("mine", "--data", str(train_file), "--corpus", str(corpus), "--mode", "bm25", "--output", str(mined),
+                  "--num-hard", "3", "--num-random", "1", "--candidate-k", "12")
+    assert out.returncode == 0, out.stderr[-2000:]
+    groups = load(mined).groups
+    assert len(groups) == 100
+    for g in groups:
+        assert len(g.negatives) == 4 and not set(g.negatives) & set(g.positives)
+        hard = [n for n in g.negatives if n in g.candidates]  # BM25 may find fewer than 12 matches
+        assert 0 < len(g.candidates) <= 12 and g.negatives[: len(hard)] == hard
+    saved = tmp_path / "test.bm25.jsonl.gz"
+    live = json.loads(run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25", "--json",
+                              "--save-candidates", str(saved)).stdout)
+    assert all(0 < len(g.candidates) <= 50 for g in load(saved).groups)
+
+    out = run_cli("train", "--data", str(mined), "--base", str(tiny_ce), "--output", str(tmp_path / "model"),
+                  "--max-steps", "4", "--batch-size", "8", "--set", "eval_steps=2", "--set", "save_steps=2",
+                  "--set", "dataloader_workers=0", "--mode", "bm25", "--max-length", "96")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "first stage (bm25, top 30)" in out.stdout and "fusion chosen on validation" in out.stdout
+    assert (tmp_path / "model" / "rag_rerank.json").exists()
+
+    rows = json.loads(run_cli("eval", "--data", str(saved), "--reranker", str(tmp_path / "model"), "--json").stdout)
+    assert rows[0]["system"] == "first stage (saved candidates, top 50)"
+    assert {k: rows[0][k] for k in ("MRR@10", "R@10")} == {k: live[0][k] for k in ("MRR@10", "R@10")}
+    assert rows[1]["system"] == f"+ {tmp_path / 'model'}"
+    out = run_cli("eval", "--data", str(test_file), "--reranker", str(tmp_path / "model"))
+    assert out.returncode == 2 and "candidates" in out.stderr  # neither a corpus nor saved candidates

@@ -279,3 +279,39 @@ def test_two_stage_async(premises_store, tiny_ce, queries):
         return await asyncio.gather(*(retriever.aretrieve(q) for q, _ in queries[:6]))
 
     assert asyncio.run(many()) == [retriever.retrieve(q) for q, _ in queries[:6]]
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_candidates_many_equals_one_by_one(premises_store, queries, mode):
+    retriever = TwoStageRetriever(premises_store, mode=mode, candidate_k=7)
+    qs = [q for q, _ in queries[:5]]
+    many, single = retriever.candidates_many(qs), [retriever.candidates(q) for q in qs]
+    # batched query embeddings differ from one-by-one ones in the last float bits (padding)
+    assert [[h.id for h in row] for row in many] == [[h.id for h in row] for row in single]
+    for a, b in zip(many, single):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+
+
+def test_two_stage_applies_the_rerankers_saved_fusion(premises_store, tiny_ce, queries, tmp_path):
+    """A model directory carrying a tuned fusion: the retriever fuses by default, 'None' turns it off."""
+    import shutil
+
+    from rag_rerank import Reranker, fusion
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_ce, model)
+    tuned = fusion.Fusion(weight=0.5, rrf_k=2, depth=6)
+    fusion.save(tuned, model)
+    reranker = Reranker(str(model))
+    assert reranker.fusion == tuned and Reranker(str(model), fusion=None).fusion is None
+    fused = TwoStageRetriever(premises_store, reranker, candidate_k=10, top_n=10)
+    plain = TwoStageRetriever(premises_store, reranker, candidate_k=10, top_n=10, fusion=None)
+    query = queries[1][0]
+    candidates = fused.candidates(query)
+    scores = reranker.score(query, [c.text for c in candidates[:6]])
+    expected = [candidates[i].text for i in tuned.order(scores, len(candidates))]
+    hits = fused.retrieve(query)
+    assert [h.text for h in hits] == expected
+    assert all(h.rerank_score is not None for h in hits[:6]) and all(h.rerank_score is None for h in hits[6:])
+    assert [h.score for h in hits[:6]] == sorted((h.score for h in hits[:6]), reverse=True)
+    assert [h.text for h in plain.retrieve(query)] == [r.text for r in reranker.rerank(query, [c.text for c in candidates])]

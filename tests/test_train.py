@@ -10,6 +10,7 @@ pytest.importorskip("peft")
 
 from rag_rerank import Reranker
 from rag_rerank.corpus import InMemoryCorpus
+from rag_rerank.fusion import Fusion
 from rag_rerank.train import DataError, from_pairs, load, load_config, preset, train
 from rag_rerank.train import model_setup
 from rag_rerank.train.evaluation import ranking_metrics
@@ -43,7 +44,15 @@ def test_preset_runs_and_writes_everything(name, tiny_ce, tmp_path, pairs, bm25)
         assert (out / f).exists(), f
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 4
-    assert set(metrics["validation"]) == {"first stage (bm25)", "+ base model", "+ fine-tuned"}
+    rows = set(metrics["validation"])
+    assert {"first stage (bm25, top 30)", "+ base model", "+ fine-tuned"} <= rows
+    if name == "seed":  # the original recipe: no fusion
+        assert len(rows) == 3 and not (out / "rag_rerank.json").exists()
+    else:  # fusion with the first stage tuned on validation and saved with the model
+        saved = json.loads((out / "rag_rerank.json").read_text())
+        assert saved["first_stage"] == "bm25" and "weight" in saved["fusion"]
+        assert metrics["fusion"]["best"] == saved["fusion"]
+        assert Reranker(str(out)).fusion == Fusion(**saved["fusion"])
     assert any("eval_val_ndcg@10" in h for h in metrics["history"])  # ranking evaluator ran in training
     assert "fp32" in (out / "report.md").read_text() and "rag-rerank training" in (out / "README.md").read_text()
     assert any("needs a CUDA GPU" in n for n in result.notes)  # the precision fallback was announced
@@ -124,16 +133,41 @@ def test_frozen_groups_get_no_gradient(tiny_ce, tmp_path, pairs, bm25):
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
 
 
-def test_albert_refuses_bottom_layers_and_gradient_checkpointing(tiny_ce):
+def test_albert_refuses_bottom_layers(tiny_ce):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_ce))
     with pytest.raises(ValueError, match="shares one layer"):
         model_setup.apply_freezing(model, [], bottom_layers=2)
-    with pytest.raises(ValueError, match="does not support gradient checkpointing"):
-        model_setup.enable_gradient_checkpointing(model)
     with pytest.raises(ValueError, match="unknown parameter group"):
         model_setup.apply_freezing(model, ["attention"])
+
+
+def test_albert_gradient_checkpointing_recomputes_each_pass_with_identical_gradients(tiny_ce):
+    from transformers import AutoModelForSequenceClassification
+
+    def grads(checkpointed: bool):
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(str(tiny_ce))
+        model.train()  # dropout on: the checkpoint must replay the same masks
+        calls = []
+        layer = next(m for m in model.modules() if type(m).__name__ == "AlbertLayer")
+        layer.register_forward_hook(lambda *_: calls.append(1))
+        if checkpointed:
+            assert "checkpointed" in model_setup.enable_gradient_checkpointing(model)
+        ids = torch.randint(5, 100, (3, 17))
+        torch.manual_seed(1)
+        model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls), model
+
+    plain, plain_calls, _ = grads(False)
+    ckpt, ckpt_calls, model = grads(True)
+    assert plain.keys() == ckpt.keys()
+    for name in plain:
+        assert torch.allclose(plain[name], ckpt[name], atol=1e-6), name
+    passes = model.config.num_hidden_layers
+    assert plain_calls == passes and ckpt_calls == 2 * passes  # every pass recomputed in backward
+    assert set(model.state_dict()) == set(AutoModelForSequenceClassification.from_pretrained(str(tiny_ce)).state_dict())
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,13 @@ class DataError(ValueError):
 
 @dataclass
 class Group:
+    """A query, its relevant documents, negatives, and optionally the first stage's
+    ranked candidates for it (what the reranker will see at query time)."""
+
     query: str
     positives: list[str]
     negatives: list[str] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,13 +49,19 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.groups) + len(self.pairs)
 
-    def split(self, fraction: float, seed: int = 0) -> tuple["TrainingData", "TrainingData"]:
-        """Carve a validation part off by query (all rows of a query land on one side)."""
+    def split(self, fraction: float, seed: int = 0, min_queries: int = 0,
+              max_fraction: float = 0.25) -> tuple["TrainingData", "TrainingData"]:
+        """Carve a validation part off by query (all rows of a query land on one side).
+
+        ``fraction`` of the queries, but at least ``min_queries`` (capped at ``max_fraction``):
+        on small data 10 % is too few queries to choose anything on.
+        """
         if not 0 < fraction < 1:
             raise ValueError("validation fraction must be in (0, 1)")
         queries = sorted({g.query for g in self.groups} | {p.query for p in self.pairs})
         random.Random(seed).shuffle(queries)
-        held = set(queries[: max(1, int(len(queries) * fraction))])
+        count = max(int(len(queries) * fraction), min(min_queries, int(len(queries) * max_fraction)), 1)
+        held = set(queries[:count])
         train = TrainingData([g for g in self.groups if g.query not in held],
                              [p for p in self.pairs if p.query not in held])
         val = TrainingData([g for g in self.groups if g.query in held], [p for p in self.pairs if p.query in held])
@@ -111,7 +121,9 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
         negatives = _texts(raw_neg, where, "negative") if raw_neg not in (None, "", []) else []
         if not positives:
             raise DataError(f"{where}: no positive document")
-        return Group(query, positives, negatives)
+        raw_cand = row.get("candidates")
+        candidates = _texts(raw_cand, where, "candidates") if raw_cand not in (None, "", []) else []
+        return Group(query, positives, negatives, candidates)
     document = _first(row, _DOC_KEYS)
     if document is None:
         raise DataError(f"{where}: no document column (one of {', '.join(_DOC_KEYS)} or positive/positives); "
@@ -126,7 +138,8 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
 def load(path: str | Path, *, label_scale: float | None = None) -> TrainingData:
     """Load JSONL, CSV or TSV training data.
 
-    JSONL objects: ``{"query", "positive(s)", "negative(s)"?}`` (groups, triplets, lists),
+    JSONL objects: ``{"query", "positive(s)", "negative(s)"?, "candidates"?}`` (groups, triplets,
+    lists; ``candidates``: the first stage's ranking for the query, as ``rag-rerank mine`` writes),
     ``{"query", "document", "label"}`` (scored pairs) or ``{"query", "document"}`` (positives).
     CSV/TSV with a header, same column names; KorSTS files (``score``, ``sentence1``,
     ``sentence2``) load as graded pairs with ``label_scale=5`` applied automatically.
@@ -143,10 +156,24 @@ def load(path: str | Path, *, label_scale: float | None = None) -> TrainingData:
     return data
 
 
+def _open_text(path: Path, mode: str = "r"):
+    """Text file, gzip-compressed when the name ends in .gz (mined data with candidates is large)."""
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        return gzip.open(path, mode + "t", encoding="utf-8", newline="" if mode == "r" else None)
+    return path.open(mode, encoding="utf-8", newline="" if mode == "r" else None)
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    return suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+
+
 def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, float]]:
-    suffix = path.suffix.lower()
+    suffix = _suffix(path)
     if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as fh:
+        with _open_text(path) as fh:
             for n, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -160,8 +187,8 @@ def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, fl
                 yield row, where, label_scale or 1.0
         return
     if suffix not in (".csv", ".tsv"):
-        raise DataError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv or .tsv")
-    with path.open(encoding="utf-8", newline="") as fh:
+        raise DataError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv or .tsv (optionally .gz)")
+    with _open_text(path) as fh:
         reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",", quoting=csv.QUOTE_NONE
                                 if suffix == ".tsv" else csv.QUOTE_MINIMAL)
         header = reader.fieldnames or []
@@ -187,9 +214,12 @@ def from_pairs(pairs: Iterable[tuple[str, str]]) -> TrainingData:
 
 
 def save_jsonl(data: TrainingData, path: str | Path) -> None:
-    with Path(path).open("w", encoding="utf-8") as fh:
+    """Write groups and pairs as JSONL (gzip-compressed when the name ends in .gz)."""
+    with _open_text(Path(path), "w") as fh:
         for g in data.groups:
-            fh.write(json.dumps({"query": g.query, "positives": g.positives, "negatives": g.negatives},
-                                ensure_ascii=False) + "\n")
+            row = {"query": g.query, "positives": g.positives, "negatives": g.negatives}
+            if g.candidates:
+                row["candidates"] = g.candidates
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         for p in data.pairs:
             fh.write(json.dumps({"query": p.query, "document": p.document, "label": p.label}, ensure_ascii=False) + "\n")

@@ -48,11 +48,19 @@ def evaluate_first_stage(first_stage, groups: Sequence[Group], candidate_k: int,
     return EvalRow(name, metrics, time.perf_counter() - start), candidates
 
 
-def evaluate_reranker(reranker, groups: Sequence[Group], candidates: Sequence[Sequence[str]], name: str) -> EvalRow:
+def evaluate_reranker(reranker, groups: Sequence[Group], candidates: Sequence[Sequence[str]], name: str,
+                      fusion=None) -> tuple[EvalRow, list[list[float]]]:
+    """Rerank each query's candidates (first-stage order), optionally fused with that order.
+
+    Returns the row and the reranker's scores (reusable, e.g. to tune fusion).
+    """
+    from ..fusion import rerank_ranked
+
     start = time.perf_counter()
-    ranked = reranker.rerank_many([g.query for g in groups], candidates)
-    texts = [[r.text for r in row] for row in ranked]
-    return EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), time.perf_counter() - start)
+    results = rerank_ranked(reranker, [g.query for g in groups], candidates, fusion)
+    texts = [[cands[i] for i in order] for cands, (order, _, _) in zip(candidates, results)]
+    row = EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), time.perf_counter() - start)
+    return row, [scores for _, _, scores in results]
 
 
 def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:

@@ -25,7 +25,9 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
     ``first_stage`` is a :class:`~rag_rerank.pipeline.TwoStageRetriever` (its ``candidates``)
     or an :class:`~rag_rerank.corpus.InMemoryCorpus`; ``corpus`` (texts) feeds the random
     negatives and defaults to the first stage's own texts when it has them. Positives are
-    never used as negatives. Scored pairs pass through unchanged.
+    never used as negatives. Each group also keeps the first stage's top ``candidate_k``
+    texts in rank order (``Group.candidates``): validation uses them to evaluate reranking
+    and tune fusion exactly as the pipeline will run. Scored pairs pass through unchanged.
     """
     rng = random.Random(seed)
     pool = list(corpus) if corpus is not None else _pool(first_stage)
@@ -49,7 +51,8 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
             if doc not in taken:
                 randoms.append(doc)
                 taken.add(doc)
-        groups.append(Group(group.query, list(group.positives), group.negatives + hard + randoms))
+        ranked_texts = list(dict.fromkeys(h.text for h in hits[:k]))
+        groups.append(Group(group.query, list(group.positives), group.negatives + hard + randoms, ranked_texts))
     return TrainingData(groups, list(data.pairs))
 
 

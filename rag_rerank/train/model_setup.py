@@ -2,7 +2,8 @@
 
 Freezing is by parameter group because ALBERT shares one layer across all its
 passes ("the bottom N layers" means nothing there); BERT-like models may also
-freeze their bottom N layers. LoRA targets ALBERT's query/key/value/dense
+freeze their bottom N layers. Gradient checkpointing for ALBERT is our own (transformers
+refuses it): each pass of the shared layer is recomputed in backward. LoRA targets ALBERT's query/key/value/dense
 explicitly (PEFT has no default for it) and trains the classifier head fully
 via ``modules_to_save``.
 """
@@ -87,15 +88,52 @@ def fuse_gelu(model) -> int:
     return swapped
 
 
-def enable_gradient_checkpointing(model) -> None:
+def enable_gradient_checkpointing(model) -> str:
+    """Recompute activations in backward instead of keeping them; returns how it was done.
+
+    transformers refuses for ALBERT, yet ALBERT is where it pays most: its one shared layer
+    runs 12 times and every pass keeps its own activations. We checkpoint each pass of the
+    layer group ourselves (:func:`checkpoint_albert_passes`).
+    """
+    if model_family(model) == "albert":
+        n = checkpoint_albert_passes(model)
+        return f"ALBERT: each of the shared layer group's passes checkpointed by rag-rerank ({n} group)"
     if not getattr(model, "supports_gradient_checkpointing", False):
-        raise ValueError(f"{model_family(model)} does not support gradient checkpointing in transformers "
-                         "(ALBERT is one such model); use a smaller max_length, batch size or LoRA instead")
+        raise ValueError(f"{model_family(model)} does not support gradient checkpointing in transformers; "
+                         "use a smaller max_length, batch size, LoRA or frozen groups instead")
     enable = getattr(model, "activation_checkpointing_enable", None)  # the transformers 5 name
     if enable is not None:
         enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return "transformers' gradient checkpointing"
+
+
+def checkpoint_albert_passes(model) -> int:
+    """Wrap every ALBERT layer group's forward in ``torch.utils.checkpoint`` (non-reentrant).
+
+    The forward is replaced on the instance, so parameter names and saved checkpoints are
+    unchanged; during training only each pass's input is kept, and the pass is recomputed
+    in backward (dropout masks replayed: the RNG state is preserved).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    groups = [m for m in model.modules() if type(m).__name__ == "AlbertLayerGroup"]
+    if not groups:
+        raise ValueError("no ALBERT layer group found to checkpoint")
+    for group in groups:
+        if getattr(group, "_rag_rerank_checkpointed", False):
+            continue
+        plain = group.forward
+
+        def forward(*args, _plain=plain, _group=group, **kwargs):
+            if _group.training and torch.is_grad_enabled():
+                return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+            return _plain(*args, **kwargs)
+
+        group.forward = forward
+        group._rag_rerank_checkpointed = True
+    return len(groups)
 
 
 def apply_lora(model, r: int, alpha: int, dropout: float, targets: list[str] | None):

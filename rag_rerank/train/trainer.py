@@ -35,6 +35,25 @@ def _say(notes: list[str], message: str) -> None:
     print(f"[rag-rerank train] {message}")
 
 
+OFFLINE_BASE = "intfloat/multilingual-e5-small"  # materialised from pip weights when the hub is unreachable
+
+
+def resolve_base(config: TrainConfig, notes: list[str]) -> TrainConfig:
+    """The base model to fine-tune: as asked, or - for the default base only - the offline
+    multilingual-e5-small when the hub cannot deliver bongsoo's weights (said aloud)."""
+    from .recipes import DEFAULT_BASE
+
+    try:
+        models.resolve(config.base_model)
+        return config
+    except models.ModelNotFoundError as exc:
+        if config.base_model != DEFAULT_BASE:
+            raise
+        _say(notes, f"base {DEFAULT_BASE} is not reachable ({str(exc)[:120]}...); fine-tuning the offline "
+                    f"{OFFLINE_BASE} instead (its classification head starts untrained)")
+        return config.replace(base_model=OFFLINE_BASE)
+
+
 def build_model(config: TrainConfig, device: torch.device, notes: list[str]):
     from sentence_transformers import CrossEncoder
 
@@ -48,7 +67,7 @@ def build_model(config: TrainConfig, device: torch.device, notes: list[str]):
     if config.fused_gelu:
         model_setup.fuse_gelu(inner)
     if config.gradient_checkpointing:
-        model_setup.enable_gradient_checkpointing(inner)
+        _say(notes, f"gradient checkpointing: {model_setup.enable_gradient_checkpointing(inner)}")
     if config.lora:
         ce[0].model = model_setup.apply_lora(inner, config.lora_r, config.lora_alpha, config.lora_dropout,
                                              config.lora_targets)
@@ -124,7 +143,6 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     ``first_stage`` (a TwoStageRetriever or InMemoryCorpus) mines hard negatives for the train and
     validation groups and gives the validation candidates for the before/after table.
     """
-    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
     from transformers import EarlyStoppingCallback
 
     notes: list[str] = []
@@ -138,9 +156,12 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.manual_seed(config.seed)
 
+    config = resolve_base(config, notes)
     if eval_data is None and config.validation_fraction > 0:
-        train_data, eval_data = train_data.split(config.validation_fraction, seed=config.seed)
+        train_data, eval_data = train_data.split(config.validation_fraction, seed=config.seed,
+                                                 min_queries=config.validation_min_queries)
     if first_stage is not None:
+        config = config.replace(mine_mode=getattr(first_stage, "mode", config.mine_mode))
         mine = dict(corpus=corpus, num_hard=config.num_hard_negatives, num_random=config.num_random_negatives,
                     candidate_k=config.candidate_k, seed=config.seed)
         train_data = mine_hard_negatives(train_data, first_stage, **mine)
@@ -150,8 +171,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     ce = build_model(config, dev, notes)
     train_ds = _datasets(config, train_data)
     eval_ds = _datasets(config, eval_data) if eval_data is not None and len(eval_data) else None
-    samples = evaluation.reranking_samples(eval_data.groups) if eval_ds is not None else []
-    evaluator = CrossEncoderRerankingEvaluator(samples, name="val", batch_size=64) if samples else None
+    evaluator = _evaluator(config, eval_data) if eval_ds is not None else None
     if eval_ds is not None and config.metric_for_best_model.lower() in _RANKING_METRICS and evaluator is None:
         _say(notes, f"validation data has no negatives to rank, so the best model is chosen by eval_loss, "
                     f"not {config.metric_for_best_model} (give a first stage to mine them)")
@@ -198,40 +218,77 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                               mixed_precision=fp16 or bf16)
         metrics["memory"] = {"estimate": est, "peak": peak[0]}
         print(memory.format_report(est, peak))
-    rows = before_after(config, eval_data, first_stage, out) if eval_data is not None and eval_data.groups else []
+    rows, tuning = (before_after(config, eval_data, out, notes) if eval_data is not None and eval_data.groups
+                    else ([], None))
     metrics["validation"] = {r.name: r.metrics for r in rows}
+    if tuning:
+        metrics["fusion"] = tuning
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
     report.write_report(out, metrics, rows, f"Training report: {out.name}")
     report.append_model_card(out, metrics, rows, data_description or f"{len(train_ds)} training rows")
     return TrainResult(out, metrics, notes)
 
 
-def before_after(config: TrainConfig, eval_data: TrainingData, first_stage, out: Path) -> list:
-    """First stage alone, + the base model, + the fine-tuned model, on the validation groups."""
+def _evaluator(config: TrainConfig, eval_data: TrainingData):
+    """Reranking evaluator for model selection: the first stage's own candidates when the
+    validation groups carry them (the task the model will face), else positives + negatives."""
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+    groups = [g for g in eval_data.groups if g.candidates or g.negatives]
+    if groups and all(g.candidates for g in groups):
+        samples = evaluation.reranking_samples(groups, [g.candidates[: config.candidate_k] for g in groups])
+        return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=64, always_rerank_positives=False)
+    samples = evaluation.reranking_samples(groups)
+    return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=64) if samples else None
+
+
+def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes: list[str]):
+    """First stage alone, + the base model, + the fine-tuned model (plain and fused) on validation.
+
+    With first-stage candidates in the validation groups, the fusion of the fine-tuned
+    reranker with the first-stage rank is tuned here and saved with the model.
+    Returns (rows, fusion tuning report or None).
+    """
     import random
     import warnings
 
+    from .. import fusion
     from ..reranker import Reranker
 
     groups = eval_data.groups
+    ranked = bool(groups) and all(g.candidates for g in groups)
     rows = []
-    if first_stage is not None:
-        row, candidates = evaluation.evaluate_first_stage(first_stage, groups, config.candidate_k,
-                                                          f"first stage ({getattr(first_stage, 'mode', '?')})")
-        rows.append(row)
+    if ranked:
+        candidates = [g.candidates[: config.candidate_k] for g in groups]
+        rows.append(evaluation.EvalRow(f"first stage ({config.mine_mode}, top {config.candidate_k})",
+                                       evaluation.ranking_metrics(candidates, [set(g.positives) for g in groups]), 0.0))
     else:  # no first stage: rerank each query's own positives + negatives, shuffled
         rng = random.Random(config.seed)
         candidates = [rng.sample(g.positives + g.negatives, len(g.positives) + len(g.negatives)) for g in groups]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        base = Reranker(config.base_model, max_length=config.max_length)
+        base = Reranker(config.base_model, max_length=config.max_length, fusion=None)
     untrained = any("no trained classification head" in str(w.message) for w in caught)
     label = "+ base model" + (" (untrained head)" if untrained else "")
-    rows.append(evaluation.evaluate_reranker(base, groups, candidates, label))
+    rows.append(evaluation.evaluate_reranker(base, groups, candidates, label)[0])
     del base
-    rows.append(evaluation.evaluate_reranker(Reranker(str(out), max_length=config.max_length), groups, candidates,
-                                             "+ fine-tuned"))
-    return rows
+    tuned = Reranker(str(out), max_length=config.max_length, fusion=None)
+    row, scores = evaluation.evaluate_reranker(tuned, groups, candidates, "+ fine-tuned")
+    rows.append(row)
+    if not (ranked and config.tune_fusion):
+        return rows, None
+    relevant = [set(g.positives) for g in groups]
+    best, tuning = fusion.tune(candidates, scores, relevant,
+                               lambda r, rel: evaluation.ranking_metrics(r, rel)["MRR@10"],
+                               tuned_on=f"{len(groups)} validation queries, {config.mine_mode} first stage")
+    fusion.save(best, out, {"first_stage": config.mine_mode, "candidate_k": config.candidate_k})
+    if not best.is_plain:
+        row, _ = evaluation.evaluate_reranker(tuned, groups, candidates, f"+ fine-tuned, {best.describe()}",
+                                              fusion=best)
+        rows.append(row)
+    _say(notes, f"fusion chosen on validation: {best.describe()} (MRR@10 {tuning['best_value']:.4f} vs plain "
+                f"reranking {tuning['plain_value']:.4f}, first stage {tuning['first_stage_value']:.4f})")
+    return rows, tuning
 
 
 def _save(ce, config: TrainConfig, out: Path, notes: list[str]) -> None:

@@ -1,0 +1,324 @@
+"""Quality benchmark (issue 6): does the fine-tuned two-stage pipeline beat Korean BM25 and dense?
+
+Retrieval tasks from ../shared/data, each with a train part and a held-out test part, run
+the way a user runs them - through the `rag-rerank` commands:
+
+    rag-rerank index   corpus -> Chroma store (+ Kiwi BM25)
+    rag-rerank mine    train queries -> hard negatives + candidates from the hybrid first stage
+    rag-rerank eval    test queries -> each first stage (saving its candidates)
+    rag-rerank train   the default recipe (validation carved from train, early stopping on
+                       NDCG@10, fusion tuned on validation), one run per seed
+    rag-rerank eval    each first stage's saved candidates + base model + fine-tuned models
+
+Tasks (see ../shared/data/README.md):
+    kornli   query = entailed hypothesis, corpus = the split's premises; train on dev, test on test.
+    chatbot  query = Q, corpus = the distinct answers; rows split by index (every 5th row is test,
+             test queries also asked in train dropped); all answers of a query's rows are relevant.
+
+Phases, so the CPU-only parts (Chroma, Kiwi: its 84 MB model cannot travel to the GPU machine)
+and the GPU parts (training, reranking) can run on different machines:
+
+    python bench/quality.py prepare --work W      # CPU: task files, index, mine, first stages
+    python bench/quality.py train   --work W      # GPU if there is one: train per seed, rerank
+    python bench/quality.py report  --work W      # tables -> W/quality.md (+ --out)
+    python bench/quality.py all     --work W      # all three on one machine
+    add --smoke for the small CPU version that CI runs (a few queries, a few steps; not the targets)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("RAG_RERANK_DATA", ROOT.parent / "shared" / "data"))
+TASKS = ("kornli", "chatbot")
+# first stages: (name in tables, eval arguments). Store-backed ones use the task's test store.
+FIRST_STAGES = {
+    "bm25-whitespace": ["--mode", "bm25", "--bm25-tokenizer", "whitespace"],  # over --corpus
+    "bm25-kiwi": ["--mode", "bm25"],
+    "dense": ["--mode", "dense"],
+    "hybrid": ["--mode", "hybrid"],
+}
+DEFAULT_FIRST_STAGE = "hybrid"  # the default pipeline's; training mines from it too
+DEPTH = 50  # first-stage candidates handed to the reranker
+BASE = "intfloat/multilingual-e5-small"  # what `rag-rerank train` falls back to without the hub
+SMOKE = {"kornli": (40, 30), "chatbot": (60, 30)}  # (train queries, test queries)
+
+
+def cli(*args: str, log: Path | None = None) -> tuple[str, float]:
+    """Run `rag-rerank ARGS` (same entry point as the console script); return stdout, seconds."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "rag_rerank.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seconds = time.perf_counter() - start
+    if log is not None:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"$ rag-rerank {' '.join(args)}\n{proc.stdout}{proc.stderr}\n[{seconds:.1f}s rc={proc.returncode}]\n")
+    if proc.returncode != 0:
+        raise SystemExit(f"rag-rerank {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout, seconds
+
+
+# ----------------------------------------------------------------- task files
+def _write_jsonl(path: Path, rows) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _kornli(split: str) -> tuple[dict[str, list[str]], list[str]]:
+    queries: dict[str, list[str]] = {}
+    premises: list[str] = []
+    with (DATA / "kornli" / f"xnli.{split}.ko.tsv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            premises.append(row["sentence1"])
+            if row["gold_label"] == "entailment":
+                queries.setdefault(row["sentence2"], [])
+                if row["sentence1"] not in queries[row["sentence2"]]:
+                    queries[row["sentence2"]].append(row["sentence1"])
+    return queries, list(dict.fromkeys(premises))
+
+
+def _chatbot() -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
+    train: dict[str, list[str]] = {}
+    test: dict[str, list[str]] = {}
+    answers: list[str] = []
+    with (DATA / "chatbot" / "ChatbotData.csv").open(encoding="utf-8", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            q, a = row["Q"].strip(), row["A"].strip()
+            if not q or not a:
+                continue
+            answers.append(a)
+            part = test if i % 5 == 4 else train
+            part.setdefault(q, [])
+            if a not in part[q]:
+                part[q].append(a)
+    test = {q: a for q, a in test.items() if q not in train}  # a test question never seen in training
+    return train, test, list(dict.fromkeys(answers))
+
+
+def _sample(queries: dict[str, list[str]], n: int, seed: int = 0) -> dict[str, list[str]]:
+    keys = sorted(queries)
+    random.Random(seed).shuffle(keys)
+    return {k: queries[k] for k in keys[:n]}
+
+
+def task_files(task: str, work: Path, smoke: bool) -> dict:
+    """Write corpus/train/test files for a task; return their paths and sizes."""
+    d = work / task
+    d.mkdir(parents=True, exist_ok=True)
+    if task == "kornli":
+        train, train_corpus = _kornli("dev")
+        test, test_corpus = _kornli("test")
+    else:
+        train, test, corpus = _chatbot()
+        train_corpus = test_corpus = corpus
+    if smoke:  # a few queries, their positives plus a slice of the rest as corpus
+        n_train, n_test = SMOKE[task]
+        train, test = _sample(train, n_train), _sample(test, n_test)
+        train_corpus = _small_corpus(train, train_corpus)
+        test_corpus = _small_corpus(test, test_corpus) if task == "kornli" else _small_corpus(
+            {**train, **test}, test_corpus)
+        if task == "chatbot":
+            train_corpus = test_corpus
+    files = {"train": d / "train.jsonl", "test": d / "test.jsonl", "train_corpus": d / "train_corpus.jsonl",
+             "test_corpus": d / "test_corpus.jsonl"}
+    _write_jsonl(files["train"], ({"query": q, "positives": p} for q, p in train.items()))
+    _write_jsonl(files["test"], ({"query": q, "positives": p} for q, p in test.items()))
+    _write_jsonl(files["train_corpus"], ({"text": t} for t in train_corpus))
+    _write_jsonl(files["test_corpus"], ({"text": t} for t in test_corpus))
+    shared_corpus = train_corpus == test_corpus
+    return {"files": {k: str(v) for k, v in files.items()}, "train_queries": len(train), "test_queries": len(test),
+            "train_corpus": len(train_corpus), "test_corpus": len(test_corpus), "shared_corpus": shared_corpus}
+
+
+def _small_corpus(queries: dict[str, list[str]], corpus: list[str], extra: int = 150) -> list[str]:
+    keep = list(dict.fromkeys(t for ps in queries.values() for t in ps))
+    rest = [t for t in corpus if t not in set(keep)]
+    random.Random(1).shuffle(rest)
+    return keep + rest[:extra]
+
+
+# ----------------------------------------------------------------- phases
+def prepare(work: Path, tasks, smoke: bool) -> None:
+    """CPU phase: index, mine training negatives, run and save every first stage on the test part."""
+    store = work / "stores"
+    for task in tasks:
+        info = task_files(task, work, smoke)
+        f, d, log = info["files"], work / task, work / task / "commands.log"
+        times = {}
+        train_col, test_col = f"{task}_train", f"{task}_test"
+        _, times["index (train corpus)"] = cli("index", f["train_corpus"], "--store", str(store), "--collection",
+                                               train_col, "--quiet", log=log)
+        if info["shared_corpus"]:
+            test_col = train_col
+        else:
+            _, times["index (test corpus)"] = cli("index", f["test_corpus"], "--store", str(store), "--collection",
+                                                  test_col, "--quiet", log=log)
+        _, times["mine (train)"] = cli("mine", "--data", f["train"], "--store", str(store), "--collection",
+                                       train_col, "--mode", DEFAULT_FIRST_STAGE, "--output",
+                                       str(d / "train.mined.jsonl.gz"), log=log)
+        first = {}
+        for name, extra in FIRST_STAGES.items():
+            where = (["--corpus", f["test_corpus"]] if name == "bm25-whitespace"
+                     else ["--store", str(store), "--collection", test_col])
+            out, seconds = cli("eval", "--data", f["test"], *where, *extra, "--candidate-k", str(DEPTH), "--json",
+                               "--save-candidates", str(d / f"test.{name}.jsonl.gz"), log=log)
+            row = json.loads(out)[0]
+            first[name] = {**row, "command_seconds": seconds}
+        info.update(first_stage=first, prepare_seconds=times)
+        (d / "prepare.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+        print(f"[prepare] {task}: {info['train_queries']} train / {info['test_queries']} test queries; "
+              + ", ".join(f"{k} MRR@10 {v['MRR@10']:.4f}" for k, v in first.items()), flush=True)
+
+
+def train_and_rerank(work: Path, tasks, seeds, smoke: bool, extra_train: list[str], rerank_batch: int = 64) -> None:
+    """GPU phase (CPU works, slowly): train per seed with the default recipe, rerank every first stage."""
+    for task in tasks:
+        d, log = work / task, work / task / "commands.log"
+        models, train_info = [], {}
+        for seed in seeds:
+            out_dir = d / "models" / f"seed{seed}"
+            args = ["train", "--data", str(d / "train.mined.jsonl.gz"), "--output", str(out_dir), "--seed", str(seed)]
+            if smoke:
+                args += ["--max-steps", "4", "--batch-size", "8", "--max-length", "128",
+                         "--set", "eval_steps=2", "--set", "save_steps=2", "--set", "logging_steps=1",
+                         "--set", "dataloader_workers=0", "--set", "show_progress=false"]
+            _, seconds = cli(*args, *extra_train, log=log)
+            metrics = json.loads((out_dir / "metrics.json").read_text())
+            fusion = json.loads((out_dir / "rag_rerank.json").read_text()).get("fusion") if (
+                out_dir / "rag_rerank.json").exists() else None
+            train_info[f"seed{seed}"] = {"seconds": seconds, "train": metrics["train"], "fusion": fusion,
+                                         "validation": metrics.get("validation"), "notes": metrics.get("notes"),
+                                         "base_model": metrics["config"]["base_model"]}
+            models.append(str(out_dir))
+        reranked = {}
+        for name in FIRST_STAGES:
+            args = ["eval", "--data", str(d / f"test.{name}.jsonl.gz"), "--candidate-k", str(DEPTH), "--json",
+                    "--batch-size", str(rerank_batch)]
+            if name == DEFAULT_FIRST_STAGE:  # the un-fine-tuned base, once: on the default pipeline's first stage
+                args += ["--reranker", BASE]
+            for m in models:
+                args += ["--reranker", m]
+            if smoke:
+                args += ["--max-length", "128"]
+            out, seconds = cli(*args, log=log)
+            reranked[name] = {"rows": json.loads(out), "command_seconds": seconds}
+        (d / "rerank.json").write_text(json.dumps({"seeds": list(seeds), "models": models, "train": train_info,
+                                                   "reranked": reranked, "device": _device()}, indent=2,
+                                                  ensure_ascii=False))
+        print(f"[train] {task}: done", flush=True)
+
+
+def _device() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+
+
+# ----------------------------------------------------------------- report
+METRICS = ("MRR@10", "NDCG@10", "R@1", "R@10")
+
+
+def _cell(values: list[float]) -> str:
+    return " / ".join(f"{v:.4f}" for v in values)
+
+
+def report(work: Path, tasks) -> str:
+    lines = []
+    verdicts = []
+    for task in tasks:
+        d = work / task
+        prep = json.loads((d / "prepare.json").read_text())
+        rer = json.loads((d / "rerank.json").read_text())
+        seeds = rer["seeds"]
+        models = rer["models"]
+        lines += [f"### {task}: {prep['test_queries']} test queries over {prep['test_corpus']} documents "
+                  f"(trained on {prep['train_queries']} queries, {prep['train_corpus']} documents)", "",
+                  f"Reranking on: {rer['device']}. Cells with two values: seed {seeds[0]} / seed {seeds[-1]}. "
+                  f"Time: the whole stage over all test queries (s).", "",
+                  "| first stage | + reranker | " + " | ".join(METRICS) + " | time (s) |",
+                  "|---|---|" + "---:|" * (len(METRICS) + 1)]
+        best_first = max(prep["first_stage"].items(), key=lambda kv: kv[1]["MRR@10"])
+        for name in FIRST_STAGES:
+            fs = prep["first_stage"][name]
+            lines.append(f"| {name} | - | " + " | ".join(f"{fs[m]:.4f}" for m in METRICS)
+                         + f" | {fs['seconds']:.1f} |")
+            rows = {r["system"]: r for r in rer["reranked"][name]["rows"]}
+            base = rows.get(f"+ {BASE}")
+            if base:
+                lines.append(f"| {name} | base e5 (untrained head) | " + " | ".join(f"{base[m]:.4f}" for m in METRICS)
+                             + f" | {base['seconds']:.1f} |")
+            plain = [rows[f"+ {m}"] for m in models]
+            lines.append(f"| {name} | fine-tuned | " + " | ".join(_cell([r[m] for r in plain]) for m in METRICS)
+                         + f" | {_cell([r['seconds'] for r in plain])} |")
+            fused = [next((r for s, r in rows.items() if s.startswith(f"+ {m}, fused")), rows[f"+ {m}"])
+                     for m in models]
+            default = name == DEFAULT_FIRST_STAGE
+            label = "**fine-tuned + fusion (default pipeline)**" if default else "fine-tuned + fusion"
+            lines.append(f"| {name} | {label} | " + " | ".join(_cell([r[m] for r in fused]) for m in METRICS)
+                         + f" | {_cell([r['seconds'] for r in fused])} |")
+            if default:
+                target = 0.97 if best_first[1]["MRR@10"] > 0.94 else best_first[1]["MRR@10"] + 0.03
+                got = [r["MRR@10"] for r in fused]
+                base_mrr = base["MRR@10"] if base else float("nan")
+                verdicts.append(
+                    f"- {task}: default pipeline MRR@10 {_cell(got)} vs best first stage {best_first[0]} "
+                    f"{best_first[1]['MRR@10']:.4f} (target {target:.4f}): "
+                    f"{'met' if all(g >= target for g in got) else 'NOT met'} for "
+                    f"{'both seeds' if len(got) > 1 else 'the seed'}; beats the un-fine-tuned base "
+                    f"({base_mrr:.4f}): {'yes' if all(g > base_mrr for g in got) else 'no'}.")
+        lines += ["", "Training (per seed): " + "; ".join(
+            f"{k}: {v['train']['steps']} steps in {v['seconds']:.0f}s on {v['train']['device']}, base "
+            f"`{v['base_model']}`, fusion {_fusion(v['fusion'])}" for k, v in rer["train"].items()),
+            "Preparation: " + ", ".join(f"{k} {v:.1f}s" for k, v in prep["prepare_seconds"].items()), ""]
+    text = "\n".join(lines + ["**Targets**", ""] + verdicts) + "\n"
+    (work / "quality.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def _fusion(f) -> str:
+    if not f or (f["weight"] == 1.0 and f["depth"] is None):
+        return "plain reranking"
+    return f"w={f['weight']:g} k={f['rrf_k']:g} top {f['depth'] or 'all'}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("phase", choices=["prepare", "train", "report", "all"])
+    p.add_argument("--work", default="bench/work", help="working directory (stores, task files, models)")
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--seeds", default="1,2")
+    p.add_argument("--smoke", action="store_true", help="small CPU version (CI): a few queries, 4 training steps")
+    p.add_argument("--train-arg", action="append", default=[], help="extra `rag-rerank train` argument, repeatable")
+    p.add_argument("--rerank-batch", type=int, default=64, help="reranker batch size at evaluation (GPU: 256)")
+    p.add_argument("--out", help="also write the report here")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        p.error(f"unknown task(s) {sorted(unknown)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.phase in ("prepare", "all"):
+        prepare(work, tasks, args.smoke)
+    if args.phase in ("train", "all"):
+        train_and_rerank(work, tasks, seeds, args.smoke, args.train_arg, args.rerank_batch)
+    if args.phase in ("report", "all"):
+        text = report(work, tasks)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

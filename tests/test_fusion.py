@@ -1,0 +1,93 @@
+"""Score fusion of the reranker with the first stage, and its tuning on validation data."""
+from __future__ import annotations
+
+import pytest
+
+from rag_rerank import fusion
+from rag_rerank.fusion import Fusion
+from rag_rerank.train.evaluation import ranking_metrics
+
+
+def mrr(ranked, relevant):
+    return ranking_metrics(ranked, relevant)["MRR@10"]
+
+
+def test_plain_fusion_is_reranking_and_zero_weight_is_the_first_stage():
+    scores = [0.1, 0.9, 0.5, 0.7]
+    assert Fusion().order(scores) == [1, 3, 2, 0]
+    assert Fusion(weight=0.0).order(scores) == [0, 1, 2, 3]
+    assert Fusion().fused_scores(scores) == scores
+
+
+def test_weighted_rrf_by_hand():
+    # rerank ranks: doc1 1st, doc2 2nd, doc0 3rd; first-stage ranks 1, 2, 3
+    f = Fusion(weight=0.5, rrf_k=1)
+    fused = f.fused_scores([0.1, 0.9, 0.5])
+    assert fused == pytest.approx([0.5 / 4 + 0.5 / 2, 0.5 / 2 + 0.5 / 3, 0.5 / 3 + 0.5 / 4])
+    assert f.order([0.1, 0.9, 0.5]) == [1, 0, 2]
+
+
+def test_depth_reranks_only_the_head_and_keeps_the_tail_in_order():
+    f = Fusion(depth=2)
+    assert f.scored(5) == 2
+    assert f.order([0.2, 0.8], total=5) == [1, 0, 2, 3, 4]
+    fused = Fusion(weight=0.6, rrf_k=10, depth=2).fused_scores([0.2, 0.8], total=4)
+    assert min(fused[:2]) > max(fused[2:])  # every reranked candidate stays above the tail
+
+
+def test_bad_values_rejected():
+    for kwargs in ({"weight": 1.5}, {"weight": -0.1}, {"rrf_k": -1}, {"depth": 0}):
+        with pytest.raises(ValueError):
+            Fusion(**kwargs)
+
+
+def test_save_and_load_next_to_a_model(tmp_path):
+    assert fusion.load(tmp_path) is None
+    f = Fusion(0.7, 10.0, 20, "validation")
+    fusion.save(f, tmp_path, {"first_stage": "hybrid"})
+    assert fusion.load(tmp_path) == f
+    fusion.save(Fusion(), tmp_path)  # overwriting keeps the other keys
+    assert fusion.load(tmp_path) == Fusion() and '"first_stage": "hybrid"' in (tmp_path / fusion.CONFIG_FILE).read_text()
+
+
+def test_tune_keeps_plain_reranking_when_the_reranker_is_right():
+    cands = [["a", "b", "c"], ["d", "e", "f"]]
+    scores = [[0.1, 0.9, 0.2], [0.1, 0.2, 0.9]]  # reranker puts the positive first
+    best, report = fusion.tune(cands, scores, [{"b"}, {"f"}], mrr)
+    assert best.is_plain and report["best_value"] == 1.0 and report["plain_value"] == 1.0
+
+
+def test_tune_leans_on_the_first_stage_when_the_reranker_errs_on_close_calls():
+    # first stage always right at rank 1; reranker puts the positive 2nd, narrowly
+    cands = [[f"p{i}", f"n{i}", f"m{i}"] for i in range(20)]
+    scores = [[0.50, 0.51, 0.1] for _ in range(20)]
+    best, report = fusion.tune(cands, scores, [{f"p{i}"} for i in range(20)], mrr)
+    assert not best.is_plain and best.weight < 1.0
+    assert report["best_value"] == 1.0 and report["plain_value"] == 0.5 and report["first_stage_value"] == 1.0
+
+
+def test_rerank_ranked_scores_only_the_depth(tiny_reranker):
+    calls = []
+    original = tiny_reranker.score_many
+
+    def spy(queries, docs):
+        calls.append([len(d) for d in docs])
+        return original(queries, docs)
+
+    tiny_reranker.score_many = spy
+    try:
+        out = fusion.rerank_ranked(tiny_reranker, ["질문", "다른 질문"], [["가", "나", "다", "라"], ["마", "바"]],
+                                   Fusion(depth=3))
+    finally:
+        del tiny_reranker.score_many
+    assert calls == [[3, 2]]
+    (order, fused, scores), (order2, _, scores2) = out
+    assert sorted(order) == [0, 1, 2, 3] and order[3] == 3 and len(scores) == 3 and len(fused) == 4
+    assert len(scores2) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_reranker(tiny_ce):
+    from rag_rerank import Reranker
+
+    return Reranker(str(tiny_ce))
