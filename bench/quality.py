@@ -11,7 +11,8 @@ the way a user runs them - through the `rag-rerank` commands:
     rag-rerank eval    each first stage's saved candidates + base model + fine-tuned models
 
 Tasks (see ../shared/data/README.md):
-    kornli   query = entailed hypothesis, corpus = the split's premises; train on dev, test on test.
+    kornli   query = entailed hypothesis, corpus = the split's premises; train on dev (all three
+             hypotheses of each premise as training queries), test on test (entailed only).
     chatbot  query = Q, corpus = the distinct answers; rows split by index (every 5th row is test,
              test queries also asked in train dropped); all answers of a query's rows are relevant.
 
@@ -49,6 +50,7 @@ FIRST_STAGES = {
 DEFAULT_FIRST_STAGE = "hybrid"  # the default pipeline's; training mines from it too
 DEPTH = 50  # first-stage candidates handed to the reranker
 BASE = "intfloat/multilingual-e5-small"  # what `rag-rerank train` falls back to without the hub
+TRAIN_LABELS = ("entailment", "neutral", "contradiction")
 SMOKE = {"kornli": (40, 30), "chatbot": (60, 30)}  # (train queries, test queries)
 
 
@@ -73,13 +75,13 @@ def _write_jsonl(path: Path, rows) -> None:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _kornli(split: str) -> tuple[dict[str, list[str]], list[str]]:
+def _kornli(split: str, labels=("entailment",)) -> tuple[dict[str, list[str]], list[str]]:
     queries: dict[str, list[str]] = {}
     premises: list[str] = []
     with (DATA / "kornli" / f"xnli.{split}.ko.tsv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
             premises.append(row["sentence1"])
-            if row["gold_label"] == "entailment":
+            if row["gold_label"] in labels:
                 queries.setdefault(row["sentence2"], [])
                 if row["sentence1"] not in queries[row["sentence2"]]:
                     queries[row["sentence2"]].append(row["sentence1"])
@@ -115,7 +117,10 @@ def task_files(task: str, work: Path, smoke: bool) -> dict:
     d = work / task
     d.mkdir(parents=True, exist_ok=True)
     if task == "kornli":
-        train, train_corpus = _kornli("dev")
+        # Training queries: every hypothesis written about a dev premise (entailed, neutral or
+        # contradicting: each is a sentence about that premise, which is what a retrieval query
+        # is); the test part keeps the task's definition, entailed hypotheses only.
+        train, train_corpus = _kornli("dev", TRAIN_LABELS)
         test, test_corpus = _kornli("test")
     else:
         train, test, corpus = _chatbot()
@@ -179,13 +184,18 @@ def prepare(work: Path, tasks, smoke: bool) -> None:
               + ", ".join(f"{k} MRR@10 {v['MRR@10']:.4f}" for k, v in first.items()), flush=True)
 
 
-def train_and_rerank(work: Path, tasks, seeds, smoke: bool, extra_train: list[str], rerank_batch: int = 64) -> None:
+def train_and_rerank(work: Path, tasks, seeds, smoke: bool, extra_train: list[str], rerank_batch: int = 64,
+                     train_only: bool = False) -> None:
     """GPU phase (CPU works, slowly): train per seed with the default recipe, rerank every first stage."""
     for task in tasks:
         d, log = work / task, work / task / "commands.log"
         models, train_info = [], {}
         for seed in seeds:
             out_dir = d / "models" / f"seed{seed}"
+            models.append(str(out_dir))
+            if (out_dir / "metrics.json").exists() and (d / "models" / f"seed{seed}.json").exists():
+                train_info[f"seed{seed}"] = json.loads((d / "models" / f"seed{seed}.json").read_text())
+                continue  # trained by an earlier (interrupted) run
             args = ["train", "--data", str(d / "train.mined.jsonl.gz"), "--output", str(out_dir), "--seed", str(seed)]
             if smoke:
                 args += ["--max-steps", "4", "--batch-size", "8", "--max-length", "128",
@@ -198,7 +208,9 @@ def train_and_rerank(work: Path, tasks, seeds, smoke: bool, extra_train: list[st
             train_info[f"seed{seed}"] = {"seconds": seconds, "train": metrics["train"], "fusion": fusion,
                                          "validation": metrics.get("validation"), "notes": metrics.get("notes"),
                                          "base_model": metrics["config"]["base_model"]}
-            models.append(str(out_dir))
+            (d / "models" / f"seed{seed}.json").write_text(json.dumps(train_info[f"seed{seed}"], default=str))
+        if train_only:
+            continue
         reranked = {}
         for name in FIRST_STAGES:
             args = ["eval", "--data", str(d / f"test.{name}.jsonl.gz"), "--candidate-k", str(DEPTH), "--json",
@@ -299,6 +311,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="small CPU version (CI): a few queries, 4 training steps")
     p.add_argument("--train-arg", action="append", default=[], help="extra `rag-rerank train` argument, repeatable")
     p.add_argument("--rerank-batch", type=int, default=64, help="reranker batch size at evaluation (GPU: 256)")
+    p.add_argument("--train-only", action="store_true", help="train (missing seeds) but do not rerank yet")
     p.add_argument("--out", help="also write the report here")
     args = p.parse_args(argv)
     work = Path(args.work)
@@ -311,7 +324,7 @@ def main(argv=None) -> int:
     if args.phase in ("prepare", "all"):
         prepare(work, tasks, args.smoke)
     if args.phase in ("train", "all"):
-        train_and_rerank(work, tasks, seeds, args.smoke, args.train_arg, args.rerank_batch)
+        train_and_rerank(work, tasks, seeds, args.smoke, args.train_arg, args.rerank_batch, args.train_only)
     if args.phase in ("report", "all"):
         text = report(work, tasks)
         print(text)

@@ -146,7 +146,7 @@ def _ranked_groups(args, groups):
     first_stage = _first_stage(args)
     depth = args.candidate_k or 50
     if first_stage is None:
-        if not all(g.candidates for g in groups):
+        if not any(g.candidates for g in groups):  # some queries may have none (e.g. no BM25 term matched)
             raise ValueError("give the corpus to search (--store DIR, --host/--port or --corpus FILE), or data whose "
                              "rows carry first-stage 'candidates' (rag-rerank eval --save-candidates / rag-rerank mine)")
         candidates = [g.candidates[:depth] for g in groups]

@@ -32,7 +32,7 @@ class TrainConfig:
     preset: str = "default"
     # optimisation
     loss: str = "bce"  # bce | listwise | mnrl
-    epochs: float = 4.0
+    epochs: float = 3.0
     max_steps: int = -1
     learning_rate: float = 3e-5
     per_device_batch_size: int = 32
@@ -44,12 +44,12 @@ class TrainConfig:
     max_length: int = 512
     seed: int = 42
     # evaluation and checkpoints (a float in (0, 1) is a fraction of all training steps)
-    eval_steps: float = 0.05
-    save_steps: float = 0.05
+    eval_steps: float = 0.1
+    save_steps: float = 0.1
     logging_steps: float = 0.01
     metric_for_best_model: str = "ndcg@10"  # or "mrr@10", "eval_loss"
     load_best_model_at_end: bool = True
-    early_stopping_patience: int | None = 5
+    early_stopping_patience: int | None = 3
     validation_fraction: float = 0.1
     validation_min_queries: int = 200  # small data: at least this many (up to a quarter of the queries)
     save_total_limit: int | None = 2

@@ -235,11 +235,12 @@ def _evaluator(config: TrainConfig, eval_data: TrainingData):
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
 
     groups = [g for g in eval_data.groups if g.candidates or g.negatives]
-    if groups and all(g.candidates for g in groups):
+    if any(g.candidates for g in groups):
+        groups = [g for g in groups if g.candidates]
         samples = evaluation.reranking_samples(groups, [g.candidates[: config.candidate_k] for g in groups])
-        return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=64, always_rerank_positives=False)
+        return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=128, always_rerank_positives=False)
     samples = evaluation.reranking_samples(groups)
-    return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=64) if samples else None
+    return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=128) if samples else None
 
 
 def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes: list[str]):
@@ -256,7 +257,7 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
     from ..reranker import Reranker
 
     groups = eval_data.groups
-    ranked = bool(groups) and all(g.candidates for g in groups)
+    ranked = any(g.candidates for g in groups)  # a query whose first stage found nothing keeps []
     rows = []
     if ranked:
         candidates = [g.candidates[: config.candidate_k] for g in groups]
