@@ -30,16 +30,17 @@ from train_speed import BONGSOO_SHAPE, load_pairs  # noqa: E402
 from rag_rerank.testing import tiny_albert_cross_encoder  # noqa: E402
 
 
-def run(gpus: int, data: Path, model: Path, out: Path, epochs: float) -> dict:
+def run(gpus: int, data: Path, model: Path, out: Path, epochs: float, logs: Path) -> dict:
     train = ["-m", "rag_rerank.cli", "train", "--data", str(data), "--base", str(model), "--preset", "fast",
              "--epochs", str(epochs), "--output", str(out), "--max-length", "512", "--set", "show_progress=false",
              "--set", "validation_fraction=0.05"]
     cmd = ([sys.executable, *train] if gpus == 1 else
            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *train])
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"CUDA_VISIBLE_DEVICES": "0"} if gpus == 1 else {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
-    (out.parent / f"log-{gpus}gpu.txt").write_text(proc.stdout + proc.stderr)
+    (logs / f"log-{gpus}gpu.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"{gpus} GPU run failed:\n{proc.stderr[-3000:]}")
     t = json.loads((out / "metrics.json").read_text())["train"]
@@ -67,7 +68,7 @@ def main() -> None:
     model = tiny_albert_cross_encoder(work / "albert", [p.query for p in pairs] + [p.document for p in pairs],
                                       vocab_size=32000, **BONGSOO_SHAPE)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    rows = [run(int(n), data, model, work / f"run-{n}", args.epochs) for n in args.gpus.split(",")]
+    rows = [run(int(n), data, model, work / f"run-{n}", args.epochs, out) for n in args.gpus.split(",")]
     base = rows[0]["pairs_per_s"]
     lines = [f"Device: {torch.cuda.device_count()} x {device}. {len(pairs)} Korean pairs, `fast` preset "
              f"(per-device batch 256, bf16), {args.epochs:g} epochs, max_length 512.", "",

@@ -1,6 +1,8 @@
 """Device and dtype choice shared by every model wrapper."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 _DTYPES = {
@@ -11,11 +13,21 @@ _DTYPES = {
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Explicit device, else cuda > mps > cpu."""
-    if device is not None:
+    """Explicit device, else cuda > mps > cpu.
+
+    Under torchrun / accelerate (``LOCAL_RANK`` set) a bare ``cuda`` means this process's
+    own GPU, ``cuda:LOCAL_RANK``: every rank putting its model on cuda:0 makes DDP fail
+    on rank 1 and up.
+    """
+    if device is not None and str(device) != "cuda":
         return torch.device(device)
     if torch.cuda.is_available():
+        local_rank = os.environ.get("LOCAL_RANK")
+        if local_rank is not None and local_rank.isdigit() and int(local_rank) < torch.cuda.device_count():
+            return torch.device("cuda", int(local_rank))
         return torch.device("cuda")
+    if device is not None:
+        return torch.device(device)
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")

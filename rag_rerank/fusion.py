@@ -132,8 +132,10 @@ def _read(path: Path) -> dict:
 
 
 # Coarse on purpose: validation splits are a few hundred queries, and a fine grid
-# would fit their noise. Ties go to the earlier (simpler) setting.
-WEIGHTS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+# would fit their noise. Ties go to the earlier (simpler) setting. Low weights are the
+# safety net: a reranker that did not learn the task (seen on a chatbot Q->A task) must
+# not pull the pipeline below its first stage; weight 0 is the first stage itself.
+WEIGHTS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0)
 RRF_KS = (60.0, 10.0, 2.0)
 DEPTHS = (None, 30, 20, 10)
 

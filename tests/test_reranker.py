@@ -265,7 +265,13 @@ def test_device_and_dtype_resolution(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_dtype(None, torch.device("cuda")) == torch.float16
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device(None).type == "cuda"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device(None) == torch.device("cuda")
+    # under torchrun each rank gets its own GPU (all ranks on cuda:0 broke DDP on 2 GPUs)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device(None) == torch.device("cuda", 1) and resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0) and resolve_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("int3", torch.device("cpu"))
 

@@ -80,7 +80,8 @@ class RerankerTrainer(CrossEncoderTrainer):
         if "input_ids" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("label").float()
-        features = {k: v.to(model.device) for k, v in inputs.items()}
+        device = next(model.parameters()).device  # model may be wrapped (DataParallel / DDP)
+        features = {k: v.to(device) for k, v in inputs.items()}
         logits = model(features)["scores"].view(-1).float()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device))
         return (loss, {}) if return_outputs else loss

@@ -1,0 +1,40 @@
+"""bench/quality.py end to end on CPU with small settings (issue 6's smoke version; not its targets).
+
+Runs the user's commands - rag-rerank index, mine, eval --save-candidates, train (default
+recipe, offline e5 base), eval of base + fine-tuned rerankers - on a few Korean queries per task
+and checks the report has every row it promises.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
+
+
+def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, e5_dir, data_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAG_RERANK_DATA": str(data_dir)}
+    out = subprocess.run([sys.executable, str(BENCH), "all", "--smoke", "--work", str(tmp_path), "--seeds", "1",
+                          "--tasks", "kornli,chatbot"], capture_output=True, text=True, timeout=2400, env=env)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    report = (tmp_path / "quality.md").read_text(encoding="utf-8")
+    for task in ("kornli", "chatbot"):
+        log = (tmp_path / task / "commands.log").read_text(encoding="utf-8")
+        for command in ("rag-rerank index", "rag-rerank mine", "rag-rerank eval", "rag-rerank train"):
+            assert command in log, (task, command)
+        prep = json.loads((tmp_path / task / "prepare.json").read_text())
+        assert set(prep["first_stage"]) == {"bm25-whitespace", "bm25-kiwi", "dense", "hybrid"}
+        rer = json.loads((tmp_path / task / "rerank.json").read_text())
+        assert set(rer["reranked"]) == set(prep["first_stage"])
+        model = Path(rer["models"][0])
+        assert (model / "rag_rerank.json").exists()  # fusion tuned on validation, saved with the model
+        assert rer["train"]["seed1"]["base_model"] == "intfloat/multilingual-e5-small"  # offline fallback
+        for row in (r for stage in rer["reranked"].values() for r in stage["rows"]):
+            assert 0.0 <= row["MRR@10"] <= 1.0 and row["seconds"] >= 0
+        assert f"### {task}:" in report
+    assert report.count("| hybrid | **fine-tuned + fusion (default pipeline)** |") == 2
+    assert report.count("| hybrid | base e5 (untrained head) |") == 2
+    assert "**Targets**" in report
