@@ -254,8 +254,10 @@ def report(work: Path, tasks) -> str:
         models = rer["models"]
         lines += [f"### {task}: {prep['test_queries']} test queries over {prep['test_corpus']} documents "
                   f"(trained on {prep['train_queries']} queries, {prep['train_corpus']} documents)", "",
-                  f"Reranking on: {rer['device']}. Cells with two values: seed {seeds[0]} / seed {seeds[-1]}. "
-                  f"Time: the whole stage over all test queries (s).", "",
+                  f"Reranking on: {rer['device']}. "
+                  + (f"Cells with two values: seed {seeds[0]} / seed {seeds[-1]}. " if len(seeds) > 1 else
+                     f"Seed {seeds[0]}. ") +
+                  "Time: the whole stage over all test queries (s).", "",
                   "| first stage | + reranker | " + " | ".join(METRICS) + " | time (s) |",
                   "|---|---|" + "---:|" * (len(METRICS) + 1)]
         best_first = max(prep["first_stage"].items(), key=lambda kv: kv[1]["MRR@10"])

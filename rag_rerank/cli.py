@@ -196,7 +196,7 @@ def _cmd_mine(args) -> int:
         raise ValueError("give the corpus to mine from: --store DIR, --host/--port or --corpus FILE")
     data = train_data.load(args.data)
     mined = mine_hard_negatives(data, first_stage, num_hard=args.num_hard, num_random=args.num_random,
-                                candidate_k=args.candidate_k or 30, seed=args.seed)
+                                candidate_k=args.candidate_k or 30, skip_top=args.skip_top, seed=args.seed)
     train_data.save_jsonl(mined, args.output)
     found = sum(any(p in g.candidates for p in g.positives) for g in mined.groups)
     print(f"mined {len(mined.groups)} queries ({args.mode}, top {args.candidate_k or 30}): positive among the "
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help=".jsonl to write (rag-rerank train --data reads it)")
     p.add_argument("--num-hard", type=int, default=7)
     p.add_argument("--num-random", type=int, default=1)
+    p.add_argument("--skip-top", type=int, default=0,
+                   help="take hard negatives below the first stage's top N (where false negatives crowd)")
     p.add_argument("--seed", type=int, default=42)
     _first_stage_args(p)
     p.set_defaults(func=_cmd_mine)

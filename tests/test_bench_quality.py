@@ -18,10 +18,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, e5_dir, data_dir, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAG_RERANK_DATA": str(data_dir)}
     out = subprocess.run([sys.executable, str(BENCH), "all", "--smoke", "--work", str(tmp_path), "--seeds", "1",
-                          "--tasks", "kornli,chatbot"], capture_output=True, text=True, timeout=2400, env=env)
+                          "--tasks", "kornli"], capture_output=True, text=True, timeout=2400, env=env)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     report = (tmp_path / "quality.md").read_text(encoding="utf-8")
-    for task in ("kornli", "chatbot"):
+    for task in ("kornli",):  # one task keeps CI short; chatbot runs the same code with a shared corpus
         log = (tmp_path / task / "commands.log").read_text(encoding="utf-8")
         for command in ("rag-rerank index", "rag-rerank mine", "rag-rerank eval", "rag-rerank train"):
             assert command in log, (task, command)
@@ -35,6 +35,6 @@ def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, e5_di
         for row in (r for stage in rer["reranked"].values() for r in stage["rows"]):
             assert 0.0 <= row["MRR@10"] <= 1.0 and row["seconds"] >= 0
         assert f"### {task}:" in report
-    assert report.count("| hybrid | **fine-tuned + fusion (default pipeline)** |") == 2
-    assert report.count("| hybrid | base e5 (untrained head) |") == 2
+    assert report.count("| hybrid | **fine-tuned + fusion (default pipeline)** |") == 1
+    assert report.count("| hybrid | base e5 (untrained head) |") == 1
     assert "**Targets**" in report

@@ -152,7 +152,8 @@ def test_albert_gradient_checkpointing_recomputes_each_pass_with_identical_gradi
         model.train()  # dropout on: the checkpoint must replay the same masks
         calls = []
         layer = next(m for m in model.modules() if type(m).__name__ == "AlbertLayer")
-        layer.register_forward_hook(lambda *_: calls.append(1))
+        # a pre-hook: the recomputation stops early, inside the layer, once it has what backward needs
+        layer.register_forward_pre_hook(lambda *_: calls.append(1))
         if checkpointed:
             assert "checkpointed" in model_setup.enable_gradient_checkpointing(model)
         ids = torch.randint(5, 100, (3, 17))
@@ -298,6 +299,12 @@ def test_mining_excludes_positives_and_mixes_random(kornli, bm25):
         assert len(after.negatives) == 5 and len(set(after.negatives)) == 5
     top = [h.text for h in bm25.candidates(data.groups[0].query, 10) if h.text not in data.groups[0].positives][:3]
     assert mined.groups[0].negatives[:3] == top  # the hard ones are the first stage's own top hits
+    ranked = [h.text for h in bm25.candidates(data.groups[0].query, 30)]
+    assert mined.groups[0].candidates == ranked  # the first stage's ranking, kept for validation/fusion
+
+    skipped = mine_hard_negatives(data, bm25, num_hard=3, num_random=0, skip_top=2, seed=0)
+    below = [t for t in bm25.candidates(data.groups[0].query, 32)[2:] if t.text not in data.groups[0].positives]
+    assert skipped.groups[0].negatives == [h.text for h in below[:3]]  # hard negatives start below the top 2
 
 
 def test_ranking_metrics_by_hand():

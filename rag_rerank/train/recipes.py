@@ -60,6 +60,7 @@ class TrainConfig:
     dataloader_workers: int = 2
     num_hard_negatives: int = 7
     num_random_negatives: int = 1
+    skip_top_negatives: int = 0  # ignore the first stage's top N when mining (fewer false negatives)
     mine_mode: str = "hybrid"
     candidate_k: int = 30
     # memory techniques

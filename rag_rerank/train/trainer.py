@@ -163,7 +163,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     if first_stage is not None:
         config = config.replace(mine_mode=getattr(first_stage, "mode", config.mine_mode))
         mine = dict(corpus=corpus, num_hard=config.num_hard_negatives, num_random=config.num_random_negatives,
-                    candidate_k=config.candidate_k, seed=config.seed)
+                    candidate_k=config.candidate_k, skip_top=config.skip_top_negatives, seed=config.seed)
         train_data = mine_hard_negatives(train_data, first_stage, **mine)
         if eval_data is not None:
             eval_data = mine_hard_negatives(eval_data, first_stage, **mine)
