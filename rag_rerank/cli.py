@@ -161,8 +161,7 @@ def _cmd_eval(args) -> int:
     from .train import data as train_data
     from .train import evaluation
 
-    data = train_data.load(args.data)
-    groups = data.groups
+    groups = train_data.load(args.data).groups
     if not groups:
         raise ValueError(f"{args.data}: evaluation needs queries with positives")
     row, candidates = _ranked_groups(args, groups)

@@ -88,6 +88,15 @@ class Fusion:
 PLAIN = Fusion()
 
 
+def resolve(value: Fusion | str | None, auto: Callable[[], Fusion | None]) -> Fusion | None:
+    """A ``fusion=`` argument: ``"auto"`` -> ``auto()``, ``None`` -> plain reranking, or a Fusion."""
+    if value == "auto":
+        return auto()
+    if value is not None and not isinstance(value, Fusion):
+        raise ValueError(f"fusion must be 'auto', None or a Fusion, got {value!r}")
+    return value
+
+
 def rerank_ranked(reranker, queries: Sequence[str], candidates: Sequence[Sequence[str]],
                   fusion: Fusion | None = None) -> list[tuple[list[int], list[float], list[float]]]:
     """Rerank first-stage candidate lists (all queries in shared batches) and fuse.

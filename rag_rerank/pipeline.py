@@ -60,23 +60,11 @@ class TwoStageRetriever:
         self.top_n = top_n
         self.weights = tuple(weights)
         self.rrf_k = rrf_k
-        if fusion == "auto":
-            fusion = getattr(self.reranker, "fusion", None)
-        elif fusion is not None and not isinstance(fusion, fusion_config.Fusion):
-            raise ValueError(f"fusion must be 'auto', None or a Fusion, got {fusion!r}")
-        self.fusion: fusion_config.Fusion | None = fusion
+        self.fusion = fusion_config.resolve(fusion, lambda: getattr(self.reranker, "fusion", None))
 
     def candidates(self, query: str, k: int | None = None, where: dict | None = None) -> list[Hit]:
         """The first stage alone."""
-        check_query(query)
-        k = k or self.candidate_k
-        if self.mode == "dense":
-            return self.store.search(query, k, where)
-        if self.mode == "bm25":
-            return self.store.search_lexical(query, k, where)
-        dense = self.store.search(query, k, where)
-        lexical = self.store.search_lexical(query, k, where)
-        return rrf_fuse([dense, lexical], self.weights, self.rrf_k)[:k]
+        return self.candidates_many([query], k, where)[0]
 
     def candidates_many(self, queries: Sequence[str], k: int | None = None,
                         where: dict | None = None) -> list[list[Hit]]:

@@ -124,11 +124,7 @@ class Reranker:
         self.max_length = min(max_length, positions, tok_max)
         self._pair_specials = self._tokenizer.num_special_tokens_to_add(pair=True)
         self._local = threading.local()
-        if fusion == "auto":
-            fusion = fusion_config.load(self.path)
-        elif fusion is not None and not isinstance(fusion, fusion_config.Fusion):
-            raise ValueError(f"fusion must be 'auto', None or a Fusion, got {fusion!r}")
-        self.fusion: fusion_config.Fusion | None = fusion
+        self.fusion = fusion_config.resolve(fusion, lambda: fusion_config.load(self.path))
 
     # ------------------------------------------------------------------ API
     def score(self, query: str, docs: Sequence[str], *, raw: bool = False) -> list[float]:
