@@ -78,14 +78,19 @@ def test_index_rejects_bad_jsonl_with_line_number(tmp_path):
     assert out.returncode == 2 and "bad.jsonl:2" in out.stderr
 
 
-def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
+def kornli_task_files(tmp_path, kornli, n_train: int, n_test: int):
+    """train.jsonl (first n_train dev pairs), test.jsonl (n_test pairs from 600 on), corpus.txt (premises)."""
     pairs, premises = kornli["dev"]
-    train_file, test_file, corpus = tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "corpus.txt"
-    train_file.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False)
-                                    for h, p in pairs[:120]), encoding="utf-8")
-    test_file.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False)
-                                   for h, p in pairs[600:640]), encoding="utf-8")
-    corpus.write_text("\n".join(premises), encoding="utf-8")
+    paths = tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "corpus.txt"
+    for path, part in zip(paths[:2], (pairs[:n_train], pairs[600 : 600 + n_test])):
+        path.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False) for h, p in part),
+                        encoding="utf-8")
+    paths[2].write_text("\n".join(premises), encoding="utf-8")
+    return paths
+
+
+def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
+    train_file, test_file, corpus = kornli_task_files(tmp_path, kornli, n_train=120, n_test=40)
     out = run_cli("train", "--data", str(train_file), "--base", str(tiny_ce), "--output", str(tmp_path / "model"),
                   "--preset", "fast", "--max-steps", "4", "--set", "eval_steps=2", "--set", "save_steps=2",
                   "--set", "dataloader_workers=0", "--corpus", str(corpus), "--mode", "bm25", "--max-length", "96")
@@ -111,13 +116,7 @@ def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
 def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     """The split workflow: first stage on one machine (mine, eval --save-candidates), training and
     reranking from the files on another, with no store or corpus there."""
-    pairs, premises = kornli["dev"]
-    train_file, test_file, corpus = tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "corpus.txt"
-    train_file.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False)
-                                    for h, p in pairs[:100]), encoding="utf-8")
-    test_file.write_text("\n".join(json.dumps({"query": h, "positive": p}, ensure_ascii=False)
-                                   for h, p in pairs[600:630]), encoding="utf-8")
-    corpus.write_text("\n".join(premises), encoding="utf-8")
+    train_file, test_file, corpus = kornli_task_files(tmp_path, kornli, n_train=100, n_test=30)
     mined = tmp_path / "train.mined.jsonl.gz"
     out = run_cli("mine", "--data", str(train_file), "--corpus", str(corpus), "--mode", "bm25", "--output", str(mined),
                   "--num-hard", "3", "--num-random", "1", "--candidate-k", "12")
