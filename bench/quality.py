@@ -4,10 +4,11 @@ Retrieval tasks from ../shared/data, each with a train part and a held-out test 
 the way a user runs them - through the `rag-rerank` commands:
 
     rag-rerank index   corpus -> Chroma store (+ Kiwi BM25)
-    rag-rerank mine    train queries -> hard negatives + candidates from the hybrid first stage
+    rag-rerank mine    train queries -> candidates (+ negatives) from the hybrid first stage
     rag-rerank eval    test queries -> each first stage (saving its candidates)
-    rag-rerank train   the default recipe (validation carved from train, early stopping on
-                       NDCG@10, fusion tuned on validation), one run per seed
+    rag-rerank train   the default recipe, negatives drawn from the saved hybrid rankings
+                       (--candidates; validation carved from train, early stopping on NDCG@10,
+                       fusion tuned on validation), one run per seed
     rag-rerank eval    each first stage's saved candidates + base model + fine-tuned models
 
 Tasks (see ../shared/data/README.md):
@@ -184,48 +185,76 @@ def prepare(work: Path, tasks, smoke: bool) -> None:
               + ", ".join(f"{k} MRR@10 {v['MRR@10']:.4f}" for k, v in first.items()), flush=True)
 
 
+SMOKE_TRAIN = ["--max-steps", "4", "--batch-size", "8", "--max-length", "128", "--set", "eval_steps=2",
+               "--set", "save_steps=2", "--set", "logging_steps=1", "--set", "dataloader_workers=0"]
+
+
+def train_args(d: Path, out_dir: Path, seed: int, smoke: bool) -> list[str]:
+    """`rag-rerank train` with the default recipe: it mines its own negatives (the recipe's counts)
+    from the hybrid rankings `prepare` saved, so no store is needed on the training machine."""
+    args = ["train", "--data", str(d / "train.jsonl"), "--candidates", str(d / "train.mined.jsonl.gz"),
+            "--mode", DEFAULT_FIRST_STAGE, "--output", str(out_dir), "--seed", str(seed),
+            "--set", "show_progress=false"]
+    return args + (SMOKE_TRAIN if smoke else [])
+
+
+def run_parallel(jobs, n: int):
+    """Run (key, fn) jobs on n threads (each job is a subprocess); return {key: result}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
+        futures = {key: pool.submit(fn) for key, fn in jobs}
+        return {key: f.result() for key, f in futures.items()}
+
+
+def _train_one(d: Path, seed: int, smoke: bool, extra_train: list[str]) -> dict:
+    out_dir = d / "models" / f"seed{seed}"
+    info_file = d / "models" / f"seed{seed}.json"
+    if (out_dir / "metrics.json").exists() and info_file.exists():
+        return json.loads(info_file.read_text())  # trained by an earlier (interrupted) run
+    _, seconds = cli(*train_args(d, out_dir, seed, smoke), *extra_train, log=d / "commands.log")
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    fusion = json.loads((out_dir / "rag_rerank.json").read_text()).get("fusion") if (
+        out_dir / "rag_rerank.json").exists() else None
+    info = {"seconds": seconds, "train": metrics["train"], "fusion": fusion, "validation": metrics.get("validation"),
+            "notes": metrics.get("notes"), "base_model": metrics["config"]["base_model"]}
+    info_file.write_text(json.dumps(info, default=str))
+    return info
+
+
+def _eval_one(d: Path, name: str, models: list[str], smoke: bool, rerank_batch: int) -> dict:
+    args = ["eval", "--data", str(d / f"test.{name}.jsonl.gz"), "--candidate-k", str(DEPTH), "--json",
+            "--batch-size", str(rerank_batch)]
+    if name == DEFAULT_FIRST_STAGE:  # the un-fine-tuned base, once: on the default pipeline's first stage
+        args += ["--reranker", BASE]
+    for m in models:
+        args += ["--reranker", m]
+    if smoke:
+        args += ["--max-length", "128"]
+    out, seconds = cli(*args, log=d / "commands.log")
+    return {"rows": json.loads(out), "command_seconds": seconds}
+
+
 def train_and_rerank(work: Path, tasks, seeds, smoke: bool, extra_train: list[str], rerank_batch: int = 64,
-                     train_only: bool = False) -> None:
-    """GPU phase (CPU works, slowly): train per seed with the default recipe, rerank every first stage."""
+                     train_only: bool = False, jobs: int = 1) -> None:
+    """GPU phase (CPU works, slowly): train per seed with the default recipe, rerank every first stage.
+    ``jobs`` > 1 runs that many trainings (then evaluations) at once: a small model leaves most of a
+    big GPU idle, so concurrent runs finish sooner; each one's time is then inflated."""
     for task in tasks:
-        d, log = work / task, work / task / "commands.log"
-        models, train_info = [], {}
-        for seed in seeds:
-            out_dir = d / "models" / f"seed{seed}"
-            models.append(str(out_dir))
-            if (out_dir / "metrics.json").exists() and (d / "models" / f"seed{seed}.json").exists():
-                train_info[f"seed{seed}"] = json.loads((d / "models" / f"seed{seed}.json").read_text())
-                continue  # trained by an earlier (interrupted) run
-            args = ["train", "--data", str(d / "train.mined.jsonl.gz"), "--output", str(out_dir), "--seed", str(seed)]
-            if smoke:
-                args += ["--max-steps", "4", "--batch-size", "8", "--max-length", "128",
-                         "--set", "eval_steps=2", "--set", "save_steps=2", "--set", "logging_steps=1",
-                         "--set", "dataloader_workers=0", "--set", "show_progress=false"]
-            _, seconds = cli(*args, *extra_train, log=log)
-            metrics = json.loads((out_dir / "metrics.json").read_text())
-            fusion = json.loads((out_dir / "rag_rerank.json").read_text()).get("fusion") if (
-                out_dir / "rag_rerank.json").exists() else None
-            train_info[f"seed{seed}"] = {"seconds": seconds, "train": metrics["train"], "fusion": fusion,
-                                         "validation": metrics.get("validation"), "notes": metrics.get("notes"),
-                                         "base_model": metrics["config"]["base_model"]}
-            (d / "models" / f"seed{seed}.json").write_text(json.dumps(train_info[f"seed{seed}"], default=str))
-        if train_only:
-            continue
-        reranked = {}
-        for name in FIRST_STAGES:
-            args = ["eval", "--data", str(d / f"test.{name}.jsonl.gz"), "--candidate-k", str(DEPTH), "--json",
-                    "--batch-size", str(rerank_batch)]
-            if name == DEFAULT_FIRST_STAGE:  # the un-fine-tuned base, once: on the default pipeline's first stage
-                args += ["--reranker", BASE]
-            for m in models:
-                args += ["--reranker", m]
-            if smoke:
-                args += ["--max-length", "128"]
-            out, seconds = cli(*args, log=log)
-            reranked[name] = {"rows": json.loads(out), "command_seconds": seconds}
-        (d / "rerank.json").write_text(json.dumps({"seeds": list(seeds), "models": models, "train": train_info,
-                                                   "reranked": reranked, "device": _device()}, indent=2,
-                                                  ensure_ascii=False))
+        (work / task / "models").mkdir(parents=True, exist_ok=True)
+    trained = run_parallel([((t, s), lambda t=t, s=s: _train_one(work / t, s, smoke, extra_train))
+                            for t in tasks for s in seeds], jobs)
+    if train_only:
+        return
+    models = {t: [str(work / t / "models" / f"seed{s}") for s in seeds] for t in tasks}
+    reranked = run_parallel([((t, n), lambda t=t, n=n: _eval_one(work / t, n, models[t], smoke, rerank_batch))
+                             for t in tasks for n in FIRST_STAGES], jobs)
+    for task in tasks:
+        (work / task / "rerank.json").write_text(json.dumps(
+            {"seeds": list(seeds), "models": models[task], "jobs": jobs,
+             "train": {f"seed{s}": trained[(task, s)] for s in seeds},
+             "reranked": {n: reranked[(task, n)] for n in FIRST_STAGES}, "device": _device()},
+            indent=2, ensure_ascii=False))
         print(f"[train] {task}: done", flush=True)
 
 
@@ -254,7 +283,9 @@ def report(work: Path, tasks) -> str:
         models = rer["models"]
         lines += [f"### {task}: {prep['test_queries']} test queries over {prep['test_corpus']} documents "
                   f"(trained on {prep['train_queries']} queries, {prep['train_corpus']} documents)", "",
-                  f"Reranking on: {rer['device']}. "
+                  f"Reranking on: {rer['device']}"
+                  + (f" ({rer['jobs']} trainings / evaluations at once, so each time includes the sharing). "
+                     if rer.get("jobs", 1) > 1 else ". ")
                   + (f"Cells with two values: seed {seeds[0]} / seed {seeds[-1]}. " if len(seeds) > 1 else
                      f"Seed {seeds[0]}. ") +
                   "Time: the whole stage over all test queries (s).", "",
@@ -319,6 +350,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-arg", action="append", default=[], help="extra `rag-rerank train` argument, repeatable")
     p.add_argument("--rerank-batch", type=int, default=64, help="reranker batch size at evaluation (GPU: 256)")
     p.add_argument("--train-only", action="store_true", help="train (missing seeds) but do not rerank yet")
+    p.add_argument("--jobs", type=int, default=1, help="trainings / evaluations run at once (one GPU: 4 is fine)")
     p.add_argument("--out", help="also write the report here")
     args = p.parse_args(argv)
     work = Path(args.work)
@@ -331,7 +363,7 @@ def main(argv=None) -> int:
     if args.phase in ("prepare", "all"):
         prepare(work, tasks, args.smoke)
     if args.phase in ("train", "all"):
-        train_and_rerank(work, tasks, seeds, args.smoke, args.train_arg, args.rerank_batch, args.train_only)
+        train_and_rerank(work, tasks, seeds, args.smoke, args.train_arg, args.rerank_batch, args.train_only, args.jobs)
     if args.phase in ("report", "all"):
         text = report(work, tasks)
         print(text)

@@ -80,9 +80,15 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 
 def _first_stage(args):
-    """A TwoStageRetriever over --store/--host, or an InMemoryCorpus over --corpus, or None."""
+    """A TwoStageRetriever over --store/--host, an InMemoryCorpus over --corpus, the rankings saved
+    in --candidates, or None."""
     from .pipeline import TwoStageRetriever
 
+    if getattr(args, "candidates", None):
+        from .train import data as train_data
+        from .train.mining import SavedCandidates
+
+        return SavedCandidates(train_data.load(args.candidates), mode=args.mode)
     if getattr(args, "corpus", None):
         from .corpus import InMemoryCorpus
         from .store import iter_documents
@@ -186,19 +192,28 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 def _cmd_mine(args) -> int:
     from .train import data as train_data
     from .train.mining import mine_hard_negatives
+    from .train.recipes import TrainConfig
 
     first_stage = _first_stage(args)
     if first_stage is None:
-        raise ValueError("give the corpus to mine from: --store DIR, --host/--port or --corpus FILE")
+        raise ValueError("give the corpus to mine from: --store DIR, --host/--port, --corpus FILE or --candidates FILE")
+    recipe = TrainConfig()  # unset counts follow the default training recipe, so mine + train agree
     data = train_data.load(args.data)
-    mined = mine_hard_negatives(data, first_stage, num_hard=args.num_hard, num_random=args.num_random,
-                                candidate_k=args.candidate_k or 30, skip_top=args.skip_top, seed=args.seed)
+    mined = mine_hard_negatives(
+        data, first_stage, num_hard=_given(args.num_hard, recipe.num_hard_negatives),
+        num_random=_given(args.num_random, recipe.num_random_negatives),
+        candidate_k=args.candidate_k or recipe.candidate_k, skip_top=_given(args.skip_top, recipe.skip_top_negatives),
+        seed=_given(args.seed, recipe.seed))
     train_data.save_jsonl(mined, args.output)
     found = sum(any(p in g.candidates for p in g.positives) for g in mined.groups)
-    print(f"mined {len(mined.groups)} queries ({args.mode}, top {args.candidate_k or 30}): positive among the "
+    print(f"mined {len(mined.groups)} queries ({args.mode}, top {args.candidate_k or recipe.candidate_k}): positive among the "
           f"candidates for {found}; wrote {args.output}")
     return 0
 
@@ -216,6 +231,9 @@ def _first_stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bm25-tokenizer", choices=["kiwi", "whitespace"], default="kiwi",
                    help="with --corpus: 'whitespace' gives the naive BM25 baseline")
     p.add_argument("--candidate-k", type=int, help="first-stage depth (eval: 50; train mining: 30)")
+    p.add_argument("--candidates", metavar="FILE", help="replay the first-stage rankings saved in FILE (rag-rerank "
+                   "mine / eval --save-candidates output) instead of searching: mine and train without the store; "
+                   "--mode then only names the first stage that produced them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,11 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mine", help="hard negatives + first-stage candidates for training data, written as JSONL")
     p.add_argument("--data", required=True, help="queries with positives (.jsonl/.csv/.tsv)")
     p.add_argument("--output", required=True, help=".jsonl to write (rag-rerank train --data reads it)")
-    p.add_argument("--num-hard", type=int, default=7)
-    p.add_argument("--num-random", type=int, default=1)
-    p.add_argument("--skip-top", type=int, default=0,
+    p.add_argument("--num-hard", type=int, help="hard negatives per query (default: the training recipe's)")
+    p.add_argument("--num-random", type=int, help="random negatives per query (default: the training recipe's)")
+    p.add_argument("--skip-top", type=int,
                    help="take hard negatives below the first stage's top N (where false negatives crowd)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int)
     _first_stage_args(p)
     p.set_defaults(func=_cmd_mine)
 

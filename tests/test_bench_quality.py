@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
+SELECT = BENCH.parent / "select_recipe.py"
+sys.path.insert(0, str(BENCH.parent))
+import select_recipe  # noqa: E402
 
 
 def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, e5_dir, data_dir, tmp_path):
@@ -38,3 +41,25 @@ def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, e5_di
     assert report.count("| hybrid | **fine-tuned + fusion (default pipeline)** |") == 1
     assert report.count("| hybrid | base e5 (untrained head) |") == 1
     assert "**Targets**" in report
+
+    # choosing the recipe: same commands, validation only, one seed, two recipes
+    out = subprocess.run([sys.executable, str(SELECT), "--smoke", "--work", str(tmp_path), "--tasks", "kornli",
+                          "--recipes", "bce 7 hard + 1 random,mnrl 1 hard + 7 random"],
+                         capture_output=True, text=True, timeout=1800, env=env)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    chosen = json.loads((tmp_path / "selection.json").read_text())
+    for name, entry in chosen["results"]["kornli"].items():
+        assert entry["returncode"] == 0 and 0 <= entry["pipeline"] <= 1, (name, entry)
+    assert chosen["winner"] in chosen["results"]["kornli"]
+    assert "Winner by the rule" in (tmp_path / "selection.md").read_text(encoding="utf-8")
+
+
+def test_recipe_rule_takes_the_mean_gain_over_tasks_and_breaks_ties_by_order():
+    def e(first, pipe):
+        return {"first_stage": first, "pipeline": pipe}
+
+    results = {"a": {"r1": e(0.5, 0.6), "r2": e(0.5, 0.55), "r3": e(0.5, 0.7)},
+               "b": {"r1": e(0.1, 0.1), "r2": e(0.1, 0.2), "r3": {"returncode": -9}}}
+    winner, gains = select_recipe.choose(results, ["r1", "r2", "r3"])
+    assert set(gains) == {"r1", "r2"} and winner == "r2"  # r3 did not finish everywhere
+    assert select_recipe.choose(results, ["r1", "r2"], tie=0.03)[0] == "r1"  # within the tie: list order

@@ -127,6 +127,14 @@ def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5
         assert len(g.negatives) == 4 and not set(g.negatives) & set(g.positives)
         hard = [n for n in g.negatives if n in g.candidates]  # BM25 may find fewer than 12 matches
         assert 0 < len(g.candidates) <= 12 and g.negatives[: len(hard)] == hard
+    remined = tmp_path / "train.remined.jsonl.gz"  # other counts, from the saved rankings alone
+    out = run_cli("mine", "--data", str(train_file), "--candidates", str(mined), "--num-hard", "1", "--num-random",
+                  "2", "--output", str(remined))
+    assert out.returncode == 0, out.stderr[-2000:]
+    for before, after in zip(groups, load(remined).groups):
+        first = [c for c in before.candidates if c not in before.positives][:1]
+        assert after.candidates == before.candidates and after.negatives[: len(first)] == first
+        assert len(after.negatives) == len(first) + 2 and not set(after.negatives) & set(after.positives)
     saved = tmp_path / "test.bm25.jsonl.gz"
     live = json.loads(run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25", "--json",
                               "--save-candidates", str(saved)).stdout)

@@ -15,7 +15,7 @@ from rag_rerank.train import DataError, from_pairs, load, load_config, preset, t
 from rag_rerank.train import model_setup
 from rag_rerank.train.evaluation import ranking_metrics
 from rag_rerank.train.fast import RerankerTrainer
-from rag_rerank.train.mining import mine_hard_negatives
+from rag_rerank.train.mining import SavedCandidates, mine_hard_negatives
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +305,24 @@ def test_mining_excludes_positives_and_mixes_random(kornli, bm25):
     skipped = mine_hard_negatives(data, bm25, num_hard=3, num_random=0, skip_top=2, seed=0)
     below = [t for t in bm25.candidates(data.groups[0].query, 32)[2:] if t.text not in data.groups[0].positives]
     assert skipped.groups[0].negatives == [h.text for h in below[:3]]  # hard negatives start below the top 2
+
+
+def test_saved_candidates_replay_the_first_stage(kornli, bm25):
+    """Mining from saved rankings (no store on the training machine) draws the same hard negatives
+    as mining from the live first stage, and random ones from the texts the file names."""
+    data = from_pairs(kornli["dev"][0][:30])
+    saved = SavedCandidates(mine_hard_negatives(data, bm25, num_hard=0, num_random=0, candidate_k=30), mode="bm25")
+    live = mine_hard_negatives(data, bm25, num_hard=3, num_random=0, seed=0)
+    replayed = mine_hard_negatives(data, saved, num_hard=3, num_random=2, seed=0)
+    for a, b in zip(live.groups, replayed.groups):
+        assert b.negatives[:3] == a.negatives and b.candidates == a.candidates
+        assert len(b.negatives) == 5 and set(b.negatives[3:]) <= set(saved.texts)
+        assert not set(b.negatives) & set(b.positives)
+    assert saved.mode == "bm25"
+    with pytest.raises(ValueError, match="no ranking saved"):
+        saved.candidates("처음 보는 질문", 5)
+    with pytest.raises(ValueError, match="carries 'candidates'"):
+        SavedCandidates(data)
 
 
 def test_ranking_metrics_by_hand():

@@ -56,6 +56,28 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
     return TrainingData(groups, list(data.pairs))
 
 
+class SavedCandidates:
+    """A first stage replayed from saved candidate lists (``rag-rerank mine`` / ``eval
+    --save-candidates`` output): mining and training on a machine without the store.
+
+    ``candidates(query, k)`` returns the saved ranking of that query; ``texts`` (the random
+    negative pool) is every text the file names, candidates and positives alike.
+    """
+
+    def __init__(self, data: TrainingData, mode: str = "saved") -> None:
+        self.mode = mode
+        self._ranked = {g.query: list(g.candidates) for g in data.groups if g.candidates}
+        if not self._ranked:
+            raise ValueError("saved candidates: no row carries 'candidates' (write them with rag-rerank mine "
+                             "or rag-rerank eval --save-candidates)")
+        self.texts = list(dict.fromkeys(t for g in data.groups for t in (*g.candidates, *g.positives)))
+
+    def candidates(self, query: str, k: int) -> list[Hit]:
+        if query not in self._ranked:
+            raise ValueError(f"saved candidates: no ranking saved for query {query[:60]!r}")
+        return [Hit(str(r), text, {}, 1.0 / r, 1.0 / r, r) for r, text in enumerate(self._ranked[query][:k], 1)]
+
+
 def _pool(first_stage, limit: int = 20000) -> list[str]:
     """Texts for random negatives: the in-memory corpus, or (a slice of) the store behind the pipeline."""
     if hasattr(first_stage, "texts"):
