@@ -58,8 +58,8 @@ class TrainConfig:
     group_by_length: bool = True
     pretokenize: bool = True  # tokenise in the loader workers instead of inside the loss
     dataloader_workers: int = 2
-    num_hard_negatives: int = 7
-    num_random_negatives: int = 1
+    num_hard_negatives: int = 1
+    num_random_negatives: int = 7
     skip_top_negatives: int = 0  # ignore the first stage's top N when mining (fewer false negatives)
     mine_mode: str = "hybrid"
     candidate_k: int = 30
