@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .reranker import DEFAULT_RERANKER  # a constant; the model itself loads only when a command needs it
@@ -140,7 +141,11 @@ def _cmd_train(args) -> int:
                    train_data.load(args.eval_data) if args.eval_data else None,
                    first_stage=corpus_first_stage, resume=args.resume, device=args.device,
                    data_description=f"{args.data}" + (f", validation {args.eval_data}" if args.eval_data else ""))
-    print((result.output_dir / "report.md").read_text(encoding="utf-8"))
+    report = result.output_dir / "report.md"
+    if not report.exists():  # a torchrun / accelerate rank other than 0: rank 0 writes the outputs
+        print(f"rank {os.environ.get('RANK', '?')}: trained {result.metrics['train']['steps']} steps")
+        return 0
+    print(report.read_text(encoding="utf-8"))
     print(f"model: {result.output_dir}")
     return 0
 

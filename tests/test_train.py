@@ -355,6 +355,20 @@ def test_fast_preset_uses_fused_adamw_on_cuda_only():
     from rag_rerank.train.trainer import _args
 
     cfg = preset("fast", output_dir="/tmp/x")
-    assert _args(cfg, False, False, True, cuda=True).optim == "adamw_torch_fused"
-    assert _args(cfg, False, False, True, cuda=False).optim == "adamw_torch"
+    assert _args(cfg, False, False, True, device=torch.device("cuda:0")).optim == "adamw_torch_fused"
+    assert _args(cfg, False, False, True, device=torch.device("cpu")).optim == "adamw_torch"
     assert _args(cfg.replace(optim="sgd"), False, False, True).optim == "sgd"
+
+
+def test_one_process_trains_on_its_own_gpu_not_dataparallel(monkeypatch):
+    """On a multi-GPU box without torchrun the Trainer would wrap the model in DataParallel over all
+    GPUs (sentence-transformers' losses then crash on .device; seen on a 2 x H200 machine) and put it
+    on cuda:0. The resolved device is pinned instead; under torchrun each rank keeps its own."""
+    from rag_rerank.train.trainer import _args
+
+    cfg = preset("seed", output_dir="/tmp/x")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    args = _args(cfg, False, False, True, device=torch.device("cuda:1"))
+    assert args.n_gpu == 1 and args.device == torch.device("cuda:1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _args(cfg, False, False, True, device=torch.device("cuda:1")).device != torch.device("cuda:1")

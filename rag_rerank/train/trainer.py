@@ -107,7 +107,7 @@ def _loss(config: TrainConfig, ce, dataset):
     return losses.MultipleNegativesRankingLoss(ce, num_negatives=len(dataset.column_names) - 2)
 
 
-def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, cuda: bool = False):
+def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, device: torch.device | None = None):
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 
     metric = config.metric_for_best_model
@@ -126,13 +126,27 @@ def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, cuda: boo
         metric_for_best_model=(f"eval_val_{metric.lower()}" if ranking else metric) if has_eval else None,
         greater_is_better=ranking if has_eval else None,
         # one fused kernel for the whole AdamW update: small models are launch-bound
-        optim=("adamw_torch_fused" if cuda else "adamw_torch") if config.optim == "auto" else config.optim,
+        optim=(("adamw_torch_fused" if device is not None and device.type == "cuda" else "adamw_torch")
+               if config.optim == "auto" else config.optim),
     )
     if config.group_by_length:
         kwargs["batch_sampler"] = length_grouped_sampler
     if config.push_to_hub:
         kwargs.update(push_to_hub=True, hub_model_id=config.push_to_hub)
-    return CrossEncoderTrainingArguments(**kwargs)
+    args = CrossEncoderTrainingArguments(**kwargs)
+    if device is not None and device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        pin_single_device(args, device)
+    return args
+
+
+def pin_single_device(args, device: torch.device) -> None:
+    """One process trains on the one GPU it resolved. Left alone, the Trainer wraps the model in
+    DataParallel over every visible GPU (sentence-transformers' losses then fail asking the wrapper
+    for ``.device``, and the seed recipe's small batches get slower) and places it on cuda:0."""
+    args._n_gpu = 1
+    args.__dict__["_setup_devices"] = device  # the Trainer's cached device (a cached_property)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(device)
 
 
 def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData | None = None, *,
@@ -187,7 +201,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         # fails for a PEFT-wrapped model (seen on GPU): keep the last weights instead, and say so.
         _say(notes, "LoRA: keeping the final weights (best-checkpoint reloading does not support PEFT models)")
         config = config.replace(load_best_model_at_end=False)
-    args = _args(config, fp16, bf16, eval_ds is not None, cuda=dev.type == "cuda")
+    args = _args(config, fp16, bf16, eval_ds is not None, device=dev)
     collator = (PairTokenizingCollator(ce.tokenizer, config.max_length)
                 if config.pretokenize and config.loss == "bce" else None)
     callbacks = ([EarlyStoppingCallback(config.early_stopping_patience)]
