@@ -370,5 +370,6 @@ def test_one_process_trains_on_its_own_gpu_not_dataparallel(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     args = _args(cfg, False, False, True, device=torch.device("cuda:1"))
     assert args.n_gpu == 1 and args.device == torch.device("cuda:1")
+    assert _args(cfg, False, False, True, device=torch.device("cuda")).device == torch.device("cuda:0")  # bare cuda
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert _args(cfg, False, False, True, device=torch.device("cuda:1")).device != torch.device("cuda:1")

@@ -143,6 +143,8 @@ def pin_single_device(args, device: torch.device) -> None:
     """One process trains on the one GPU it resolved. Left alone, the Trainer wraps the model in
     DataParallel over every visible GPU (sentence-transformers' losses then fail asking the wrapper
     for ``.device``, and the seed recipe's small batches get slower) and places it on cuda:0."""
+    if device.index is None:  # a bare "cuda": the current one
+        device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     args._n_gpu = 1
     args.__dict__["_setup_devices"] = device  # the Trainer's cached device (a cached_property)
     if torch.cuda.is_available():
