@@ -184,11 +184,11 @@ def _cmd_eval(args) -> int:
     for name in args.reranker or []:
         reranker = Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size,
                             fusion=None if args.fusion == "none" else "auto")
-        rows.append(evaluation.evaluate_reranker(reranker, groups, candidates, f"+ {name}")[0])
+        plain, scores = evaluation.evaluate_reranker(reranker, groups, candidates, f"+ {name}")
+        rows.append(plain)
         if reranker.fusion is not None and not reranker.fusion.is_plain:
-            rows.append(evaluation.evaluate_reranker(reranker, groups, candidates,
-                                                     f"+ {name}, {reranker.fusion.describe()}",
-                                                     fusion=reranker.fusion)[0])
+            rows.append(evaluation.fused_row(groups, candidates, scores, reranker.fusion,
+                                             f"+ {name}, {reranker.fusion.describe()}", plain.seconds))
     if args.json:
         print(json.dumps([{"system": r.name, **r.metrics, "seconds": r.seconds} for r in rows], indent=2,
                          ensure_ascii=False))

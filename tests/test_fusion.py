@@ -91,3 +91,18 @@ def tiny_reranker(tiny_ce):
     from rag_rerank import Reranker
 
     return Reranker(str(tiny_ce))
+
+
+def test_fused_row_from_plain_scores_equals_rescoring_with_the_fusion(tiny_reranker):
+    """rag-rerank eval and the training report derive the fused row from the plain row's scores
+    instead of scoring again: same ranking as a fused rerank, at no extra reranker calls."""
+    from rag_rerank.train.data import Group
+    from rag_rerank.train.evaluation import evaluate_reranker, fused_row
+
+    groups = [Group("서울의 날씨", ["맑음"]), Group("점심 메뉴", ["김밥"]), Group("주말 계획", ["등산"])]
+    candidates = [["흐림", "비", "맑음", "눈", "바람"], ["김밥", "라면", "국수"], ["독서", "등산", "낮잠", "영화"]]
+    plain, scores = evaluate_reranker(tiny_reranker, groups, candidates, "plain")
+    for f in (Fusion(weight=0.5, rrf_k=2), Fusion(weight=0.3, rrf_k=10, depth=2), Fusion(weight=0.0)):
+        derived = fused_row(groups, candidates, scores, f, "derived", plain.seconds)
+        rescored, _ = evaluate_reranker(tiny_reranker, groups, candidates, "rescored", fusion=f)
+        assert derived.metrics == pytest.approx(rescored.metrics) and derived.extra == {"scores_reused": True}

@@ -63,6 +63,16 @@ def evaluate_reranker(reranker, groups: Sequence[Group], candidates: Sequence[Se
     return row, [scores for _, _, scores in results]
 
 
+def fused_row(groups: Sequence[Group], candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
+              fusion, name: str, seconds: float) -> EvalRow:
+    """The fused pipeline's row from scores a plain reranking already computed (the reranker is
+    deterministic, so scoring again would only cost time). ``seconds`` is the plain scoring's
+    time: an upper bound for the fused pipeline, which scores only the top ``depth``."""
+    texts = [[cands[i] for i in fusion.order(s, len(cands))] for cands, s in zip(candidates, scores)]
+    return EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), seconds,
+                   {"scores_reused": True})
+
+
 def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
     """A Markdown table: one row per system, the four metrics and the time it took."""
     lines = [f"**{title}**", ""] if title else []

@@ -300,9 +300,8 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
                                tuned_on=f"{len(groups)} validation queries, {config.mine_mode} first stage")
     fusion.save(best, out, {"first_stage": config.mine_mode, "candidate_k": config.candidate_k})
     if not best.is_plain:
-        row, _ = evaluation.evaluate_reranker(tuned, groups, candidates, f"+ fine-tuned, {best.describe()}",
-                                              fusion=best)
-        rows.append(row)
+        rows.append(evaluation.fused_row(groups, candidates, scores, best, f"+ fine-tuned, {best.describe()}",
+                                         row.seconds))
     _say(notes, f"fusion chosen on validation: {best.describe()} (MRR@10 {tuning['best_value']:.4f} vs plain "
                 f"reranking {tuning['plain_value']:.4f}, first stage {tuning['first_stage_value']:.4f})")
     return rows, tuning
