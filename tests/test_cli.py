@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -153,3 +154,24 @@ def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5
     assert rows[1]["system"] == f"+ {tmp_path / 'model'}"
     out = run_cli("eval", "--data", str(test_file), "--reranker", str(tmp_path / "model"))
     assert out.returncode == 2 and "candidates" in out.stderr  # neither a corpus nor saved candidates
+
+
+def test_train_under_torchrun_two_processes(tmp_path, tiny_ce, kornli):
+    """The multi-GPU path on CPU (gloo): the same command under torchrun trains with DDP, rank 0
+    writes the model and report, the other rank exits cleanly (it once failed reading rank 0's
+    report). On GPUs: BENCHMARKS.md, Multi-GPU."""
+    train_file, _, corpus = kornli_task_files(tmp_path, kornli, n_train=200, n_test=0)  # validation: 40 queries
+    out_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rag_rerank.cli",
+           "train", "--data", str(train_file), "--base", str(tiny_ce), "--output", str(out_dir), "--max-steps", "3",
+           "--batch-size", "4", "--max-length", "64", "--set", "dataloader_workers=0", "--set", "show_progress=false",
+           "--set", "validation_fraction=0.2", "--set", "validation_min_queries=0", "--set", "eval_steps=2",
+           "--set", "save_steps=2", "--device", "cpu", "--corpus", str(corpus), "--mode", "bm25"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rank 1: trained 3 steps" in out.stdout
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 3 and (out_dir / "report.md").exists()
+    assert any("distributed run" in n for n in metrics["notes"])  # best model by eval loss, said aloud
+    assert "first stage (bm25, top 30)" in out.stdout  # rank 0's validation table after training

@@ -129,6 +129,10 @@ def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, device: t
         optim=(("adamw_torch_fused" if device is not None and device.type == "cuda" else "adamw_torch")
                if config.optim == "auto" else config.optim),
     )
+    if device is not None and device.type == "cpu":
+        # the Trainer would otherwise pick a GPU if one exists, and under torchrun on CPU it
+        # would not start DDP at all (each rank trained alone, all writing one directory)
+        kwargs["use_cpu"] = True
     if config.group_by_length:
         kwargs["batch_sampler"] = length_grouped_sampler
     if config.push_to_hub:
