@@ -373,3 +373,6 @@ def test_one_process_trains_on_its_own_gpu_not_dataparallel(monkeypatch):
     assert _args(cfg, False, False, True, device=torch.device("cuda")).device == torch.device("cuda:0")  # bare cuda
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert _args(cfg, False, False, True, device=torch.device("cuda:1")).device != torch.device("cuda:1")
+    # DDP drops each rank's last incomplete eval batch: 12 validation rows on 2 ranks -> batches of 6
+    assert _args(cfg, False, False, True, eval_rows=12).per_device_eval_batch_size == 6
+    assert _args(cfg, False, False, True, eval_rows=1000).per_device_eval_batch_size == 16

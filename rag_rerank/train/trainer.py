@@ -107,7 +107,18 @@ def _loss(config: TrainConfig, ce, dataset):
     return losses.MultipleNegativesRankingLoss(ce, num_negatives=len(dataset.column_names) - 2)
 
 
-def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, device: torch.device | None = None):
+def _eval_batch(config: TrainConfig, eval_rows: int | None) -> int:
+    batch = max(config.per_device_batch_size, 16)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if eval_rows and world > 1:
+        # under DDP sentence-transformers drops each rank's last incomplete eval batch too: a small
+        # validation part would give no eval_loss at all, so keep one whole batch per rank
+        batch = max(1, min(batch, eval_rows // world))
+    return batch
+
+
+def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, device: torch.device | None = None,
+          eval_rows: int | None = None):
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 
     metric = config.metric_for_best_model
@@ -115,7 +126,7 @@ def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, device: t
     kwargs = dict(
         output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
         per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=max(config.per_device_batch_size, 16),
+        per_device_eval_batch_size=_eval_batch(config, eval_rows),
         gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
         warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, fp16=fp16, bf16=bf16,
         logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
@@ -207,7 +218,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         # fails for a PEFT-wrapped model (seen on GPU): keep the last weights instead, and say so.
         _say(notes, "LoRA: keeping the final weights (best-checkpoint reloading does not support PEFT models)")
         config = config.replace(load_best_model_at_end=False)
-    args = _args(config, fp16, bf16, eval_ds is not None, device=dev)
+    args = _args(config, fp16, bf16, eval_ds is not None, device=dev, eval_rows=len(eval_ds) if eval_ds else None)
     collator = (PairTokenizingCollator(ce.tokenizer, config.max_length)
                 if config.pretokenize and config.loss == "bce" else None)
     callbacks = ([EarlyStoppingCallback(config.early_stopping_patience)]
