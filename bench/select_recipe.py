@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from quality import SMOKE_TRAIN, train_args  # noqa: E402
+from quality import train_args  # noqa: E402
 
 RECIPES = {  # name: `rag-rerank train` arguments on top of the current defaults
     "bce 7 hard + 1 random": ["--loss", "bce", "--set", "num_hard_negatives=7", "--set", "num_random_negatives=1"],
@@ -47,12 +47,10 @@ def run(work: Path, tasks: list[str], recipes: dict, seed: int, budget: float, s
         for name, extra in recipes.items():
             out = work / task / "select" / _slug(name)
             out.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "rag_rerank.cli", *train_args(work / task, out, seed, False), *extra, *common]
-            if smoke:
-                cmd += SMOKE_TRAIN
-            log = open(f"{out}.log", "w")
-            procs[(task, name)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}), out, time.time())
+            cmd = [sys.executable, "-m", "rag_rerank.cli", *train_args(work / task, out, seed, smoke), *extra, *common]
+            with open(f"{out}.log", "w") as log:  # the child keeps its own descriptor
+                procs[(task, name)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                        env={**os.environ, "PYTHONUNBUFFERED": "1"}), out, time.time())
     deadline = time.time() + budget
     results: dict = {}
     for (task, name), (proc, out, started) in procs.items():
