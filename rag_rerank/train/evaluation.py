@@ -58,9 +58,15 @@ def evaluate_reranker(reranker, groups: Sequence[Group], candidates: Sequence[Se
 
     start = time.perf_counter()
     results = rerank_ranked(reranker, [g.query for g in groups], candidates, fusion)
-    texts = [[cands[i] for i in order] for cands, (order, _, _) in zip(candidates, results)]
-    row = EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), time.perf_counter() - start)
+    row = _reordered_row(name, groups, candidates, [order for order, _, _ in results], time.perf_counter() - start)
     return row, [scores for _, _, scores in results]
+
+
+def _reordered_row(name: str, groups: Sequence[Group], candidates: Sequence[Sequence[str]],
+                   orders: Sequence[Sequence[int]], seconds: float, extra: dict | None = None) -> EvalRow:
+    """The row of each query's candidates put in ``orders`` (indices, best first)."""
+    texts = [[cands[i] for i in order] for cands, order in zip(candidates, orders)]
+    return EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), seconds, extra or {})
 
 
 def fused_row(groups: Sequence[Group], candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
@@ -68,9 +74,8 @@ def fused_row(groups: Sequence[Group], candidates: Sequence[Sequence[str]], scor
     """The fused pipeline's row from scores a plain reranking already computed (the reranker is
     deterministic, so scoring again would only cost time). ``seconds`` is the plain scoring's
     time: an upper bound for the fused pipeline, which scores only the top ``depth``."""
-    texts = [[cands[i] for i in fusion.order(s, len(cands))] for cands, s in zip(candidates, scores)]
-    return EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), seconds,
-                   {"scores_reused": True})
+    orders = [fusion.order(s, len(cands)) for cands, s in zip(candidates, scores)]
+    return _reordered_row(name, groups, candidates, orders, seconds, {"scores_reused": True})
 
 
 def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:

@@ -107,9 +107,14 @@ def _loss(config: TrainConfig, ce, dataset):
     return losses.MultipleNegativesRankingLoss(ce, num_negatives=len(dataset.column_names) - 2)
 
 
+def _world_size() -> int:
+    """Processes in this run: torchrun / accelerate set WORLD_SIZE; 1 otherwise."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _eval_batch(config: TrainConfig, eval_rows: int | None) -> int:
     batch = max(config.per_device_batch_size, 16)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _world_size()
     if eval_rows and world > 1:
         # under DDP sentence-transformers drops each rank's last incomplete eval batch too: a small
         # validation part would give no eval_loss at all, so keep one whole batch per rank
@@ -149,7 +154,7 @@ def _args(config: TrainConfig, fp16: bool, bf16: bool, has_eval: bool, device: t
     if config.push_to_hub:
         kwargs.update(push_to_hub=True, hub_model_id=config.push_to_hub)
     args = CrossEncoderTrainingArguments(**kwargs)
-    if device is not None and device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if device is not None and device.type == "cuda" and _world_size() == 1:
         pin_single_device(args, device)
     return args
 
@@ -208,7 +213,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                     f"not {config.metric_for_best_model} (give a first stage to mine them)")
         config = config.replace(metric_for_best_model="eval_loss")
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and config.metric_for_best_model.lower() in _RANKING_METRICS:
+    if _world_size() > 1 and config.metric_for_best_model.lower() in _RANKING_METRICS:
         # sentence-transformers' evaluators report on rank 0 only; every rank must see the metric.
         _say(notes, "distributed run: the best model is chosen by eval_loss (the reranking evaluator "
                     "still runs and is logged on rank 0)")
