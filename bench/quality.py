@@ -191,9 +191,10 @@ SMOKE_TRAIN = ["--max-steps", "4", "--batch-size", "8", "--max-length", "128", "
 
 def train_args(d: Path, out_dir: Path, seed: int, smoke: bool) -> list[str]:
     """`rag-rerank train` with the default recipe: it mines its own negatives (the recipe's counts)
-    from the hybrid rankings `prepare` saved, so no store is needed on the training machine."""
+    from the hybrid rankings `prepare` saved and the corpus they came from, so no store is needed
+    on the training machine."""
     args = ["train", "--data", str(d / "train.jsonl"), "--candidates", str(d / "train.mined.jsonl.gz"),
-            "--mode", DEFAULT_FIRST_STAGE, "--output", str(out_dir), "--seed", str(seed),
+            "--corpus", str(d / "train_corpus.jsonl"), "--mode", DEFAULT_FIRST_STAGE, "--output", str(out_dir), "--seed", str(seed),
             "--set", "show_progress=false"]
     return args + (SMOKE_TRAIN if smoke else [])
 
@@ -214,17 +215,18 @@ def _train_one(d: Path, seed: int, smoke: bool, extra_train: list[str]) -> dict:
         return json.loads(info_file.read_text())  # trained by an earlier (interrupted) run
     _, seconds = cli(*train_args(d, out_dir, seed, smoke), *extra_train, log=d / "commands.log")
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    fusion = json.loads((out_dir / "rag_rerank.json").read_text()).get("fusion") if (
-        out_dir / "rag_rerank.json").exists() else None
-    info = {"seconds": seconds, "train": metrics["train"], "fusion": fusion, "validation": metrics.get("validation"),
+    saved = json.loads((out_dir / "rag_rerank.json").read_text()) if (out_dir / "rag_rerank.json").exists() else {}
+    info = {"seconds": seconds, "train": metrics["train"], "fusion": saved.get("fusion"),
+            "known_queries": saved.get("known_queries"), "validation": metrics.get("validation"),
             "notes": metrics.get("notes"), "base_model": metrics["config"]["base_model"]}
     info_file.write_text(json.dumps(info, default=str))
     return info
 
 
 def _eval_one(d: Path, name: str, models: list[str], smoke: bool, rerank_batch: int) -> dict:
-    args = ["eval", "--data", str(d / f"test.{name}.jsonl.gz"), "--candidate-k", str(DEPTH), "--json",
-            "--batch-size", str(rerank_batch)]
+    saved = str(d / f"test.{name}.jsonl.gz")  # the first stage's rankings; the corpus checks known-query hits
+    args = ["eval", "--data", saved, "--candidates", saved, "--corpus", str(d / "test_corpus.jsonl"),
+            *FIRST_STAGES[name], "--candidate-k", str(DEPTH), "--json", "--batch-size", str(rerank_batch)]
     if name == DEFAULT_FIRST_STAGE:  # the un-fine-tuned base, once: on the default pipeline's first stage
         args += ["--reranker", BASE]
     for m in models:
@@ -268,8 +270,15 @@ def _device() -> str:
 METRICS = ("MRR@10", "NDCG@10", "R@1", "R@10")
 
 
-def _cell(values: list[float], fmt: str = ".4f") -> str:
-    return " / ".join(f"{v:{fmt}}" for v in values)
+def _cell(values: list[float | None], fmt: str = ".4f") -> str:
+    return " / ".join("-" if v is None else f"{v:{fmt}}" for v in values)
+
+
+def _row(rows: dict, prefix: str, default=None, known: bool = False):
+    """The eval row whose system name starts with ``prefix`` (the known-queries row only when
+    ``known``), else ``default``."""
+    return next((r for s, r in rows.items() if s.startswith(prefix) and ("+ known queries (" in s) == known),
+                default)
 
 
 def report(work: Path, tasks) -> str:
@@ -308,12 +317,24 @@ def report(work: Path, tasks) -> str:
             plain = [rows[f"+ {m}"] for m in models]
             lines.append(f"| {name} | fine-tuned | " + " | ".join(_cell([r[m] for r in plain]) for m in METRICS)
                          + f" | {_cell([r['seconds'] for r in plain], '.1f')} |")
-            fused = [next((r for s, r in rows.items() if s.startswith(f"+ {m}, fused")), rows[f"+ {m}"])
-                     for m in models]
-            default = name == DEFAULT_FIRST_STAGE
-            label = "**fine-tuned + fusion (default pipeline)**" if default else "fine-tuned + fusion"
-            lines.append(f"| {name} | {label} | " + " | ".join(_cell([r[m] for r in fused]) for m in METRICS)
+            fused = [_row(rows, f"+ {m}, fused", rows[f"+ {m}"]) for m in models]
+            lines.append(f"| {name} | fine-tuned + fusion | " + " | ".join(_cell([r[m] for r in fused]) for m in METRICS)
                          + f" | {_cell([r['seconds'] for r in fused], '.1f')} |")
+            known_only = [_row(rows, f"first stage + {m}'s known queries") for m in models]
+            known = [_row(rows, f"+ {m}, ", None, known=True) for m in models]
+            if any(known_only):  # '-' where validation left a seed's known queries off
+                lines.append(f"| {name} | known queries only (no reranker) | "
+                             + " | ".join(_cell([r[m] if r else None for r in known_only]) for m in METRICS) + " | |")
+                lines.append(f"| {name} | fine-tuned + fusion + known queries | "
+                             + " | ".join(_cell([r[m] if r else None for r in known]) for m in METRICS)
+                             + f" | {_cell([r['seconds'] if r else None for r in known], '.1f')} |")
+            default = name == DEFAULT_FIRST_STAGE
+            pipeline = [k or f for k, f in zip(known, fused)]  # what TwoStageRetriever runs with each model
+            if default:
+                lines.append(f"| {name} | **default pipeline** (the row above, or fusion alone where known queries "
+                             f"are off) | " + " | ".join(_cell([r[m] for r in pipeline]) for m in METRICS)
+                             + f" | {_cell([r['seconds'] for r in pipeline], '.1f')} |")
+            fused = pipeline
             if default or (DEFAULT_FIRST_STAGE not in rer["reranked"] and name == "dense"):
                 target = 0.97 if best_first[1]["MRR@10"] > 0.94 else best_first[1]["MRR@10"] + 0.03
                 got = [r["MRR@10"] for r in fused]
@@ -327,7 +348,8 @@ def report(work: Path, tasks) -> str:
                     f"({base_mrr:.4f}): {'yes' if all(g > base_mrr for g in got) else 'no'}.")
         lines += ["", "Training (per seed): " + "; ".join(
             f"{k}: {v['train']['steps']} steps in {v['seconds']:.0f}s on {v['train']['device']}, base "
-            f"`{v['base_model']}`, fusion {_fusion(v['fusion'])}" for k, v in rer["train"].items()),
+            f"`{v['base_model']}`, fusion {_fusion(v['fusion'])}, known queries {_known(v.get('known_queries'))}"
+            for k, v in rer["train"].items()),
             "Preparation: " + ", ".join(f"{k} {v:.1f}s" for k, v in prep["prepare_seconds"].items()), ""]
     text = "\n".join(lines + ["**Targets**", ""] + verdicts) + "\n"
     (work / "quality.md").write_text(text, encoding="utf-8")
@@ -338,6 +360,12 @@ def _fusion(f) -> str:
     if not f or (f["weight"] == 1.0 and f["depth"] is None):
         return "plain reranking"
     return f"w={f['weight']:g} k={f['rrf_k']:g} top {f['depth'] or 'all'}"
+
+
+def _known(k) -> str:
+    if not k or not k.get("weight"):
+        return "off"
+    return f"w={k['weight']:g} k={k['rrf_k']:g} top {k['depth']} ({k['queries']} queries)"
 
 
 def main(argv=None) -> int:

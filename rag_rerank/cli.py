@@ -82,17 +82,18 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 def _first_stage(args):
     """A TwoStageRetriever over --store/--host, an InMemoryCorpus over --corpus, the rankings saved
-    in --candidates, or None."""
+    in --candidates (with --corpus: the corpus they were searched in), or None."""
     from .pipeline import TwoStageRetriever
+    from .store import iter_documents
 
     if getattr(args, "candidates", None):
         from .train import data as train_data
         from .train.mining import SavedCandidates
 
-        return SavedCandidates(train_data.load(args.candidates), mode=args.mode)
+        corpus = ([d.text for d in iter_documents(args.corpus)] if getattr(args, "corpus", None) else None)
+        return SavedCandidates(train_data.load(args.candidates), mode=args.mode, corpus=corpus)
     if getattr(args, "corpus", None):
         from .corpus import InMemoryCorpus
-        from .store import iter_documents
 
         return InMemoryCorpus([d.text for d in iter_documents(args.corpus)], mode=args.mode,
                               encoder=args.encoder, bm25_tokenizer=args.bm25_tokenizer)
@@ -162,9 +163,30 @@ def _ranked_groups(args, groups):
                              "rows carry first-stage 'candidates' (rag-rerank eval --save-candidates / rag-rerank mine)")
         candidates = [g.candidates[:depth] for g in groups]
         metrics = evaluation.ranking_metrics(candidates, [set(g.positives) for g in groups])
-        return evaluation.EvalRow(f"first stage (saved candidates, top {depth})", metrics, 0.0), candidates
+        return evaluation.EvalRow(f"first stage (saved candidates, top {depth})", metrics, 0.0), candidates, None
     label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
-    return evaluation.evaluate_first_stage(first_stage, groups, depth, f"{label} (top {depth})")
+    return (*evaluation.evaluate_first_stage(first_stage, groups, depth, f"{label} (top {depth})"), first_stage)
+
+
+def _known_query_rows(args, name, reranker, groups, candidates, scores, first_stage, seconds):
+    """The model's known queries fused over the first stage alone (what they add without the
+    reranker) and over its fused pipeline (the default pipeline)."""
+    import time
+
+    from .fusion import PLAIN
+    from .train import evaluation
+
+    known_queries = reranker.known_queries
+    start = time.perf_counter()
+    known = evaluation.known_documents(known_queries, [g.query for g in groups], candidates, first_stage)
+    lookup = time.perf_counter() - start
+    weight = known_queries.weight
+    fusion = reranker.fusion or PLAIN
+    pipeline = [[c[i] for i in fusion.order(s, len(c))] for c, s in zip(candidates, scores)]
+    label = f"known queries ({weight.describe()})"
+    return [evaluation.known_row(groups, candidates, known, weight, f"first stage + {name}'s {label}", lookup),
+            evaluation.known_row(groups, pipeline, known, weight,
+                                 f"+ {name}, {fusion.describe()}, + {label}", seconds + lookup)]
 
 
 def _cmd_eval(args) -> int:
@@ -175,7 +197,7 @@ def _cmd_eval(args) -> int:
     groups = train_data.load(args.data).groups
     if not groups:
         raise ValueError(f"{args.data}: evaluation needs queries with positives")
-    row, candidates = _ranked_groups(args, groups)
+    row, candidates, first_stage = _ranked_groups(args, groups)
     if args.save_candidates:
         for g, c in zip(groups, candidates):
             g.candidates = list(c)
@@ -186,9 +208,12 @@ def _cmd_eval(args) -> int:
                             fusion=None if args.fusion == "none" else "auto")
         plain, scores = evaluation.evaluate_reranker(reranker, groups, candidates, f"+ {name}")
         rows.append(plain)
-        if reranker.fusion is not None and not reranker.fusion.is_plain:
-            rows.append(evaluation.fused_row(groups, candidates, scores, reranker.fusion,
-                                             f"+ {name}, {reranker.fusion.describe()}", plain.seconds))
+        fused = reranker.fusion if reranker.fusion is not None and not reranker.fusion.is_plain else None
+        if fused is not None:
+            rows.append(evaluation.fused_row(groups, candidates, scores, fused, f"+ {name}, {fused.describe()}",
+                                             plain.seconds))
+        if reranker.known_queries is not None and args.known_queries == "auto":
+            rows += _known_query_rows(args, name, reranker, groups, candidates, scores, first_stage, plain.seconds)
     if args.json:
         print(json.dumps([{"system": r.name, **r.metrics, "seconds": r.seconds} for r in rows], indent=2,
                          ensure_ascii=False))
@@ -238,7 +263,8 @@ def _first_stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidate-k", type=int, help="first-stage depth (eval: 50; train mining: 30)")
     p.add_argument("--candidates", metavar="FILE", help="replay the first-stage rankings saved in FILE (rag-rerank "
                    "mine / eval --save-candidates output) instead of searching: mine and train without the store; "
-                   "--mode then only names the first stage that produced them")
+                   "--mode then only names the first stage that produced them; add --corpus FILE (the corpus they "
+                   "were searched in) for random negatives from it and known-query documents checked against it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass of the reranker")
     p.add_argument("--fusion", choices=["auto", "none"], default="auto",
                    help="auto: also report each model's saved fusion with the first stage")
+    p.add_argument("--known-queries", choices=["auto", "none"], default="auto",
+                   help="auto: also report each model's saved known queries fused in (rag-rerank train keeps them "
+                        "where validation showed a gain)")
     p.add_argument("--save-candidates", metavar="FILE", help="write the queries with their first-stage candidates "
                    "(.jsonl), to evaluate rerankers later without the store")
     _first_stage_args(p)

@@ -15,7 +15,7 @@ from .lexical import KoreanBM25
 from .pipeline import MODES, rrf_fuse
 from .reranker import check_docs, check_query
 from .store import _check_k
-from .types import Hit
+from .types import Document, Hit
 
 
 class InMemoryCorpus:
@@ -26,6 +26,7 @@ class InMemoryCorpus:
         self.texts = list(dict.fromkeys(check_docs(texts)))  # one entry per distinct text
         self.ids = [str(i) for i in range(len(self.texts))]
         self.mode, self.weights, self.rrf_k = mode, weights, rrf_k
+        self._position: dict[str, int] | None = None
         self.encoder = None
         self._vectors = None
         if mode != "bm25":
@@ -38,6 +39,12 @@ class InMemoryCorpus:
 
     def candidates(self, query: str, k: int) -> list[Hit]:
         return self.candidates_many([query], k)[0]
+
+    def find_texts(self, texts: Sequence[str]) -> list[Document | None]:
+        """The corpus document whose text is exactly each of ``texts`` (None where there is none)."""
+        if self._position is None:
+            self._position = {t: i for i, t in enumerate(self.texts)}
+        return [Document(t, {}, self.ids[self._position[t]]) if t in self._position else None for t in texts]
 
     def candidates_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         _check_k(k)

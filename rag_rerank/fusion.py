@@ -115,12 +115,21 @@ def rerank_ranked(reranker, queries: Sequence[str], candidates: Sequence[Sequenc
 
 
 def save(fusion: Fusion, model_dir: str | Path, extra: dict | None = None) -> Path:
+    return save_extra(model_dir, {"fusion": fusion.to_dict(), **(extra or {})})
+
+
+def save_extra(model_dir: str | Path, extra: dict) -> Path:
+    """Add keys to the model's ``rag_rerank.json`` (keeping what is there)."""
     path = Path(model_dir) / CONFIG_FILE
     data = _read(path)
-    data["fusion"] = fusion.to_dict()
-    data.update(extra or {})
+    data.update(extra)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     return path
+
+
+def read_config(model_dir: str | Path) -> dict:
+    """Everything saved in the model's ``rag_rerank.json`` ({} when there is none)."""
+    return _read(Path(model_dir) / CONFIG_FILE)
 
 
 def load(model_dir: str | Path) -> Fusion | None:

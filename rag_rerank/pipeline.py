@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Literal, Sequence
 
 from . import fusion as fusion_config
+from . import known_queries as known_config
+from .known_queries import KnownQueries
 from .reranker import Reranker, check_query
 from .store import ChromaStore, _check_k
 from .types import Hit
@@ -39,14 +42,21 @@ class TwoStageRetriever:
             default) uses what the reranker carries (tuned on validation data by
             ``rag-rerank train`` and saved with the model; plain reranking for other models),
             ``None`` plain reranking, or a :class:`~rag_rerank.fusion.Fusion`.
+        known_queries: ``"auto"`` (the default) fuses in the documents that answered the
+            training queries most similar to the query, when the reranker's training found on
+            validation that they help (see :mod:`rag_rerank.known_queries`); ``None`` never, or a
+            :class:`~rag_rerank.known_queries.KnownQueries`. Only documents the store holds join;
+            they carry ``first_stage_rank`` 0 when the first stage did not find them.
 
     The default pipeline: hybrid candidates (top 50) -> the fine-tuned reranker on the
-    depth its training chose -> fused with the first-stage rank as tuned on validation.
+    depth its training chose -> fused with the first-stage rank as tuned on validation
+    -> fused with the known queries' documents, when training switched them on.
     """
 
     def __init__(self, store: ChromaStore, reranker: Reranker | str | None = None, *, mode: Mode = "hybrid",
                  candidate_k: int = 50, top_n: int = 5, weights: tuple[float, float] = (1.0, 1.0),
-                 rrf_k: int = 60, fusion: fusion_config.Fusion | str | None = "auto") -> None:
+                 rrf_k: int = 60, fusion: fusion_config.Fusion | str | None = "auto",
+                 known_queries: KnownQueries | str | None = "auto") -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
         _check_k(candidate_k)
@@ -61,6 +71,8 @@ class TwoStageRetriever:
         self.weights = tuple(weights)
         self.rrf_k = rrf_k
         self.fusion = fusion_config.resolve(fusion, lambda: getattr(self.reranker, "fusion", None))
+        self.known_queries = known_config.resolve(known_queries,
+                                                  lambda: getattr(self.reranker, "known_queries", None))
 
     def candidates(self, query: str, k: int | None = None, where: dict | None = None) -> list[Hit]:
         """The first stage alone."""
@@ -81,6 +93,10 @@ class TwoStageRetriever:
         return [rrf_fuse([d, self.store.search_lexical(q, k, where)], self.weights, self.rrf_k)[:k]
                 for q, d in zip(queries, dense)]
 
+    def find_texts(self, texts: Sequence[str], where: dict | None = None):
+        """The store's documents with exactly these texts (None where there is none)."""
+        return self.store.find_texts(texts, where)
+
     def retrieve(self, query: str, top_n: int | None = None, where: dict | None = None,
                  rerank: bool = True) -> list[Hit]:
         """Candidates -> rerank -> ``top_n`` hits carrying both stage scores."""
@@ -91,8 +107,30 @@ class TwoStageRetriever:
             return hits[:top_n]
         (order, fused, scores), = fusion_config.rerank_ranked(self.reranker, [query], [[h.text for h in hits]],
                                                              self.fusion)
-        return [hits[i].with_rerank(scores[i], fused[i]) if i < len(scores) else hits[i]
-                for i in order[:top_n]]
+        ranked = [hits[i].with_rerank(scores[i], fused[i]) if i < len(scores) else hits[i] for i in order]
+        if self.known_queries is not None:
+            ranked = self._with_known_queries(query, ranked, where)
+        return ranked[:top_n]
+
+    def _with_known_queries(self, query: str, ranked: list[Hit], where: dict | None) -> list[Hit]:
+        """Fuse the reranked hits with the documents of the most similar known queries."""
+        by_text: dict[str, Hit] = {}
+        for h in ranked:
+            by_text.setdefault(h.text, h)
+        known = self.known_queries.search(query)
+        missing = [t for t in known if t not in by_text]
+        found = {d.text: d for d in self.store.find_texts(missing, where) if d is not None} if missing else {}
+        known = [t for t in known if t in by_text or t in found]
+        weight = self.known_queries.weight
+        scores = weight.scores([h.text for h in ranked], known)
+        out = []
+        for text in weight.combine([h.text for h in ranked], known):
+            if text in by_text:
+                out.append(replace(by_text[text], score=scores[text]))
+            else:
+                doc = found[text]
+                out.append(Hit(doc.id, doc.text, doc.metadata, scores[text], 0.0, 0))
+        return out
 
     async def aretrieve(self, query: str, top_n: int | None = None, where: dict | None = None,
                         rerank: bool = True) -> list[Hit]:
@@ -101,4 +139,4 @@ class TwoStageRetriever:
 
     def __repr__(self) -> str:
         return (f"TwoStageRetriever(mode={self.mode!r}, candidate_k={self.candidate_k}, top_n={self.top_n}, "
-                f"reranker={self.reranker!r}, fusion={self.fusion!r})")
+                f"reranker={self.reranker!r}, fusion={self.fusion!r}, known_queries={self.known_queries!r})")

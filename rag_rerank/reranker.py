@@ -25,6 +25,7 @@ from typing import Literal, Sequence
 import torch
 
 from . import fusion as fusion_config
+from . import known_queries as known_queries_config
 from . import models
 from .devices import resolve_device, resolve_dtype
 
@@ -81,6 +82,9 @@ class Reranker:
             the fusion tuned at training time and saved with the model (``rag_rerank.json``;
             plain reranking when there is none), ``None`` plain reranking, or a
             :class:`~rag_rerank.fusion.Fusion`. ``score``/``rerank`` never fuse: they see no first stage.
+        known_queries: the training queries saved with the model (``"auto"``, when training found
+            on validation that they help; see :mod:`rag_rerank.known_queries`), None, or a
+            :class:`~rag_rerank.known_queries.KnownQueries`. Retrievers use them; ``score``/``rerank`` do not.
     """
 
     def __init__(self, model: str = DEFAULT_RERANKER, *, device: str | None = None,
@@ -88,7 +92,8 @@ class Reranker:
                  window_overlap: float = 0.25, aggregate: Aggregate = "max",
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
                  revision: str | None = None, local_files_only: bool | None = None,
-                 fusion: fusion_config.Fusion | str | None = "auto") -> None:
+                 fusion: fusion_config.Fusion | str | None = "auto",
+                 known_queries: "known_queries_config.KnownQueries | str | None" = "auto") -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if aggregate not in ("max", "mean", "first"):
@@ -125,6 +130,8 @@ class Reranker:
         self._pair_specials = self._tokenizer.num_special_tokens_to_add(pair=True)
         self._local = threading.local()
         self.fusion = fusion_config.resolve(fusion, lambda: fusion_config.load(self.path))
+        self.known_queries = known_queries_config.resolve(known_queries,
+                                                          lambda: known_queries_config.KnownQueries.load(self.path))
 
     # ------------------------------------------------------------------ API
     def score(self, query: str, docs: Sequence[str], *, raw: bool = False) -> list[float]:

@@ -189,6 +189,17 @@ class ChromaStore:
         order = list(ids) if ids is not None else res["ids"]
         return [by_id[i] for i in order if i in by_id]
 
+    def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
+        """The stored document whose text is exactly each of ``texts`` (None where there is none)."""
+        found: list[Document | None] = []
+        for text in texts:
+            res = self.collection.get(where_document={"$contains": text}, where=where,
+                                      include=["documents", "metadatas"])
+            match = next(((i, m) for i, t, m in zip(res["ids"], res["documents"], res["metadatas"]) if t == text),
+                         None)
+            found.append(Document(text, match[1] or {}, match[0]) if match else None)
+        return found
+
     def search(self, query: str, k: int = 10, where: dict | None = None) -> list[Hit]:
         """Dense search. ``score`` = (1 + cosine) / 2 in [0, 1]; 1 is identical direction."""
         return self.search_vector(self.encoder.embed_query(check_query(query)), k, where)

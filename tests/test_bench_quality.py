@@ -38,7 +38,7 @@ def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, e5_di
         for row in (r for stage in rer["reranked"].values() for r in stage["rows"]):
             assert 0.0 <= row["MRR@10"] <= 1.0 and row["seconds"] >= 0
         assert f"### {task}:" in report
-    assert report.count("| hybrid | **fine-tuned + fusion (default pipeline)** |") == 1
+    assert report.count("| hybrid | **default pipeline**") == 1
     assert report.count("| hybrid | base e5 (untrained head) |") == 1
     assert "**Targets**" in report
 
@@ -63,3 +63,41 @@ def test_recipe_rule_takes_the_mean_gain_over_tasks_and_breaks_ties_by_order():
     winner, gains = select_recipe.choose(results, ["r1", "r2", "r3"])
     assert set(gains) == {"r1", "r2"} and winner == "r2"  # r3 did not finish everywhere
     assert select_recipe.choose(results, ["r1", "r2"], tie=0.03)[0] == "r1"  # within the tie: list order
+
+
+def test_report_default_pipeline_takes_each_models_known_queries_row(tmp_path):
+    """The default pipeline is what TwoStageRetriever runs with each model: fused with its known
+    queries where training switched them on, its fusion alone where not."""
+    import quality
+
+    d = tmp_path / "chatbot"
+    d.mkdir()
+    first = {n: {"MRR@10": 0.05 + i / 100, "NDCG@10": 0.1, "R@1": 0.0, "R@10": 0.2, "seconds": 1.0}
+             for i, n in enumerate(quality.FIRST_STAGES)}  # hybrid best: 0.08, target 0.11
+    (d / "prepare.json").write_text(json.dumps({"test_queries": 9, "test_corpus": 20, "train_queries": 30,
+                                                "train_corpus": 20, "first_stage": first,
+                                                "prepare_seconds": {"index": 1.0}}))
+
+    def row(system, mrr):
+        return {"system": system, "MRR@10": mrr, "NDCG@10": mrr, "R@1": mrr, "R@10": mrr, "seconds": 2.0}
+
+    m1, m2 = "w/models/seed1", "w/models/seed2"
+    rows = [row("hybrid (top 50)", 0.08), row(f"+ {quality.BASE}", 0.01), row(f"+ {m1}", 0.06),
+            row(f"+ {m1}, fused w=0.5 k=2 on all candidates", 0.09),
+            row(f"first stage + {m1}'s known queries (w=0.6 k=2 top 20)", 0.2),
+            row(f"+ {m1}, fused w=0.5 k=2 on all candidates, + known queries (w=0.6 k=2 top 20)", 0.25),
+            row(f"+ {m2}", 0.07), row(f"+ {m2}, fused w=0.4 k=2 on all candidates", 0.1)]
+    train = {"steps": 10, "device": "cpu"}
+    (d / "rerank.json").write_text(json.dumps({
+        "seeds": [1, 2], "models": [m1, m2], "device": "CPU",
+        "train": {f"seed{s}": {"seconds": 1, "train": train, "base_model": quality.BASE, "fusion": None,
+                               "known_queries": {"weight": 0.6, "rrf_k": 2, "depth": 20, "queries": 30} if s == 1
+                               else {"weight": 0.0}} for s in (1, 2)},
+        "reranked": {n: {"rows": rows} for n in quality.FIRST_STAGES}}))
+    text = quality.report(tmp_path, ["chatbot"])
+    assert "| hybrid | fine-tuned + fusion | 0.0900 / 0.1000 |" in text
+    assert "| hybrid | known queries only (no reranker) | 0.2000 / - |" in text
+    assert "| hybrid | fine-tuned + fusion + known queries | 0.2500 / - |" in text
+    assert "are off) | 0.2500 / 0.1000 |" in text  # the default pipeline row, per seed
+    assert "default pipeline MRR@10 0.2500 / 0.1000" in text and "NOT met for both seeds" in text
+    assert "known queries w=0.6 k=2 top 20 (30 queries)" in text and "known queries off" in text

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from rag_rerank import Reranker
 from rag_rerank.train import load
 
@@ -102,8 +104,9 @@ def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)
     assert [r["system"] for r in rows][:2] == ["bm25 (top 50)", f"+ {tmp_path / 'model'}"]
-    fusion = Reranker(str(tmp_path / "model")).fusion
-    assert len(rows) == (2 if fusion.is_plain else 3)  # a tuned fusion adds its own row
+    model = Reranker(str(tmp_path / "model"))
+    # a tuned fusion adds its row; known queries two (over the first stage, over the pipeline)
+    assert len(rows) == 2 + (not model.fusion.is_plain) + 2 * (model.known_queries is not None)
     assert all(0 <= r["MRR@10"] <= 1 for r in rows)
     kiwi, naive = (json.loads(run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25",
                                       "--bm25-tokenizer", tok, "--json").stdout)[0] for tok in ("kiwi", "whitespace"))
@@ -175,3 +178,53 @@ def test_train_under_torchrun_two_processes(tmp_path, tiny_ce, kornli):
     assert metrics["train"]["steps"] == 3 and (out_dir / "report.md").exists()
     assert any("distributed run" in n for n in metrics["notes"])  # best model by eval loss, said aloud
     assert "first stage (bm25, top 30)" in out.stdout  # rank 0's validation table after training
+
+
+def chatbot_task_files(tmp_path, data_dir, n_rows: int = 900):
+    """A small Q->A task: every 5th row's question is a test query, the answers the corpus."""
+    import csv
+
+    train, test, answers = {}, {}, []
+    with (data_dir / "chatbot" / "ChatbotData.csv").open(encoding="utf-8", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            if i >= n_rows:
+                break
+            answers.append(row["A"])
+            (test if i % 5 == 4 else train).setdefault(row["Q"], []).append(row["A"])
+    paths = tmp_path / "qa_train.jsonl", tmp_path / "qa_test.jsonl", tmp_path / "answers.txt"
+    for path, part in zip(paths[:2], (train, {q: a for q, a in test.items() if q not in train})):
+        path.write_text("\n".join(json.dumps({"query": q, "positives": a}, ensure_ascii=False)
+                                  for q, a in part.items()), encoding="utf-8")
+    paths[2].write_text("\n".join(dict.fromkeys(answers)), encoding="utf-8")
+    return paths
+
+
+def test_known_queries_from_train_to_eval(tmp_path, data_dir, tiny_ce):
+    """Q->A data: `rag-rerank train` keeps the training questions with the model when validation
+    shows their answers help, and `rag-rerank eval` reports them fused in - the same numbers from
+    a live corpus and from saved candidates plus that corpus."""
+    train_file, test_file, corpus = chatbot_task_files(tmp_path, data_dir)
+    model = tmp_path / "model"
+    out = run_cli("train", "--data", str(train_file), "--base", str(tiny_ce), "--output", str(model),
+                  "--max-steps", "2", "--batch-size", "8", "--set", "eval_steps=2", "--set", "save_steps=2",
+                  "--set", "dataloader_workers=0", "--corpus", str(corpus), "--mode", "bm25", "--max-length", "64")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "known queries chosen on validation: w=" in out.stdout  # switched on
+    saved = json.loads((model / "rag_rerank.json").read_text())["known_queries"]
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert saved["weight"] > 0 and metrics["known_queries"]["best_value"] > metrics["known_queries"]["pipeline_value"]
+    assert saved["queries"] == len(load(train_file).groups)  # kept: training and validation queries alike
+    assert any("+ known queries" in name for name in metrics["validation"])
+
+    candidates = tmp_path / "qa_test.bm25.jsonl.gz"
+    live = json.loads(run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25",
+                              "--reranker", str(model), "--json", "--save-candidates", str(candidates)).stdout)
+    names = [r["system"] for r in live]
+    first, pipeline = live[names.index(next(n for n in names if n.startswith("first stage +")))], live[-1]
+    assert "known queries" in pipeline["system"] and first["MRR@10"] > live[0]["MRR@10"] + 0.05
+    replayed = json.loads(run_cli("eval", "--data", str(candidates), "--candidates", str(candidates), "--corpus",
+                                  str(corpus), "--mode", "bm25", "--reranker", str(model), "--json").stdout)
+    assert [r["MRR@10"] for r in replayed] == pytest.approx([r["MRR@10"] for r in live])
+    off = json.loads(run_cli("eval", "--data", str(candidates), "--candidates", str(candidates), "--mode", "bm25",
+                             "--reranker", str(model), "--json", "--known-queries", "none").stdout)
+    assert len(off) == len(live) - 2 and not any("known queries (" in r["system"] for r in off)

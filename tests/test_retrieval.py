@@ -315,3 +315,39 @@ def test_two_stage_applies_the_rerankers_saved_fusion(premises_store, tiny_ce, q
     assert all(h.rerank_score is not None for h in hits[:6]) and all(h.rerank_score is None for h in hits[6:])
     assert [h.score for h in hits[:6]] == sorted((h.score for h in hits[:6]), reverse=True)
     assert [h.text for h in plain.retrieve(query)] == [r.text for r in reranker.rerank(query, [c.text for c in candidates])]
+
+
+def test_find_texts_matches_whole_texts_only(premises_store, kornli):
+    _, premises = kornli["test"]
+    found = premises_store.find_texts([premises[3], "이 문장은 저장되지 않았다.", premises[3][:-2]])
+    assert found[0] is not None and found[0].text == premises[3] and found[0].id == content_id(premises[3], None)
+    assert found[1:] == [None, None]  # a prefix of a stored text is not that text
+
+
+def test_two_stage_fuses_in_the_rerankers_known_queries(premises_store, tiny_ce, kornli, tmp_path):
+    """A model saved with known queries: documents answering a similar known question join the
+    results (only those the store holds); known_queries=None leaves the pipeline as it was."""
+    import shutil
+
+    from rag_rerank import Reranker
+    from rag_rerank.known_queries import KnownQueries, KnownWeight
+
+    _, premises = kornli["test"]
+    target, absent = premises[7], "이 답은 저장소에 없다."
+    model = tmp_path / "model"
+    shutil.copytree(tiny_ce, model)
+    KnownQueries([("우주선 발사 일정이 언제야", [absent, target])], KnownWeight(1.0, 10.0, 5)).save(model)
+    reranker = Reranker(str(model))
+    assert reranker.known_queries is not None and len(reranker.known_queries) == 1
+    with_known = TwoStageRetriever(premises_store, reranker, candidate_k=10, top_n=5)
+    without = TwoStageRetriever(premises_store, reranker, candidate_k=10, top_n=5, known_queries=None)
+    query = "우주선 발사 일정은 언제인가요"
+    hits = with_known.retrieve(query)
+    assert hits[0].text == target and absent not in {h.text for h in hits}
+    in_first_stage = target in {h.text for h in without.candidates(query)}
+    assert (hits[0].first_stage_rank == 0) == (not in_first_stage) and hits[0].id == content_id(target, None)
+    plain = without.retrieve(query)
+    assert [h.text for h in hits[1:]] == [h.text for h in plain if h.text != target][:4]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert [h.text for h in with_known.retrieve("관련 없는 다른 질문")] == [
+        h.text for h in without.retrieve("관련 없는 다른 질문")]  # no similar known query: unchanged

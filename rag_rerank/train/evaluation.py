@@ -78,6 +78,37 @@ def fused_row(groups: Sequence[Group], candidates: Sequence[Sequence[str]], scor
     return _reordered_row(name, groups, candidates, orders, seconds, {"scores_reused": True})
 
 
+def known_documents(known_queries, queries: Sequence[str], candidates: Sequence[Sequence[str]],
+                    first_stage=None) -> list[list[str]]:
+    """Each query's documents from the known queries, keeping only those the corpus holds: the
+    first stage's ``find_texts`` says which (memoised: answers repeat across queries); without
+    one, only the query's own first-stage candidates count as held."""
+    find = getattr(first_stage, "find_texts", None)
+    held: dict[str, bool] = {}
+
+    def in_corpus(texts: list[str]) -> list[bool]:
+        new = [t for t in dict.fromkeys(texts) if t not in held]
+        if new:
+            held.update(zip(new, (d is not None for d in find(new))))
+        return [held[t] for t in texts]
+
+    out = []
+    for query, cands in zip(queries, candidates):
+        if find is not None:
+            out.append(known_queries.search(query, allowed=in_corpus))
+        else:
+            own = set(cands)
+            out.append(known_queries.search(query, allowed=lambda ts, own=own: [t in own for t in ts]))
+    return out
+
+
+def known_row(groups: Sequence[Group], rankings: Sequence[Sequence[str]], known: Sequence[Sequence[str]],
+              weight, name: str, seconds: float) -> EvalRow:
+    """The row of each query's ranking (texts, best first) fused with its known-query documents."""
+    texts = [weight.combine(r, k) for r, k in zip(rankings, known)]
+    return EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), seconds)
+
+
 def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
     """A Markdown table: one row per system, the four metrics and the time it took."""
     lines = [f"**{title}**", ""] if title else []

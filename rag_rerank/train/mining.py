@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Protocol, Sequence
 
-from ..types import Hit
+from ..types import Document, Hit
 from .data import Group, TrainingData
 
 
@@ -60,17 +60,28 @@ class SavedCandidates:
     """A first stage replayed from saved candidate lists (``rag-rerank mine`` / ``eval
     --save-candidates`` output): mining and training on a machine without the store.
 
-    ``candidates(query, k)`` returns the saved ranking of that query; ``texts`` (the random
-    negative pool) is every text the file names, candidates and positives alike.
+    ``candidates(query, k)`` returns the saved ranking of that query. ``corpus``, the texts the
+    rankings were searched in, is the random-negative pool and answers :meth:`find_texts`;
+    without it the pool is every text the file names (candidates and positives alike) and only
+    saved candidates count as found (a positive is never assumed to be in the corpus).
     """
 
-    def __init__(self, data: TrainingData, mode: str = "saved") -> None:
+    def __init__(self, data: TrainingData, mode: str = "saved", corpus: Sequence[str] | None = None) -> None:
         self.mode = mode
-        self._ranked = {g.query: list(g.candidates) for g in data.groups if g.candidates}
-        if not self._ranked:
+        # a query the first stage found nothing for is saved with no candidates: it replays as []
+        self._ranked = {g.query: list(g.candidates) for g in data.groups}
+        if not any(self._ranked.values()):
             raise ValueError("saved candidates: no row carries 'candidates' (write them with rag-rerank mine "
                              "or rag-rerank eval --save-candidates)")
-        self.texts = list(dict.fromkeys(t for g in data.groups for t in (*g.candidates, *g.positives)))
+        if corpus is not None:
+            self.texts = list(dict.fromkeys(corpus))
+            self._known = set(self.texts)
+        else:
+            self.texts = list(dict.fromkeys(t for g in data.groups for t in (*g.candidates, *g.positives)))
+            self._known = {t for g in data.groups for t in g.candidates}
+
+    def find_texts(self, texts: Sequence[str]) -> list[Document | None]:
+        return [Document(t, {}, t) if t in self._known else None for t in texts]
 
     def candidates(self, query: str, k: int) -> list[Hit]:
         if query not in self._ranked:

@@ -24,8 +24,9 @@ class TrainConfig:
     """Every training knob. The field defaults are the default retrieval recipe (what
     ``rag-rerank train`` runs with no preset): BCE over hard negatives mined from the
     first stage the pipeline uses, model chosen by NDCG@10 of reranking that first
-    stage's candidates on a validation split, early stopping, and fusion with the
-    first-stage rank tuned on the same split. Presets override these."""
+    stage's candidates on a validation split, early stopping, fusion with the
+    first-stage rank tuned on the same split, and the training queries kept with the
+    model (their documents fused in when that gains on the split). Presets override these."""
 
     base_model: str = DEFAULT_BASE
     output_dir: str = "runs/reranker"
@@ -54,6 +55,7 @@ class TrainConfig:
     validation_min_queries: int = 200  # small data: at least this many (up to a quarter of the queries)
     save_total_limit: int | None = 2
     tune_fusion: bool = True  # choose fusion with the first-stage rank on validation, save it with the model
+    known_queries: bool = True  # keep the training queries with the model; fused in where validation gains
     # data pipeline
     group_by_length: bool = True
     pretokenize: bool = True  # tokenise in the loader workers instead of inside the loss
@@ -95,7 +97,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  metric_for_best_model="eval_loss", load_best_model_at_end=True, learning_rate=2e-5,
                  group_by_length=False, pretokenize=False, dataloader_workers=0, loss="bce", epochs=1.0,
                  optim="adamw_torch", fused_gelu=False, early_stopping_patience=None, num_hard_negatives=4,
-                 validation_min_queries=0, tune_fusion=False),
+                 validation_min_queries=0, tune_fusion=False,
+                 known_queries=False),
     "fast": dict(preset="fast", per_device_batch_size=256, gradient_accumulation_steps=1, warmup_steps=0.1, weight_decay=0.01, eval_steps=500, save_steps=500, logging_steps=50,
                  mixed_precision="bf16", metric_for_best_model="ndcg@10", load_best_model_at_end=True,
                  learning_rate=1e-4, group_by_length=True, pretokenize=True, dataloader_workers=4, loss="bce",

@@ -254,11 +254,11 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                               mixed_precision=fp16 or bf16)
         metrics["memory"] = {"estimate": est, "peak": peak[0]}
         print(memory.format_report(est, peak))
-    rows, tuning = (before_after(config, eval_data, out, notes) if eval_data is not None and eval_data.groups
-                    else ([], None))
+    rows, tuning = (before_after(config, eval_data, out, notes, train_data, first_stage)
+                    if eval_data is not None and eval_data.groups else ([], None))
     metrics["validation"] = {r.name: r.metrics for r in rows}
     if tuning:
-        metrics["fusion"] = tuning
+        metrics.update(tuning)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
     report.write_report(out, metrics, rows, f"Training report: {out.name}")
     report.append_model_card(out, metrics, rows, data_description or f"{len(train_ds)} training rows")
@@ -279,12 +279,14 @@ def _evaluator(config: TrainConfig, eval_data: TrainingData):
     return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=128) if samples else None
 
 
-def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes: list[str]):
+def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes: list[str],
+                 train_data: TrainingData | None = None, first_stage=None):
     """First stage alone, + the base model, + the fine-tuned model (plain and fused) on validation.
 
     With first-stage candidates in the validation groups, the fusion of the fine-tuned
-    reranker with the first-stage rank is tuned here and saved with the model.
-    Returns (rows, fusion tuning report or None).
+    reranker with the first-stage rank is tuned here and saved with the model, then the
+    weight of the known (training) queries on top of it (:func:`tune_known_queries`).
+    Returns (rows, {"fusion": report, "known_queries": report} or None).
     """
     import random
     import warnings
@@ -313,6 +315,7 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
     row, scores = evaluation.evaluate_reranker(tuned, groups, candidates, "+ fine-tuned")
     rows.append(row)
     if not (ranked and config.tune_fusion):
+        _remove_known_queries(out)
         return rows, None
     relevant = [set(g.positives) for g in groups]
     best, tuning = fusion.tune(candidates, scores, relevant,
@@ -324,7 +327,55 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
                                          row.seconds))
     _say(notes, f"fusion chosen on validation: {best.describe()} (MRR@10 {tuning['best_value']:.4f} vs plain "
                 f"reranking {tuning['plain_value']:.4f}, first stage {tuning['first_stage_value']:.4f})")
-    return rows, tuning
+    reports = {"fusion": tuning}
+    if config.known_queries and train_data is not None:
+        rankings = [[c[i] for i in best.order(s, len(c))] for c, s in zip(candidates, scores)]
+        known_row, reports["known_queries"] = tune_known_queries(config, train_data, eval_data, rankings, candidates,
+                                                                 out, notes, first_stage, row.seconds)
+        if known_row is not None:
+            rows.append(known_row)
+    else:
+        _remove_known_queries(out)
+    return rows, reports
+
+
+def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData,
+                       rankings: list[list[str]], candidates, out: Path, notes: list[str], first_stage=None,
+                       seconds: float = 0.0):
+    """Known queries: does fusing in the documents of the most similar *training* queries help the
+    validation queries? Chooses the weight on validation (0 = off) and saves every query of both
+    parts with the model, so the retrievers can use them. Returns (row or None, report)."""
+    from .. import known_queries
+
+    groups = eval_data.groups
+    pairs = [(g.query, g.positives) for g in train_data.groups if g.positives]
+    if not pairs:
+        _remove_known_queries(out)
+        return None, {"skipped": "no training queries with positives"}
+    memory = known_queries.KnownQueries(pairs)
+    start = time.perf_counter()
+    known = evaluation.known_documents(memory, [g.query for g in groups], candidates, first_stage)
+    weight, tuning = known_queries.tune(
+        rankings, known, [set(g.positives) for g in groups],
+        lambda r, rel: evaluation.ranking_metrics(r, rel)["MRR@10"],
+        tuned_on=f"{len(groups)} validation queries, known queries from {len(memory)} training queries")
+    everything = pairs + [(g.query, g.positives) for g in groups if g.positives]
+    known_queries.KnownQueries(everything, weight).save(out)
+    _say(notes, f"known queries chosen on validation: {weight.describe()} (MRR@10 {tuning['best_value']:.4f} vs "
+                f"{tuning['pipeline_value']:.4f} without; known queries alone {tuning['known_alone_value']:.4f}; "
+                f"{tuning['queries_with_known']} of {len(groups)} queries had known-query documents in the corpus)")
+    if weight.weight == 0.0:
+        return None, tuning
+    row = evaluation.known_row(groups, rankings, known, weight, f"+ fine-tuned, fused, + known queries "
+                               f"({weight.describe()})", seconds + time.perf_counter() - start)
+    return row, tuning
+
+
+def _remove_known_queries(out: Path) -> None:
+    """A model trained again into the same directory must not keep an older run's known queries."""
+    from .. import known_queries
+
+    (out / known_queries.DATA_FILE).unlink(missing_ok=True)
 
 
 def _save(ce, config: TrainConfig, out: Path, notes: list[str]) -> None:

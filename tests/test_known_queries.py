@@ -1,0 +1,75 @@
+"""Known queries: answers of similar training questions, fused into the pipeline's ranking."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rag_rerank import known_queries
+from rag_rerank.known_queries import KnownQueries, KnownWeight, char_bigrams
+from rag_rerank.train.evaluation import ranking_metrics
+
+QA = [("오늘 날씨 어때", ["맑고 따뜻해요."]), ("점심 뭐 먹지", ["김밥 어때요?"]),
+      ("주말에 뭐 하지", ["등산 가세요.", "영화 보세요."]), ("점심 메뉴 추천해줘", ["김밥 어때요?"])]
+
+
+def mrr(ranked, relevant):
+    return ranking_metrics(ranked, relevant)["MRR@10"]
+
+
+def test_char_bigrams_ignore_spacing():
+    assert char_bigrams(["점심 뭐", "점심뭐"]) == [["점심", "심뭐"], ["점심", "심뭐"]]
+    assert char_bigrams(["a", ""]) == [["a"], []]
+
+
+def test_search_finds_the_answer_of_a_rephrased_question():
+    memory = KnownQueries(QA)
+    assert len(memory) == 4
+    assert memory.search("오늘 날씨는 어때요?")[0] == "맑고 따뜻해요."
+    assert memory.search("점심메뉴 뭐 먹을까")[0] == "김밥 어때요?"
+    both = memory.search("주말에 뭐 하지")
+    assert both[:2] == ["등산 가세요.", "영화 보세요."]  # every answer of the known query, in order
+    assert "등산 가세요." not in memory.search("주말에 뭐 하지", exclude_self=True)
+    held = memory.search("주말에 뭐 하지", allowed=lambda texts: [t != "등산 가세요." for t in texts])
+    assert held[0] == "영화 보세요." and "등산 가세요." not in held
+    assert memory.search("완전히 무관한 문장입니다") == []  # no shared bigram: nothing
+
+
+def test_combine_by_hand():
+    w = KnownWeight(weight=0.5, rrf_k=0.0, depth=2)
+    # pipeline a(1) b(2) c(3); known c(1) d(2): c = .5/3 + .5/1, d = .5/2, a = .5, b = .25
+    assert w.combine(["a", "b", "c"], ["c", "d", "e"]) == ["c", "a", "b", "d"]
+    assert w.scores(["a", "b", "c"], ["c", "d"]) == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5 / 3 + 0.5, "d": 0.25})
+    assert KnownWeight(0.0).combine(["a", "b"], ["c"]) == ["a", "b"]  # off: the pipeline unchanged
+    assert KnownWeight(1.0, 10.0).combine(["a", "b"], ["b"]) == ["b", "a"]  # all weight: known first, rest in order
+    assert w.combine(["a", "b"], []) == ["a", "b"]
+    with pytest.raises(ValueError):
+        KnownWeight(1.5)
+
+
+def test_save_and_load_with_a_model(tmp_path):
+    (tmp_path / "rag_rerank.json").write_text(json.dumps({"fusion": {"weight": 0.5}}))
+    KnownQueries(QA, KnownWeight(0.4, 2.0, 7, "test")).save(tmp_path)
+    loaded = KnownQueries.load(tmp_path)
+    assert loaded.queries == [q for q, _ in QA] and loaded.weight == KnownWeight(0.4, 2.0, 7, "test")
+    config = json.loads((tmp_path / "rag_rerank.json").read_text())
+    assert config["fusion"] == {"weight": 0.5} and config["known_queries"]["queries"] == 4  # fusion kept
+    KnownQueries(QA, KnownWeight(0.0)).save(tmp_path)
+    assert KnownQueries.load(tmp_path) is None  # switched off on validation
+    assert KnownQueries.load(tmp_path / "missing") is None
+    assert known_queries.resolve(None, lambda: 1 / 0) is None
+    with pytest.raises(ValueError):
+        known_queries.resolve("yes", lambda: None)
+
+
+def test_tune_switches_on_only_when_known_queries_gain():
+    # the pipeline finds the answer at rank 4; known queries at rank 1 for 8 of 10 queries
+    relevant = [{f"p{i}"} for i in range(10)]
+    rankings = [[f"n{i}a", f"n{i}b", f"n{i}c", f"p{i}"] for i in range(10)]
+    helpful = [[f"p{i}"] if i < 8 else [f"x{i}"] for i in range(10)]
+    weight, report = known_queries.tune(rankings, helpful, relevant, mrr)
+    assert weight.weight > 0 and report["best_value"] > report["pipeline_value"] == pytest.approx(0.25)
+    assert report["queries_with_known"] == 10
+    noise = [[f"x{i}", f"y{i}"] for i in range(10)]
+    weight, report = known_queries.tune(rankings, noise, relevant, mrr)
+    assert weight.weight == 0.0 and report["best_value"] == report["pipeline_value"]
