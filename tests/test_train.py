@@ -71,6 +71,24 @@ def test_seed_preset_is_the_original_recipe():
     assert args.eval_strategy == "steps" and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
 
 
+def test_unset_epochs_are_three_or_enough_for_min_steps_on_small_data():
+    from rag_rerank.train.recipes import TrainConfig
+    from rag_rerank.train.trainer import _resolve_epochs
+
+    notes = []
+    auto = TrainConfig()
+    assert auto.epochs is None
+    small = _resolve_epochs(auto, rows=20_000, notes=notes)  # 625 steps an epoch at batch 32
+    assert small.epochs == 4.8 and 4.8 * 625 >= 3000 and "min_steps=3000" in notes[0]
+    assert _resolve_epochs(auto, rows=60_000, notes=[]).epochs == 3.0  # 3 x 1875 steps: enough already
+    assert _resolve_epochs(auto.replace(epochs=1.0), rows=100, notes=[]).epochs == 1.0  # as given
+    assert _resolve_epochs(auto.replace(max_steps=10), rows=100, notes=[]).epochs == 3.0  # max_steps rules
+    assert _resolve_epochs(auto.replace(min_steps=0), rows=100, notes=[]).epochs == 3.0
+    assert _resolve_epochs(auto.replace(per_device_batch_size=8, gradient_accumulation_steps=4), 20_000,
+                           []).epochs == 4.8
+    assert preset("fast").epochs == preset("seed").epochs == 1.0  # presets keep their own schedules
+
+
 @pytest.mark.parametrize("loss", ["listwise", "mnrl"])
 def test_other_losses(loss, tiny_ce, tmp_path, pairs, bm25):
     result = train(tiny_config("fast", tiny_ce, tmp_path, loss=loss, pretokenize=False), from_pairs(pairs),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -105,6 +106,23 @@ def _loss(config: TrainConfig, ce, dataset):
     if config.loss == "listwise":
         return losses.ListNetLoss(ce)
     return losses.MultipleNegativesRankingLoss(ce, num_negatives=len(dataset.column_names) - 2)
+
+
+DEFAULT_EPOCHS = 3.0
+
+
+def _resolve_epochs(config: TrainConfig, rows: int, notes: list[str]) -> TrainConfig:
+    """Epochs left unset: 3, or as many as small data needs to run ``min_steps`` optimizer steps."""
+    if config.epochs is not None:
+        return config
+    per_step = config.per_device_batch_size * config.gradient_accumulation_steps * _world_size()
+    steps_per_epoch = max(1, math.ceil(rows / per_step))
+    if config.max_steps > 0 or not config.min_steps or DEFAULT_EPOCHS * steps_per_epoch >= config.min_steps:
+        return config.replace(epochs=DEFAULT_EPOCHS)
+    epochs = math.ceil(10 * config.min_steps / steps_per_epoch) / 10
+    _say(notes, f"small data ({steps_per_epoch} steps an epoch): {epochs:g} epochs instead of {DEFAULT_EPOCHS:g} "
+                f"to reach min_steps={config.min_steps} (early stopping still applies)")
+    return config.replace(epochs=epochs)
 
 
 def _world_size() -> int:
@@ -223,6 +241,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         # fails for a PEFT-wrapped model (seen on GPU): keep the last weights instead, and say so.
         _say(notes, "LoRA: keeping the final weights (best-checkpoint reloading does not support PEFT models)")
         config = config.replace(load_best_model_at_end=False)
+    config = _resolve_epochs(config, len(train_ds), notes)
     args = _args(config, fp16, bf16, eval_ds is not None, device=dev, eval_rows=len(eval_ds) if eval_ds else None)
     collator = (PairTokenizingCollator(ce.tokenizer, config.max_length)
                 if config.pretokenize and config.loss == "bce" else None)
