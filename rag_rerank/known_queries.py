@@ -104,17 +104,22 @@ class KnownQueries:
         return len(self.queries)
 
     def search(self, query: str, depth: int | None = None, *, exclude_self: bool = False,
+               exclude_docs: set[str] | frozenset[str] = frozenset(),
                allowed: Callable[[list[str]], list[bool]] | None = None) -> list[str]:
         """Answers of the most similar known queries, best first, at most ``depth`` (default: the
         weight's). ``exclude_self`` skips a known query identical to ``query`` (scoring the training
-        queries themselves); ``allowed`` keeps only documents the corpus holds."""
+        queries themselves); ``exclude_docs`` skips every known query answered by one of these
+        documents (as if they had never been seen in training); ``allowed`` keeps only documents the
+        corpus holds."""
         depth = depth or self.weight.depth
         docs: list[str] = []
-        # a few more known queries than documents wanted: some answers are shared or not in the corpus
-        for i, _ in self._index.search(query, max(depth * 2, 10)):
-            if exclude_self and self.queries[int(i)] == query:
+        # more known queries than documents wanted: answers are shared, excluded or not in the corpus
+        pool = max(depth * 2, 10) * (10 if exclude_docs else 1)
+        for i, _ in self._index.search(query, pool):
+            answers = self.answers[int(i)]
+            if (exclude_self and self.queries[int(i)] == query) or exclude_docs.intersection(answers):
                 continue
-            docs += [d for d in self.answers[int(i)] if d not in docs]
+            docs += [d for d in answers if d not in docs]
             if len(docs) >= depth * 2:
                 break
         if allowed is not None and docs:
@@ -167,25 +172,42 @@ RRF_KS = (60.0, 10.0, 2.0)
 
 
 def tune(rankings: Sequence[Sequence[str]], known: Sequence[Sequence[str]], relevant: Sequence[set[str]],
-         metric: Callable[[list[list[str]], list[set[str]]], float], *, depth: int = 20, weights=WEIGHTS,
+         metric: Callable[[list[list[str]], list[set[str]]], float], *,
+         known_unseen: Sequence[Sequence[str]] | None = None, depth: int = 20, weights=WEIGHTS,
          rrf_ks=RRF_KS, min_gain: float = 0.002, tuned_on: str | None = None) -> tuple[KnownWeight, dict]:
-    """Choose (weight, rrf_k) maximising ``metric`` of the fused rankings on validation.
+    """Choose (weight, rrf_k) on validation rankings.
 
     ``rankings[q]`` is the pipeline's final ranking of validation query q (texts), ``known[q]``
-    the known queries' documents for it (from queries *other* than the validation ones). Known
-    queries are switched on only when they gain at least ``min_gain`` over the pipeline alone.
+    the known queries' documents for it (from queries *other* than the validation ones).
+    ``known_unseen[q]``, when given, is the same search with every known query about q's own
+    documents left out: what a query about a document training never saw would get. Validation
+    cannot tell which kind of query the deployment will see, so the objective weighs both equally:
+    ``(metric(seen) + metric(unseen)) / 2``. A weight that wins big on queries like the training
+    ones but buries new documents' answers loses to a milder one. Known queries are switched on
+    only when they gain at least ``min_gain`` over the pipeline alone.
     """
+    rankings, relevant = [list(r) for r in rankings], list(relevant)
+
+    def value(w: KnownWeight) -> tuple[float, float, float]:
+        seen = metric([w.combine(r, kn) for r, kn in zip(rankings, known)], relevant)
+        if known_unseen is None:
+            return seen, seen, seen
+        unseen = metric([w.combine(r, kn) for r, kn in zip(rankings, known_unseen)], relevant)
+        return (seen + unseen) / 2, seen, unseen
+
     off = KnownWeight(0.0, 10.0, depth, tuned_on)
-    best, best_value = off, metric([list(r) for r in rankings], list(relevant))
+    best, (best_value, best_seen, best_unseen) = off, value(off)
     baseline = best_value
     for k in rrf_ks:
         for w in weights:
             if w == 0.0:
                 continue
             candidate = KnownWeight(w, k, depth, tuned_on)
-            value = metric([candidate.combine(r, kn) for r, kn in zip(rankings, known)], list(relevant))
-            if value > best_value + (min_gain if best is off else 1e-12):
-                best, best_value = candidate, value
-    alone = metric([list(dict.fromkeys(kn))[:depth] for kn in known], list(relevant))
+            v = value(candidate)
+            if v[0] > best_value + (min_gain if best is off else 1e-12):
+                best, (best_value, best_seen, best_unseen) = candidate, v
+    alone = metric([list(dict.fromkeys(kn))[:depth] for kn in known], relevant)
     return best, {"best": best.__dict__, "best_value": best_value, "pipeline_value": baseline,
-                  "known_alone_value": alone, "queries_with_known": sum(bool(kn) for kn in known)}
+                  "seen_value": best_seen, "unseen_value": best_unseen, "known_alone_value": alone,
+                  "queries_with_known": sum(bool(kn) for kn in known),
+                  "objective": "mean of seen and unseen" if known_unseen is not None else "seen"}

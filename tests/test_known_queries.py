@@ -33,6 +33,8 @@ def test_search_finds_the_answer_of_a_rephrased_question():
     held = memory.search("주말에 뭐 하지", allowed=lambda texts: [t != "등산 가세요." for t in texts])
     assert held[0] == "영화 보세요." and "등산 가세요." not in held
     assert memory.search("완전히 무관한 문장입니다") == []  # no shared bigram: nothing
+    # as if "김밥 어때요?" were new: the known queries it answered are skipped
+    assert "김밥 어때요?" not in memory.search("점심 뭐 먹지", exclude_docs={"김밥 어때요?"})
 
 
 def test_combine_by_hand():
@@ -73,3 +75,39 @@ def test_tune_switches_on_only_when_known_queries_gain():
     noise = [[f"x{i}", f"y{i}"] for i in range(10)]
     weight, report = known_queries.tune(rankings, noise, relevant, mrr)
     assert weight.weight == 0.0 and report["best_value"] == report["pipeline_value"]
+
+
+def test_tune_weighs_queries_about_new_documents_too():
+    """Seen alone, w=0.9 wins (it lifts a deep answer); but the same weight puts a wrong known
+    document above the first-ranked answer when the query's documents are new to training. The
+    mean of both takes the milder weight."""
+    rankings = [["a", "b", "p"], ["a", "b", "c", "d", "e", "p"], ["p", "a", "b"], ["p", "a", "b"]]
+    relevant, seen, unseen = [{"p"}] * 4, [["p"]] * 4, [["x"]] * 4
+    grid = dict(weights=(0.0, 0.3, 0.9), rrf_ks=(2.0,))
+    assert known_queries.tune(rankings, seen, relevant, mrr, **grid)[0].weight == 0.9
+    weight, report = known_queries.tune(rankings, seen, relevant, mrr, known_unseen=unseen, **grid)
+    assert weight.weight == 0.3 and report["objective"] == "mean of seen and unseen"
+    # by hand: seen MRR (1 + 1/2 + 1 + 1) / 4; unseen (1/3 + 1/7 + 1 + 1) / 4 (x joins at rank 4 and 6)
+    assert report["seen_value"] == pytest.approx(0.875)
+    assert report["unseen_value"] == pytest.approx((1 / 3 + 1 / 7 + 2) / 4)
+    assert report["best_value"] == pytest.approx((report["seen_value"] + report["unseen_value"]) / 2)
+
+
+def test_known_documents_count_only_what_the_corpus_holds():
+    from rag_rerank.train.evaluation import known_documents
+    from rag_rerank.types import Document
+
+    memory = KnownQueries(QA)
+    asked = []
+
+    class Corpus:  # a first stage that can say which texts it holds
+        def find_texts(self, texts):
+            asked.extend(texts)
+            return [Document(t, {}, t) if t != "김밥 어때요?" else None for t in texts]
+
+    queries = ["점심 뭐 먹지?", "점심 메뉴 추천", "주말에 뭐 할까"]
+    found = known_documents(memory, queries, [[], [], []], Corpus())
+    assert found[0] == found[1] == [] and found[2][:2] == ["등산 가세요.", "영화 보세요."]
+    assert asked.count("김밥 어때요?") == 1  # answers repeat across queries: each text is looked up once
+    # no corpus to ask: only a query's own first-stage candidates count as held
+    assert known_documents(memory, queries[:1], [["김밥 어때요?", "다른 답"]]) == [["김밥 어때요?"]]

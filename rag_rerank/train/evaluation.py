@@ -79,10 +79,11 @@ def fused_row(groups: Sequence[Group], candidates: Sequence[Sequence[str]], scor
 
 
 def known_documents(known_queries, queries: Sequence[str], candidates: Sequence[Sequence[str]],
-                    first_stage=None) -> list[list[str]]:
+                    first_stage=None, exclude: Sequence[set[str]] | None = None) -> list[list[str]]:
     """Each query's documents from the known queries, keeping only those the corpus holds: the
     first stage's ``find_texts`` says which (memoised: answers repeat across queries); without
-    one, only the query's own first-stage candidates count as held."""
+    one, only the query's own first-stage candidates count as held. ``exclude[q]``: documents
+    whose known queries query q must not use (see ``KnownQueries.search(exclude_docs=...)``)."""
     find = getattr(first_stage, "find_texts", None)
     held: dict[str, bool] = {}
 
@@ -93,12 +94,14 @@ def known_documents(known_queries, queries: Sequence[str], candidates: Sequence[
         return [held[t] for t in texts]
 
     out = []
-    for query, cands in zip(queries, candidates):
+    for i, (query, cands) in enumerate(zip(queries, candidates)):
+        banned = frozenset(exclude[i]) if exclude is not None else frozenset()
         if find is not None:
-            out.append(known_queries.search(query, allowed=in_corpus))
+            out.append(known_queries.search(query, exclude_docs=banned, allowed=in_corpus))
         else:
             own = set(cands)
-            out.append(known_queries.search(query, allowed=lambda ts, own=own: [t in own for t in ts]))
+            out.append(known_queries.search(query, exclude_docs=banned,
+                                            allowed=lambda ts, own=own: [t in own for t in ts]))
     return out
 
 

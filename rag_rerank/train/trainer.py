@@ -373,15 +373,19 @@ def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data:
         return None, {"skipped": "no training queries with positives"}
     memory = known_queries.KnownQueries(pairs)
     start = time.perf_counter()
-    known = evaluation.known_documents(memory, [g.query for g in groups], candidates, first_stage)
+    queries, relevant = [g.query for g in groups], [set(g.positives) for g in groups]
+    known = evaluation.known_documents(memory, queries, candidates, first_stage)
+    # the same queries as if their documents were new: known queries about them left out
+    unseen = evaluation.known_documents(memory, queries, candidates, first_stage, exclude=relevant)
     weight, tuning = known_queries.tune(
-        rankings, known, [set(g.positives) for g in groups],
-        lambda r, rel: evaluation.ranking_metrics(r, rel)["MRR@10"],
-        tuned_on=f"{len(groups)} validation queries, known queries from {len(memory)} training queries")
+        rankings, known, relevant, lambda r, rel: evaluation.ranking_metrics(r, rel)["MRR@10"], known_unseen=unseen,
+        tuned_on=f"{len(groups)} validation queries (seen and unseen documents), known queries from "
+                 f"{len(memory)} training queries")
     everything = pairs + [(g.query, g.positives) for g in groups if g.positives]
     known_queries.KnownQueries(everything, weight).save(out)
-    _say(notes, f"known queries chosen on validation: {weight.describe()} (MRR@10 {tuning['best_value']:.4f} vs "
-                f"{tuning['pipeline_value']:.4f} without; known queries alone {tuning['known_alone_value']:.4f}; "
+    _say(notes, f"known queries chosen on validation: {weight.describe()} (MRR@10 {tuning['seen_value']:.4f} vs "
+                f"{tuning['pipeline_value']:.4f} without; if the validation documents were new to training: "
+                f"{tuning['unseen_value']:.4f}; known queries alone {tuning['known_alone_value']:.4f}; "
                 f"{tuning['queries_with_known']} of {len(groups)} queries had known-query documents in the corpus)")
     if weight.weight == 0.0:
         return None, tuning
