@@ -10,9 +10,12 @@ model and decides on validation whether, and how strongly, to use them:
 
     final(d) = (1 - w) / (k + rank_pipeline(d)) + w / (k + rank_known(d))
 
-``w = 0`` switches them off. Only documents the corpus holds count: over a
-corpus that shares no documents with the training data (a new collection),
-the pipeline's ranking is left exactly as it was.
+``w = 0`` switches them off. The weight is chosen on validation queries taken
+as they are *and* as if their documents were new to training (:func:`tune`), so
+a weight that only pays when queries repeat known documents is held back. Only
+documents the corpus holds count: over a corpus that shares no documents with
+the training data (a new collection), the pipeline's ranking is left exactly
+as it was.
 
 Question similarity is BM25 over character bigrams: no model and no
 dictionary (it runs wherever the reranker runs), and robust to Korean
