@@ -67,7 +67,9 @@ def _cmd_search(args) -> int:
         return 0
     for rank, h in enumerate(hits, 1):
         rerank = f"rerank {h.rerank_score:.4f}  " if h.rerank_score is not None else ""
-        print(f"{rank}. {rerank}{args.mode} {h.first_stage_score:.4f} (#{h.first_stage_rank})  {h.text}")
+        found = (f"{args.mode} {h.first_stage_score:.4f} (#{h.first_stage_rank})" if h.first_stage_rank
+                 else "known query")  # rank 0: only the reranker's known queries found it
+        print(f"{rank}. {rerank}{found}  {h.text}")
     return 0
 
 

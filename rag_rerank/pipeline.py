@@ -103,12 +103,14 @@ class TwoStageRetriever:
         top_n = top_n or self.top_n
         _check_k(top_n)
         hits = self.candidates(query, where=where)
-        if not rerank or self.reranker is None or not hits:
+        if not rerank or self.reranker is None:
             return hits[:top_n]
-        (order, fused, scores), = fusion_config.rerank_ranked(self.reranker, [query], [[h.text for h in hits]],
-                                                             self.fusion)
-        ranked = [hits[i].with_rerank(scores[i], fused[i]) if i < len(scores) else hits[i] for i in order]
-        if self.known_queries is not None:
+        ranked: list[Hit] = []
+        if hits:
+            (order, fused, scores), = fusion_config.rerank_ranked(self.reranker, [query], [[h.text for h in hits]],
+                                                                 self.fusion)
+            ranked = [hits[i].with_rerank(scores[i], fused[i]) if i < len(scores) else hits[i] for i in order]
+        if self.known_queries is not None:  # also when the first stage found nothing
             ranked = self._with_known_queries(query, ranked, where)
         return ranked[:top_n]
 

@@ -70,6 +70,22 @@ def test_index_and_search_commands(tmp_path, model_home, e5_dir, tiny_ce):
     assert {h["text"] for h in hits} == {"서울은 대한민국의 수도이다.", "부산은 항구 도시이다."}
     assert all(h["rerank_score"] is not None for h in hits)
 
+    # a model carrying known queries: their document joins even where the first stage found nothing,
+    # labelled as such, and a --where filter holds for it too
+    import shutil
+
+    from rag_rerank.known_queries import KnownQueries, KnownWeight
+
+    model = tmp_path / "known-model"
+    shutil.copytree(tiny_ce, model)
+    KnownQueries([("오늘 점심 메뉴 추천", ["서울은 대한민국의 수도이다."])], KnownWeight(1.0, 10.0, 5)).save(model)
+    ask = ["search", "오늘 점심 메뉴 추천해줘", "--store", store, "--mode", "bm25", "--reranker", str(model)]
+    out = run_cli(*ask, "--where", '{"topic": "geo"}')
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "1. known query  서울은 대한민국의 수도이다."
+    out = run_cli(*ask, "--where", '{"topic": "food"}')
+    assert out.returncode == 0 and "서울" not in out.stdout
+
     out = run_cli("search", "항구", "--store", store, "--mode", "sparse")
     assert out.returncode == 2 and "invalid choice" in out.stderr
 
