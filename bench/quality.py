@@ -6,10 +6,11 @@ the way a user runs them - through the `rag-rerank` commands:
     rag-rerank index   corpus -> Chroma store (+ Kiwi BM25)
     rag-rerank mine    train queries -> candidates (+ negatives) from the hybrid first stage
     rag-rerank eval    test queries -> each first stage (saving its candidates)
-    rag-rerank train   the default recipe, negatives drawn from the saved hybrid rankings
-                       (--candidates; validation carved from train, early stopping on NDCG@10,
-                       fusion tuned on validation), one run per seed
-    rag-rerank eval    each first stage's saved candidates + base model + fine-tuned models
+    rag-rerank train   the default recipe, negatives drawn from the saved hybrid rankings and the
+                       corpus (--candidates, --corpus; validation carved from train, early stopping
+                       on NDCG@10, fusion and known-query weight tuned on validation), one run per seed
+    rag-rerank eval    each first stage's saved candidates (+ the test corpus, against which
+                       known-query documents are checked) + base model + fine-tuned models
 
 Tasks (see ../shared/data/README.md):
     kornli   query = entailed hypothesis, corpus = the split's premises; train on dev (all three
