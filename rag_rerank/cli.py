@@ -184,7 +184,7 @@ def _known_query_rows(args, name, reranker, groups, candidates, scores, first_st
     lookup = time.perf_counter() - start
     weight = known_queries.weight
     fusion = reranker.fusion or PLAIN
-    pipeline = [[c[i] for i in fusion.order(s, len(c))] for c, s in zip(candidates, scores)]
+    pipeline = evaluation.fused_rankings(candidates, scores, fusion)
     label = f"known queries ({weight.describe()})"
     return [evaluation.known_row(groups, candidates, known, weight, f"first stage + {name}'s {label}", lookup),
             evaluation.known_row(groups, pipeline, known, weight,

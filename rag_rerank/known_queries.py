@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Sequence, TypeVar
@@ -71,13 +72,17 @@ class KnownWeight:
             score[key] = score.get(key, 0.0) + self.weight / (self.rrf_k + r)
         return score
 
+    def ranked(self, ranking: Sequence[K], known: Sequence[K]) -> list[tuple[K, float]]:
+        """(key, fused score), best first; ties keep pipeline order, then known order."""
+        score = self.scores(ranking, known)
+        first = {key: i for i, key in enumerate(score)}
+        return sorted(score.items(), key=lambda item: (-item[1], first[item[0]]))
+
     def combine(self, ranking: Sequence[K], known: Sequence[K]) -> list[K]:
         """Fuse the pipeline's ranking with the known queries' (ties keep pipeline order)."""
         if self.weight == 0.0 or not known:
             return list(dict.fromkeys(ranking))
-        score = self.scores(ranking, known)
-        first = {key: i for i, key in enumerate(score)}
-        return sorted(score, key=lambda key: (-score[key], first[key]))
+        return [key for key, _ in self.ranked(ranking, known)]
 
     def describe(self) -> str:
         return "off" if self.weight == 0.0 else f"w={self.weight:g} k={self.rrf_k:g} top {self.depth}"
@@ -100,8 +105,18 @@ class KnownQueries:
         self.queries = list(merged)
         self.answers = [merged[q] for q in self.queries]
         self.weight = weight or KnownWeight()
-        self._index = KoreanBM25(char_bigrams)
-        self._index.add([str(i) for i in range(len(self.queries))], self.queries)
+        self._built: KoreanBM25 | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _index(self) -> KoreanBM25:
+        """Built on the first search: saving, or loading a model that only scores, needs none."""
+        with self._lock:
+            if self._built is None:
+                index = KoreanBM25(char_bigrams)
+                index.add([str(i) for i in range(len(self.queries))], self.queries)
+                self._built = index
+            return self._built
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -128,9 +143,6 @@ class KnownQueries:
         if allowed is not None and docs:
             docs = [d for d, ok in zip(docs, allowed(docs)) if ok]
         return docs[:depth]
-
-    def search_many(self, queries: Sequence[str], depth: int | None = None, **kwargs) -> list[list[str]]:
-        return [self.search(q, depth, **kwargs) for q in queries]
 
     # --------------------------------------------------------------- persistence
     def save(self, model_dir: str | Path) -> Path:

@@ -123,15 +123,13 @@ class TwoStageRetriever:
         missing = [t for t in known if t not in by_text]
         found = {d.text: d for d in self.store.find_texts(missing, where) if d is not None} if missing else {}
         known = [t for t in known if t in by_text or t in found]
-        weight = self.known_queries.weight
-        scores = weight.scores([h.text for h in ranked], known)
         out = []
-        for text in weight.combine([h.text for h in ranked], known):
+        for text, score in self.known_queries.weight.ranked([h.text for h in ranked], known):
             if text in by_text:
-                out.append(replace(by_text[text], score=scores[text]))
+                out.append(replace(by_text[text], score=score))
             else:
                 doc = found[text]
-                out.append(Hit(doc.id, doc.text, doc.metadata, scores[text], 0.0, 0))
+                out.append(Hit(doc.id, doc.text, doc.metadata, score, 0.0, 0))
         return out
 
     async def aretrieve(self, query: str, top_n: int | None = None, where: dict | None = None,

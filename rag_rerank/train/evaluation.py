@@ -58,15 +58,20 @@ def evaluate_reranker(reranker, groups: Sequence[Group], candidates: Sequence[Se
 
     start = time.perf_counter()
     results = rerank_ranked(reranker, [g.query for g in groups], candidates, fusion)
-    row = _reordered_row(name, groups, candidates, [order for order, _, _ in results], time.perf_counter() - start)
+    rankings = [[cands[i] for i in order] for cands, (order, _, _) in zip(candidates, results)]
+    row = _ranked_row(name, groups, rankings, time.perf_counter() - start)
     return row, [scores for _, _, scores in results]
 
 
-def _reordered_row(name: str, groups: Sequence[Group], candidates: Sequence[Sequence[str]],
-                   orders: Sequence[Sequence[int]], seconds: float, extra: dict | None = None) -> EvalRow:
-    """The row of each query's candidates put in ``orders`` (indices, best first)."""
-    texts = [[cands[i] for i in order] for cands, order in zip(candidates, orders)]
-    return EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), seconds, extra or {})
+def _ranked_row(name: str, groups: Sequence[Group], rankings: Sequence[Sequence[str]], seconds: float,
+                extra: dict | None = None) -> EvalRow:
+    """The row of each query's ranking (texts, best first) against its positives."""
+    return EvalRow(name, ranking_metrics(rankings, [set(g.positives) for g in groups]), seconds, extra or {})
+
+
+def fused_rankings(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], fusion) -> list[list[str]]:
+    """Each query's candidates in the order ``fusion`` gives them from the reranker's scores."""
+    return [[cands[i] for i in fusion.order(s, len(cands))] for cands, s in zip(candidates, scores)]
 
 
 def fused_row(groups: Sequence[Group], candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
@@ -74,8 +79,7 @@ def fused_row(groups: Sequence[Group], candidates: Sequence[Sequence[str]], scor
     """The fused pipeline's row from scores a plain reranking already computed (the reranker is
     deterministic, so scoring again would only cost time). ``seconds`` is the plain scoring's
     time: an upper bound for the fused pipeline, which scores only the top ``depth``."""
-    orders = [fusion.order(s, len(cands)) for cands, s in zip(candidates, scores)]
-    return _reordered_row(name, groups, candidates, orders, seconds, {"scores_reused": True})
+    return _ranked_row(name, groups, fused_rankings(candidates, scores, fusion), seconds, {"scores_reused": True})
 
 
 def known_documents(known_queries, queries: Sequence[str], candidates: Sequence[Sequence[str]],
@@ -95,21 +99,16 @@ def known_documents(known_queries, queries: Sequence[str], candidates: Sequence[
 
     out = []
     for i, (query, cands) in enumerate(zip(queries, candidates)):
+        allowed = in_corpus if find is not None else (lambda ts, own=set(cands): [t in own for t in ts])
         banned = frozenset(exclude[i]) if exclude is not None else frozenset()
-        if find is not None:
-            out.append(known_queries.search(query, exclude_docs=banned, allowed=in_corpus))
-        else:
-            own = set(cands)
-            out.append(known_queries.search(query, exclude_docs=banned,
-                                            allowed=lambda ts, own=own: [t in own for t in ts]))
+        out.append(known_queries.search(query, exclude_docs=banned, allowed=allowed))
     return out
 
 
 def known_row(groups: Sequence[Group], rankings: Sequence[Sequence[str]], known: Sequence[Sequence[str]],
               weight, name: str, seconds: float) -> EvalRow:
     """The row of each query's ranking (texts, best first) fused with its known-query documents."""
-    texts = [weight.combine(r, k) for r, k in zip(rankings, known)]
-    return EvalRow(name, ranking_metrics(texts, [set(g.positives) for g in groups]), seconds)
+    return _ranked_row(name, groups, [weight.combine(r, k) for r, k in zip(rankings, known)], seconds)
 
 
 def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:

@@ -348,7 +348,7 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
                 f"reranking {tuning['plain_value']:.4f}, first stage {tuning['first_stage_value']:.4f})")
     reports = {"fusion": tuning}
     if config.known_queries and train_data is not None:
-        rankings = [[c[i] for i in best.order(s, len(c))] for c, s in zip(candidates, scores)]
+        rankings = evaluation.fused_rankings(candidates, scores, best)
         known_row, reports["known_queries"] = tune_known_queries(config, train_data, eval_data, rankings, candidates,
                                                                  out, notes, first_stage, row.seconds)
         if known_row is not None:
