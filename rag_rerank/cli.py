@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from .reranker import DEFAULT_RERANKER  # a constant; the model itself loads only when a command needs it
+from .models import DEFAULT_RERANKER  # a name only: models load when a command needs them
 
 
 def _cmd_materialize(args) -> int:
@@ -57,10 +57,11 @@ def _cmd_index(args) -> int:
 def _cmd_search(args) -> int:
     from .pipeline import TwoStageRetriever
 
-    store = _open_store(args, lexical=args.mode != "dense")
+    first_stage = _first_stage(args)
+    if first_stage is None:
+        raise ValueError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
     reranker = None if args.no_rerank else args.reranker
-    retriever = TwoStageRetriever(store, reranker, mode=args.mode, candidate_k=args.candidate_k,
-                                  top_n=args.top_n)
+    retriever = TwoStageRetriever(first_stage, reranker, candidate_k=args.candidate_k or 50, top_n=args.top_n)
     hits = retriever.retrieve(args.query, where=json.loads(args.where) if args.where else None)
     if args.json:
         print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
@@ -73,37 +74,24 @@ def _cmd_search(args) -> int:
     return 0
 
 
-def _store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", help="directory of the embedded Chroma store")
-    p.add_argument("--host", help="Chroma server host (instead of --store)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--collection", default="rag_rerank")
-    p.add_argument("--encoder", help="bi-encoder (default: the one the collection was built with, "
-                   "else intfloat/multilingual-e5-small, offline twin when no hub)")
-
-
 def _first_stage(args):
-    """A TwoStageRetriever over --store/--host, an InMemoryCorpus over --corpus, the rankings saved
-    in --candidates (with --corpus: the corpus they were searched in), or None."""
-    from .pipeline import TwoStageRetriever
+    """The first stage the flags name (see :func:`_first_stage_args`), or None when they name none:
+    the rankings saved in --candidates (with --corpus: the corpus they were searched in), an
+    in-memory corpus (--corpus), or a store (--store / --host)."""
+    from . import first_stage as fs
     from .store import iter_documents
 
-    if getattr(args, "candidates", None):
+    corpus = [d.text for d in iter_documents(args.corpus)] if args.corpus else None
+    if args.candidates:
         from .train import data as train_data
-        from .train.mining import SavedCandidates
 
-        corpus = ([d.text for d in iter_documents(args.corpus)] if getattr(args, "corpus", None) else None)
-        return SavedCandidates(train_data.load(args.candidates), mode=args.mode, corpus=corpus)
-    if getattr(args, "corpus", None):
-        from .corpus import InMemoryCorpus
-
-        return InMemoryCorpus([d.text for d in iter_documents(args.corpus)], mode=args.mode,
-                              encoder=args.encoder, bm25_tokenizer=args.bm25_tokenizer)
+        return fs.SavedCandidates(train_data.load(args.candidates), mode=args.mode, corpus=corpus)
+    if corpus is not None:
+        return fs.InMemoryCorpus(corpus, mode=args.mode, encoder=args.encoder, bm25_tokenizer=args.bm25_tokenizer)
     if args.bm25_tokenizer != "kiwi":
         raise ValueError("--bm25-tokenizer applies to --corpus; a store's BM25 index is Kiwi")
     if args.store or args.host:
-        store = _open_store(args, lexical=args.mode != "dense")
-        return TwoStageRetriever(store, mode=args.mode, candidate_k=args.candidate_k or 50)
+        return fs.StoreFirstStage(_open_store(args, lexical=args.mode != "dense"), args.mode)
     return None
 
 
@@ -125,9 +113,8 @@ def _train_config(args):
              "freeze": args.freeze.split(",") if args.freeze else None, "push_to_hub": args.push_to_hub,
              "candidate_k": args.candidate_k, "mine_mode": args.mode}
     overrides = {k: v for k, v in flags.items() if v is not None}
-    for switch in ("lora", "gradient_checkpointing", "memory_report"):
-        if getattr(args, switch):
-            overrides[switch] = True
+    overrides.update({switch: True for switch, on in (("lora", args.lora), ("gradient_checkpointing",
+                      args.gradient_checkpointing), ("memory_report", args.memory_report)) if on})
     for item in args.set or []:
         key, _, value = item.partition("=")
         overrides[key.replace("-", "_")] = _parse_value(value)
@@ -139,10 +126,9 @@ def _cmd_train(args) -> int:
     from .train import train
 
     config = _train_config(args)
-    corpus_first_stage = _first_stage(args)
     result = train(config, train_data.load(args.data),
                    train_data.load(args.eval_data) if args.eval_data else None,
-                   first_stage=corpus_first_stage, resume=args.resume, device=args.device,
+                   first_stage=_first_stage(args), resume=args.resume, device=args.device,
                    data_description=f"{args.data}" + (f", validation {args.eval_data}" if args.eval_data else ""))
     report = result.output_dir / "report.md"
     if not report.exists():  # a torchrun / accelerate rank other than 0: rank 0 writes the outputs
@@ -153,74 +139,38 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _ranked_groups(args, groups):
-    """(first-stage row, candidate lists): from a live first stage, or the candidates saved in the data."""
-    from .train import evaluation
-
-    first_stage = _first_stage(args)
-    depth = args.candidate_k or 50
-    if first_stage is None:
-        if not any(g.candidates for g in groups):  # some queries may have none (e.g. no BM25 term matched)
-            raise ValueError("give the corpus to search (--store DIR, --host/--port or --corpus FILE), or data whose "
-                             "rows carry first-stage 'candidates' (rag-rerank eval --save-candidates / rag-rerank mine)")
-        candidates = [g.candidates[:depth] for g in groups]
-        metrics = evaluation.ranking_metrics(candidates, [set(g.positives) for g in groups])
-        return evaluation.EvalRow(f"first stage (saved candidates, top {depth})", metrics, 0.0), candidates, None
-    label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
-    return (*evaluation.evaluate_first_stage(first_stage, groups, depth, f"{label} (top {depth})"), first_stage)
-
-
-def _known_query_rows(args, name, reranker, groups, candidates, scores, first_stage, seconds):
-    """The model's known queries fused over the first stage alone (what they add without the
-    reranker) and over its fused pipeline (the default pipeline)."""
-    import time
-
-    from .fusion import PLAIN
-    from .train import evaluation
-
-    known_queries = reranker.known_queries
-    start = time.perf_counter()
-    known = evaluation.known_documents(known_queries, [g.query for g in groups], candidates, first_stage)
-    lookup = time.perf_counter() - start
-    weight = known_queries.weight
-    fusion = reranker.fusion or PLAIN
-    pipeline = evaluation.fused_rankings(candidates, scores, fusion)
-    label = f"known queries ({weight.describe()})"
-    return [evaluation.known_row(groups, candidates, known, weight, f"first stage + {name}'s {label}", lookup),
-            evaluation.known_row(groups, pipeline, known, weight,
-                                 f"+ {name}, {fusion.describe()}, + {label}", seconds + lookup)]
-
-
 def _cmd_eval(args) -> int:
+    from . import evaluate
     from .reranker import Reranker
     from .train import data as train_data
-    from .train import evaluation
 
     groups = train_data.load(args.data).groups
     if not groups:
         raise ValueError(f"{args.data}: evaluation needs queries with positives")
-    row, candidates, first_stage = _ranked_groups(args, groups)
+    depth = args.candidate_k or 50
+    first_stage = _first_stage(args)
+    if first_stage is None:  # the candidates saved in the data file itself
+        if not any(g.candidates for g in groups):  # some queries may have none (e.g. no BM25 term matched)
+            raise ValueError("give the corpus to search (--store DIR, --host/--port or --corpus FILE), or data whose "
+                             "rows carry first-stage 'candidates' (rag-rerank eval --save-candidates / rag-rerank mine)")
+        candidates = [g.candidates[:depth] for g in groups]
+        first_row = evaluate.ranking_row(f"first stage (saved candidates, top {depth})", groups, candidates)
+    else:
+        label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
+        first_row, candidates = evaluate.first_stage_row(first_stage, groups, depth, f"{label} (top {depth})")
     if args.save_candidates:
-        for g, c in zip(groups, candidates):
-            g.candidates = list(c)
-        train_data.save_jsonl(train_data.TrainingData(groups), args.save_candidates)
-    rows = [row]
-    for name in args.reranker or []:
-        reranker = Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size,
-                            fusion=None if args.fusion == "none" else "auto")
-        plain, scores = evaluation.evaluate_reranker(reranker, groups, candidates, f"+ {name}")
-        rows.append(plain)
-        fused = reranker.fusion if reranker.fusion is not None and not reranker.fusion.is_plain else None
-        if fused is not None:
-            rows.append(evaluation.fused_row(groups, candidates, scores, fused, f"+ {name}, {fused.describe()}",
-                                             plain.seconds))
-        if reranker.known_queries is not None and args.known_queries == "auto":
-            rows += _known_query_rows(args, name, reranker, groups, candidates, scores, first_stage, plain.seconds)
+        saved = [train_data.Group(g.query, g.positives, g.negatives, list(c)) for g, c in zip(groups, candidates)]
+        train_data.save_jsonl(train_data.TrainingData(saved), args.save_candidates)
+    rerankers = [(name, Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size))
+                 for name in args.reranker or []]
+    rows = evaluate.evaluate(groups, candidates, first_row, rerankers,
+                             fusion="auto" if args.fusion == "auto" else None,
+                             known_queries="auto" if args.known_queries == "auto" else None, first_stage=first_stage)
     if args.json:
         print(json.dumps([{"system": r.name, **r.metrics, "seconds": r.seconds} for r in rows], indent=2,
                          ensure_ascii=False))
     else:
-        print(evaluation.format_table(rows, f"{args.data}: {len(groups)} queries"))
+        print(evaluate.format_table(rows, f"{args.data}: {len(groups)} queries"))
     return 0
 
 
@@ -256,14 +206,26 @@ def _cmd_demo(args) -> int:
     return run_demo(cache_dir=args.cache_dir)
 
 
+def _store_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("store")
+    g.add_argument("--store", help="directory of the embedded Chroma store")
+    g.add_argument("--host", help="Chroma server host (instead of --store)")
+    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--collection", default="rag_rerank")
+    g.add_argument("--encoder", help="bi-encoder (default: the one the collection was built with, "
+                   "else intfloat/multilingual-e5-small, offline twin when no hub)")
+
+
 def _first_stage_args(p: argparse.ArgumentParser) -> None:
+    """The one set of flags that names a first stage (search, eval, train, mine)."""
     _store_args(p)
-    p.add_argument("--corpus", help="corpus file (.jsonl/.txt) searched in memory instead of a store")
-    p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid")
-    p.add_argument("--bm25-tokenizer", choices=["kiwi", "whitespace"], default="kiwi",
+    g = p.add_argument_group("first stage")
+    g.add_argument("--corpus", help="corpus file (.jsonl/.txt) searched in memory instead of a store")
+    g.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid")
+    g.add_argument("--bm25-tokenizer", choices=["kiwi", "whitespace"], default="kiwi",
                    help="with --corpus: 'whitespace' gives the naive BM25 baseline")
-    p.add_argument("--candidate-k", type=int, help="first-stage depth (eval: 50; train mining: 30)")
-    p.add_argument("--candidates", metavar="FILE", help="replay the first-stage rankings saved in FILE (rag-rerank "
+    g.add_argument("--candidate-k", type=int, help="first-stage depth (search, eval: 50; train mining: 30)")
+    g.add_argument("--candidates", metavar="FILE", help="replay the first-stage rankings saved in FILE (rag-rerank "
                    "mine / eval --save-candidates output) instead of searching: mine and train without the store; "
                    "--mode then only names the first stage that produced them; add --corpus FILE (the corpus they "
                    "were searched in) for random negatives from it and known-query documents checked against it")
@@ -286,11 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="two-stage search of a store")
     p.add_argument("query")
-    _store_args(p)
-    p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid")
+    _first_stage_args(p)
     p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--reranker", default=DEFAULT_RERANKER)
-    p.add_argument("--candidate-k", type=int, default=50)
     p.add_argument("-k", "--top-n", type=int, default=5)
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"source": "faq"}\'')
     p.add_argument("--json", action="store_true")
@@ -366,6 +326,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir")
     p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+    """Run one command in this process, as the console script would: ``(exit code, stdout,
+    stderr)``. For notebooks, tests and benchmarks that chain commands without starting an
+    interpreter (and importing torch) for each one."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as exc:  # argparse: usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdin = old_stdin
+    return code, out.getvalue(), err.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

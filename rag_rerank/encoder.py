@@ -8,9 +8,10 @@ import numpy as np
 
 from . import models
 from .devices import resolve_device
-from .reranker import check_docs, check_query
+from .models import DEFAULT_ENCODER
+from .types import check_docs, check_query
 
-DEFAULT_ENCODER = "intfloat/multilingual-e5-small"
+__all__ = ["DEFAULT_ENCODER", "BiEncoder"]
 
 
 class BiEncoder:

@@ -1,38 +1,60 @@
-"""Score fusion: combine the reranker's ranking with the first stage's.
+"""Weighted reciprocal-rank fusion: the one way rankings are combined in this package.
 
-A cross-encoder fine-tuned on a few thousand queries is strong but not
-infallible, and on lexical Korean data the first stage (Kiwi BM25, hybrid)
-is strong too; their errors differ. Weighted reciprocal-rank fusion of the
-two rankings keeps the reranker in charge while letting a confident first
-stage break its mistakes:
+Three places combine two rankings of the same documents, and all three use
+:func:`weighted_rrf`:
 
-    fused(d) = w / (k + rank_rerank(d)) + (1 - w) / (k + rank_first(d))
+* the hybrid first stage: dense ranking + Kiwi BM25 ranking;
+* the reranker with the first stage: a cross-encoder fine-tuned on a few thousand queries is
+  strong but not infallible, and on lexical Korean data the first stage is strong too; their
+  errors differ, so a confident first stage may break the reranker's mistakes;
+* the pipeline with the documents of the most similar known (training) queries
+  (:mod:`rag_rerank.known_queries`).
 
-over the top ``depth`` candidates (the rest keep first-stage order after
-them). ``w = 1`` is plain reranking. Ranks, not scores, because first-stage
-scores live on different scales per mode (cosine, BM25, RRF).
+A :class:`Fusion` says how an *added* ranking joins a *base* ranking::
 
-The knobs are chosen on a validation split by :func:`tune` and saved next to
-the model (``rag_rerank.json``), so ``Reranker(path)`` and the retrievers
-apply them with no tuning by the user.
+    fused(d) = (1 - weight) / (rrf_k + rank_base(d)) + weight / (rrf_k + rank_added(d))
+
+``weight`` 0 leaves the base ranking as it is; ``weight`` 1 is the added ranking alone (for the
+reranker: plain reranking). Only the top ``depth`` of the added ranking join (the reranker
+scores only that many candidates; the rest keep first-stage order after them). Ranks, not
+scores, because the scores live on different scales (cosine, BM25, RRF, logits).
+
+The knobs are chosen on a validation split by :func:`tune` and saved next to the model by
+:mod:`rag_rerank.model_settings`, so retrievers apply them with no tuning by the user.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
-CONFIG_FILE = "rag_rerank.json"
+K = TypeVar("K", bound=Hashable)
+
+
+def weighted_rrf(rankings: Sequence[Sequence[K]], weights: Sequence[float], rrf_k: float = 60.0) -> list[tuple[K, float]]:
+    """``score(d) = sum_i weights[i] / (rrf_k + rank_i(d))`` over the rankings that hold ``d``.
+
+    Keys are document ids (any hashable); a key repeated within one ranking counts at its first
+    rank. Returns ``(key, score)`` best first; ties keep the order in which keys were first seen
+    (earlier rankings first), so a zero-weight ranking still orders what the others leave tied.
+    """
+    if len(rankings) != len(weights):
+        raise ValueError(f"{len(rankings)} rankings but {len(weights)} weights")
+    score: dict[K, float] = {}
+    for ranking, weight in zip(rankings, weights):
+        for rank, key in enumerate(dict.fromkeys(ranking), 1):
+            score[key] = score.get(key, 0.0) + weight / (rrf_k + rank)
+    seen = {key: i for i, key in enumerate(score)}
+    return sorted(score.items(), key=lambda item: (-item[1], seen[item[0]]))
 
 
 @dataclass(frozen=True)
 class Fusion:
-    """How reranker and first stage combine. ``weight`` 1.0 = reranker alone."""
+    """How an added ranking joins a base ranking. ``weight`` is the added ranking's share:
+    0 = the base alone, 1 = the added ranking alone (the base then only orders the rest)."""
 
     weight: float = 1.0
     rrf_k: float = 60.0
-    depth: int | None = None  # candidates the reranker sees; None: all it is given
+    depth: int | None = None  # keys of the added ranking that join; None: all of them
     tuned_on: str | None = None  # what the knobs were chosen on, for the record
 
     def __post_init__(self) -> None:
@@ -43,147 +65,134 @@ class Fusion:
         if self.depth is not None and self.depth < 1:
             raise ValueError(f"depth must be >= 1 or None, got {self.depth}")
 
-    def scored(self, available: int) -> int:
-        """How many of ``available`` candidates the reranker should score."""
+    def fuse(self, base: Sequence[K], added: Sequence[K]) -> list[tuple[K, float]]:
+        """``(key, fused score)`` of every key in either ranking, best first."""
+        added = list(dict.fromkeys(added))
+        return weighted_rrf([base, added[: self.head(len(added))]], [1.0 - self.weight, self.weight], self.rrf_k)
+
+    def head(self, available: int) -> int:
+        """How many of ``available`` keys of the added ranking join (the reranker scores these)."""
         return available if self.depth is None else min(self.depth, available)
 
-    def fused_scores(self, scores: Sequence[float], total: int | None = None) -> list[float]:
-        """One fused score per candidate (first-stage order) given the reranker's scores.
-
-        Only the first ``depth`` scores count (``scores`` may hold just those); the
-        other candidates score ``(1 - w) / (k + rank)``, below every reranked one.
-        With ``weight`` 1 the reranked candidates keep the reranker's own scores.
-        """
-        total = len(scores) if total is None else total
-        n = min(self.scored(len(scores)), total)
-        if self.weight == 1.0:
-            return list(scores[:n]) + [0.0] * (total - n)
-        by_rerank = sorted(range(n), key=lambda i: (-scores[i], i))
-        rerank_rank = {i: r for r, i in enumerate(by_rerank, 1)}
-        head = [self.weight / (self.rrf_k + rerank_rank[i]) + (1 - self.weight) / (self.rrf_k + i + 1)
-                for i in range(n)]
-        return head + [(1 - self.weight) / (self.rrf_k + i + 1) for i in range(n, total)]
-
+    # ---- the reranker's case: the added ranking is the reranker's order of the base's head
     def order(self, scores: Sequence[float], total: int | None = None) -> list[int]:
-        """Candidate indices, best first (ties keep first-stage order)."""
+        """Candidate indices best first, given the reranker's scores of the first candidates
+        (first-stage order); ties keep first-stage order."""
+        return [i for i, _ in self._fuse_scores(scores, total)]
+
+    def fused_scores(self, scores: Sequence[float], total: int | None = None) -> list[float]:
+        """One fused score per candidate (first-stage order). With ``weight`` 1 the reranked
+        candidates keep the reranker's own scores (the rest 0): plain reranking."""
         total = len(scores) if total is None else total
-        fused = self.fused_scores(scores, total)
-        n = min(self.scored(len(scores)), total)
-        return sorted(range(n), key=lambda i: (-fused[i], i)) + list(range(n, total))
+        if self.weight == 1.0:
+            n = min(self.head(len(scores)), total)
+            return list(scores[:n]) + [0.0] * (total - n)
+        fused = dict(self._fuse_scores(scores, total))
+        return [fused[i] for i in range(total)]
+
+    def _fuse_scores(self, scores: Sequence[float], total: int | None) -> list[tuple[int, float]]:
+        total = len(scores) if total is None else total
+        n = min(self.head(len(scores)), total)
+        by_rerank = sorted(range(n), key=lambda i: (-scores[i], i))
+        return self.fuse(range(total), by_rerank)
 
     @property
     def is_plain(self) -> bool:
+        """The added ranking alone, all of it (for the reranker: plain reranking)."""
         return self.weight == 1.0 and self.depth is None
 
+    @property
+    def is_off(self) -> bool:
+        """The base ranking alone: the added ranking changes nothing."""
+        return self.weight == 0.0
+
     def describe(self) -> str:
-        if self.is_plain:
-            return "plain reranking"
-        depth = f"top {self.depth}" if self.depth else "all candidates"
-        return f"fused w={self.weight:g} k={self.rrf_k:g} on {depth}"
+        return f"w={self.weight:g} k={self.rrf_k:g}" + (f" top {self.depth}" if self.depth else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Fusion":
+        return cls(**{k: data[k] for k in ("weight", "rrf_k", "depth", "tuned_on") if k in data})
 
 
 PLAIN = Fusion()
 
 
 def resolve(value: Fusion | str | None, auto: Callable[[], Fusion | None]) -> Fusion | None:
-    """A ``fusion=`` argument: ``"auto"`` -> ``auto()``, ``None`` -> plain reranking, or a Fusion."""
+    """A ``fusion=`` style argument: ``"auto"`` -> ``auto()``, ``None`` -> none, or a Fusion."""
     if value == "auto":
         return auto()
     if value is not None and not isinstance(value, Fusion):
-        raise ValueError(f"fusion must be 'auto', None or a Fusion, got {value!r}")
+        raise ValueError(f"expected 'auto', None or a Fusion, got {value!r}")
     return value
 
 
-def rerank_ranked(reranker, queries: Sequence[str], candidates: Sequence[Sequence[str]],
-                  fusion: Fusion | None = None) -> list[tuple[list[int], list[float], list[float]]]:
-    """Rerank first-stage candidate lists (all queries in shared batches) and fuse.
+def rerank_fused(reranker, queries: Sequence[str], candidates: Sequence[Sequence[str]],
+                 fusion: Fusion | None = None) -> list[list[tuple[int, float, float | None]]]:
+    """Rerank first-stage candidate lists (all queries share length-sorted batches) and fuse.
 
-    Returns per query ``(order, fused_scores, rerank_scores)``: ``order`` indexes the
-    candidates best first, ``fused_scores`` holds one value per candidate, and
-    ``rerank_scores`` the reranker's scores of the first ``len(rerank_scores)`` candidates.
+    Returns per query ``(candidate index, final score, reranker score or None)`` best first; the
+    reranker scores only the top ``fusion.depth`` candidates (None for the rest).
     """
     fusion = fusion or PLAIN
-    heads = [list(c[: fusion.scored(len(c))]) for c in candidates]
-    all_scores = reranker.score_many(list(queries), heads)
+    heads = [list(c[: fusion.head(len(c))]) for c in candidates]
     out = []
-    for cands, scores in zip(candidates, all_scores):
-        out.append((fusion.order(scores, len(cands)), fusion.fused_scores(scores, len(cands)), scores))
+    for cands, scores in zip(candidates, reranker.score_many(list(queries), heads)):
+        final = fusion.fused_scores(scores, len(cands))
+        out.append([(i, final[i], scores[i] if i < len(scores) else None) for i in fusion.order(scores, len(cands))])
     return out
 
 
-def save(fusion: Fusion, model_dir: str | Path, extra: dict | None = None) -> Path:
-    return save_extra(model_dir, {"fusion": fusion.to_dict(), **(extra or {})})
+# ------------------------------------------------------------------------ tuning
+def tune(evaluate: Callable[[Fusion], float], grid: Iterable[Fusion], baseline: Fusion, *,
+         min_gain: float = 0.002) -> tuple[Fusion, dict]:
+    """The setting of ``grid`` that maximises ``evaluate`` on validation data.
+
+    ``baseline`` (the simplest setting) is kept unless another gains at least ``min_gain``:
+    validation splits are a few hundred queries and a small gain is noise. Ties go to the
+    earlier setting of the grid.
+    """
+    best, best_value = baseline, evaluate(baseline)
+    report = {"baseline": baseline.to_dict(), "baseline_value": best_value, "tried": 1}
+    for candidate in grid:
+        value = evaluate(candidate)
+        report["tried"] += 1
+        if value > best_value + (min_gain if best is baseline else 1e-12):
+            best, best_value = candidate, value
+    return best, {**report, "best": best.to_dict(), "best_value": best_value}
 
 
-def save_extra(model_dir: str | Path, extra: dict) -> Path:
-    """Add keys to the model's ``rag_rerank.json`` (keeping what is there)."""
-    path = Path(model_dir) / CONFIG_FILE
-    data = _read(path)
-    data.update(extra)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    return path
-
-
-def read_config(model_dir: str | Path) -> dict:
-    """Everything saved in the model's ``rag_rerank.json`` ({} when there is none)."""
-    return _read(Path(model_dir) / CONFIG_FILE)
-
-
-def load(model_dir: str | Path) -> Fusion | None:
-    """The fusion saved with a model, or None (a model trained elsewhere: plain reranking)."""
-    data = _read(Path(model_dir) / CONFIG_FILE).get("fusion")
-    if not data:
-        return None
-    known = {k: data[k] for k in ("weight", "rrf_k", "depth", "tuned_on") if k in data}
-    return Fusion(**known)
-
-
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-# Coarse on purpose: validation splits are a few hundred queries, and a fine grid
-# would fit their noise. Ties go to the earlier (simpler) setting. Low weights are the
-# safety net: a reranker that did not learn the task (seen on a chatbot Q->A task) must
-# not pull the pipeline below its first stage; weight 0 is the first stage itself.
-WEIGHTS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0)
+# Coarse on purpose: validation splits are a few hundred queries, and a fine grid would fit
+# their noise. Low weights are the safety net: a reranker that did not learn the task (seen on
+# a chatbot Q->A task) must not pull the pipeline below its first stage; weight 0 is the first
+# stage itself.
+RERANKER_WEIGHTS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0)
 RRF_KS = (60.0, 10.0, 2.0)
 DEPTHS = (None, 30, 20, 10)
 
 
-def tune(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], relevant: Sequence[set[str]],
-         metric: Callable[[list[list[str]], list[set[str]]], float], *, weights=WEIGHTS, rrf_ks=RRF_KS,
-         depths=DEPTHS, min_gain: float = 0.002, tuned_on: str | None = None) -> tuple[Fusion, dict]:
-    """Choose (weight, rrf_k, depth) maximising ``metric`` on validation rankings.
+def reranker_grid(longest: int, tuned_on: str | None = None) -> list[Fusion]:
+    """Settings tried for the reranker's fusion with the first stage (depths below ``longest``)."""
+    return [Fusion(w, k, depth, tuned_on) for depth in DEPTHS if depth is None or depth < longest
+            for k in RRF_KS for w in RERANKER_WEIGHTS]
 
-    ``candidates[q]`` are query q's first-stage candidates in first-stage order and
-    ``scores[q]`` their reranker scores. A setting replaces plain reranking only when it
-    gains at least ``min_gain``. Returns the fusion and a report of what was tried.
+
+def tune_reranker(candidates: Sequence[Sequence[K]], scores: Sequence[Sequence[float]], relevant: Sequence[set],
+                  metric: Callable[[list[list[K]], list[set]], float], *, min_gain: float = 0.002,
+                  tuned_on: str | None = None) -> tuple[Fusion, dict]:
+    """Choose the reranker's fusion with the first stage on validation rankings.
+
+    ``candidates[q]`` are query q's first-stage candidates in first-stage order and ``scores[q]``
+    their reranker scores. Plain reranking stays unless a setting gains ``min_gain``.
     """
+    relevant = list(relevant)
+
     def evaluate(f: Fusion) -> float:
-        ranked = [[c[i] for i in f.order(s)] for c, s in zip(candidates, scores)]
-        return metric(ranked, list(relevant))
+        return metric([[c[i] for i in f.order(s, len(c))] for c, s in zip(candidates, scores)], relevant)
 
     longest = max((len(c) for c in candidates), default=0)
-    plain = Fusion(tuned_on=tuned_on)
-    best, best_value = plain, evaluate(plain)
-    tried = {"plain": best_value}
-    for depth in depths:
-        if depth is not None and depth >= longest:
-            continue
-        for k in rrf_ks:
-            for w in weights:
-                f = Fusion(w, k, depth, tuned_on)
-                value = evaluate(f)
-                tried[f"w={w:g} k={k:g} depth={depth or 'all'}"] = value
-                if value > best_value + (min_gain if best == plain else 1e-12):
-                    best, best_value = f, value
-    return best, {"best": best.to_dict(), "best_value": best_value, "plain_value": tried["plain"],
-                  "first_stage_value": evaluate(Fusion(0.0, 60.0, None)), "tried": len(tried)}
+    best, report = tune(evaluate, reranker_grid(longest, tuned_on), Fusion(tuned_on=tuned_on), min_gain=min_gain)
+    report.update(plain_value=report["baseline_value"], first_stage_value=evaluate(Fusion(0.0)))
+    return best, report

@@ -10,6 +10,7 @@ model and decides on validation whether, and how strongly, to use them:
 
     final(d) = (1 - w) / (k + rank_pipeline(d)) + w / (k + rank_known(d))
 
+(a :class:`~rag_rerank.fusion.Fusion` whose added ranking is the known queries' documents);
 ``w = 0`` switches them off. The weight is chosen on validation queries taken
 as they are *and* as if their documents were new to training (:func:`tune`), so
 a weight that only pays when queries repeat known documents is held back. Only
@@ -26,16 +27,15 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Sequence, TypeVar
+from typing import Callable, Sequence
 
-from . import fusion as fusion_config
+from . import model_settings
+from .fusion import Fusion, tune as tune_fusion
 from .lexical import KoreanBM25
 
 DATA_FILE = "known_queries.jsonl.gz"
-CONFIG_KEY = "known_queries"
-K = TypeVar("K", bound=Hashable)
+OFF = Fusion(weight=0.0, rrf_k=10.0, depth=20)  # the known queries' top 20 documents, weight 0: off
 
 
 def char_bigrams(texts: Sequence[str]) -> list[list[str]]:
@@ -47,45 +47,9 @@ def char_bigrams(texts: Sequence[str]) -> list[list[str]]:
     return out
 
 
-@dataclass(frozen=True)
-class KnownWeight:
-    """How known queries join the ranking: ``weight`` 0 = not at all."""
-
-    weight: float = 0.0
-    rrf_k: float = 10.0
-    depth: int = 20  # documents taken from the known queries per query
-    tuned_on: str | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.weight <= 1.0:
-            raise ValueError(f"known-queries weight must be in [0, 1], got {self.weight}")
-        if self.rrf_k < 0 or self.depth < 1:
-            raise ValueError("rrf_k must be >= 0 and depth >= 1")
-
-    def scores(self, ranking: Sequence[K], known: Sequence[K]) -> dict[K, float]:
-        """Fused score of every key in either list, in first-seen order (pipeline first)."""
-        known = list(dict.fromkeys(known))[: self.depth] if self.weight else []
-        score: dict[K, float] = {}
-        for r, key in enumerate(ranking, 1):
-            score.setdefault(key, (1 - self.weight) / (self.rrf_k + r))
-        for r, key in enumerate(known, 1):
-            score[key] = score.get(key, 0.0) + self.weight / (self.rrf_k + r)
-        return score
-
-    def ranked(self, ranking: Sequence[K], known: Sequence[K]) -> list[tuple[K, float]]:
-        """(key, fused score), best first; ties keep pipeline order, then known order."""
-        score = self.scores(ranking, known)
-        first = {key: i for i, key in enumerate(score)}
-        return sorted(score.items(), key=lambda item: (-item[1], first[item[0]]))
-
-    def combine(self, ranking: Sequence[K], known: Sequence[K]) -> list[K]:
-        """Fuse the pipeline's ranking with the known queries' (ties keep pipeline order)."""
-        if self.weight == 0.0 or not known:
-            return list(dict.fromkeys(ranking))
-        return [key for key, _ in self.ranked(ranking, known)]
-
-    def describe(self) -> str:
-        return "off" if self.weight == 0.0 else f"w={self.weight:g} k={self.rrf_k:g} top {self.depth}"
+def combine(fusion: Fusion, ranking: Sequence[str], known: Sequence[str]) -> list[str]:
+    """The pipeline's ranking with the known queries' documents fused in (ties: pipeline order)."""
+    return [key for key, _ in fusion.fuse(ranking, known)]
 
 
 class KnownQueries:
@@ -93,10 +57,10 @@ class KnownQueries:
 
     Args:
         pairs: ``(query, [document text, ...])`` items, e.g. a training set's groups.
-        weight: how the retrievers fuse them with the pipeline (see :class:`KnownWeight`).
+        fusion: how the retrievers fuse them with the pipeline (default :data:`OFF`).
     """
 
-    def __init__(self, pairs: Sequence[tuple[str, Sequence[str]]], weight: KnownWeight | None = None) -> None:
+    def __init__(self, pairs: Sequence[tuple[str, Sequence[str]]], fusion: Fusion | None = None) -> None:
         merged: dict[str, list[str]] = {}
         for query, docs in pairs:
             if query and docs:
@@ -104,7 +68,7 @@ class KnownQueries:
                 merged[query] += [d for d in docs if d not in merged[query]]
         self.queries = list(merged)
         self.answers = [merged[q] for q in self.queries]
-        self.weight = weight or KnownWeight()
+        self.fusion = fusion or OFF
         self._built: KoreanBM25 | None = None
         self._lock = threading.Lock()
 
@@ -125,11 +89,11 @@ class KnownQueries:
                exclude_docs: set[str] | frozenset[str] = frozenset(),
                allowed: Callable[[list[str]], list[bool]] | None = None) -> list[str]:
         """Answers of the most similar known queries, best first, at most ``depth`` (default: the
-        weight's). ``exclude_self`` skips a known query identical to ``query`` (scoring the training
+        fusion's). ``exclude_self`` skips a known query identical to ``query`` (scoring the training
         queries themselves); ``exclude_docs`` skips every known query answered by one of these
         documents (as if they had never been seen in training); ``allowed`` keeps only documents the
         corpus holds."""
-        depth = depth or self.weight.depth
+        depth = depth or self.fusion.depth or 20
         docs: list[str] = []
         # more known queries than documents wanted: answers are shared, excluded or not in the corpus
         pool = max(depth * 2, 10) * (10 if exclude_docs else 1)
@@ -144,32 +108,58 @@ class KnownQueries:
             docs = [d for d, ok in zip(docs, allowed(docs)) if ok]
         return docs[:depth]
 
+    def documents(self, queries: Sequence[str], held: Callable[[list[str]], list[bool]] | None = None,
+                  candidates: Sequence[Sequence[str]] | None = None,
+                  exclude: Sequence[set[str]] | None = None) -> list[list[str]]:
+        """Each query's known-query documents that the corpus holds.
+
+        ``held(texts)`` says which texts the corpus holds (a first stage's ``find_texts``; answers
+        are memoised, they repeat across queries); without it only the query's own
+        ``candidates`` count as held. ``exclude[q]``: documents whose known queries query q must
+        not use (see :meth:`search`)."""
+        memo: dict[str, bool] = {}
+
+        def in_corpus(texts: list[str]) -> list[bool]:
+            new = [t for t in dict.fromkeys(texts) if t not in memo]
+            if new:
+                memo.update(zip(new, held(new)))
+            return [memo[t] for t in texts]
+
+        out = []
+        for i, query in enumerate(queries):
+            if held is not None:
+                allowed = in_corpus
+            else:
+                own = set(candidates[i]) if candidates is not None else set()
+                allowed = lambda ts, own=own: [t in own for t in ts]  # noqa: E731
+            banned = frozenset(exclude[i]) if exclude is not None else frozenset()
+            out.append(self.search(query, exclude_docs=banned, allowed=allowed))
+        return out
+
     # --------------------------------------------------------------- persistence
     def save(self, model_dir: str | Path) -> Path:
+        """Write the queries and their documents; the fusion goes to the model's settings file."""
         path = Path(model_dir) / DATA_FILE
         with gzip.open(path, "wt", encoding="utf-8") as fh:
             for q, docs in zip(self.queries, self.answers):
                 fh.write(json.dumps({"query": q, "positives": docs}, ensure_ascii=False) + "\n")
-        config = {**self.weight.__dict__, "queries": len(self)}
-        fusion_config.save_extra(model_dir, {CONFIG_KEY: config})
+        settings = model_settings.load(model_dir)
+        settings.replace(known_queries=self.fusion, known_query_count=len(self)).save(model_dir)
         return path
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "KnownQueries | None":
         """The known queries saved with a model, or None (none saved, or switched off)."""
-        config = fusion_config.read_config(model_dir).get(CONFIG_KEY)
+        fusion = model_settings.load(model_dir).known_queries
         path = Path(model_dir) / DATA_FILE
-        if not config or not path.exists():
-            return None
-        weight = KnownWeight(**{k: config[k] for k in ("weight", "rrf_k", "depth", "tuned_on") if k in config})
-        if weight.weight == 0.0:
+        if fusion is None or fusion.is_off or not path.exists():
             return None
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh if line.strip()]
-        return cls([(r["query"], r["positives"]) for r in rows], weight)
+        return cls([(r["query"], r["positives"]) for r in rows], fusion)
 
     def __repr__(self) -> str:
-        return f"KnownQueries({len(self)} queries, {self.weight.describe()})"
+        return f"KnownQueries({len(self)} queries, {'off' if self.fusion.is_off else self.fusion.describe()})"
 
 
 def resolve(value, auto: Callable[[], "KnownQueries | None"]) -> "KnownQueries | None":
@@ -181,15 +171,15 @@ def resolve(value, auto: Callable[[], "KnownQueries | None"]) -> "KnownQueries |
     return value
 
 
-# Coarse for the same reason as fusion.WEIGHTS: a few hundred validation queries.
-WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# Coarse for the same reason as fusion.RERANKER_WEIGHTS: a few hundred validation queries.
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 RRF_KS = (60.0, 10.0, 2.0)
 
 
 def tune(rankings: Sequence[Sequence[str]], known: Sequence[Sequence[str]], relevant: Sequence[set[str]],
          metric: Callable[[list[list[str]], list[set[str]]], float], *,
          known_unseen: Sequence[Sequence[str]] | None = None, depth: int = 20, weights=WEIGHTS,
-         rrf_ks=RRF_KS, min_gain: float = 0.002, tuned_on: str | None = None) -> tuple[KnownWeight, dict]:
+         rrf_ks=RRF_KS, min_gain: float = 0.002, tuned_on: str | None = None) -> tuple[Fusion, dict]:
     """Choose (weight, rrf_k) on validation rankings.
 
     ``rankings[q]`` is the pipeline's final ranking of validation query q (texts), ``known[q]``
@@ -203,26 +193,17 @@ def tune(rankings: Sequence[Sequence[str]], known: Sequence[Sequence[str]], rele
     """
     rankings, relevant = [list(r) for r in rankings], list(relevant)
 
-    def value(w: KnownWeight) -> tuple[float, float, float]:
-        seen = metric([w.combine(r, kn) for r, kn in zip(rankings, known)], relevant)
+    def seen_unseen(f: Fusion) -> tuple[float, float]:
+        seen = metric([combine(f, r, kn) for r, kn in zip(rankings, known)], relevant)
         if known_unseen is None:
-            return seen, seen, seen
-        unseen = metric([w.combine(r, kn) for r, kn in zip(rankings, known_unseen)], relevant)
-        return (seen + unseen) / 2, seen, unseen
+            return seen, seen
+        return seen, metric([combine(f, r, kn) for r, kn in zip(rankings, known_unseen)], relevant)
 
-    off = KnownWeight(0.0, 10.0, depth, tuned_on)
-    best, (best_value, best_seen, best_unseen) = off, value(off)
-    baseline = best_value
-    for k in rrf_ks:
-        for w in weights:
-            if w == 0.0:
-                continue
-            candidate = KnownWeight(w, k, depth, tuned_on)
-            v = value(candidate)
-            if v[0] > best_value + (min_gain if best is off else 1e-12):
-                best, (best_value, best_seen, best_unseen) = candidate, v
+    grid = [Fusion(w, k, depth, tuned_on) for k in rrf_ks for w in weights]
+    best, report = tune_fusion(lambda f: sum(seen_unseen(f)) / 2, grid, Fusion(0.0, 10.0, depth, tuned_on),
+                               min_gain=min_gain)
+    seen, unseen = seen_unseen(best)
     alone = metric([list(dict.fromkeys(kn))[:depth] for kn in known], relevant)
-    return best, {"best": best.__dict__, "best_value": best_value, "pipeline_value": baseline,
-                  "seen_value": best_seen, "unseen_value": best_unseen, "known_alone_value": alone,
-                  "queries_with_known": sum(bool(kn) for kn in known),
+    return best, {**report, "pipeline_value": report["baseline_value"], "seen_value": seen, "unseen_value": unseen,
+                  "known_alone_value": alone, "queries_with_known": sum(bool(kn) for kn in known),
                   "objective": "mean of seen and unseen" if known_unseen is not None else "seen"}

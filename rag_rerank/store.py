@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .encoder import DEFAULT_ENCODER, BiEncoder
+from .encoder import BiEncoder
 from .lexical import KoreanBM25
-from .reranker import check_query
-from .types import Document, Hit
+from .models import DEFAULT_ENCODER
+from .types import Document, Hit, check_k, check_query
 
 DEFAULT_COLLECTION = "rag_rerank"
 _VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
@@ -205,7 +205,7 @@ class ChromaStore:
         return self.search_vector(self.encoder.embed_query(check_query(query)), k, where)
 
     def search_vector(self, vector, k: int = 10, where: dict | None = None) -> list[Hit]:
-        _check_k(k)
+        check_k(k)
         n = self.count()
         if n == 0:
             return []
@@ -221,7 +221,7 @@ class ChromaStore:
     def search_lexical(self, query: str, k: int = 10, where: dict | None = None) -> list[Hit]:
         """BM25 (Kiwi) search; ``score`` is the raw BM25 score."""
         check_query(query)
-        _check_k(k)
+        check_k(k)
         if self.lexical is None:
             raise ValueError("this store was opened with lexical=False")
         allowed = set(self.collection.get(where=where, include=[])["ids"]) if where else None
@@ -305,11 +305,6 @@ def _space(collection) -> str:
     config = getattr(collection, "configuration", None) or {}
     space = (config.get("hnsw") or {}).get("space") or (config.get("spann") or {}).get("space")
     return space or (collection.metadata or {}).get("hnsw:space", "l2")
-
-
-def _check_k(k: int) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
 def _progress(total: int, enabled: bool, desc: str):

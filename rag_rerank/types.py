@@ -1,4 +1,9 @@
-"""Plain data types shared by the stages (no framework types in the core)."""
+"""Plain data types and input checks shared by every stage (no torch, no framework types).
+
+Everything that validates user input lives here so that the first stage, the reranker and
+the adapters raise the same typed errors, and so that importing any of them for a check
+does not pull in a model runtime.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -20,10 +25,10 @@ class Hit:
 
     ``score`` is the score the hit was ranked by at the last stage that ran:
     the reranker's [0, 1] relevance when reranked, the fused score when the
-    reranker's ranking was fused with the first stage's (see :mod:`rag_rerank.fusion`)
-    or with the known queries' documents (see :mod:`rag_rerank.known_queries`),
-    else the first-stage score. ``first_stage_rank`` 0 marks a document found only
-    through a known query (its ``first_stage_score`` is then 0 and ``rerank_score`` None).
+    reranker's ranking was fused with the first stage's or with the known queries'
+    documents (both by :func:`rag_rerank.fusion.weighted_rrf`), else the first-stage
+    score. ``first_stage_rank`` 0 marks a document found only through a known query
+    (its ``first_stage_score`` is then 0 and ``rerank_score`` None).
     ``first_stage_score`` meaning depends on the mode: dense = cosine similarity
     mapped to [0, 1] as ``(1 + cos) / 2``; bm25 = Okapi BM25 (unbounded, >= 0);
     hybrid = weighted reciprocal-rank fusion ``sum w / (rrf_k + rank)``.
@@ -39,3 +44,38 @@ class Hit:
 
     def with_rerank(self, score: float, ranked_by: float | None = None) -> "Hit":
         return replace(self, score=score if ranked_by is None else ranked_by, rerank_score=score)
+
+
+@dataclass(frozen=True)
+class RankedDoc:
+    """One reranked document: its position in the input, its score and text."""
+
+    index: int
+    score: float
+    text: str
+
+
+def check_query(query) -> str:
+    if query is None or not isinstance(query, str):
+        raise ValueError(f"query must be a non-empty string, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query must be a non-empty string, got an empty or whitespace-only query")
+    return query
+
+
+def check_docs(docs) -> list[str]:
+    if isinstance(docs, (str, bytes)):
+        raise TypeError("docs must be a sequence of strings, not a single string")
+    docs = list(docs)
+    for i, doc in enumerate(docs):
+        if doc is None:
+            raise TypeError(f"docs[{i}] is None; every document must be a string")
+        if not isinstance(doc, str):
+            raise TypeError(f"docs[{i}] is {type(doc).__name__}; every document must be a string")
+    return docs
+
+
+def check_k(k: int, name: str = "k") -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {k!r}")
+    return k

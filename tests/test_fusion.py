@@ -3,13 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag_rerank import fusion
-from rag_rerank.fusion import Fusion
-from rag_rerank.train.evaluation import ranking_metrics
-
-
-def mrr(ranked, relevant):
-    return ranking_metrics(ranked, relevant)["MRR@10"]
+from rag_rerank import fusion, model_settings
+from rag_rerank.evaluate import mrr
+from rag_rerank.fusion import Fusion, weighted_rrf
 
 
 def test_plain_fusion_is_reranking_and_zero_weight_is_the_first_stage():
@@ -29,7 +25,7 @@ def test_weighted_rrf_by_hand():
 
 def test_depth_reranks_only_the_head_and_keeps_the_tail_in_order():
     f = Fusion(depth=2)
-    assert f.scored(5) == 2
+    assert f.head(5) == 2
     assert f.order([0.2, 0.8], total=5) == [1, 0, 2, 3, 4]
     fused = Fusion(weight=0.6, rrf_k=10, depth=2).fused_scores([0.2, 0.8], total=4)
     assert min(fused[:2]) > max(fused[2:])  # every reranked candidate stays above the tail
@@ -42,18 +38,34 @@ def test_bad_values_rejected():
 
 
 def test_save_and_load_next_to_a_model(tmp_path):
-    assert fusion.load(tmp_path) is None
+    assert model_settings.load(tmp_path) == model_settings.ModelSettings()
     f = Fusion(0.7, 10.0, 20, "validation")
-    fusion.save(f, tmp_path, {"first_stage": "hybrid"})
-    assert fusion.load(tmp_path) == f
-    fusion.save(Fusion(), tmp_path)  # overwriting keeps the other keys
-    assert fusion.load(tmp_path) == Fusion() and '"first_stage": "hybrid"' in (tmp_path / fusion.CONFIG_FILE).read_text()
+    model_settings.ModelSettings(fusion=f, first_stage="hybrid").save(tmp_path)
+    assert model_settings.load(tmp_path).fusion == f
+    settings = model_settings.load(tmp_path).replace(fusion=Fusion())
+    settings.save(tmp_path)  # rewriting keeps the other keys
+    assert model_settings.load(tmp_path) == model_settings.ModelSettings(fusion=Fusion(), first_stage="hybrid")
+    (tmp_path / model_settings.CONFIG_FILE).write_text('{"fusion": {"weight": 0.5}, "from_a_newer_version": 1}')
+    settings = model_settings.load(tmp_path)  # keys it does not know survive a rewrite
+    settings.save(tmp_path)
+    assert model_settings.load(tmp_path).extra == {"from_a_newer_version": 1}
+
+
+def test_weighted_rrf_is_the_one_fusion():
+    # x: 1/(1+1) + 0.5/(1+2); y: 1/(1+2) + 0.5/(1+1); z only in the second ranking
+    fused = weighted_rrf([["x", "y"], ["z", "y", "x"]], [1.0, 0.5], rrf_k=1)
+    assert fused == [("x", pytest.approx(0.5 + 0.5 / 4)), ("y", pytest.approx(1 / 3 + 0.5 / 3)),
+                     ("z", pytest.approx(0.25))]
+    assert [k for k, _ in weighted_rrf([["a", "b"], ["b", "a"]], [1.0, 1.0])] == ["a", "b"]  # tie: first seen
+    assert weighted_rrf([["a", "a", "b"]], [1.0], rrf_k=0) == [("a", 1.0), ("b", 0.5)]  # a repeat counts once
+    with pytest.raises(ValueError):
+        weighted_rrf([["a"]], [1.0, 1.0])
 
 
 def test_tune_keeps_plain_reranking_when_the_reranker_is_right():
     cands = [["a", "b", "c"], ["d", "e", "f"]]
     scores = [[0.1, 0.9, 0.2], [0.1, 0.2, 0.9]]  # reranker puts the positive first
-    best, report = fusion.tune(cands, scores, [{"b"}, {"f"}], mrr)
+    best, report = fusion.tune_reranker(cands, scores, [{"b"}, {"f"}], mrr)
     assert best.is_plain and report["best_value"] == 1.0 and report["plain_value"] == 1.0
 
 
@@ -61,12 +73,12 @@ def test_tune_leans_on_the_first_stage_when_the_reranker_errs_on_close_calls():
     # first stage always right at rank 1; reranker puts the positive 2nd, narrowly
     cands = [[f"p{i}", f"n{i}", f"m{i}"] for i in range(20)]
     scores = [[0.50, 0.51, 0.1] for _ in range(20)]
-    best, report = fusion.tune(cands, scores, [{f"p{i}"} for i in range(20)], mrr)
+    best, report = fusion.tune_reranker(cands, scores, [{f"p{i}"} for i in range(20)], mrr)
     assert not best.is_plain and best.weight < 1.0
     assert report["best_value"] == 1.0 and report["plain_value"] == 0.5 and report["first_stage_value"] == 1.0
 
 
-def test_rerank_ranked_scores_only_the_depth(tiny_reranker):
+def test_rerank_fused_scores_only_the_depth(tiny_reranker):
     calls = []
     original = tiny_reranker.score_many
 
@@ -76,14 +88,15 @@ def test_rerank_ranked_scores_only_the_depth(tiny_reranker):
 
     tiny_reranker.score_many = spy
     try:
-        out = fusion.rerank_ranked(tiny_reranker, ["질문", "다른 질문"], [["가", "나", "다", "라"], ["마", "바"]],
-                                   Fusion(depth=3))
+        out = fusion.rerank_fused(tiny_reranker, ["질문", "다른 질문"], [["가", "나", "다", "라"], ["마", "바"]],
+                                  Fusion(depth=3))
     finally:
         del tiny_reranker.score_many
     assert calls == [[3, 2]]
-    (order, fused, scores), (order2, _, scores2) = out
-    assert sorted(order) == [0, 1, 2, 3] and order[3] == 3 and len(scores) == 3 and len(fused) == 4
-    assert len(scores2) == 2
+    first, second = out
+    assert sorted(i for i, _, _ in first) == [0, 1, 2, 3] and first[3][0] == 3  # the unscored tail stays last
+    assert [r is None for _, _, r in first] == [False, False, False, True]
+    assert len(second) == 2 and all(r is not None for _, _, r in second)
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +109,13 @@ def tiny_reranker(tiny_ce):
 def test_fused_row_from_plain_scores_equals_rescoring_with_the_fusion(tiny_reranker):
     """rag-rerank eval and the training report derive the fused row from the plain row's scores
     instead of scoring again: same ranking as a fused rerank, at no extra reranker calls."""
+    from rag_rerank import evaluate
     from rag_rerank.train.data import Group
-    from rag_rerank.train.evaluation import evaluate_reranker, fused_row
 
     groups = [Group("서울의 날씨", ["맑음"]), Group("점심 메뉴", ["김밥"]), Group("주말 계획", ["등산"])]
     candidates = [["흐림", "비", "맑음", "눈", "바람"], ["김밥", "라면", "국수"], ["독서", "등산", "낮잠", "영화"]]
-    plain, scores = evaluate_reranker(tiny_reranker, groups, candidates, "plain")
+    plain, scores = evaluate.score_candidates(tiny_reranker, groups, candidates, "plain")
     for f in (Fusion(weight=0.5, rrf_k=2), Fusion(weight=0.3, rrf_k=10, depth=2), Fusion(weight=0.0)):
-        derived = fused_row(groups, candidates, scores, f, "derived", plain.seconds)
-        rescored, _ = evaluate_reranker(tiny_reranker, groups, candidates, "rescored", fusion=f)
-        assert derived.metrics == pytest.approx(rescored.metrics) and derived.extra == {"scores_reused": True}
+        derived = evaluate.fused_rankings(candidates, scores, f)
+        rescored = fusion.rerank_fused(tiny_reranker, [g.query for g in groups], candidates, f)
+        assert derived == [[c[i] for i, _, _ in row] for c, row in zip(candidates, rescored)]

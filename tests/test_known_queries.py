@@ -5,16 +5,13 @@ import json
 
 import pytest
 
-from rag_rerank import known_queries
-from rag_rerank.known_queries import KnownQueries, KnownWeight, char_bigrams
-from rag_rerank.train.evaluation import ranking_metrics
+from rag_rerank import known_queries, model_settings
+from rag_rerank.evaluate import mrr
+from rag_rerank.fusion import Fusion
+from rag_rerank.known_queries import KnownQueries, char_bigrams, combine
 
 QA = [("오늘 날씨 어때", ["맑고 따뜻해요."]), ("점심 뭐 먹지", ["김밥 어때요?"]),
       ("주말에 뭐 하지", ["등산 가세요.", "영화 보세요."]), ("점심 메뉴 추천해줘", ["김밥 어때요?"])]
-
-
-def mrr(ranked, relevant):
-    return ranking_metrics(ranked, relevant)["MRR@10"]
 
 
 def test_char_bigrams_ignore_spacing():
@@ -38,25 +35,26 @@ def test_search_finds_the_answer_of_a_rephrased_question():
 
 
 def test_combine_by_hand():
-    w = KnownWeight(weight=0.5, rrf_k=0.0, depth=2)
+    w = Fusion(weight=0.5, rrf_k=0.0, depth=2)
     # pipeline a(1) b(2) c(3); known c(1) d(2): c = .5/3 + .5/1, d = .5/2, a = .5, b = .25
-    assert w.combine(["a", "b", "c"], ["c", "d", "e"]) == ["c", "a", "b", "d"]
-    assert w.scores(["a", "b", "c"], ["c", "d"]) == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5 / 3 + 0.5, "d": 0.25})
-    assert KnownWeight(0.0).combine(["a", "b"], ["c"]) == ["a", "b"]  # off: the pipeline unchanged
-    assert KnownWeight(1.0, 10.0).combine(["a", "b"], ["b"]) == ["b", "a"]  # all weight: known first, rest in order
-    assert w.combine(["a", "b"], []) == ["a", "b"]
+    assert combine(w, ["a", "b", "c"], ["c", "d", "e"]) == ["c", "a", "b", "d"]
+    assert dict(w.fuse(["a", "b", "c"], ["c", "d"])) == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5 / 3 + 0.5, "d": 0.25})
+    # off: the pipeline unchanged, although the known document is listed (score 0, after it)
+    assert combine(known_queries.OFF, ["a", "b"], ["c"])[:2] == ["a", "b"]
+    assert combine(Fusion(1.0, 10.0), ["a", "b"], ["b"]) == ["b", "a"]  # all weight: known first, rest in order
+    assert combine(w, ["a", "b"], []) == ["a", "b"]
     with pytest.raises(ValueError):
-        KnownWeight(1.5)
+        Fusion(1.5)
 
 
 def test_save_and_load_with_a_model(tmp_path):
     (tmp_path / "rag_rerank.json").write_text(json.dumps({"fusion": {"weight": 0.5}}))
-    KnownQueries(QA, KnownWeight(0.4, 2.0, 7, "test")).save(tmp_path)
+    KnownQueries(QA, Fusion(0.4, 2.0, 7, "test")).save(tmp_path)
     loaded = KnownQueries.load(tmp_path)
-    assert loaded.queries == [q for q, _ in QA] and loaded.weight == KnownWeight(0.4, 2.0, 7, "test")
-    config = json.loads((tmp_path / "rag_rerank.json").read_text())
-    assert config["fusion"] == {"weight": 0.5} and config["known_queries"]["queries"] == 4  # fusion kept
-    KnownQueries(QA, KnownWeight(0.0)).save(tmp_path)
+    assert loaded.queries == [q for q, _ in QA] and loaded.fusion == Fusion(0.4, 2.0, 7, "test")
+    settings = model_settings.load(tmp_path)
+    assert settings.fusion == Fusion(0.5) and settings.known_query_count == 4  # the reranker's fusion kept
+    KnownQueries(QA, Fusion(0.0)).save(tmp_path)
     assert KnownQueries.load(tmp_path) is None  # switched off on validation
     assert KnownQueries.load(tmp_path / "missing") is None
     assert known_queries.resolve(None, lambda: 1 / 0) is None
@@ -94,20 +92,16 @@ def test_tune_weighs_queries_about_new_documents_too():
 
 
 def test_known_documents_count_only_what_the_corpus_holds():
-    from rag_rerank.train.evaluation import known_documents
-    from rag_rerank.types import Document
-
     memory = KnownQueries(QA)
     asked = []
 
-    class Corpus:  # a first stage that can say which texts it holds
-        def find_texts(self, texts):
-            asked.extend(texts)
-            return [Document(t, {}, t) if t != "김밥 어때요?" else None for t in texts]
+    def held(texts):  # what a first stage's find_texts says about each text
+        asked.extend(texts)
+        return [t != "김밥 어때요?" for t in texts]
 
     queries = ["점심 뭐 먹지?", "점심 메뉴 추천", "주말에 뭐 할까"]
-    found = known_documents(memory, queries, [[], [], []], Corpus())
+    found = memory.documents(queries, held)
     assert found[0] == found[1] == [] and found[2][:2] == ["등산 가세요.", "영화 보세요."]
     assert asked.count("김밥 어때요?") == 1  # answers repeat across queries: each text is looked up once
     # no corpus to ask: only a query's own first-stage candidates count as held
-    assert known_documents(memory, queries[:1], [["김밥 어때요?", "다른 답"]]) == [["김밥 어때요?"]]
+    assert memory.documents(queries[:1], None, [["김밥 어때요?", "다른 답"]]) == [["김밥 어때요?"]]

@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from rag_rerank.lexical import KoreanBM25
-from rag_rerank.pipeline import TwoStageRetriever, rrf_fuse
+from rag_rerank.first_stage import hybrid
+from rag_rerank.pipeline import TwoStageRetriever
 from rag_rerank.store import ChromaStore, collection_name, content_id
 from rag_rerank.types import Document, Hit
 
@@ -18,7 +19,7 @@ def top5_rate(search, pairs) -> float:
     return sum(any(h.text == prem for h in search(hyp)) for hyp, prem in pairs) / len(pairs)
 
 
-@pytest.fixture(scope="module", params=["embedded", "http"])
+@pytest.fixture(scope="module", params=["embedded", pytest.param("http", marks=pytest.mark.server)])
 def backend(request, tmp_path_factory, encoder):
     """A factory opening a store on the embedded client or on a real Chroma server."""
     if request.param == "embedded":
@@ -241,13 +242,13 @@ def test_encoder_mismatch_is_refused(tmp_path, encoder):
 
 
 # ------------------------------------------------------------------- fusion
-def test_rrf_fuse_weights_and_order():
+def test_hybrid_fuses_dense_and_bm25_by_id():
     a = [Hit("x", "x", {}, 0.9, 0.9, 1), Hit("y", "y", {}, 0.8, 0.8, 2)]
     b = [Hit("y", "y", {}, 7.0, 7.0, 1), Hit("z", "z", {}, 5.0, 5.0, 2)]
-    fused = rrf_fuse([a, b], [1.0, 1.0], k=60)
-    assert [h.id for h in fused] == ["y", "x", "z"]
-    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
-    assert [h.id for h in rrf_fuse([a, b], [1.0, 0.0], k=60)][0] == "x"
+    fused = hybrid(a, b, [1.0, 1.0], rrf_k=60)
+    assert [h.id for h in fused] == ["y", "x", "z"] and [h.first_stage_rank for h in fused] == [1, 2, 3]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61) == fused[0].first_stage_score
+    assert [h.id for h in hybrid(a, b, [1.0, 0.0], rrf_k=60)][0] == "x"
 
 
 # ------------------------------------------------------------------ pipeline
@@ -297,14 +298,15 @@ def test_two_stage_applies_the_rerankers_saved_fusion(premises_store, tiny_ce, q
     import shutil
 
     from rag_rerank import Reranker, fusion
+    from rag_rerank.model_settings import ModelSettings
 
     model = tmp_path / "model"
     shutil.copytree(tiny_ce, model)
     tuned = fusion.Fusion(weight=0.5, rrf_k=2, depth=6)
-    fusion.save(tuned, model)
+    ModelSettings(fusion=tuned).save(model)
     reranker = Reranker(str(model))
-    assert reranker.fusion == tuned and Reranker(str(model), fusion=None).fusion is None
     fused = TwoStageRetriever(premises_store, reranker, candidate_k=10, top_n=10)
+    assert fused.fusion == tuned
     plain = TwoStageRetriever(premises_store, reranker, candidate_k=10, top_n=10, fusion=None)
     query = queries[1][0]
     candidates = fused.candidates(query)
@@ -330,16 +332,17 @@ def test_two_stage_fuses_in_the_rerankers_known_queries(premises_store, tiny_ce,
     import shutil
 
     from rag_rerank import Reranker
-    from rag_rerank.known_queries import KnownQueries, KnownWeight
+    from rag_rerank.fusion import Fusion
+    from rag_rerank.known_queries import KnownQueries
 
     _, premises = kornli["test"]
     target, absent = premises[7], "이 답은 저장소에 없다."
     model = tmp_path / "model"
     shutil.copytree(tiny_ce, model)
-    KnownQueries([("우주선 발사 일정이 언제야", [absent, target])], KnownWeight(1.0, 10.0, 5)).save(model)
+    KnownQueries([("우주선 발사 일정이 언제야", [absent, target])], Fusion(1.0, 10.0, 5)).save(model)
     reranker = Reranker(str(model))
-    assert reranker.known_queries is not None and len(reranker.known_queries) == 1
     with_known = TwoStageRetriever(premises_store, reranker, candidate_k=10, top_n=5)
+    assert with_known.known_queries is not None and len(with_known.known_queries) == 1
     without = TwoStageRetriever(premises_store, reranker, candidate_k=10, top_n=5, known_queries=None)
     query = "우주선 발사 일정은 언제인가요"
     hits = with_known.retrieve(query)

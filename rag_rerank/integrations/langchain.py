@@ -16,10 +16,11 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from ..encoder import DEFAULT_ENCODER, BiEncoder
+from ..encoder import BiEncoder
+from ..models import DEFAULT_ENCODER, DEFAULT_RERANKER
 from ..pipeline import TwoStageRetriever
-from ..reranker import DEFAULT_RERANKER, Reranker, check_query
-from ..types import Hit
+from ..reranker import Reranker
+from ..types import Hit, check_query
 
 
 class KoreanCrossEncoder(BaseCrossEncoder):

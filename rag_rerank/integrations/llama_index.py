@@ -21,9 +21,10 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from ..encoder import DEFAULT_ENCODER, BiEncoder
+from ..encoder import BiEncoder
+from ..models import DEFAULT_ENCODER, DEFAULT_RERANKER
 from ..pipeline import TwoStageRetriever
-from ..reranker import DEFAULT_RERANKER, Reranker
+from ..reranker import Reranker
 from ..types import Hit
 
 dispatcher = get_dispatcher(__name__)

@@ -58,6 +58,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     validation_min_queries: int = 200  # small data: at least this many (up to a quarter of the queries)
     save_total_limit: int | None = 2
+    keep_checkpoints: bool = False  # checkpoints serve --resume of an interrupted run; a finished run drops them
     tune_fusion: bool = True  # choose fusion with the first-stage rank on validation, save it with the model
     known_queries: bool = True  # keep the training queries with the model; fused in where validation gains
     # data pipeline

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .evaluation import EvalRow, format_table
+from ..evaluate import EvalRow, format_table
 
 
 def plot_history(history: list[dict], out: Path) -> list[str]:

@@ -13,10 +13,12 @@ import torch
 
 from .. import models
 from ..devices import resolve_device
-from . import evaluation, memory, model_setup, report
+from .. import evaluate
+from . import memory, model_setup, report
 from .data import TrainingData
 from .fast import PairTokenizingCollator, RerankerTrainer, length_grouped_sampler
 from .mining import mine_hard_negatives
+from ..model_settings import ModelSettings
 from .recipes import TrainConfig
 
 log = logging.getLogger("rag_rerank.train")
@@ -215,7 +217,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         train_data, eval_data = train_data.split(config.validation_fraction, seed=config.seed,
                                                  min_queries=config.validation_min_queries)
     if first_stage is not None:
-        config = config.replace(mine_mode=getattr(first_stage, "mode", config.mine_mode))
+        config = config.replace(mine_mode=first_stage.mode)
         mine = dict(corpus=corpus, num_hard=config.num_hard_negatives, num_random=config.num_random_negatives,
                     candidate_k=config.candidate_k, skip_top=config.skip_top_negatives, seed=config.seed)
         train_data = mine_hard_negatives(train_data, first_stage, **mine)
@@ -259,6 +261,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         return TrainResult(out, {"train": {"steps": result.global_step}}, notes)
 
     _save(ce, config, out, notes)
+    _drop_checkpoints(config, out, notes)
     metrics = {
         "train": {"seconds": seconds, "steps": result.global_step, "loss": result.training_loss,
                   "pairs": len(train_ds), "pairs_per_second": result.metrics.get("train_samples_per_second"),
@@ -291,10 +294,14 @@ def _evaluator(config: TrainConfig, eval_data: TrainingData):
 
     groups = [g for g in eval_data.groups if g.candidates or g.negatives]
     if any(g.candidates for g in groups):
-        groups = [g for g in groups if g.candidates]
-        samples = evaluation.reranking_samples(groups, [g.candidates[: config.candidate_k] for g in groups])
+        # a query whose first stage found one document has nothing to rank (and sentence-transformers'
+        # NDCG refuses it): it cannot tell models apart, so it is left out of model selection
+        samples = [{"query": g.query, "positive": g.positives, "documents": g.candidates[: config.candidate_k]}
+                   for g in groups if len(g.candidates[: config.candidate_k]) > 1]
+        if not samples:
+            return None
         return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=128, always_rerank_positives=False)
-    samples = evaluation.reranking_samples(groups)
+    samples = [{"query": g.query, "positive": g.positives, "negative": g.negatives} for g in groups if g.negatives]
     return CrossEncoderRerankingEvaluator(samples, name="val", batch_size=128) if samples else None
 
 
@@ -303,9 +310,9 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
     """First stage alone, + the base model, + the fine-tuned model (plain and fused) on validation.
 
     With first-stage candidates in the validation groups, the fusion of the fine-tuned
-    reranker with the first-stage rank is tuned here and saved with the model, then the
-    weight of the known (training) queries on top of it (:func:`tune_known_queries`).
-    Returns (rows, {"fusion": report, "known_queries": report} or None).
+    reranker with the first-stage rank is tuned here, then the weight of the known (training)
+    queries on top of it (:func:`tune_known_queries`); both are saved with the model
+    (:mod:`rag_rerank.model_settings`). Returns (rows, {"fusion": report, "known_queries": report} or None).
     """
     import random
     import warnings
@@ -318,37 +325,40 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
     rows = []
     if ranked:
         candidates = [g.candidates[: config.candidate_k] for g in groups]
-        rows.append(evaluation.EvalRow(f"first stage ({config.mine_mode}, top {config.candidate_k})",
-                                       evaluation.ranking_metrics(candidates, [set(g.positives) for g in groups]), 0.0))
+        rows.append(evaluate.ranking_row(f"first stage ({config.mine_mode}, top {config.candidate_k})", groups,
+                                         candidates))
     else:  # no first stage: rerank each query's own positives + negatives, shuffled
         rng = random.Random(config.seed)
         candidates = [rng.sample(g.positives + g.negatives, len(g.positives) + len(g.negatives)) for g in groups]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        base = Reranker(config.base_model, max_length=config.max_length, fusion=None)
+        base = Reranker(config.base_model, max_length=config.max_length)
     untrained = any("no trained classification head" in str(w.message) for w in caught)
     label = "+ base model" + (" (untrained head)" if untrained else "")
-    rows.append(evaluation.evaluate_reranker(base, groups, candidates, label)[0])
+    rows.append(evaluate.score_candidates(base, groups, candidates, label)[0])
     del base
-    tuned = Reranker(str(out), max_length=config.max_length, fusion=None)
-    row, scores = evaluation.evaluate_reranker(tuned, groups, candidates, "+ fine-tuned")
+    tuned = Reranker(str(out), max_length=config.max_length)
+    row, scores = evaluate.score_candidates(tuned, groups, candidates, "+ fine-tuned")
     rows.append(row)
+    settings = ModelSettings()
     if not (ranked and config.tune_fusion):
+        settings.save(out)
         _remove_known_queries(out)
         return rows, None
     relevant = [set(g.positives) for g in groups]
-    best, tuning = fusion.tune(candidates, scores, relevant,
-                               lambda r, rel: evaluation.ranking_metrics(r, rel)["MRR@10"],
-                               tuned_on=f"{len(groups)} validation queries, {config.mine_mode} first stage")
-    fusion.save(best, out, {"first_stage": config.mine_mode, "candidate_k": config.candidate_k})
+    best, tuning = fusion.tune_reranker(candidates, scores, relevant, evaluate.mrr,
+                                        tuned_on=f"{len(groups)} validation queries, {config.mine_mode} first stage")
+    settings = settings.replace(fusion=best, first_stage=config.mine_mode, candidate_k=config.candidate_k)
+    settings.save(out)
     if not best.is_plain:
-        rows.append(evaluation.fused_row(groups, candidates, scores, best, f"+ fine-tuned, {best.describe()}",
-                                         row.seconds))
-    _say(notes, f"fusion chosen on validation: {best.describe()} (MRR@10 {tuning['best_value']:.4f} vs plain "
-                f"reranking {tuning['plain_value']:.4f}, first stage {tuning['first_stage_value']:.4f})")
+        rows.append(evaluate.ranking_row(f"+ fine-tuned, fused {best.describe()}", groups,
+                                         evaluate.fused_rankings(candidates, scores, best), row.seconds))
+    _say(notes, f"fusion chosen on validation: {'plain reranking' if best.is_plain else best.describe()} (MRR@10 "
+                f"{tuning['best_value']:.4f} vs plain reranking {tuning['plain_value']:.4f}, first stage "
+                f"{tuning['first_stage_value']:.4f})")
     reports = {"fusion": tuning}
     if config.known_queries and train_data is not None:
-        rankings = evaluation.fused_rankings(candidates, scores, best)
+        rankings = evaluate.fused_rankings(candidates, scores, best)
         known_row, reports["known_queries"] = tune_known_queries(config, train_data, eval_data, rankings, candidates,
                                                                  out, notes, first_stage, row.seconds)
         if known_row is not None:
@@ -374,23 +384,25 @@ def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data:
     memory = known_queries.KnownQueries(pairs)
     start = time.perf_counter()
     queries, relevant = [g.query for g in groups], [set(g.positives) for g in groups]
-    known = evaluation.known_documents(memory, queries, candidates, first_stage)
+    held = (lambda texts: [d is not None for d in first_stage.find_texts(texts)]) if first_stage is not None else None
+    known = memory.documents(queries, held, candidates)
     # the same queries as if their documents were new: known queries about them left out
-    unseen = evaluation.known_documents(memory, queries, candidates, first_stage, exclude=relevant)
-    weight, tuning = known_queries.tune(
-        rankings, known, relevant, lambda r, rel: evaluation.ranking_metrics(r, rel)["MRR@10"], known_unseen=unseen,
+    unseen = memory.documents(queries, held, candidates, exclude=relevant)
+    fusion, tuning = known_queries.tune(
+        rankings, known, relevant, evaluate.mrr, known_unseen=unseen,
         tuned_on=f"{len(groups)} validation queries (seen and unseen documents), known queries from "
                  f"{len(memory)} training queries")
     everything = pairs + [(g.query, g.positives) for g in groups if g.positives]
-    known_queries.KnownQueries(everything, weight).save(out)
-    _say(notes, f"known queries chosen on validation: {weight.describe()} (MRR@10 {tuning['seen_value']:.4f} vs "
+    known_queries.KnownQueries(everything, fusion).save(out)
+    described = "off" if fusion.is_off else fusion.describe()
+    _say(notes, f"known queries chosen on validation: {described} (MRR@10 {tuning['seen_value']:.4f} vs "
                 f"{tuning['pipeline_value']:.4f} without; if the validation documents were new to training: "
                 f"{tuning['unseen_value']:.4f}; known queries alone {tuning['known_alone_value']:.4f}; "
                 f"{tuning['queries_with_known']} of {len(groups)} queries had known-query documents in the corpus)")
-    if weight.weight == 0.0:
+    if fusion.is_off:
         return None, tuning
-    row = evaluation.known_row(groups, rankings, known, weight, f"+ fine-tuned, fused, + known queries "
-                               f"({weight.describe()})", seconds + time.perf_counter() - start)
+    row = evaluate.ranking_row(f"+ fine-tuned, fused, + known queries ({described})", groups,
+                               evaluate.known_rankings(rankings, known, fusion), seconds + time.perf_counter() - start)
     return row, tuning
 
 
@@ -399,6 +411,21 @@ def _remove_known_queries(out: Path) -> None:
     from .. import known_queries
 
     (out / known_queries.DATA_FILE).unlink(missing_ok=True)
+
+
+def _drop_checkpoints(config: TrainConfig, out: Path, notes: list[str]) -> None:
+    """A finished run needs no optimizer checkpoints (each several times the model's size):
+    they exist so an interrupted run can ``--resume``. ``keep_checkpoints=True`` keeps them."""
+    import shutil
+
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    if config.keep_checkpoints or not checkpoints:
+        return
+    size = sum(f.stat().st_size for c in checkpoints for f in c.rglob("*") if f.is_file())
+    for c in checkpoints:
+        shutil.rmtree(c, ignore_errors=True)
+    _say(notes, f"removed {len(checkpoints)} training checkpoint(s) ({size / 2**20:.0f} MiB; the model is saved in "
+                f"{out}); set keep_checkpoints=true to keep them")
 
 
 def _save(ce, config: TrainConfig, out: Path, notes: list[str]) -> None:

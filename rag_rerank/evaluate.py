@@ -1,0 +1,150 @@
+"""Evaluation: ranking metrics and the rows of ``rag-rerank eval`` and the training report.
+
+One row per system: the first stage alone, then for each reranker the plain reranking, its
+saved fusion with the first stage, and the known queries on top (:mod:`rag_rerank.model_settings`
+says which of these the model carries). The CLI and the trainer only call :func:`evaluate`
+and the row builders here; scores are computed once per reranker and every derived row
+reuses them (the reranker is deterministic).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+from . import fusion as fusion_lib
+from . import model_settings
+from .fusion import PLAIN, Fusion
+from .known_queries import KnownQueries, combine
+
+if TYPE_CHECKING:
+    from .first_stage import FirstStage
+    from .train.data import Group
+
+METRICS = ("MRR@10", "NDCG@10", "R@1", "R@10")
+
+
+def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> dict[str, float]:
+    """Mean MRR@10, NDCG@10 (binary gains), Recall@1 and Recall@10 over queries."""
+    if len(ranked) != len(relevant):
+        raise ValueError("one ranking per query")
+    totals = dict.fromkeys(METRICS, 0.0)
+    for docs, rel in zip(ranked, relevant):
+        top = list(docs[:10])
+        hits = [d in rel for d in top]
+        totals["MRR@10"] += next((1.0 / (i + 1) for i, h in enumerate(hits) if h), 0.0)
+        dcg = sum(1.0 / math.log2(i + 2) for i, h in enumerate(hits) if h)
+        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(rel), 10)))
+        totals["NDCG@10"] += dcg / ideal if ideal else 0.0
+        totals["R@1"] += sum(hits[:1]) / len(rel) if rel else 0.0
+        totals["R@10"] += len(set(top) & rel) / len(rel) if rel else 0.0
+    n = max(len(ranked), 1)
+    return {k: v / n for k, v in totals.items()}
+
+
+def mrr(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> float:
+    """MRR@10: the metric every tuner in the package chooses by."""
+    return ranking_metrics(ranked, relevant)["MRR@10"]
+
+
+@dataclass
+class EvalRow:
+    name: str
+    metrics: dict[str, float]
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def ranking_row(name: str, groups: Sequence["Group"], rankings: Sequence[Sequence[str]], seconds: float = 0.0,
+                extra: dict | None = None) -> EvalRow:
+    """The row of each query's ranking (texts, best first) against its positives."""
+    return EvalRow(name, ranking_metrics(rankings, [set(g.positives) for g in groups]), seconds, extra or {})
+
+
+def first_stage_row(first_stage: "FirstStage", groups: Sequence["Group"], candidate_k: int,
+                    name: str) -> tuple[EvalRow, list[list[str]]]:
+    """Rank with the first stage; returns the row and the candidate lists (texts) for reranking."""
+    start = time.perf_counter()
+    hits = first_stage.candidates_many([g.query for g in groups], candidate_k)
+    candidates = [[h.text for h in row] for row in hits]
+    return ranking_row(name, groups, candidates, time.perf_counter() - start), candidates
+
+
+def score_candidates(reranker, groups: Sequence["Group"], candidates: Sequence[Sequence[str]],
+                     name: str) -> tuple[EvalRow, list[list[float]]]:
+    """Plain reranking of each query's candidates; returns the row and the reranker's scores
+    (reused by every fused row and by the tuners)."""
+    start = time.perf_counter()
+    scores = reranker.score_many([g.query for g in groups], [list(c) for c in candidates])
+    row = ranking_row(name, groups, fused_rankings(candidates, scores, PLAIN), time.perf_counter() - start)
+    return row, scores
+
+
+def fused_rankings(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
+                   fusion: Fusion) -> list[list[str]]:
+    """Each query's candidates in the order ``fusion`` gives them from the reranker's scores."""
+    return [[cands[i] for i in fusion.order(s, len(cands))] for cands, s in zip(candidates, scores)]
+
+
+def known_rankings(rankings: Sequence[Sequence[str]], known: Sequence[Sequence[str]],
+                   fusion: Fusion) -> list[list[str]]:
+    return [combine(fusion, r, k) for r, k in zip(rankings, known)]
+
+
+def reranker_rows(reranker, groups: Sequence["Group"], candidates: Sequence[Sequence[str]], label: str, *,
+                  fusion: Fusion | str | None = "auto", known_queries: KnownQueries | str | None = "auto",
+                  first_stage: "FirstStage | None" = None) -> list[EvalRow]:
+    """Plain reranking, then (where the model carries them, or as given) its fusion with the first
+    stage and its known queries: over the first stage alone and over the fused pipeline (the
+    default pipeline). Known-query documents count only if ``first_stage`` holds them (without
+    one: only the query's own candidates)."""
+    settings = model_settings.load(reranker.path)
+    fusion = fusion_lib.resolve(fusion, lambda: settings.fusion) or PLAIN
+    known_queries = _resolve_known(known_queries, reranker)
+    plain, scores = score_candidates(reranker, groups, candidates, label)
+    rows = [plain]
+    if not fusion.is_plain:
+        rows.append(ranking_row(f"{label}, fused {fusion.describe()}", groups,
+                                fused_rankings(candidates, scores, fusion), plain.seconds, {"scores_reused": True}))
+    if known_queries is not None:
+        start = time.perf_counter()
+        held = (lambda texts: [d is not None for d in first_stage.find_texts(texts)]) if first_stage else None
+        known = known_queries.documents([g.query for g in groups], held, candidates)
+        lookup = time.perf_counter() - start
+        kq = f"known queries ({known_queries.fusion.describe()})"
+        rows.append(ranking_row(f"first stage + {label.removeprefix('+ ')}'s {kq}", groups,
+                                known_rankings(candidates, known, known_queries.fusion), lookup))
+        pipeline = fused_rankings(candidates, scores, fusion)
+        name = f"{label}, {'plain reranking' if fusion.is_plain else 'fused ' + fusion.describe()}, + {kq}"
+        rows.append(ranking_row(name, groups, known_rankings(pipeline, known, known_queries.fusion),
+                                plain.seconds + lookup))
+    return rows
+
+
+def _resolve_known(value, reranker) -> KnownQueries | None:
+    from .known_queries import resolve
+
+    return resolve(value, lambda: KnownQueries.load(reranker.path) if reranker.path is not None else None)
+
+
+def evaluate(groups: Sequence["Group"], candidates: Sequence[Sequence[str]], first_row: EvalRow,
+             rerankers: Sequence[tuple[str, object]] = (), *, fusion: str | None = "auto",
+             known_queries: str | None = "auto", first_stage: "FirstStage | None" = None) -> list[EvalRow]:
+    """The first stage's row, then each ``(label, reranker)``'s rows over the same candidates."""
+    rows = [first_row]
+    for label, reranker in rerankers:
+        rows += reranker_rows(reranker, groups, candidates, f"+ {label}", fusion=fusion,
+                              known_queries=known_queries, first_stage=first_stage)
+    return rows
+
+
+def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
+    """A Markdown table: one row per system, the four metrics and the time it took."""
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| system | " + " | ".join(METRICS) + " | time (s) |",
+              "|---|" + "---:|" * (len(METRICS) + 1)]
+    for row in rows:
+        lines.append(f"| {row.name} | " + " | ".join(f"{row.metrics[m]:.4f}" for m in METRICS)
+                     + f" | {row.seconds:.1f} |")
+    return "\n".join(lines)

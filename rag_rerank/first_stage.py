@@ -1,0 +1,222 @@
+"""The first stage: where candidates for the reranker come from.
+
+One protocol, :class:`FirstStage`, and three implementations:
+
+* :class:`StoreFirstStage` - a :class:`~rag_rerank.store.ChromaStore` searched dense, BM25 or
+  hybrid (what :class:`~rag_rerank.pipeline.TwoStageRetriever` uses);
+* :class:`InMemoryCorpus` - the same three modes over a plain list of texts, no database
+  (exact search instead of HNSW), for mining and evaluation;
+* :class:`SavedCandidates` - rankings saved by ``rag-rerank mine`` / ``eval --save-candidates``
+  replayed, for training and evaluating on a machine without the store.
+
+Hybrid is the weighted reciprocal-rank fusion (:func:`rag_rerank.fusion.weighted_rrf`) of the
+dense and the BM25 ranking, by document id. Nothing here imports the reranker.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .fusion import weighted_rrf
+from .types import Document, Hit, check_docs, check_k, check_query
+
+if TYPE_CHECKING:
+    from .encoder import BiEncoder
+    from .store import ChromaStore
+
+Mode = Literal["dense", "bm25", "hybrid"]
+MODES = ("dense", "bm25", "hybrid")
+DEFAULT_WEIGHTS = (1.0, 1.0)  # (dense, bm25) in the hybrid fusion
+DEFAULT_RRF_K = 60
+
+
+@runtime_checkable
+class FirstStage(Protocol):
+    """What the retriever, mining and evaluation need from a first stage."""
+
+    mode: str
+
+    def candidates_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> list[list[Hit]]:
+        """Each query's top ``k`` hits, best first (``first_stage_rank`` from 1)."""
+
+    def candidates(self, query: str, k: int, where: dict | None = None) -> list[Hit]:
+        """One query's top ``k`` hits."""
+
+    def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
+        """The corpus document whose text is exactly each of ``texts`` (None where there is none)."""
+
+    def sample_texts(self, limit: int) -> list[str]:
+        """Texts of the corpus (up to ``limit``), the pool random training negatives come from."""
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    return mode
+
+
+def hybrid(dense: Sequence[Hit], lexical: Sequence[Hit], weights: Sequence[float] = DEFAULT_WEIGHTS,
+           rrf_k: float = DEFAULT_RRF_K) -> list[Hit]:
+    """Dense and BM25 hits of one query fused by id; ``score`` is the fused value."""
+    by_id: dict[str, Hit] = {}
+    for hit in (*dense, *lexical):
+        by_id.setdefault(hit.id, hit)
+    fused = weighted_rrf([[h.id for h in dense], [h.id for h in lexical]], weights, rrf_k)
+    return [Hit(i, by_id[i].text, by_id[i].metadata, s, s, r) for r, (i, s) in enumerate(fused, 1)]
+
+
+class _Base:
+    mode: str
+
+    def candidates(self, query: str, k: int, where: dict | None = None) -> list[Hit]:
+        return self.candidates_many([query], k, where)[0]
+
+    def _no_filter(self, where: dict | None) -> None:
+        if where:
+            raise ValueError(f"{type(self).__name__} has no metadata: a where filter needs a store")
+
+
+class StoreFirstStage(_Base):
+    """Dense, BM25 or hybrid search of a :class:`~rag_rerank.store.ChromaStore`."""
+
+    def __init__(self, store: "ChromaStore", mode: Mode = "hybrid", *, weights: Sequence[float] = DEFAULT_WEIGHTS,
+                 rrf_k: float = DEFAULT_RRF_K) -> None:
+        self.mode = check_mode(mode)
+        if mode != "dense" and store.lexical is None:
+            raise ValueError(f"mode {mode!r} needs a store opened with lexical=True")
+        self.store, self.weights, self.rrf_k = store, tuple(weights), rrf_k
+
+    def candidates_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> list[list[Hit]]:
+        """Embeddings of all queries are computed in shared batches."""
+        queries = [check_query(q) for q in queries]
+        check_k(k)
+        if self.mode == "bm25":
+            return [self.store.search_lexical(q, k, where) for q in queries]
+        vectors = self.store.encoder.embed_queries(queries)
+        dense = [self.store.search_vector(v, k, where) for v in vectors]
+        if self.mode == "dense":
+            return dense
+        return [hybrid(d, self.store.search_lexical(q, k, where), self.weights, self.rrf_k)[:k]
+                for q, d in zip(queries, dense)]
+
+    def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
+        return self.store.find_texts(texts, where)
+
+    def sample_texts(self, limit: int = 20000) -> list[str]:
+        return [d.text for d in self.store.get(limit=limit)]
+
+    def __repr__(self) -> str:
+        return f"StoreFirstStage({self.store!r}, mode={self.mode!r})"
+
+
+class InMemoryCorpus(_Base):
+    """The first stage over a plain list of texts: same modes and scores as a store."""
+
+    def __init__(self, texts: Sequence[str], *, mode: Mode = "hybrid", encoder: "BiEncoder | str | None" = None,
+                 weights: Sequence[float] = DEFAULT_WEIGHTS, rrf_k: float = DEFAULT_RRF_K,
+                 bm25_tokenizer: str = "kiwi") -> None:
+        self.mode = check_mode(mode)
+        self.texts = list(dict.fromkeys(check_docs(texts)))  # one entry per distinct text
+        self.ids = [str(i) for i in range(len(self.texts))]
+        self.weights, self.rrf_k = tuple(weights), rrf_k
+        self._position = {t: i for i, t in enumerate(self.texts)}
+        self.encoder = None
+        self._vectors = None
+        if mode != "bm25":
+            from .encoder import DEFAULT_ENCODER, BiEncoder
+
+            self.encoder = encoder if isinstance(encoder, BiEncoder) else BiEncoder(encoder or DEFAULT_ENCODER)
+            self._vectors = self.encoder.embed_passages(self.texts)
+        self.lexical = None
+        if mode != "dense":
+            from .lexical import KoreanBM25
+
+            self.lexical = KoreanBM25(bm25_tokenizer)
+            self.lexical.add(self.ids, self.texts)
+
+    def candidates_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> list[list[Hit]]:
+        self._no_filter(where)
+        check_k(k)
+        queries = [check_query(q) for q in queries]
+        dense = self._dense(queries, k) if self.mode != "bm25" else None
+        lexical = [self._bm25(q, k) for q in queries] if self.mode != "dense" else None
+        if self.mode == "dense":
+            return dense
+        if self.mode == "bm25":
+            return lexical
+        return [hybrid(d, lx, self.weights, self.rrf_k)[:k] for d, lx in zip(dense, lexical)]
+
+    def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
+        self._no_filter(where)
+        return [Document(t, {}, self.ids[self._position[t]]) if t in self._position else None for t in texts]
+
+    def sample_texts(self, limit: int = 20000) -> list[str]:
+        return self.texts[:limit]
+
+    def _dense(self, queries: list[str], k: int) -> list[list[Hit]]:
+        sims = self.encoder.embed_queries(queries) @ self._vectors.T
+        out = []
+        for row in sims:
+            top = np.argsort(-row, kind="stable")[:k]
+            out.append([Hit(self.ids[i], self.texts[i], {}, float((1 + row[i]) / 2), float((1 + row[i]) / 2), r)
+                        for r, i in enumerate(top, 1)])
+        return out
+
+    def _bm25(self, query: str, k: int) -> list[Hit]:
+        return [Hit(i, self.texts[int(i)], {}, s, s, r) for r, (i, s) in enumerate(self.lexical.search(query, k), 1)]
+
+    def __repr__(self) -> str:
+        return f"InMemoryCorpus({len(self.texts)} texts, mode={self.mode!r})"
+
+
+def text_id(text: str) -> str:
+    """A stable id for a text that carries none (saved candidates, training files)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+class SavedCandidates(_Base):
+    """A first stage replayed from saved rankings (``rag-rerank mine`` / ``eval --save-candidates``
+    output, loaded with :func:`rag_rerank.train.data.load`).
+
+    ``candidates(query, k)`` returns the saved ranking of that query. ``corpus``, the texts the
+    rankings were searched in, is the random-negative pool and answers :meth:`find_texts`;
+    without it the pool is every text the file names (candidates and positives alike) and only
+    saved candidates count as found (a positive is never assumed to be in the corpus).
+    """
+
+    def __init__(self, data, mode: str = "saved", corpus: Sequence[str] | None = None) -> None:
+        self.mode = mode
+        # a query the first stage found nothing for is saved with no candidates: it replays as []
+        self._ranked = {g.query: list(g.candidates) for g in data.groups}
+        if not any(self._ranked.values()):
+            raise ValueError("saved candidates: no row carries 'candidates' (write them with rag-rerank mine "
+                             "or rag-rerank eval --save-candidates)")
+        if corpus is not None:
+            self.texts = list(dict.fromkeys(corpus))
+            self._known = set(self.texts)
+        else:
+            self.texts = list(dict.fromkeys(t for g in data.groups for t in (*g.candidates, *g.positives)))
+            self._known = {t for g in data.groups for t in g.candidates}
+
+    def candidates_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> list[list[Hit]]:
+        self._no_filter(where)
+        check_k(k)
+        out = []
+        for query in queries:
+            if query not in self._ranked:
+                raise ValueError(f"saved candidates: no ranking saved for query {query[:60]!r}")
+            out.append([Hit(text_id(t), t, {}, 1.0 / r, 1.0 / r, r) for r, t in enumerate(self._ranked[query][:k], 1)])
+        return out
+
+    def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
+        self._no_filter(where)
+        return [Document(t, {}, text_id(t)) if t in self._known else None for t in texts]
+
+    def sample_texts(self, limit: int = 20000) -> list[str]:
+        return self.texts if len(self.texts) <= limit else random.Random(0).sample(self.texts, limit)
+
+    def __repr__(self) -> str:
+        return f"SavedCandidates({len(self._ranked)} queries, mode={self.mode!r})"

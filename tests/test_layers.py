@@ -1,0 +1,119 @@
+"""The package's layers: what importing costs, and which module may import which.
+
+Data flows one way - first stage -> reranker -> fusion -> retriever - and the cheap entry points
+(``import rag_rerank``, the types a caller validates with, ``rag-rerank --help``) load no torch.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "rag_rerank"
+
+
+def _loads_torch(code: str) -> tuple[bool, str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1] == "True", out.stdout
+
+
+@pytest.mark.parametrize("code", [
+    "import rag_rerank",
+    "import rag_rerank.types",
+    "from rag_rerank.types import Document, Hit, check_query",
+    "from rag_rerank import fusion, model_settings, first_stage, evaluate",
+    "import rag_rerank.train; from rag_rerank.train import TrainConfig, load",
+    "from rag_rerank.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    "from rag_rerank.cli import main\ntry:\n    main(['eval', '--help'])\nexcept SystemExit:\n    pass",
+])
+def test_cheap_entry_points_load_no_torch(code):
+    loaded, output = _loads_torch(code)
+    assert not loaded, output
+
+
+def test_console_script_help_loads_no_torch():
+    code = ("import runpy, sys\nsys.argv = ['rag-rerank', '--help']\ntry:\n"
+            "    runpy.run_module('rag_rerank.cli', run_name='__main__')\nexcept SystemExit:\n    pass")
+    loaded, output = _loads_torch(code)
+    assert "usage: rag-rerank" in output and not loaded
+
+
+def test_lazy_names_resolve_to_the_real_objects():
+    import rag_rerank
+    from rag_rerank.pipeline import TwoStageRetriever
+    from rag_rerank.types import Document
+
+    assert rag_rerank.TwoStageRetriever is TwoStageRetriever and rag_rerank.Document is Document
+    assert set(rag_rerank.__all__) <= set(dir(rag_rerank))
+    with pytest.raises(AttributeError):
+        rag_rerank.NoSuchThing  # noqa: B018
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The rag_rerank modules a file imports at run time, at the top or inside a function
+    (``if TYPE_CHECKING:`` imports are annotations, not arrows)."""
+    module = "rag_rerank." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module.removesuffix(".__init__")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and ast.unparse(block.test).endswith("TYPE_CHECKING") for n in ast.walk(block)}
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            submodules = {f"{target}.{a.name}" for a in node.names} & modules
+            out |= submodules or {target}  # `from . import fusion` is an arrow to fusion, not to the package
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out & modules
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = {"rag_rerank." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in PACKAGE.rglob("*.py")}
+    paths = {name.removesuffix(".__init__"): p for name, p in paths.items()}
+    return {m: _imports(p, set(paths)) - {m} for m, p in paths.items()}
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph.get(todo.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+@pytest.mark.parametrize("module", ["rag_rerank.first_stage", "rag_rerank.store", "rag_rerank.encoder",
+                                    "rag_rerank.lexical", "rag_rerank.types", "rag_rerank.fusion",
+                                    "rag_rerank.model_settings", "rag_rerank.known_queries"])
+def test_no_arrow_from_the_first_stage_or_fusion_to_the_reranker(module):
+    assert "rag_rerank.reranker" not in _reachable(_graph(), module)
+
+
+def test_the_reranker_imports_no_later_stage():
+    later = {"rag_rerank.pipeline", "rag_rerank.fusion", "rag_rerank.known_queries", "rag_rerank.first_stage",
+             "rag_rerank.store", "rag_rerank.evaluate", "rag_rerank.model_settings"}
+    assert not _reachable(_graph(), "rag_rerank.reranker") & later
+
+
+def test_the_core_imports_no_framework():
+    for path in PACKAGE.rglob("*.py"):
+        if "integrations" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not {n for n in names if n.startswith(("llama_index", "langchain"))}, path
