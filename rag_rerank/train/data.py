@@ -49,23 +49,62 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.groups) + len(self.pairs)
 
-    def split(self, fraction: float, seed: int = 0, min_queries: int = 0,
-              max_fraction: float = 0.25) -> tuple["TrainingData", "TrainingData"]:
-        """Carve a validation part off by query (all rows of a query land on one side).
+    def split(self, fraction: float, seed: int = 0, min_queries: int = 0, max_fraction: float = 0.25,
+              by: str = "document") -> tuple["TrainingData", "TrainingData"]:
+        """Carve a validation part off: all rows of a query land on one side, and with ``by="document"``
+        (the default) so do all queries that share a relevant document.
 
-        ``fraction`` of the queries, but at least ``min_queries`` (capped at ``max_fraction``):
-        on small data 10 % is too few queries to choose anything on.
+        Several questions are often written about one passage (KorQuAD: about 6 per paragraph); split
+        by query, validation would hold questions whose passage training already taught, overrate the
+        reranker and tune the fusion on that. ``fraction`` of the queries, but at least
+        ``min_queries`` (capped at ``max_fraction``): on small data 10 % is too few queries to choose
+        anything on. A cluster of queries larger than what is left to carve (one answer shared by
+        hundreds of chatbot questions) stays in training.
         """
         if not 0 < fraction < 1:
             raise ValueError("validation fraction must be in (0, 1)")
+        if by not in ("document", "query"):
+            raise ValueError(f"split by 'document' or 'query', got {by!r}")
         queries = sorted({g.query for g in self.groups} | {p.query for p in self.pairs})
-        random.Random(seed).shuffle(queries)
         count = max(int(len(queries) * fraction), min(min_queries, int(len(queries) * max_fraction)), 1)
-        held = set(queries[:count])
+        units = self._query_clusters(queries) if by == "document" else [[q] for q in queries]
+        random.Random(seed).shuffle(units)
+        held: set[str] = set()
+        for unit in units:
+            if len(held) + len(unit) <= count:
+                held.update(unit)
+            if len(held) >= count:
+                break
+        if not held:  # every cluster is larger than the part wanted: take the smallest
+            held.update(min(units, key=len))
         train = TrainingData([g for g in self.groups if g.query not in held],
                              [p for p in self.pairs if p.query not in held])
         val = TrainingData([g for g in self.groups if g.query in held], [p for p in self.pairs if p.query in held])
         return train, val
+
+    def _query_clusters(self, queries: list[str]) -> list[list[str]]:
+        """Queries linked by a shared relevant document (a positive, or a pair labelled >= 0.5), as
+        sorted lists in a deterministic order."""
+        parent = {q: q for q in queries}
+
+        def root(q: str) -> str:
+            while parent[q] != q:
+                parent[q] = parent[parent[q]]
+                q = parent[q]
+            return q
+
+        first_query: dict[str, str] = {}
+        links = [(g.query, d) for g in self.groups for d in g.positives]
+        links += [(p.query, p.document) for p in self.pairs if p.label >= 0.5]
+        for query, document in links:
+            other = first_query.setdefault(document, query)
+            a, b = root(query), root(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        clusters: dict[str, list[str]] = {}
+        for q in queries:
+            clusters.setdefault(root(q), []).append(q)
+        return sorted(clusters.values())
 
     def scored_pairs(self) -> list[ScoredPair]:
         """Everything as (query, doc, label) rows: positives 1.0, negatives 0.0."""
@@ -173,6 +212,7 @@ def _suffix(path: Path) -> str:
 def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, float]]:
     suffix = _suffix(path)
     if suffix in (".jsonl", ".json"):
+        documents: dict[str, str] | None = None
         with _open_text(path) as fh:
             for n, line in enumerate(fh, 1):
                 if not line.strip():
@@ -184,7 +224,10 @@ def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, fl
                     raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
                 if not isinstance(row, dict):
                     raise DataError(f"{where}: expected a JSON object")
-                yield row, where, label_scale or 1.0
+                if documents is None and set(row) == {DOCUMENTS_KEY}:
+                    documents = _documents_table(row[DOCUMENTS_KEY], where)
+                    continue
+                yield _resolve_ids(row, documents, where), where, label_scale or 1.0
         return
     if suffix not in (".csv", ".tsv"):
         raise DataError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv or .tsv (optionally .gz)")
@@ -213,13 +256,61 @@ def from_pairs(pairs: Iterable[tuple[str, str]]) -> TrainingData:
     return TrainingData(list(groups.values()))
 
 
-def save_jsonl(data: TrainingData, path: str | Path) -> None:
-    """Write groups and pairs as JSONL (gzip-compressed when the name ends in .gz)."""
+# Files written by ``rag-rerank mine`` / ``eval --save-candidates`` name documents by id: a header
+# line ``{"documents": {id: text}}`` holds each text once, and rows carry ``positive_ids``,
+# ``negative_ids`` and ``candidate_ids``. Written as text, 4,048 queries x 30 candidates over a
+# 961-passage corpus took 75 MB; by id the file grows with queries, not queries x passage length.
+DOCUMENTS_KEY = "documents"
+_ID_FIELDS = {"positive_ids": "positives", "negative_ids": "negatives", "candidate_ids": "candidates"}
+
+
+def _documents_table(table, where: str) -> dict[str, str]:
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise DataError(f"{where}: 'documents' must map ids to texts")
+    return table
+
+
+def _resolve_ids(row: dict, documents: dict[str, str] | None, where: str) -> dict:
+    """A row whose documents are named by id -> the same row with texts."""
+    fields = [f for f in _ID_FIELDS if f in row]
+    if not fields:
+        return row
+    if documents is None:
+        raise DataError(f"{where}: {fields[0]} needs a 'documents' header line (id -> text) first in the file")
+    row = dict(row)
+    for field_name in fields:
+        ids = row.pop(field_name)
+        if not isinstance(ids, list):
+            raise DataError(f"{where}: {field_name} must be a list of ids")
+        missing = [i for i in ids if i not in documents]
+        if missing:
+            raise DataError(f"{where}: {field_name} names {missing[0]!r}, which the 'documents' header does not hold")
+        row[_ID_FIELDS[field_name]] = [documents[i] for i in ids]
+    return row
+
+
+def save_jsonl(data: TrainingData, path: str | Path, *, by_id: bool = True) -> None:
+    """Write groups and pairs as JSONL (gzip-compressed when the name ends in .gz).
+
+    ``by_id`` (the default) writes each distinct text of the groups once, in a header line, and
+    the groups' positives, negatives and candidates as ids into it; :func:`load` reads both forms.
+    """
+    from ..first_stage import text_id
+
     with _open_text(Path(path), "w") as fh:
+        if by_id and data.groups:
+            table = {text_id(t): t for g in data.groups for t in (*g.positives, *g.negatives, *g.candidates)}
+            fh.write(json.dumps({DOCUMENTS_KEY: table}, ensure_ascii=False) + "\n")
         for g in data.groups:
-            row = {"query": g.query, "positives": g.positives, "negatives": g.negatives}
-            if g.candidates:
-                row["candidates"] = g.candidates
+            if by_id:
+                row = {"query": g.query, "positive_ids": [text_id(t) for t in g.positives],
+                       "negative_ids": [text_id(t) for t in g.negatives]}
+                if g.candidates:
+                    row["candidate_ids"] = [text_id(t) for t in g.candidates]
+            else:
+                row = {"query": g.query, "positives": g.positives, "negatives": g.negatives}
+                if g.candidates:
+                    row["candidates"] = g.candidates
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         for p in data.pairs:
             fh.write(json.dumps({"query": p.query, "document": p.document, "label": p.label}, ensure_ascii=False) + "\n")
