@@ -56,18 +56,27 @@ TRAIN_LABELS = ("entailment", "neutral", "contradiction")
 SMOKE = {"kornli": (40, 30), "chatbot": (60, 30)}  # (train queries, test queries)
 
 
+IN_PROCESS = False  # --in-process: commands run in this interpreter (rag_rerank.cli.run), one at a time
+
+
 def cli(*args: str, log: Path | None = None) -> tuple[str, float]:
     """Run `rag-rerank ARGS` (same entry point as the console script); return stdout, seconds."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "rag_rerank.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if IN_PROCESS:
+        from rag_rerank.cli import run
+
+        code, stdout, stderr = run(list(args))
+    else:
+        proc = subprocess.run([sys.executable, "-m", "rag_rerank.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     seconds = time.perf_counter() - start
     if log is not None:
         with log.open("a", encoding="utf-8") as fh:
-            fh.write(f"$ rag-rerank {' '.join(args)}\n{proc.stdout}{proc.stderr}\n[{seconds:.1f}s rc={proc.returncode}]\n")
-    if proc.returncode != 0:
-        raise SystemExit(f"rag-rerank {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.stdout, seconds
+            fh.write(f"$ rag-rerank {' '.join(args)}\n{stdout}{stderr}\n[{seconds:.1f}s rc={code}]\n")
+    if code != 0:
+        raise SystemExit(f"rag-rerank {' '.join(args)} failed ({code}):\n{stderr[-3000:]}")
+    return stdout, seconds
 
 
 # ----------------------------------------------------------------- task files
@@ -154,21 +163,23 @@ def _small_corpus(queries: dict[str, list[str]], corpus: list[str], extra: int =
 
 
 # ----------------------------------------------------------------- phases
-def prepare(work: Path, tasks, smoke: bool) -> None:
-    """CPU phase: index, mine training negatives, run and save every first stage on the test part."""
+def prepare(work: Path, tasks, smoke: bool, encoder: str | None = None) -> None:
+    """CPU phase: index, mine training negatives, run and save every first stage on the test part.
+    ``encoder``: the stores' bi-encoder (default: rag-rerank's, multilingual-e5-small)."""
     store = work / "stores"
+    with_encoder = ["--encoder", encoder] if encoder else []
     for task in tasks:
         info = task_files(task, work, smoke)
         f, d, log = info["files"], work / task, work / task / "commands.log"
         times = {}
         train_col, test_col = f"{task}_train", f"{task}_test"
         _, times["index (train corpus)"] = cli("index", f["train_corpus"], "--store", str(store), "--collection",
-                                               train_col, "--quiet", log=log)
+                                               train_col, "--quiet", *with_encoder, log=log)
         if info["shared_corpus"]:
             test_col = train_col
         else:
             _, times["index (test corpus)"] = cli("index", f["test_corpus"], "--store", str(store), "--collection",
-                                                  test_col, "--quiet", log=log)
+                                                  test_col, "--quiet", *with_encoder, log=log)
         _, times["mine (train)"] = cli("mine", "--data", f["train"], "--store", str(store), "--collection",
                                        train_col, "--mode", DEFAULT_FIRST_STAGE, "--output",
                                        str(d / "train.mined.jsonl.gz"), log=log)
@@ -224,12 +235,12 @@ def _train_one(d: Path, seed: int, smoke: bool, extra_train: list[str]) -> dict:
     return info
 
 
-def _eval_one(d: Path, name: str, models: list[str], smoke: bool, rerank_batch: int) -> dict:
+def _eval_one(d: Path, name: str, models: list[str], smoke: bool, rerank_batch: int, base: str = BASE) -> dict:
     saved = str(d / f"test.{name}.jsonl.gz")  # the first stage's rankings; the corpus checks known-query hits
     args = ["eval", "--data", saved, "--candidates", saved, "--corpus", str(d / "test_corpus.jsonl"),
             *FIRST_STAGES[name], "--candidate-k", str(DEPTH), "--json", "--batch-size", str(rerank_batch)]
     if name == DEFAULT_FIRST_STAGE:  # the un-fine-tuned base, once: on the default pipeline's first stage
-        args += ["--reranker", BASE]
+        args += ["--reranker", base]
     for m in models:
         args += ["--reranker", m]
     if smoke:
@@ -239,22 +250,25 @@ def _eval_one(d: Path, name: str, models: list[str], smoke: bool, rerank_batch: 
 
 
 def train_and_rerank(work: Path, tasks, seeds, smoke: bool, extra_train: list[str], rerank_batch: int = 64,
-                     train_only: bool = False, jobs: int = 1) -> None:
+                     train_only: bool = False, jobs: int = 1, base: str | None = None) -> None:
     """GPU phase (CPU works, slowly): train per seed with the default recipe, rerank every first stage.
     ``jobs`` > 1 runs that many trainings (then evaluations) at once: a small model leaves most of a
     big GPU idle, so concurrent runs finish sooner; each one's time is then inflated."""
     for task in tasks:
         (work / task / "models").mkdir(parents=True, exist_ok=True)
+    if base:
+        extra_train = [*extra_train, "--base", base]
     trained = run_parallel([((t, s), lambda t=t, s=s: _train_one(work / t, s, smoke, extra_train))
                             for t in tasks for s in seeds], jobs)
     if train_only:
         return
     models = {t: [str(work / t / "models" / f"seed{s}") for s in seeds] for t in tasks}
-    reranked = run_parallel([((t, n), lambda t=t, n=n: _eval_one(work / t, n, models[t], smoke, rerank_batch))
+    reranked = run_parallel([((t, n), lambda t=t, n=n: _eval_one(work / t, n, models[t], smoke, rerank_batch,
+                                                                   base or BASE))
                              for t in tasks for n in FIRST_STAGES], jobs)
     for task in tasks:
         (work / task / "rerank.json").write_text(json.dumps(
-            {"seeds": list(seeds), "models": models[task], "jobs": jobs,
+            {"seeds": list(seeds), "models": models[task], "jobs": jobs, "base": base or BASE,
              "train": {f"seed{s}": trained[(task, s)] for s in seeds},
              "reranked": {n: reranked[(task, n)] for n in FIRST_STAGES}, "device": _device()},
             indent=2, ensure_ascii=False))
@@ -311,9 +325,9 @@ def report(work: Path, tasks) -> str:
                              + " |" * len(METRICS))
                 continue
             rows = {r["system"]: r for r in rer["reranked"][name]["rows"]}
-            base = rows.get(f"+ {BASE}")
+            base = rows.get(f"+ {rer.get('base', BASE)}")
             if base:
-                lines.append(f"| {name} | base e5 (untrained head) | " + " | ".join(f"{base[m]:.4f}" for m in METRICS)
+                lines.append(f"| {name} | base model, not fine-tuned | " + " | ".join(f"{base[m]:.4f}" for m in METRICS)
                              + f" | {base['seconds']:.1f} |")
             plain = [rows[f"+ {m}"] for m in models]
             lines.append(f"| {name} | fine-tuned | " + " | ".join(_cell([r[m] for r in plain]) for m in METRICS)
@@ -381,6 +395,11 @@ def main(argv=None) -> int:
     p.add_argument("--train-only", action="store_true", help="train (missing seeds) but do not rerank yet")
     p.add_argument("--jobs", type=int, default=1, help="trainings / evaluations run at once (one GPU: 4 is fine)")
     p.add_argument("--out", help="also write the report here")
+    p.add_argument("--base", help=f"base model to fine-tune and report un-fine-tuned (default: rag-rerank train's, "
+                   f"which is {BASE} without the hub)")
+    p.add_argument("--encoder", help="bi-encoder of the stores (default: rag-rerank's, multilingual-e5-small)")
+    p.add_argument("--in-process", action="store_true", help="run the rag-rerank commands in this interpreter "
+                   "(no start-up per command; --jobs is then 1): the same commands, for small runs such as --smoke")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -389,10 +408,15 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown task(s) {sorted(unknown)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    global IN_PROCESS
+    IN_PROCESS = args.in_process
+    if args.in_process:
+        args.jobs = 1  # one command's captured output at a time
     if args.phase in ("prepare", "all"):
-        prepare(work, tasks, args.smoke)
+        prepare(work, tasks, args.smoke, args.encoder)
     if args.phase in ("train", "all"):
-        train_and_rerank(work, tasks, seeds, args.smoke, args.train_arg, args.rerank_batch, args.train_only, args.jobs)
+        train_and_rerank(work, tasks, seeds, args.smoke, args.train_arg, args.rerank_batch, args.train_only, args.jobs,
+                         args.base)
     if args.phase in ("report", "all"):
         text = report(work, tasks)
         print(text)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from rag_rerank import Reranker
-from rag_rerank.models import ModelNotFoundError, default_cache_dir
+from rag_rerank.models import ModelNotFoundError
 
 DATA = Path(os.environ.get("RAG_RERANK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -53,15 +53,6 @@ def load_reranker(name: str) -> Reranker:
 
 
 def offline_reranker(steps: int = 40) -> Path:
-    out = default_cache_dir() / f"example-kornli-e5-ce-{steps}"
-    if (out / "config.json").exists():
-        return out
-    from rag_rerank.models import materialize
-    from rag_rerank.testing import quick_cross_encoder
+    from rag_rerank.testing import kornli_quick_reranker
 
-    rows = [line.rstrip("\n").split("\t") for line in (DATA / "kornli" / "xnli.dev.ko.tsv").open(encoding="utf-8")][1:]
-    pairs = [(r[1], r[0]) for r in rows if r[2] == "entailment"]
-    premises = sorted({r[0] for r in rows})
-    print(f"[reranker] fine-tuning the offline multilingual-e5-small for {steps} steps on KorNLI dev "
-          "(CPU, about a minute)")
-    return quick_cross_encoder(materialize("multilingual-e5-small"), pairs, premises, out, steps=steps)
+    return kornli_quick_reranker(DATA, steps=steps)

@@ -20,23 +20,30 @@ CONTENT_TAGS = frozenset({"NNG", "NNP", "NNB", "NR", "NP", "VV", "VA", "XR", "MA
                           "VV-R", "VV-I", "VA-R", "VA-I"})
 
 
+# One Kiwi for the process: loading its model takes seconds (about 5 s on 2 cores), and a service
+# that opens several stores, or a CLI that opens one per command, should pay that once. Kiwi is
+# not safe to call from several threads at once, so calls take turns.
+_kiwi = None
+_kiwi_lock = threading.Lock()
+
+
+def _tokenize_kiwi(texts: list[str]):
+    global _kiwi
+    with _kiwi_lock:
+        if _kiwi is None:
+            from kiwipiepy import Kiwi
+
+            _kiwi = Kiwi()
+        return _kiwi.tokenize(texts)
+
+
 class KiwiTokenizer:
     """Texts -> lists of content-morpheme tokens (lower-cased foreign words)."""
 
     name = "kiwi"
 
-    def __init__(self) -> None:
-        self._kiwi = None
-        self._lock = threading.Lock()
-
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
-        with self._lock:  # one Kiwi instance, created once and used by one thread at a time
-            if self._kiwi is None:
-                from kiwipiepy import Kiwi
-
-                self._kiwi = Kiwi()
-            analysed = self._kiwi.tokenize(list(texts))
-            return [[t.form.lower() for t in tokens if t.tag in CONTENT_TAGS] for tokens in analysed]
+        return [[t.form.lower() for t in tokens if t.tag in CONTENT_TAGS] for tokens in _tokenize_kiwi(list(texts))]
 
 
 class WhitespaceTokenizer:

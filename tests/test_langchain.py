@@ -76,7 +76,12 @@ def test_ainvoke_matches_invoke(compression_retriever, qa):
     assert [d.id for d in got["docs"]] == [d.id for d in sync["docs"]] and got["answer"] == sync["answer"]
 
 
-def test_eight_concurrent_async_queries_equal_sequential(compression_retriever, qa):
+def test_eight_concurrent_async_queries_equal_sequential(store, tiny_ce, qa):
+    """Thread safety of the async path (one model shared by eight queries at once): the tiny
+    ALBERT runs the same code as e5, and lets this test run its 16 rerankings in seconds."""
+    base = KoreanChromaRetriever(pipeline=TwoStageRetriever(store, mode="hybrid", candidate_k=10), rerank=False)
+    compression_retriever = ContextualCompressionRetriever(
+        base_compressor=KoreanCrossEncoderReranker(model=str(tiny_ce), top_n=3), base_retriever=base)
     queries = [qa[0], "한글은 누가 만들었나요?", "발효 음식", "바다가 예쁜 섬", "서울 지하철", "감기 걸렸을 때",
                "항구 도시", "비빔밥"]
     sequential = [[d.id for d in compression_retriever.invoke(q)] for q in queries]

@@ -132,7 +132,7 @@ def _make_hub_unreachable(monkeypatch):
 
 def test_q4_dequantisation_matches_reference_formula():
     """(nibble - 8) * scale, low nibbles first: the layout e5.c documents."""
-    block = np.zeros(1, models._Q4_BLOCK)
+    block = np.zeros(1, np.dtype(models._Q4_FIELDS))
     block["d"] = 0.5
     block["qs"][0] = np.arange(16, dtype=np.uint8) | (np.arange(16, dtype=np.uint8)[::-1] << 4)
     raw = memoryview(block.tobytes())

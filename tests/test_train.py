@@ -9,13 +9,14 @@ import torch
 pytest.importorskip("peft")
 
 from rag_rerank import Reranker
-from rag_rerank.corpus import InMemoryCorpus
+from rag_rerank import model_settings
+from rag_rerank.first_stage import InMemoryCorpus, SavedCandidates
 from rag_rerank.fusion import Fusion
 from rag_rerank.train import DataError, from_pairs, load, load_config, preset, train
 from rag_rerank.train import model_setup
-from rag_rerank.train.evaluation import ranking_metrics
+from rag_rerank.evaluate import ranking_metrics
 from rag_rerank.train.fast import RerankerTrainer
-from rag_rerank.train.mining import SavedCandidates, mine_hard_negatives
+from rag_rerank.train.mining import mine_hard_negatives
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,9 @@ def bm25(kornli):
 
 
 def tiny_config(name, tiny_ce, tmp_path, **kw):
+    """The preset with steps, batch and lengths cut to what exercises its code paths in seconds."""
     base = dict(base_model=str(tiny_ce), output_dir=str(tmp_path / name), max_steps=4, eval_steps=2, save_steps=2,
-                logging_steps=1, max_length=96, show_progress=False, dataloader_workers=0)
+                logging_steps=1, max_length=96, show_progress=False, dataloader_workers=0, per_device_batch_size=8)
     base.update(kw)
     return preset(name if name in ("seed", "fast") else "fast", **base)
 
@@ -52,10 +54,12 @@ def test_preset_runs_and_writes_everything(name, tiny_ce, tmp_path, pairs, bm25)
         saved = json.loads((out / "rag_rerank.json").read_text())
         assert saved["first_stage"] == "bm25" and "weight" in saved["fusion"]
         assert metrics["fusion"]["best"] == saved["fusion"]
-        assert Reranker(str(out)).fusion == Fusion(**saved["fusion"])
+        assert model_settings.load(out).fusion == Fusion(**saved["fusion"])
     assert any("eval_val_ndcg@10" in h for h in metrics["history"])  # ranking evaluator ran in training
     assert "fp32" in (out / "report.md").read_text() and "rag-rerank training" in (out / "README.md").read_text()
     assert any("needs a CUDA GPU" in n for n in result.notes)  # the precision fallback was announced
+    # a finished run keeps the model, not the optimizer checkpoints (--resume needs them only mid-run)
+    assert not list(out.glob("checkpoint-*")) and any("removed 2 training checkpoint" in n for n in result.notes)
     r = Reranker(str(out))
     assert len(r.score("질문", ["문서"])) == 1
 
@@ -234,7 +238,7 @@ def test_memory_report(tiny_ce, tmp_path, pairs, capsys):
 
 def test_resume_continues_from_the_saved_step(tiny_ce, tmp_path, pairs, monkeypatch):
     cfg = tiny_config("seed", tiny_ce, tmp_path, max_steps=4, save_steps=2, gradient_accumulation_steps=1,
-                      load_best_model_at_end=False, validation_fraction=0.0)
+                      load_best_model_at_end=False, validation_fraction=0.0, keep_checkpoints=True)
     train(cfg, from_pairs(pairs))
     assert (tmp_path / "seed" / "checkpoint-4").exists()
     calls = []
@@ -258,7 +262,7 @@ def test_load_formats(tmp_path, data_dir):
     assert [g.query for g in data.groups] == ["q1", "q2", "q4"] and data.groups[0].negatives == ["n1", "n2"]
     assert data.pairs[0].label == 0.25
     sts = load(data_dir / "korsts" / "sts-dev.tsv")
-    assert len(sts.pairs) == 1500 and max(p.label for p in sts.pairs) == 1.0
+    assert len(sts.pairs) == 300 and max(p.label for p in sts.pairs) == 1.0  # the fixture: 300 dev rows
     csv = tmp_path / "d.csv"
     csv.write_text("question,answer,label\n안녕,반가워,1\n", encoding="utf-8")
     assert load(csv).pairs[0].label == 1.0
@@ -296,6 +300,24 @@ def test_from_pairs_and_split():
         from_pairs([("q",)])
 
 
+def test_validation_is_carved_by_document_so_questions_on_one_passage_stay_together():
+    """KorQuAD-style data: several questions per passage. Carved by query, validation would ask
+    about passages training already saw; carved by document (the default), no passage is on both sides."""
+    pairs = [(f"p{i} 질문 {j}", f"passage {i}") for i in range(40) for j in range(6)]
+    pairs += [(f"공통 질문 {j}", "공통 답") for j in range(100)]  # one answer shared by many questions
+    data = from_pairs(pairs)
+    for seed in range(5):
+        train_part, val = data.split(0.1, seed=seed)
+        seen = {d for g in train_part.groups for d in g.positives}
+        assert val.groups and not seen & {d for g in val.groups for d in g.positives}
+        assert len(val.groups) == 34 - 34 % 6 and "공통 답" in seen  # whole passages; the big cluster stays in training
+    by_query = [data.split(0.1, seed=s, by="query") for s in range(5)]
+    assert any({d for g in t.groups for d in g.positives} & {d for g in v.groups for d in g.positives}
+               for t, v in by_query)  # the leak the default avoids
+    with pytest.raises(ValueError, match="split by"):
+        data.split(0.1, by="passage")
+
+
 def test_config_files(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("preset: fast\nlearning_rate: 3.0e-4\nfreeze: [embeddings]\n")
@@ -314,15 +336,18 @@ def test_mining_excludes_positives_and_mixes_random(kornli, bm25):
     mined = mine_hard_negatives(data, bm25, num_hard=3, num_random=2, seed=0)
     for before, after in zip(data.groups, mined.groups):
         assert not set(after.negatives) & set(before.positives)
-        assert len(after.negatives) == 5 and len(set(after.negatives)) == 5
-    top = [h.text for h in bm25.candidates(data.groups[0].query, 10) if h.text not in data.groups[0].positives][:3]
-    assert mined.groups[0].negatives[:3] == top  # the hard ones are the first stage's own top hits
+        found = [h.text for h in bm25.candidates(before.query, 30) if h.text not in before.positives]
+        hard = min(3, len(found))  # BM25 finds only documents sharing a term with the query
+        assert len(after.negatives) == hard + 2 and len(set(after.negatives)) == hard + 2
+        assert after.negatives[:hard] == found[:hard]  # the hard ones are the first stage's own top hits
+    assert sum(len(g.negatives) == 5 for g in mined.groups) >= 20  # most queries got all three hard ones
     ranked = [h.text for h in bm25.candidates(data.groups[0].query, 30)]
     assert mined.groups[0].candidates == ranked  # the first stage's ranking, kept for validation/fusion
 
     skipped = mine_hard_negatives(data, bm25, num_hard=3, num_random=0, skip_top=2, seed=0)
-    below = [t for t in bm25.candidates(data.groups[0].query, 32)[2:] if t.text not in data.groups[0].positives]
-    assert skipped.groups[0].negatives == [h.text for h in below[:3]]  # hard negatives start below the top 2
+    for before, after in zip(data.groups, skipped.groups):
+        below = [h.text for h in bm25.candidates(before.query, 32)[2:] if h.text not in before.positives]
+        assert after.negatives == below[:3]  # hard negatives start below the top 2
 
 
 def test_saved_candidates_replay_the_first_stage(kornli, bm25):
@@ -333,14 +358,47 @@ def test_saved_candidates_replay_the_first_stage(kornli, bm25):
     live = mine_hard_negatives(data, bm25, num_hard=3, num_random=0, seed=0)
     replayed = mine_hard_negatives(data, saved, num_hard=3, num_random=2, seed=0)
     for a, b in zip(live.groups, replayed.groups):
-        assert b.negatives[:3] == a.negatives and b.candidates == a.candidates
-        assert len(b.negatives) == 5 and set(b.negatives[3:]) <= set(saved.texts)
+        hard = len(a.negatives)
+        assert b.negatives[:hard] == a.negatives and b.candidates == a.candidates
+        assert len(b.negatives) == hard + 2 and set(b.negatives[hard:]) <= set(saved.texts)
         assert not set(b.negatives) & set(b.positives)
     assert saved.mode == "bm25"
     with pytest.raises(ValueError, match="no ranking saved"):
         saved.candidates("처음 보는 질문", 5)
     with pytest.raises(ValueError, match="carries 'candidates'"):
         SavedCandidates(data)
+
+
+def test_saved_candidates_name_documents_by_id(tmp_path, kornli, bm25):
+    """mine / eval --save-candidates files hold each text once and rows of ids: they grow with the
+    number of queries, not queries x passage length, and load back to the same groups."""
+    from rag_rerank.train.data import save_jsonl
+
+    mined = mine_hard_negatives(from_pairs(kornli["dev"][0][:60]), bm25, num_hard=1, num_random=7, seed=0)
+    by_id, by_text = tmp_path / "ids.jsonl.gz", tmp_path / "texts.jsonl.gz"
+    save_jsonl(mined, by_id)
+    save_jsonl(mined, by_text, by_id=False)
+    assert load(by_id).groups == mined.groups == load(by_text).groups
+    import gzip
+
+    lines = gzip.open(by_id, "rt", encoding="utf-8").read().splitlines()
+    texts = {t for g in mined.groups for t in (*g.positives, *g.negatives, *g.candidates)}
+    assert set(json.loads(lines[0])) == {"documents"}
+    assert sorted(json.loads(lines[0])["documents"].values()) == sorted(texts)  # each text once
+    assert "candidate_ids" in json.loads(lines[1]) and len(lines) == 1 + len(mined.groups)
+    assert not any(t in line for line in lines[1:] for t in texts)  # rows name documents, never copy them
+    plain_id, plain_text = tmp_path / "ids.jsonl", tmp_path / "texts.jsonl"
+    save_jsonl(mined, plain_id)
+    save_jsonl(mined, plain_text, by_id=False)
+    assert plain_id.stat().st_size < plain_text.stat().st_size / 2  # even for KorNLI's one-sentence documents
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[0] + "\n" + '{"query": "q", "positive_ids": ["nope"]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="bad.jsonl:2.*'nope'"):
+        load(bad)
+    orphan = tmp_path / "orphan.jsonl"
+    orphan.write_text('{"query": "q", "positive_ids": ["a"]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="orphan.jsonl:1.*documents"):
+        load(orphan)
 
 
 def test_ranking_metrics_by_hand():
@@ -394,3 +452,33 @@ def test_one_process_trains_on_its_own_gpu_not_dataparallel(monkeypatch):
     # DDP drops each rank's last incomplete eval batch: 12 validation rows on 2 ranks -> batches of 6
     assert _args(cfg, False, False, True, eval_rows=12).per_device_eval_batch_size == 6
     assert _args(cfg, False, False, True, eval_rows=1000).per_device_eval_batch_size == 16
+
+
+def test_model_selection_skips_queries_with_a_single_candidate():
+    """On a small corpus BM25 can find one document for a query: nothing to rank, and
+    sentence-transformers' NDCG raises on it. Such queries are left out of model selection."""
+    from rag_rerank.train.data import Group, TrainingData
+    from rag_rerank.train.trainer import _evaluator
+
+    config = preset("fast")
+    lone = Group("질문 하나", ["답"], [], ["답"])
+    ranked = Group("질문 둘", ["답 둘"], [], ["오답", "답 둘", "다른 오답"])
+    evaluator = _evaluator(config, TrainingData([lone, ranked]))
+    assert [s["query"] for s in evaluator.samples] == ["질문 둘"]
+    assert _evaluator(config, TrainingData([lone])) is None  # nothing rankable: chosen by eval loss instead
+
+
+def test_default_base_falls_back_to_the_offline_e5_when_the_hub_cannot_deliver(monkeypatch):
+    from rag_rerank import models
+    from rag_rerank.train.recipes import DEFAULT_BASE, TrainConfig
+    from rag_rerank.train.trainer import OFFLINE_BASE, resolve_base
+
+    def no_hub(name, **kw):
+        raise models.ModelNotFoundError(f"could not load model {name!r}")
+
+    monkeypatch.setattr(models, "resolve", no_hub)
+    notes = []
+    assert resolve_base(TrainConfig(), notes).base_model == OFFLINE_BASE == "intfloat/multilingual-e5-small"
+    assert DEFAULT_BASE in notes[0] and "offline" in notes[0]  # said aloud
+    with pytest.raises(models.ModelNotFoundError):  # a base the user named is never swapped
+        resolve_base(TrainConfig(base_model="someone/else"), [])
