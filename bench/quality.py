@@ -15,6 +15,9 @@ the way a user runs them - through the `rag-rerank` commands:
 Tasks (see ../shared/data/README.md):
     kornli   query = entailed hypothesis, corpus = the split's premises; train on dev (all three
              hypotheses of each premise as training queries), test on test (entailed only).
+    korquad  query = question, corpus = every paragraph of the 100 articles, relevant = the paragraph
+             the question was written on; split by article (fixed shuffle): 20 % test, 10 %
+             validation (handed to `rag-rerank train --eval-data`), the rest training.
     chatbot  query = Q, corpus = the distinct answers; rows split by index (every 5th row is test,
              test queries also asked in train dropped); all answers of a query's rows are relevant.
 
@@ -41,7 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RAG_RERANK_DATA", ROOT.parent / "shared" / "data"))
-TASKS = ("kornli", "chatbot")
+TASKS = ("kornli", "chatbot", "korquad")
 # first stages: (name in tables, eval arguments). Store-backed ones use the task's test store.
 FIRST_STAGES = {
     "bm25-whitespace": ["--mode", "bm25", "--bm25-tokenizer", "whitespace"],  # over --corpus
@@ -53,7 +56,8 @@ DEFAULT_FIRST_STAGE = "hybrid"  # the default pipeline's; training mines from it
 DEPTH = 50  # first-stage candidates handed to the reranker
 BASE = "intfloat/multilingual-e5-small"  # what `rag-rerank train` falls back to without the hub
 TRAIN_LABELS = ("entailment", "neutral", "contradiction")
-SMOKE = {"kornli": (40, 30), "chatbot": (60, 30)}  # (train queries, test queries)
+SMOKE = {"kornli": (40, 30), "chatbot": (60, 30), "korquad": (60, 30)}  # (train queries, test queries)
+KORQUAD_SPLIT_SEED = 0  # which articles are test / validation / train: fixed, never chosen by results
 
 
 IN_PROCESS = False  # --in-process: commands run in this interpreter (rag_rerank.cli.run), one at a time
@@ -117,6 +121,31 @@ def _chatbot() -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
     return train, test, list(dict.fromkeys(answers))
 
 
+def _korquad() -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]], list[str]]:
+    """KorQuAD split by ARTICLE (questions on one paragraph are near each other; a split by question
+    leaks): a fixed shuffle of the articles gives 20 % test, 10 % validation, the rest training.
+    Query = question, relevant = the paragraph it was written on, corpus = every paragraph of
+    every article (a RAG store holds all of them)."""
+    raw = json.loads((DATA / "korquad" / "KorQuAD_v1.0_dev_part.json").read_text(encoding="utf-8"))
+    articles = raw["data"]
+    order = list(range(len(articles)))
+    random.Random(KORQUAD_SPLIT_SEED).shuffle(order)
+    n_test, n_val = max(1, len(order) // 5), max(1, len(order) // 10)
+    parts = {"test": order[:n_test], "validation": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    out: dict[str, dict[str, list[str]]] = {}
+    for part, indices in parts.items():
+        queries: dict[str, list[str]] = {}
+        for i in indices:
+            for paragraph in articles[i]["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    queries.setdefault(qa["question"].strip(), [])
+                    if paragraph["context"] not in queries[qa["question"].strip()]:
+                        queries[qa["question"].strip()].append(paragraph["context"])
+        out[part] = queries
+    corpus = list(dict.fromkeys(p["context"] for a in articles for p in a["paragraphs"]))
+    return out["train"], out["validation"], out["test"], corpus
+
+
 def _sample(queries: dict[str, list[str]], n: int, seed: int = 0) -> dict[str, list[str]]:
     keys = sorted(queries)
     random.Random(seed).shuffle(keys)
@@ -127,12 +156,16 @@ def task_files(task: str, work: Path, smoke: bool) -> dict:
     """Write corpus/train/test files for a task; return their paths and sizes."""
     d = work / task
     d.mkdir(parents=True, exist_ok=True)
+    validation: dict[str, list[str]] = {}
     if task == "kornli":
         # Training queries: every hypothesis written about a dev premise (entailed, neutral or
         # contradicting: each is a sentence about that premise, which is what a retrieval query
         # is); the test part keeps the task's definition, entailed hypotheses only.
         train, train_corpus = _kornli("dev", TRAIN_LABELS)
         test, test_corpus = _kornli("test")
+    elif task == "korquad":
+        train, validation, test, corpus = _korquad()
+        train_corpus = test_corpus = corpus
     else:
         train, test, corpus = _chatbot()
         train_corpus = test_corpus = corpus
@@ -141,17 +174,24 @@ def task_files(task: str, work: Path, smoke: bool) -> dict:
         train, test = _sample(train, n_train), _sample(test, n_test)
         train_corpus = _small_corpus(train, train_corpus)
         test_corpus = _small_corpus(test, test_corpus) if task == "kornli" else _small_corpus(
-            {**train, **test}, test_corpus)
-        if task == "chatbot":
+            {**train, **validation, **test}, test_corpus)
+        if task != "kornli":
             train_corpus = test_corpus
+        validation = _sample(validation, n_test)
     files = {"train": d / "train.jsonl", "test": d / "test.jsonl", "train_corpus": d / "train_corpus.jsonl",
              "test_corpus": d / "test_corpus.jsonl"}
     _write_jsonl(files["train"], ({"query": q, "positives": p} for q, p in train.items()))
     _write_jsonl(files["test"], ({"query": q, "positives": p} for q, p in test.items()))
     _write_jsonl(files["train_corpus"], ({"text": t} for t in train_corpus))
     _write_jsonl(files["test_corpus"], ({"text": t} for t in test_corpus))
+    # tasks with a validation part of their own (korquad: whole articles) hand it to training
+    # (--eval-data); the others let `rag-rerank train` carve one off the training queries
+    _write_jsonl(d / "validation.jsonl", ({"query": q, "positives": p} for q, p in validation.items()))
+    _write_jsonl(d / "train_and_validation.jsonl",
+                 ({"query": q, "positives": p} for q, p in {**train, **validation}.items()))
     shared_corpus = train_corpus == test_corpus
     return {"files": {k: str(v) for k, v in files.items()}, "train_queries": len(train), "test_queries": len(test),
+            "validation_queries": len(validation),
             "train_corpus": len(train_corpus), "test_corpus": len(test_corpus), "shared_corpus": shared_corpus}
 
 
@@ -180,7 +220,7 @@ def prepare(work: Path, tasks, smoke: bool, encoder: str | None = None) -> None:
         else:
             _, times["index (test corpus)"] = cli("index", f["test_corpus"], "--store", str(store), "--collection",
                                                   test_col, "--quiet", *with_encoder, log=log)
-        _, times["mine (train)"] = cli("mine", "--data", f["train"], "--store", str(store), "--collection",
+        _, times["mine (train)"] = cli("mine", "--data", str(d / "train_and_validation.jsonl"), "--store", str(store), "--collection",
                                        train_col, "--mode", DEFAULT_FIRST_STAGE, "--output",
                                        str(d / "train.mined.jsonl.gz"), log=log)
         first = {}
@@ -205,7 +245,10 @@ def train_args(d: Path, out_dir: Path, seed: int, smoke: bool) -> list[str]:
     """`rag-rerank train` with the default recipe: it mines its own negatives (the recipe's counts)
     from the hybrid rankings `prepare` saved and the corpus they came from, so no store is needed
     on the training machine."""
+    validation = d / "validation.jsonl"
+    own_validation = validation.exists() and validation.stat().st_size > 0
     args = ["train", "--data", str(d / "train.jsonl"), "--candidates", str(d / "train.mined.jsonl.gz"),
+            *(["--eval-data", str(validation)] if own_validation else []),
             "--corpus", str(d / "train_corpus.jsonl"), "--mode", DEFAULT_FIRST_STAGE, "--output", str(out_dir), "--seed", str(seed),
             "--set", "show_progress=false"]
     return args + (SMOKE_TRAIN if smoke else [])

@@ -25,16 +25,22 @@ import select_recipe  # noqa: E402
 def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, tiny_ce, tiny_encoder, data_dir, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAG_RERANK_DATA": str(data_dir)}
     out = subprocess.run([sys.executable, str(BENCH), "all", "--smoke", "--work", str(tmp_path), "--seeds", "1",
-                          "--tasks", "kornli", "--base", str(tiny_ce), "--encoder", str(tiny_encoder), "--in-process"],
+                          "--tasks", "korquad", "--base", str(tiny_ce), "--encoder", str(tiny_encoder), "--in-process"],
                          capture_output=True, text=True, timeout=2400, env=env)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     report = (tmp_path / "quality.md").read_text(encoding="utf-8")
-    for task in ("kornli",):  # one task keeps CI short; chatbot runs the same code with a shared corpus
+    # one task keeps CI short: korquad, whose own validation part (whole articles) goes to training as
+    # --eval-data; kornli and chatbot run the same code with a validation carved by rag-rerank train
+    for task in ("korquad",):
         log = (tmp_path / task / "commands.log").read_text(encoding="utf-8")
         for command in ("rag-rerank index", "rag-rerank mine", "rag-rerank eval", "rag-rerank train"):
             assert command in log, (task, command)
         prep = json.loads((tmp_path / task / "prepare.json").read_text())
         assert set(prep["first_stage"]) == {"bm25-whitespace", "bm25-kiwi", "dense", "hybrid"}
+        assert prep["validation_queries"] > 0 and "--eval-data" in log  # the validation articles, not a carve
+        paragraphs = {part: {d for line in (tmp_path / task / f"{part}.jsonl").read_text(encoding="utf-8").splitlines()
+                             for d in json.loads(line)["positives"]} for part in ("train", "validation", "test")}
+        assert paragraphs["test"] and not paragraphs["train"] & (paragraphs["test"] | paragraphs["validation"])
         rer = json.loads((tmp_path / task / "rerank.json").read_text())
         assert set(rer["reranked"]) == set(prep["first_stage"])
         model = Path(rer["models"][0])
@@ -48,14 +54,14 @@ def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, tiny_
     assert "**Targets**" in report
 
     # choosing the recipe: same commands, validation only, one seed, two recipes
-    out = subprocess.run([sys.executable, str(SELECT), "--smoke", "--work", str(tmp_path), "--tasks", "kornli",
+    out = subprocess.run([sys.executable, str(SELECT), "--smoke", "--work", str(tmp_path), "--tasks", "korquad",
                           "--recipes", "bce 7 hard + 1 random,mnrl 1 hard + 7 random", f"--train-arg=--base={tiny_ce}"],
                          capture_output=True, text=True, timeout=1800, env=env)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     chosen = json.loads((tmp_path / "selection.json").read_text())
-    for name, entry in chosen["results"]["kornli"].items():
+    for name, entry in chosen["results"]["korquad"].items():
         assert entry["returncode"] == 0 and 0 <= entry["pipeline"] <= 1, (name, entry)
-    assert chosen["winner"] in chosen["results"]["kornli"]
+    assert chosen["winner"] in chosen["results"]["korquad"]
     assert "Winner by the rule" in (tmp_path / "selection.md").read_text(encoding="utf-8")
 
 
