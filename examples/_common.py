@@ -52,7 +52,7 @@ def load_reranker(name: str) -> Reranker:
         return Reranker(str(offline_reranker()))
 
 
-def offline_reranker(steps: int = 40) -> Path:
+def offline_reranker(steps: int = 30) -> Path:
     from rag_rerank.testing import kornli_quick_reranker
 
     return kornli_quick_reranker(DATA, steps=steps)

@@ -14,13 +14,14 @@ dense and the BM25 ranking, by document id. Nothing here imports the reranker.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .fusion import weighted_rrf
+from .fusion import Fusion, tune
 from .types import Document, Hit, check_docs, check_k, check_query
 
 if TYPE_CHECKING:
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
 
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES = ("dense", "bm25", "hybrid")
-DEFAULT_WEIGHTS = (1.0, 1.0)  # (dense, bm25) in the hybrid fusion
-DEFAULT_RRF_K = 60
+# The hybrid: BM25's ranking joins the dense one at equal weight (a Fusion's weight is the added
+# ranking's share), RRF constant 60. rag-rerank train tunes it on validation (tune_hybrid).
+EQUAL = Fusion(weight=0.5, rrf_k=60.0)
 
 
 @runtime_checkable
@@ -58,13 +60,13 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def hybrid(dense: Sequence[Hit], lexical: Sequence[Hit], weights: Sequence[float] = DEFAULT_WEIGHTS,
-           rrf_k: float = DEFAULT_RRF_K) -> list[Hit]:
-    """Dense and BM25 hits of one query fused by id; ``score`` is the fused value."""
+def hybrid(dense: Sequence[Hit], lexical: Sequence[Hit], fusion: Fusion = EQUAL) -> list[Hit]:
+    """Dense and BM25 hits of one query fused by id (BM25 is the added ranking: ``fusion.weight``
+    is its share); ``score`` is the fused value."""
     by_id: dict[str, Hit] = {}
     for hit in (*dense, *lexical):
         by_id.setdefault(hit.id, hit)
-    fused = weighted_rrf([[h.id for h in dense], [h.id for h in lexical]], weights, rrf_k)
+    fused = fusion.fuse([h.id for h in dense], [h.id for h in lexical])
     return [Hit(i, by_id[i].text, by_id[i].metadata, s, s, r) for r, (i, s) in enumerate(fused, 1)]
 
 
@@ -79,28 +81,56 @@ class _Base:
             raise ValueError(f"{type(self).__name__} has no metadata: a where filter needs a store")
 
 
-class StoreFirstStage(_Base):
-    """Dense, BM25 or hybrid search of a :class:`~rag_rerank.store.ChromaStore`."""
+class DenseAndLexical(_Base):
+    """A first stage that searches both sides itself, so its hybrid can be re-weighted."""
 
-    def __init__(self, store: "ChromaStore", mode: Mode = "hybrid", *, weights: Sequence[float] = DEFAULT_WEIGHTS,
-                 rrf_k: float = DEFAULT_RRF_K) -> None:
-        self.mode = check_mode(mode)
-        if mode != "dense" and store.lexical is None:
-            raise ValueError(f"mode {mode!r} needs a store opened with lexical=True")
-        self.store, self.weights, self.rrf_k = store, tuple(weights), rrf_k
+    hybrid_fusion: Fusion = EQUAL
 
     def candidates_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> list[list[Hit]]:
         """Embeddings of all queries are computed in shared batches."""
         queries = [check_query(q) for q in queries]
         check_k(k)
         if self.mode == "bm25":
-            return [self.store.search_lexical(q, k, where) for q in queries]
-        vectors = self.store.encoder.embed_queries(queries)
-        dense = [self.store.search_vector(v, k, where) for v in vectors]
+            return self._lexical_many(queries, k, where)
+        dense = self._dense_many(queries, k, where)
         if self.mode == "dense":
             return dense
-        return [hybrid(d, self.store.search_lexical(q, k, where), self.weights, self.rrf_k)[:k]
-                for q, d in zip(queries, dense)]
+        lexical = self._lexical_many(queries, k, where)
+        return [hybrid(d, lx, self.hybrid_fusion)[:k] for d, lx in zip(dense, lexical)]
+
+    def sides_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> tuple[list, list]:
+        """Each query's dense and BM25 rankings, before they are fused (what :func:`tune_hybrid` weighs)."""
+        queries = [check_query(q) for q in queries]
+        return self._dense_many(queries, check_k(k), where), self._lexical_many(queries, k, where)
+
+    def with_hybrid(self, fusion: Fusion | None) -> "DenseAndLexical":
+        """The same first stage with another hybrid fusion (None: equal weights)."""
+        other = copy.copy(self)
+        other.hybrid_fusion = fusion or EQUAL
+        return other
+
+    def _dense_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
+        raise NotImplementedError
+
+    def _lexical_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
+        raise NotImplementedError
+
+
+class StoreFirstStage(DenseAndLexical):
+    """Dense, BM25 or hybrid search of a :class:`~rag_rerank.store.ChromaStore`."""
+
+    def __init__(self, store: "ChromaStore", mode: Mode = "hybrid", *, hybrid: Fusion | None = None) -> None:
+        self.mode = check_mode(mode)
+        if mode != "dense" and store.lexical is None:
+            raise ValueError(f"mode {mode!r} needs a store opened with lexical=True")
+        self.store, self.hybrid_fusion = store, hybrid or EQUAL
+
+    def _dense_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
+        vectors = self.store.encoder.embed_queries(queries)
+        return [self.store.search_vector(v, k, where) for v in vectors]
+
+    def _lexical_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
+        return [self.store.search_lexical(q, k, where) for q in queries]
 
     def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
         return self.store.find_texts(texts, where)
@@ -112,16 +142,15 @@ class StoreFirstStage(_Base):
         return f"StoreFirstStage({self.store!r}, mode={self.mode!r})"
 
 
-class InMemoryCorpus(_Base):
+class InMemoryCorpus(DenseAndLexical):
     """The first stage over a plain list of texts: same modes and scores as a store."""
 
     def __init__(self, texts: Sequence[str], *, mode: Mode = "hybrid", encoder: "BiEncoder | str | None" = None,
-                 weights: Sequence[float] = DEFAULT_WEIGHTS, rrf_k: float = DEFAULT_RRF_K,
-                 bm25_tokenizer: str = "kiwi") -> None:
+                 hybrid: Fusion | None = None, bm25_tokenizer: str = "kiwi") -> None:
         self.mode = check_mode(mode)
         self.texts = list(dict.fromkeys(check_docs(texts)))  # one entry per distinct text
         self.ids = [str(i) for i in range(len(self.texts))]
-        self.weights, self.rrf_k = tuple(weights), rrf_k
+        self.hybrid_fusion = hybrid or EQUAL
         self._position = {t: i for i, t in enumerate(self.texts)}
         self.encoder = None
         self._vectors = None
@@ -137,18 +166,6 @@ class InMemoryCorpus(_Base):
             self.lexical = KoreanBM25(bm25_tokenizer)
             self.lexical.add(self.ids, self.texts)
 
-    def candidates_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> list[list[Hit]]:
-        self._no_filter(where)
-        check_k(k)
-        queries = [check_query(q) for q in queries]
-        dense = self._dense(queries, k) if self.mode != "bm25" else None
-        lexical = [self._bm25(q, k) for q in queries] if self.mode != "dense" else None
-        if self.mode == "dense":
-            return dense
-        if self.mode == "bm25":
-            return lexical
-        return [hybrid(d, lx, self.weights, self.rrf_k)[:k] for d, lx in zip(dense, lexical)]
-
     def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
         self._no_filter(where)
         return [Document(t, {}, self.ids[self._position[t]]) if t in self._position else None for t in texts]
@@ -156,7 +173,8 @@ class InMemoryCorpus(_Base):
     def sample_texts(self, limit: int = 20000) -> list[str]:
         return self.texts[:limit]
 
-    def _dense(self, queries: list[str], k: int) -> list[list[Hit]]:
+    def _dense_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
+        self._no_filter(where)
         sims = self.encoder.embed_queries(queries) @ self._vectors.T
         out = []
         for row in sims:
@@ -165,11 +183,38 @@ class InMemoryCorpus(_Base):
                         for r, i in enumerate(top, 1)])
         return out
 
-    def _bm25(self, query: str, k: int) -> list[Hit]:
-        return [Hit(i, self.texts[int(i)], {}, s, s, r) for r, (i, s) in enumerate(self.lexical.search(query, k), 1)]
+    def _lexical_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
+        self._no_filter(where)
+        return [[Hit(i, self.texts[int(i)], {}, s, s, r) for r, (i, s) in enumerate(self.lexical.search(q, k), 1)]
+                for q in queries]
 
     def __repr__(self) -> str:
         return f"InMemoryCorpus({len(self.texts)} texts, mode={self.mode!r})"
+
+
+# BM25's share in the hybrid: 0 is dense alone, 1 BM25 alone (on Korean passages BM25 is often the
+# stronger side, and equal weights pulled the hybrid below it); coarse, like every tuner here.
+HYBRID_WEIGHTS = (0.5, 0.0, 0.2, 0.35, 0.65, 0.8, 0.9, 1.0)
+HYBRID_RRF_KS = (60.0, 10.0)
+
+
+def tune_hybrid(first_stage: DenseAndLexical, queries: Sequence[str], relevant: Sequence[set[str]], metric, *,
+                depth: int = 50, min_gain: float = 0.002, tuned_on: str | None = None) -> tuple[Fusion, dict]:
+    """Choose the hybrid's BM25 share and RRF constant on validation queries (equal weights kept
+    unless another setting gains ``min_gain``). Weights 0 and 1 are in the grid, so on validation
+    the tuned hybrid is never below its better side. Returns the fusion and what was tried."""
+    dense, lexical = first_stage.sides_many(queries, depth)
+    text = {h.id: h.text for row in (*dense, *lexical) for h in row}
+    pairs = [([h.id for h in d], [h.id for h in lx]) for d, lx in zip(dense, lexical)]
+    relevant = list(relevant)
+
+    def evaluate(f: Fusion) -> float:
+        return metric([[text[i] for i, _ in f.fuse(d, lx)][:depth] for d, lx in pairs], relevant)
+
+    grid = [Fusion(w, k, None, tuned_on) for k in HYBRID_RRF_KS for w in HYBRID_WEIGHTS]
+    best, report = tune(evaluate, grid, Fusion(EQUAL.weight, EQUAL.rrf_k, None, tuned_on), min_gain=min_gain)
+    report.update(dense_value=evaluate(Fusion(0.0)), bm25_value=evaluate(Fusion(1.0)))
+    return best, report
 
 
 def text_id(text: str) -> str:

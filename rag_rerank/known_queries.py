@@ -110,13 +110,13 @@ class KnownQueries:
 
     def documents(self, queries: Sequence[str], held: Callable[[list[str]], list[bool]] | None = None,
                   candidates: Sequence[Sequence[str]] | None = None,
-                  exclude: Sequence[set[str]] | None = None) -> list[list[str]]:
+                  exclude: Sequence[set[str]] | None = None, exclude_self: bool = False) -> list[list[str]]:
         """Each query's known-query documents that the corpus holds.
 
         ``held(texts)`` says which texts the corpus holds (a first stage's ``find_texts``; answers
         are memoised, they repeat across queries); without it only the query's own
         ``candidates`` count as held. ``exclude[q]``: documents whose known queries query q must
-        not use (see :meth:`search`)."""
+        not use; ``exclude_self``: a known query identical to the query is skipped (see :meth:`search`)."""
         memo: dict[str, bool] = {}
 
         def in_corpus(texts: list[str]) -> list[bool]:
@@ -133,7 +133,7 @@ class KnownQueries:
                 own = set(candidates[i]) if candidates is not None else set()
                 allowed = lambda ts, own=own: [t in own for t in ts]  # noqa: E731
             banned = frozenset(exclude[i]) if exclude is not None else frozenset()
-            out.append(self.search(query, exclude_docs=banned, allowed=allowed))
+            out.append(self.search(query, exclude_self=exclude_self, exclude_docs=banned, allowed=allowed))
         return out
 
     # --------------------------------------------------------------- persistence

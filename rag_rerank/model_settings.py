@@ -23,12 +23,14 @@ class ModelSettings:
     ``fusion``: the reranker's ranking fused with the first stage's (None: plain reranking).
     ``known_queries``: the known queries' documents fused into the pipeline's ranking (None or
     weight 0: off; the queries themselves live in ``known_queries.jsonl.gz`` beside it).
+    ``hybrid``: how BM25 joins the dense ranking in the hybrid first stage (tuned on validation).
     ``first_stage`` / ``candidate_k``: the first stage and depth these were tuned on.
     ``extra``: anything else found in the file, kept when the file is rewritten.
     """
 
     fusion: Fusion | None = None
     known_queries: Fusion | None = None
+    hybrid: Fusion | None = None
     first_stage: str | None = None
     candidate_k: int | None = None
     known_query_count: int | None = None
@@ -39,7 +41,7 @@ class ModelSettings:
 
     def save(self, model_dir: str | Path) -> Path:
         data = dict(self.extra)
-        for key, value in (("fusion", self.fusion), ("first_stage", self.first_stage),
+        for key, value in (("fusion", self.fusion), ("hybrid", self.hybrid), ("first_stage", self.first_stage),
                            ("candidate_k", self.candidate_k)):
             if value is not None:
                 data[key] = value.to_dict() if isinstance(value, Fusion) else value
@@ -53,7 +55,7 @@ class ModelSettings:
         return path
 
 
-_KNOWN_KEYS = ("fusion", "known_queries", "first_stage", "candidate_k")
+_KNOWN_KEYS = ("fusion", "known_queries", "hybrid", "first_stage", "candidate_k")
 
 
 def load(model_dir: str | Path | None) -> ModelSettings:
@@ -70,6 +72,7 @@ def load(model_dir: str | Path | None) -> ModelSettings:
     return ModelSettings(
         fusion=Fusion.from_dict(data["fusion"]) if data.get("fusion") else None,
         known_queries=Fusion.from_dict(known) if known else None,
+        hybrid=Fusion.from_dict(data["hybrid"]) if data.get("hybrid") else None,
         first_stage=data.get("first_stage"), candidate_k=data.get("candidate_k"),
         known_query_count=known.get("queries") if known else None,
         extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS})

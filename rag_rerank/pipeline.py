@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 from . import fusion as fusion_lib
 from . import known_queries as known_lib
 from . import model_settings
-from .first_stage import DEFAULT_RRF_K, DEFAULT_WEIGHTS, FirstStage, Mode, StoreFirstStage
+from .first_stage import FirstStage, Mode, StoreFirstStage
 from .fusion import Fusion
 from .known_queries import KnownQueries
 from .types import Hit, check_k, check_query
@@ -29,12 +29,14 @@ class TwoStageRetriever:
 
     Args:
         store: the :class:`~rag_rerank.store.ChromaStore` to search, or any
-            :class:`~rag_rerank.first_stage.FirstStage` (then ``mode``/``weights``/``rrf_k`` are its own).
+            :class:`~rag_rerank.first_stage.FirstStage` (then ``mode`` and ``hybrid`` are its own).
         reranker: a :class:`~rag_rerank.Reranker`, a model name/path, or None for first stage only.
         mode: first stage over a store: ``dense`` (bi-encoder), ``bm25`` (Kiwi) or ``hybrid`` (RRF of both).
         candidate_k: candidates the first stage hands to the reranker.
         top_n: hits returned.
-        weights: (dense, bm25) weights of the hybrid fusion; ``rrf_k`` its rank constant.
+        hybrid: how BM25's ranking joins the dense one in ``hybrid`` mode: ``"auto"`` (the default)
+            uses what the reranker's training tuned on validation (equal weights for other models),
+            ``None`` equal weights, or a :class:`~rag_rerank.fusion.Fusion` (its weight is BM25's share).
         fusion: how the reranker's ranking combines with the first stage's: ``"auto"`` (the
             default) uses what was saved with the reranker (tuned on validation data by
             ``rag-rerank train``; plain reranking for other models), ``None`` plain reranking,
@@ -52,18 +54,18 @@ class TwoStageRetriever:
 
     def __init__(self, store: "ChromaStore | FirstStage", reranker: "Reranker | str | None" = None, *,
                  mode: Mode = "hybrid", candidate_k: int = 50, top_n: int = 5,
-                 weights: tuple[float, float] = DEFAULT_WEIGHTS, rrf_k: float = DEFAULT_RRF_K,
-                 fusion: Fusion | str | None = "auto", known_queries: KnownQueries | str | None = "auto") -> None:
+                 hybrid: Fusion | str | None = "auto", fusion: Fusion | str | None = "auto",
+                 known_queries: KnownQueries | str | None = "auto") -> None:
         self.candidate_k = check_k(candidate_k, "candidate_k")
         self.top_n = check_k(top_n, "top_n")
-        self.first_stage = (store if isinstance(store, FirstStage)
-                            else StoreFirstStage(store, mode, weights=weights, rrf_k=rrf_k))
         if isinstance(reranker, str):
             from .reranker import Reranker
 
             reranker = Reranker(reranker)
         self.reranker = reranker
         settings = model_settings.load(reranker.path if reranker is not None else None)
+        self.first_stage = (store if isinstance(store, FirstStage) else StoreFirstStage(
+            store, mode, hybrid=fusion_lib.resolve(hybrid, lambda: settings.hybrid)))
         self.fusion = fusion_lib.resolve(fusion, lambda: settings.fusion)
         self.known_queries = known_lib.resolve(
             known_queries, lambda: KnownQueries.load(reranker.path) if reranker is not None else None)

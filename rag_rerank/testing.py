@@ -143,7 +143,7 @@ def kornli_pairs(data_dir: str | Path, split: str = "dev") -> tuple[list[tuple[s
     return [(r[1], r[0]) for r in rows if r[2] == "entailment"], sorted({r[0] for r in rows})
 
 
-def kornli_quick_reranker(data_dir: str | Path, *, steps: int = 40, cache_dir: str | Path | None = None) -> Path:
+def kornli_quick_reranker(data_dir: str | Path, *, steps: int = 30, cache_dir: str | Path | None = None) -> Path:
     """The offline multilingual-e5-small after :func:`quick_cross_encoder` on KorNLI dev, built once
     per data file and step count (cached beside the materialised models): a usable Korean reranker
     for tests and examples on a machine without the model hub."""

@@ -119,3 +119,32 @@ def test_fused_row_from_plain_scores_equals_rescoring_with_the_fusion(tiny_reran
         derived = evaluate.fused_rankings(candidates, scores, f)
         rescored = fusion.rerank_fused(tiny_reranker, [g.query for g in groups], candidates, f)
         assert derived == [[c[i] for i, _, _ in row] for c, row in zip(candidates, rescored)]
+
+
+class _TwoSides:
+    """Stand-in sides for tune_hybrid: a dense side that misses and a BM25 side that finds."""
+
+    def __init__(self, dense, lexical):
+        self.dense, self.lexical = dense, lexical
+
+    def sides_many(self, queries, k):
+        from rag_rerank.types import Hit
+
+        def hits(rows):
+            return [[Hit(t, t, {}, 1.0, 1.0, r) for r, t in enumerate(row[:k], 1)] for row in rows]
+
+        return hits(self.dense), hits(self.lexical)
+
+
+def test_tune_hybrid_leans_on_the_stronger_side_and_keeps_equal_weights_otherwise():
+    from rag_rerank.first_stage import EQUAL, tune_hybrid
+
+    relevant = [{f"p{i}"} for i in range(20)]
+    dense = [[f"x{i}", f"y{i}", f"z{i}", f"w{i}", f"p{i}"] for i in range(20)]  # the answer 5th
+    lexical = [[f"p{i}", f"y{i}", f"x{i}"] for i in range(20)]  # the answer first
+    best, report = tune_hybrid(_TwoSides(dense, lexical), [f"q{i}" for i in range(20)], relevant, mrr)
+    assert best.weight > EQUAL.weight and report["best_value"] == report["bm25_value"] == 1.0
+    assert report["baseline_value"] < 1.0 and report["dense_value"] == pytest.approx(0.2)
+    same = [[f"p{i}", f"y{i}"] for i in range(20)]
+    best, report = tune_hybrid(_TwoSides(same, same), [f"q{i}" for i in range(20)], relevant, mrr)
+    assert (best.weight, best.rrf_k) == (EQUAL.weight, EQUAL.rrf_k)  # nothing gains: equal weights stay

@@ -482,3 +482,26 @@ def test_default_base_falls_back_to_the_offline_e5_when_the_hub_cannot_deliver(m
     assert DEFAULT_BASE in notes[0] and "offline" in notes[0]  # said aloud
     with pytest.raises(models.ModelNotFoundError):  # a base the user named is never swapped
         resolve_base(TrainConfig(base_model="someone/else"), [])
+
+
+def test_training_tunes_the_hybrid_on_validation_and_the_retriever_uses_it(tiny_ce, tiny_encoder, tmp_path, kornli):
+    """A hybrid first stage: BM25's share is chosen on the validation queries before mining, saved
+    with the model, and a TwoStageRetriever over a store takes it from the model (hybrid='auto')."""
+    from rag_rerank.first_stage import EQUAL
+    from rag_rerank.pipeline import TwoStageRetriever
+    from rag_rerank.store import ChromaStore
+
+    premises = kornli["dev"][1]
+    corpus = InMemoryCorpus(premises, mode="hybrid", encoder=str(tiny_encoder))  # a random dense side
+    result = train(tiny_config("fast", tiny_ce, tmp_path), from_pairs(kornli["dev"][0][:40]), first_stage=corpus)
+    report = result.metrics["hybrid"]
+    saved = model_settings.load(result.output_dir).hybrid
+    assert saved is not None and saved.to_dict() == report["best"]
+    assert report["best_value"] >= max(report["bm25_value"], report["dense_value"]) - 0.002 or saved == EQUAL
+    assert any("hybrid first stage chosen on validation" in n for n in result.notes)
+    store = ChromaStore(tmp_path / "store", "premises", encoder=str(tiny_encoder))
+    store.add(premises[:20])
+    reranker = Reranker(str(result.output_dir))
+    assert TwoStageRetriever(store, reranker).first_stage.hybrid_fusion == saved
+    assert TwoStageRetriever(store, reranker, hybrid=None).first_stage.hybrid_fusion == EQUAL
+    assert not preset("seed").tune_hybrid  # the original recipe tunes nothing

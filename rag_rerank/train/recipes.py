@@ -60,6 +60,7 @@ class TrainConfig:
     save_total_limit: int | None = 2
     keep_checkpoints: bool = False  # checkpoints serve --resume of an interrupted run; a finished run drops them
     tune_fusion: bool = True  # choose fusion with the first-stage rank on validation, save it with the model
+    tune_hybrid: bool = True  # choose BM25's share in a hybrid first stage on validation (before mining), save it
     known_queries: bool = True  # keep the training queries with the model; fused in where validation gains
     # data pipeline
     group_by_length: bool = True
@@ -102,7 +103,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  metric_for_best_model="eval_loss", load_best_model_at_end=True, learning_rate=2e-5,
                  group_by_length=False, pretokenize=False, dataloader_workers=0, loss="bce", epochs=1.0,
                  optim="adamw_torch", fused_gelu=False, early_stopping_patience=None, num_hard_negatives=4,
-                 validation_min_queries=0, tune_fusion=False,
+                 validation_min_queries=0, tune_fusion=False, tune_hybrid=False,
                  known_queries=False),
     "fast": dict(preset="fast", per_device_batch_size=256, gradient_accumulation_steps=1, warmup_steps=0.1, weight_decay=0.01, eval_steps=500, save_steps=500, logging_steps=50,
                  mixed_precision="bf16", metric_for_best_model="ndcg@10", load_best_model_at_end=True,

@@ -216,6 +216,9 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     if eval_data is None and config.validation_fraction > 0:
         train_data, eval_data = train_data.split(config.validation_fraction, seed=config.seed,
                                                  min_queries=config.validation_min_queries)
+    hybrid, hybrid_tuning = None, None
+    if config.tune_hybrid and first_stage is not None and eval_data is not None and eval_data.groups:
+        first_stage, hybrid, hybrid_tuning = _tune_hybrid(config, first_stage, eval_data, notes)
     if first_stage is not None:
         config = config.replace(mine_mode=first_stage.mode)
         mine = dict(corpus=corpus, num_hard=config.num_hard_negatives, num_random=config.num_random_negatives,
@@ -276,15 +279,35 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                               mixed_precision=fp16 or bf16)
         metrics["memory"] = {"estimate": est, "peak": peak[0]}
         print(memory.format_report(est, peak))
-    rows, tuning = (before_after(config, eval_data, out, notes, train_data, first_stage)
+    rows, tuning = (before_after(config, eval_data, out, notes, train_data, first_stage, hybrid)
                     if eval_data is not None and eval_data.groups else ([], None))
     metrics["validation"] = {r.name: r.metrics for r in rows}
     if tuning:
         metrics.update(tuning)
+    if hybrid_tuning:
+        metrics["hybrid"] = hybrid_tuning
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
     report.write_report(out, metrics, rows, f"Training report: {out.name}")
     report.append_model_card(out, metrics, rows, data_description or f"{len(train_ds)} training rows")
     return TrainResult(out, metrics, notes)
+
+
+def _tune_hybrid(config: TrainConfig, first_stage, eval_data: TrainingData, notes: list[str]):
+    """A hybrid first stage that searches both sides itself: BM25's share chosen on the validation
+    queries before mining, so negatives, validation candidates and the saved model all use the
+    tuned hybrid. Returns (first stage, the fusion or None, its report or None)."""
+    from ..first_stage import DenseAndLexical, tune_hybrid
+
+    if first_stage.mode != "hybrid" or not isinstance(first_stage, DenseAndLexical):
+        return first_stage, None, None  # saved rankings are already fused: nothing to weigh
+    groups = eval_data.groups
+    best, report = tune_hybrid(first_stage, [g.query for g in groups], [set(g.positives) for g in groups],
+                               evaluate.mrr, depth=config.candidate_k,
+                               tuned_on=f"{len(groups)} validation queries, top {config.candidate_k}")
+    _say(notes, f"hybrid first stage chosen on validation: BM25 share {best.weight:g}, k {best.rrf_k:g} (MRR@10 "
+                f"{report['best_value']:.4f} vs equal weights {report['baseline_value']:.4f}; dense alone "
+                f"{report['dense_value']:.4f}, BM25 alone {report['bm25_value']:.4f})")
+    return first_stage.with_hybrid(best), best, report
 
 
 def _evaluator(config: TrainConfig, eval_data: TrainingData):
@@ -306,7 +329,7 @@ def _evaluator(config: TrainConfig, eval_data: TrainingData):
 
 
 def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes: list[str],
-                 train_data: TrainingData | None = None, first_stage=None):
+                 train_data: TrainingData | None = None, first_stage=None, hybrid=None):
     """First stage alone, + the base model, + the fine-tuned model (plain and fused) on validation.
 
     With first-stage candidates in the validation groups, the fusion of the fine-tuned
@@ -340,7 +363,7 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
     tuned = Reranker(str(out), max_length=config.max_length)
     row, scores = evaluate.score_candidates(tuned, groups, candidates, "+ fine-tuned")
     rows.append(row)
-    settings = ModelSettings()
+    settings = ModelSettings(hybrid=hybrid)
     if not (ranked and config.tune_fusion):
         settings.save(out)
         _remove_known_queries(out)
@@ -381,18 +404,21 @@ def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data:
     if not pairs:
         _remove_known_queries(out)
         return None, {"skipped": "no training queries with positives"}
-    memory = known_queries.KnownQueries(pairs)
+    # every query of both parts, as the model will keep them. Validation is carved by document, so a
+    # validation query's rephrasings (queries about the same document) are validation queries too:
+    # each query is matched against all the others (never itself) for the case "a similar question
+    # is known", and against those about other documents only for "its document is new".
+    everything = pairs + [(g.query, g.positives) for g in groups if g.positives]
+    memory = known_queries.KnownQueries(everything)
     start = time.perf_counter()
     queries, relevant = [g.query for g in groups], [set(g.positives) for g in groups]
     held = (lambda texts: [d is not None for d in first_stage.find_texts(texts)]) if first_stage is not None else None
-    known = memory.documents(queries, held, candidates)
-    # the same queries as if their documents were new: known queries about them left out
+    known = memory.documents(queries, held, candidates, exclude_self=True)
     unseen = memory.documents(queries, held, candidates, exclude=relevant)
     fusion, tuning = known_queries.tune(
         rankings, known, relevant, evaluate.mrr, known_unseen=unseen,
         tuned_on=f"{len(groups)} validation queries (seen and unseen documents), known queries from "
-                 f"{len(memory)} training queries")
-    everything = pairs + [(g.query, g.positives) for g in groups if g.positives]
+                 f"{len(memory)} training and validation queries, never a query itself")
     known_queries.KnownQueries(everything, fusion).save(out)
     described = "off" if fusion.is_off else fusion.describe()
     _say(notes, f"known queries chosen on validation: {described} (MRR@10 {tuning['seen_value']:.4f} vs "
