@@ -8,6 +8,7 @@ import pytest
 
 from rag_rerank.lexical import KoreanBM25
 from rag_rerank.first_stage import hybrid
+from rag_rerank.fusion import Fusion
 from rag_rerank.pipeline import TwoStageRetriever
 from rag_rerank.store import ChromaStore, collection_name, content_id
 from rag_rerank.types import Document, Hit
@@ -244,10 +245,11 @@ def test_encoder_mismatch_is_refused(tmp_path, encoder):
 def test_hybrid_fuses_dense_and_bm25_by_id():
     a = [Hit("x", "x", {}, 0.9, 0.9, 1), Hit("y", "y", {}, 0.8, 0.8, 2)]
     b = [Hit("y", "y", {}, 7.0, 7.0, 1), Hit("z", "z", {}, 5.0, 5.0, 2)]
-    fused = hybrid(a, b, [1.0, 1.0], rrf_k=60)
+    fused = hybrid(a, b)  # equal weights: BM25's share 0.5, k 60
     assert [h.id for h in fused] == ["y", "x", "z"] and [h.first_stage_rank for h in fused] == [1, 2, 3]
-    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61) == fused[0].first_stage_score
-    assert [h.id for h in hybrid(a, b, [1.0, 0.0], rrf_k=60)][0] == "x"
+    assert fused[0].score == pytest.approx(0.5 / 62 + 0.5 / 61) == fused[0].first_stage_score
+    assert [h.id for h in hybrid(a, b, Fusion(0.0))][0] == "x"  # dense alone
+    assert [h.id for h in hybrid(a, b, Fusion(1.0))] == ["y", "z", "x"]  # BM25 alone; x only orders after
 
 
 # ------------------------------------------------------------------ pipeline
