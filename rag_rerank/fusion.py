@@ -66,7 +66,10 @@ class Fusion:
             raise ValueError(f"depth must be >= 1 or None, got {self.depth}")
 
     def fuse(self, base: Sequence[K], added: Sequence[K]) -> list[tuple[K, float]]:
-        """``(key, fused score)`` of every key in either ranking, best first."""
+        """``(key, fused score)`` of every key in either ranking, best first; with ``weight`` 0 the
+        base ranking alone (the added one neither moves nor adds a key)."""
+        if self.weight == 0.0:
+            return weighted_rrf([base], [1.0], self.rrf_k)
         added = list(dict.fromkeys(added))
         return weighted_rrf([base, added[: self.head(len(added))]], [1.0 - self.weight, self.weight], self.rrf_k)
 

@@ -58,6 +58,8 @@ def test_weighted_rrf_is_the_one_fusion():
                      ("z", pytest.approx(0.25))]
     assert [k for k, _ in weighted_rrf([["a", "b"], ["b", "a"]], [1.0, 1.0])] == ["a", "b"]  # tie: first seen
     assert weighted_rrf([["a", "a", "b"]], [1.0], rrf_k=0) == [("a", 1.0), ("b", 0.5)]  # a repeat counts once
+    assert [k for k, _ in Fusion(0.0).fuse(["a", "b"], ["c", "b"])] == ["a", "b"]  # weight 0: the base alone
+    assert [k for k, _ in Fusion(1.0).fuse(["a", "b"], ["c", "b"])] == ["c", "b", "a"]  # weight 1: base orders the rest
     with pytest.raises(ValueError):
         weighted_rrf([["a"]], [1.0, 1.0])
 
