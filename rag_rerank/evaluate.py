@@ -17,6 +17,7 @@ from . import fusion as fusion_lib
 from . import model_settings
 from .fusion import PLAIN, Fusion
 from .known_queries import KnownQueries, combine
+from .known_queries import resolve as resolve_known
 
 if TYPE_CHECKING:
     from .first_stage import FirstStage
@@ -123,9 +124,7 @@ def reranker_rows(reranker, groups: Sequence["Group"], candidates: Sequence[Sequ
 
 
 def _resolve_known(value, reranker) -> KnownQueries | None:
-    from .known_queries import resolve
-
-    return resolve(value, lambda: KnownQueries.load(reranker.path) if reranker.path is not None else None)
+    return resolve_known(value, lambda: KnownQueries.load(reranker.path) if reranker.path is not None else None)
 
 
 def evaluate(groups: Sequence["Group"], candidates: Sequence[Sequence[str]], first_row: EvalRow,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -81,7 +82,7 @@ class _Base:
             raise ValueError(f"{type(self).__name__} has no metadata: a where filter needs a store")
 
 
-class DenseAndLexical(_Base):
+class DenseAndLexical(_Base, ABC):
     """A first stage that searches both sides itself, so its hybrid can be re-weighted."""
 
     hybrid_fusion: Fusion = EQUAL
@@ -109,11 +110,13 @@ class DenseAndLexical(_Base):
         other.hybrid_fusion = fusion or EQUAL
         return other
 
+    @abstractmethod
     def _dense_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
-        raise NotImplementedError
+        """Each query's dense top ``k``."""
 
+    @abstractmethod
     def _lexical_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
-        raise NotImplementedError
+        """Each query's BM25 top ``k``."""
 
 
 class StoreFirstStage(DenseAndLexical):
