@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from . import fusion as fusion_lib
 from . import model_settings
+from .first_stage import holds
 from .fusion import PLAIN, Fusion
 from .known_queries import KnownQueries, combine
 from .known_queries import resolve as resolve_known
@@ -105,18 +106,18 @@ def reranker_rows(reranker, groups: Sequence["Group"], candidates: Sequence[Sequ
     known_queries = _resolve_known(known_queries, reranker)
     plain, scores = score_candidates(reranker, groups, candidates, label)
     rows = [plain]
+    pipeline = fused_rankings(candidates, scores, fusion)
     if not fusion.is_plain:
-        rows.append(ranking_row(f"{label}, fused {fusion.describe()}", groups,
-                                fused_rankings(candidates, scores, fusion), plain.seconds, {"scores_reused": True}))
+        rows.append(ranking_row(f"{label}, fused {fusion.describe()}", groups, pipeline, plain.seconds,
+                                {"scores_reused": True}))
     if known_queries is not None:
         start = time.perf_counter()
-        held = (lambda texts: [d is not None for d in first_stage.find_texts(texts)]) if first_stage else None
+        held = holds(first_stage) if first_stage is not None else None
         known = known_queries.documents([g.query for g in groups], held, candidates)
         lookup = time.perf_counter() - start
         kq = f"known queries ({known_queries.fusion.describe()})"
         rows.append(ranking_row(f"first stage + {label.removeprefix('+ ')}'s {kq}", groups,
                                 known_rankings(candidates, known, known_queries.fusion), lookup))
-        pipeline = fused_rankings(candidates, scores, fusion)
         name = f"{label}, {'plain reranking' if fusion.is_plain else 'fused ' + fusion.describe()}, + {kq}"
         rows.append(ranking_row(name, groups, known_rankings(pipeline, known, known_queries.fusion),
                                 plain.seconds + lookup))

@@ -55,6 +55,12 @@ class FirstStage(Protocol):
         """Texts of the corpus (up to ``limit``), the pool random training negatives come from."""
 
 
+def holds(first_stage: FirstStage):
+    """``texts -> [bool]``: which texts the first stage's corpus holds (what known-query documents
+    are checked against)."""
+    return lambda texts: [d is not None for d in first_stage.find_texts(texts)]
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")

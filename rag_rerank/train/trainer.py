@@ -373,15 +373,14 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
                                         tuned_on=f"{len(groups)} validation queries, {config.mine_mode} first stage")
     settings = settings.replace(fusion=best, first_stage=config.mine_mode, candidate_k=config.candidate_k)
     settings.save(out)
+    rankings = evaluate.fused_rankings(candidates, scores, best)  # the pipeline's order, for both rows below
     if not best.is_plain:
-        rows.append(evaluate.ranking_row(f"+ fine-tuned, fused {best.describe()}", groups,
-                                         evaluate.fused_rankings(candidates, scores, best), row.seconds))
+        rows.append(evaluate.ranking_row(f"+ fine-tuned, fused {best.describe()}", groups, rankings, row.seconds))
     _say(notes, f"fusion chosen on validation: {'plain reranking' if best.is_plain else best.describe()} (MRR@10 "
                 f"{tuning['best_value']:.4f} vs plain reranking {tuning['plain_value']:.4f}, first stage "
                 f"{tuning['first_stage_value']:.4f})")
     reports = {"fusion": tuning}
     if config.known_queries and train_data is not None:
-        rankings = evaluate.fused_rankings(candidates, scores, best)
         known_row, reports["known_queries"] = tune_known_queries(config, train_data, eval_data, rankings, candidates,
                                                                  out, notes, first_stage, row.seconds)
         if known_row is not None:
@@ -398,6 +397,7 @@ def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data:
     validation queries? Chooses the weight on validation (0 = off) and saves every query of both
     parts with the model, so the retrievers can use them. Returns (row or None, report)."""
     from .. import known_queries
+    from ..first_stage import holds
 
     groups = eval_data.groups
     pairs = [(g.query, g.positives) for g in train_data.groups if g.positives]
@@ -412,7 +412,7 @@ def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data:
     memory = known_queries.KnownQueries(everything)
     start = time.perf_counter()
     queries, relevant = [g.query for g in groups], [set(g.positives) for g in groups]
-    held = (lambda texts: [d is not None for d in first_stage.find_texts(texts)]) if first_stage is not None else None
+    held = holds(first_stage) if first_stage is not None else None
     known = memory.documents(queries, held, candidates, exclude_self=True)
     unseen = memory.documents(queries, held, candidates, exclude=relevant)
     fusion, tuning = known_queries.tune(
