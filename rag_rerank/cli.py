@@ -153,19 +153,21 @@ def _cmd_eval(args) -> int:
         if not any(g.candidates for g in groups):  # some queries may have none (e.g. no BM25 term matched)
             raise ValueError("give the corpus to search (--store DIR, --host/--port or --corpus FILE), or data whose "
                              "rows carry first-stage 'candidates' (rag-rerank eval --save-candidates / rag-rerank mine)")
-        candidates = [g.candidates[:depth] for g in groups]
+        candidates, sides = [g.candidates[:depth] for g in groups], [g.sides for g in groups]
         first_row = evaluate.ranking_row(f"first stage (saved candidates, top {depth})", groups, candidates)
     else:
         label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
-        first_row, candidates = evaluate.first_stage_row(first_stage, groups, depth, f"{label} (top {depth})")
+        first_row, candidates, sides = evaluate.first_stage_row(first_stage, groups, depth, f"{label} (top {depth})")
     if args.save_candidates:
-        saved = [train_data.Group(g.query, g.positives, g.negatives, list(c)) for g, c in zip(groups, candidates)]
+        saved = [train_data.Group(g.query, g.positives, g.negatives, list(c), s)
+                 for g, c, s in zip(groups, candidates, sides)]
         train_data.save_jsonl(train_data.TrainingData(saved), args.save_candidates)
     rerankers = [(name, Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size))
                  for name in args.reranker or []]
     rows = evaluate.evaluate(groups, candidates, first_row, rerankers,
                              fusion="auto" if args.fusion == "auto" else None,
-                             known_queries="auto" if args.known_queries == "auto" else None, first_stage=first_stage)
+                             known_queries="auto" if args.known_queries == "auto" else None,
+                             hybrid="auto" if args.hybrid == "auto" else None, first_stage=first_stage, depth=depth)
     if args.json:
         print(json.dumps([{"system": r.name, **r.metrics, "seconds": r.seconds} for r in rows], indent=2,
                          ensure_ascii=False))
@@ -296,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--known-queries", choices=["auto", "none"], default="auto",
                    help="auto: also report each model's saved known queries fused in (rag-rerank train keeps them "
                         "where validation showed a gain)")
+    p.add_argument("--hybrid", choices=["auto", "equal"], default="auto",
+                   help="auto: a model with hybrid weights tuned in training is evaluated on its own hybrid's "
+                        "candidates, as the pipeline runs it; equal: every model on the equal-weight hybrid")
     p.add_argument("--save-candidates", metavar="FILE", help="write the queries with their first-stage candidates "
                    "(.jsonl), to evaluate rerankers later without the store")
     _first_stage_args(p)

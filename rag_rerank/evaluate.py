@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from . import fusion as fusion_lib
 from . import model_settings
-from .first_stage import holds
+from .first_stage import candidates_and_sides, holds
 from .fusion import PLAIN, Fusion
 from .known_queries import KnownQueries, combine
 from .known_queries import resolve as resolve_known
@@ -65,12 +65,13 @@ def ranking_row(name: str, groups: Sequence["Group"], rankings: Sequence[Sequenc
 
 
 def first_stage_row(first_stage: "FirstStage", groups: Sequence["Group"], candidate_k: int,
-                    name: str) -> tuple[EvalRow, list[list[str]]]:
-    """Rank with the first stage; returns the row and the candidate lists (texts) for reranking."""
+                    name: str) -> tuple[EvalRow, list[list[str]], list[dict[str, list[str]]]]:
+    """Rank with the first stage; returns the row, the candidate lists (texts) for reranking and,
+    for a hybrid, the two rankings they were fused from (what ``--save-candidates`` keeps)."""
     start = time.perf_counter()
-    hits = first_stage.candidates_many([g.query for g in groups], candidate_k)
+    hits, sides = candidates_and_sides(first_stage, [g.query for g in groups], candidate_k)
     candidates = [[h.text for h in row] for row in hits]
-    return ranking_row(name, groups, candidates, time.perf_counter() - start), candidates
+    return ranking_row(name, groups, candidates, time.perf_counter() - start), candidates, sides
 
 
 def score_candidates(reranker, groups: Sequence["Group"], candidates: Sequence[Sequence[str]],
@@ -130,13 +131,39 @@ def _resolve_known(value, reranker) -> KnownQueries | None:
 
 def evaluate(groups: Sequence["Group"], candidates: Sequence[Sequence[str]], first_row: EvalRow,
              rerankers: Sequence[tuple[str, object]] = (), *, fusion: str | None = "auto",
-             known_queries: str | None = "auto", first_stage: "FirstStage | None" = None) -> list[EvalRow]:
-    """The first stage's row, then each ``(label, reranker)``'s rows over the same candidates."""
+             known_queries: str | None = "auto", hybrid: str | None = "auto",
+             first_stage: "FirstStage | None" = None, depth: int = 50) -> list[EvalRow]:
+    """The first stage's row, then each ``(label, reranker)``'s rows over the same candidates.
+
+    With ``hybrid="auto"`` a model that carries tuned hybrid weights is evaluated on the
+    candidates of its own hybrid (a row of their own first), as the pipeline would run it,
+    where ``first_stage`` can re-weight its hybrid (``depth``: its candidates per query)."""
     rows = [first_row]
     for label, reranker in rerankers:
-        rows += reranker_rows(reranker, groups, candidates, f"+ {label}", fusion=fusion,
-                              known_queries=known_queries, first_stage=first_stage)
+        own_stage, own_candidates = first_stage, candidates
+        weights = _own_hybrid(hybrid, reranker, first_stage)
+        if weights is not None:
+            own_stage = first_stage.with_hybrid(weights)
+            row, own_candidates, _ = first_stage_row(own_stage, groups, depth,
+                                                  f"hybrid {weights.describe()}, {label}'s (top {depth})")
+            rows.append(row)
+        rows += reranker_rows(reranker, groups, own_candidates, f"+ {label}", fusion=fusion,
+                              known_queries=known_queries, first_stage=own_stage)
     return rows
+
+
+def _own_hybrid(hybrid: str | None, reranker, first_stage) -> Fusion | None:
+    """The hybrid weights a model saved, where they differ from the first stage's and it can use them."""
+    from .first_stage import DenseAndLexical
+
+    if (first_stage is None or first_stage.mode != "hybrid" or not isinstance(first_stage, DenseAndLexical)
+            or not first_stage.reweightable or reranker.path is None):
+        return None
+    weights = fusion_lib.resolve(hybrid, lambda: model_settings.load(reranker.path).hybrid)
+    if weights is None or (weights.weight, weights.rrf_k) == (first_stage.hybrid_fusion.weight,
+                                                              first_stage.hybrid_fusion.rrf_k):
+        return None
+    return weights
 
 
 def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:

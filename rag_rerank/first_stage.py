@@ -61,6 +61,16 @@ def holds(first_stage: FirstStage):
     return lambda texts: [d is not None for d in first_stage.find_texts(texts)]
 
 
+def candidates_and_sides(first_stage: FirstStage, queries: Sequence[str],
+                         k: int) -> tuple[list[list[Hit]], list[dict[str, list[str]]]]:
+    """Each query's top ``k`` hits, and the texts of the two rankings a re-weightable hybrid fused
+    them from (``{}`` for any other first stage): what mining and ``eval --save-candidates`` save."""
+    if isinstance(first_stage, DenseAndLexical) and first_stage.reweightable:
+        hits, sides = first_stage.candidates_and_sides_many(queries, k)
+        return hits, [{side: [h.text for h in side_hits] for side, side_hits in s.items()} for s in sides]
+    return first_stage.candidates_many(queries, k), [{} for _ in queries]
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
@@ -92,18 +102,26 @@ class DenseAndLexical(_Base, ABC):
     """A first stage that searches both sides itself, so its hybrid can be re-weighted."""
 
     hybrid_fusion: Fusion = EQUAL
+    reweightable = True  # whether both sides can be searched (saved candidates: only if they were saved)
 
     def candidates_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> list[list[Hit]]:
         """Embeddings of all queries are computed in shared batches."""
+        return self.candidates_and_sides_many(queries, k, where)[0]
+
+    def candidates_and_sides_many(self, queries: Sequence[str], k: int,
+                                  where: dict | None = None) -> tuple[list[list[Hit]], list[dict[str, list[Hit]]]]:
+        """Each query's top ``k`` hits and, in hybrid mode, the two rankings they were fused from
+        (``{"dense": hits, "bm25": hits}``; ``{}`` in the other modes)."""
         queries = [check_query(q) for q in queries]
         check_k(k)
         if self.mode == "bm25":
-            return self._lexical_many(queries, k, where)
+            return self._lexical_many(queries, k, where), [{} for _ in queries]
         dense = self._dense_many(queries, k, where)
         if self.mode == "dense":
-            return dense
+            return dense, [{} for _ in queries]
         lexical = self._lexical_many(queries, k, where)
-        return [hybrid(d, lx, self.hybrid_fusion)[:k] for d, lx in zip(dense, lexical)]
+        fused = [hybrid(d, lx, self.hybrid_fusion)[:k] for d, lx in zip(dense, lexical)]
+        return fused, [{"dense": d, "bm25": lx} for d, lx in zip(dense, lexical)]
 
     def sides_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> tuple[list, list]:
         """Each query's dense and BM25 rankings, before they are fused (what :func:`tune_hybrid` weighs)."""
@@ -231,12 +249,14 @@ def text_id(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-class SavedCandidates(_Base):
+class SavedCandidates(DenseAndLexical):
     """A first stage replayed from saved rankings (``rag-rerank mine`` / ``eval --save-candidates``
     output, loaded with :func:`rag_rerank.train.data.load`).
 
-    ``candidates(query, k)`` returns the saved ranking of that query. ``corpus``, the texts the
-    rankings were searched in, is the random-negative pool and answers :meth:`find_texts`;
+    ``candidates(query, k)`` returns the saved ranking of that query. Where a hybrid saved its two
+    rankings too (every row has ``Group.sides``), the first stage is re-weightable: after
+    :meth:`with_hybrid` it fuses them anew, exactly as the store would have. ``corpus``, the texts
+    the rankings were searched in, is the random-negative pool and answers :meth:`find_texts`;
     without it the pool is every text the file names (candidates and positives alike) and only
     saved candidates count as found (a positive is never assumed to be in the corpus).
     """
@@ -248,6 +268,9 @@ class SavedCandidates(_Base):
         if not any(self._ranked.values()):
             raise ValueError("saved candidates: no row carries 'candidates' (write them with rag-rerank mine "
                              "or rag-rerank eval --save-candidates)")
+        self._sides = {g.query: g.sides for g in data.groups}
+        self.reweightable = mode == "hybrid" and all(self._sides.values())
+        self._reweighted = False
         if corpus is not None:
             self.texts = list(dict.fromkeys(corpus))
             self._known = set(self.texts)
@@ -255,15 +278,35 @@ class SavedCandidates(_Base):
             self.texts = list(dict.fromkeys(t for g in data.groups for t in (*g.candidates, *g.positives)))
             self._known = {t for g in data.groups for t in g.candidates}
 
-    def candidates_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> list[list[Hit]]:
+    def candidates_and_sides_many(self, queries: Sequence[str], k: int,
+                                  where: dict | None = None) -> tuple[list[list[Hit]], list[dict[str, list[Hit]]]]:
         self._no_filter(where)
+        if self._reweighted:
+            return super().candidates_and_sides_many(queries, k)
         check_k(k)
-        out = []
-        for query in queries:
-            if query not in self._ranked:
-                raise ValueError(f"saved candidates: no ranking saved for query {query[:60]!r}")
-            out.append([Hit(text_id(t), t, {}, 1.0 / r, 1.0 / r, r) for r, t in enumerate(self._ranked[query][:k], 1)])
-        return out
+        hits = [_replayed(self._saved(self._ranked, q)[:k]) for q in queries]
+        sides = [{side: _replayed(texts[:k]) for side, texts in self._saved(self._sides, q).items()} for q in queries]
+        return hits, sides
+
+    def with_hybrid(self, fusion: Fusion | None) -> "SavedCandidates":
+        if not self.reweightable:
+            raise ValueError("saved candidates: re-weighting the hybrid needs both of its rankings saved (rows with "
+                             "'dense' and 'bm25': rag-rerank mine / eval --save-candidates of a hybrid first stage)")
+        other = super().with_hybrid(fusion)
+        other._reweighted = True
+        return other
+
+    def _dense_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
+        return [_replayed(self._saved(self._sides, q)["dense"][:k]) for q in queries]
+
+    def _lexical_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
+        return [_replayed(self._saved(self._sides, q)["bm25"][:k]) for q in queries]
+
+    @staticmethod
+    def _saved(table: dict, query: str):
+        if query not in table:
+            raise ValueError(f"saved candidates: no ranking saved for query {query[:60]!r}")
+        return table[query]
 
     def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
         self._no_filter(where)
@@ -274,3 +317,8 @@ class SavedCandidates(_Base):
 
     def __repr__(self) -> str:
         return f"SavedCandidates({len(self._ranked)} queries, mode={self.mode!r})"
+
+
+def _replayed(texts: Sequence[str]) -> list[Hit]:
+    """Saved texts as hits: the score is 1/rank (the saved file keeps the order, not the scores)."""
+    return [Hit(text_id(t), t, {}, 1.0 / r, 1.0 / r, r) for r, t in enumerate(texts, 1)]

@@ -199,6 +199,49 @@ def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5
     assert out.returncode == 2 and "candidates" in out.stderr  # neither a corpus nor saved candidates
 
 
+def test_hybrid_tuned_from_saved_rankings_is_what_eval_measures(tmp_path, tiny_ce, tiny_encoder, kornli):
+    """The split workflow with a hybrid: mine and eval --save-candidates keep both sides, training
+    from the files alone tunes BM25's share on validation and saves it, and eval of that model on
+    the saved test rankings reports (and reranks) its own hybrid, equal to searching live with it."""
+    from rag_rerank import model_settings
+
+    train_file, test_file, corpus = kornli_task_files(tmp_path, kornli, n_train=120, n_test=30)
+    mined, saved = tmp_path / "train.mined.jsonl.gz", tmp_path / "test.hybrid.jsonl.gz"
+    first_stage = ["--corpus", str(corpus), "--mode", "hybrid", "--encoder", str(tiny_encoder)]
+    assert run_cli("mine", "--data", str(train_file), *first_stage, "--output", str(mined)).returncode == 0
+    out = run_cli("eval", "--data", str(test_file), *first_stage, "--json", "--save-candidates", str(saved))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert all(set(g.sides) == {"dense", "bm25"} for g in load(saved).groups)
+
+    model = tmp_path / "model"
+    out = run_cli("train", "--data", str(train_file), "--candidates", str(mined), "--corpus", str(corpus), "--mode",
+                  "hybrid", "--base", str(tiny_ce), "--output", str(model), "--max-steps", "2", "--batch-size", "8",
+                  "--set", "eval_steps=1", "--set", "save_steps=1", "--set", "dataloader_workers=0",
+                  "--max-length", "64", "--set", "known_queries=false")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "hybrid first stage chosen on validation" in out.stdout
+    # the tiny encoder's dense side is random: the tuner leans on BM25
+    tuned = model_settings.load(model).hybrid
+    assert tuned is not None and tuned.weight > 0.5
+
+    rows = json.loads(run_cli("eval", "--data", str(saved), "--candidates", str(saved), "--mode", "hybrid",
+                              "--reranker", str(model), "--json", "--max-length", "64").stdout)
+    own = f"hybrid {tuned.describe()}, {model}'s (top 50)"
+    assert [r["system"] for r in rows][:3] == ["hybrid (top 50)", own, f"+ {model}"]
+    live = json.loads(run_cli("eval", "--data", str(test_file), *first_stage, "--json").stdout)[0]
+    assert rows[0]["MRR@10"] == live["MRR@10"]  # replayed as saved
+    from rag_rerank.first_stage import InMemoryCorpus
+    from rag_rerank.evaluate import first_stage_row
+
+    groups = load(test_file).groups
+    relive = InMemoryCorpus(corpus.read_text(encoding="utf-8").splitlines(), encoder=str(tiny_encoder))
+    expected = first_stage_row(relive.with_hybrid(tuned), groups, 50, "live")[0]
+    assert rows[1]["MRR@10"] == pytest.approx(expected.metrics["MRR@10"])  # the model's own hybrid, live
+    equal = json.loads(run_cli("eval", "--data", str(saved), "--candidates", str(saved), "--mode", "hybrid",
+                               "--reranker", str(model), "--json", "--max-length", "64", "--hybrid", "equal").stdout)
+    assert [r["system"] for r in equal][:2] == ["hybrid (top 50)", f"+ {model}"]
+
+
 @pytest.mark.slow
 def test_train_under_torchrun_two_processes(tmp_path, tiny_ce, kornli):
     """The multi-GPU path on CPU (gloo): the same command under torchrun trains with DDP, rank 0

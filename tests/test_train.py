@@ -505,3 +505,36 @@ def test_training_tunes_the_hybrid_on_validation_and_the_retriever_uses_it(tiny_
     assert TwoStageRetriever(store, reranker).first_stage.hybrid_fusion == saved
     assert TwoStageRetriever(store, reranker, hybrid=None).first_stage.hybrid_fusion == EQUAL
     assert not preset("seed").tune_hybrid  # the original recipe tunes nothing
+
+
+def test_saved_hybrid_keeps_both_sides_and_reweights_like_the_live_first_stage(tmp_path, kornli, tiny_encoder):
+    """A hybrid's saved file carries its dense and BM25 rankings: replayed as saved, and after
+    with_hybrid fused anew exactly as the live first stage fuses them (what lets training on the
+    GPU machine, which has no store, tune the hybrid)."""
+    from rag_rerank.first_stage import EQUAL
+    from rag_rerank.train.data import save_jsonl
+
+    live = InMemoryCorpus(kornli["dev"][1], mode="hybrid", encoder=str(tiny_encoder))
+    data = from_pairs(kornli["dev"][0][:30])
+    path = tmp_path / "mined.jsonl.gz"
+    save_jsonl(mine_hard_negatives(data, live, num_hard=1, num_random=0, candidate_k=20), path)
+    loaded = load(path)
+    assert all(set(g.sides) == {"dense", "bm25"} and len(g.sides["dense"]) == 20 for g in loaded.groups)
+    saved = SavedCandidates(loaded, mode="hybrid")
+    queries = [g.query for g in data.groups]
+    texts = lambda stage, k=20: [[h.text for h in row] for row in stage.candidates_many(queries, k)]
+    assert saved.reweightable and texts(saved) == [g.candidates for g in loaded.groups] == texts(live)
+    for weights in (Fusion(1.0, 10.0), Fusion(0.2, 10.0), EQUAL):
+        assert texts(saved.with_hybrid(weights)) == texts(live.with_hybrid(weights))
+    for row, g in zip(texts(saved.with_hybrid(Fusion(1.0, 10.0))), loaded.groups):  # BM25 first, dense fills up
+        assert row[: len(g.sides["bm25"])] == g.sides["bm25"] and set(row) <= {*g.sides["bm25"], *g.sides["dense"]}
+    assert texts(saved) == [g.candidates for g in loaded.groups]  # with_hybrid returned a copy
+    plain = SavedCandidates(loaded, mode="bm25")  # not a hybrid's file: replay only
+    assert not plain.reweightable
+    with pytest.raises(ValueError, match="both of its rankings"):
+        plain.with_hybrid(EQUAL)
+    one_sided = tmp_path / "one.jsonl"
+    one_sided.write_text(json.dumps({"query": "q", "positive": "p", "candidates": ["p"], "dense": ["p"]}) + "\n",
+                         encoding="utf-8")
+    with pytest.raises(DataError, match="one.jsonl:1.*both dense and bm25"):
+        load(one_sided)

@@ -32,6 +32,9 @@ class Group:
     positives: list[str]
     negatives: list[str] = field(default_factory=list)
     candidates: list[str] = field(default_factory=list)
+    # a hybrid first stage's two rankings before fusion ({"dense": [...], "bm25": [...]}): kept so
+    # the hybrid can be re-weighted later (rag-rerank train tunes it) without the store
+    sides: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,10 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
             raise DataError(f"{where}: no positive document")
         raw_cand = row.get("candidates")
         candidates = _texts(raw_cand, where, "candidates") if raw_cand not in (None, "", []) else []
-        return Group(query, positives, negatives, candidates)
+        sides = {side: _texts(row[side], where, side) if row[side] else [] for side in SIDES if side in row}
+        if sides and set(sides) != set(SIDES):
+            raise DataError(f"{where}: a hybrid's saved rankings need both {' and '.join(SIDES)}")
+        return Group(query, positives, negatives, candidates, sides)
     document = _first(row, _DOC_KEYS)
     if document is None:
         raise DataError(f"{where}: no document column (one of {', '.join(_DOC_KEYS)} or positive/positives); "
@@ -261,7 +267,9 @@ def from_pairs(pairs: Iterable[tuple[str, str]]) -> TrainingData:
 # ``negative_ids`` and ``candidate_ids``. Written as text, 4,048 queries x 30 candidates over a
 # 961-passage corpus took 75 MB; by id the file grows with queries, not queries x passage length.
 DOCUMENTS_KEY = "documents"
-_ID_FIELDS = {"positive_ids": "positives", "negative_ids": "negatives", "candidate_ids": "candidates"}
+SIDES = ("dense", "bm25")  # Group.sides' keys
+_ID_FIELDS = {"positive_ids": "positives", "negative_ids": "negatives", "candidate_ids": "candidates",
+              "dense_ids": "dense", "bm25_ids": "bm25"}
 
 
 def _documents_table(table, where: str) -> dict[str, str]:
@@ -299,7 +307,8 @@ def save_jsonl(data: TrainingData, path: str | Path, *, by_id: bool = True) -> N
 
     with _open_text(Path(path), "w") as fh:
         if by_id and data.groups:
-            table = {text_id(t): t for g in data.groups for t in (*g.positives, *g.negatives, *g.candidates)}
+            table = {text_id(t): t for g in data.groups
+                     for t in (*g.positives, *g.negatives, *g.candidates, *(t for side in g.sides.values() for t in side))}
             fh.write(json.dumps({DOCUMENTS_KEY: table}, ensure_ascii=False) + "\n")
         for g in data.groups:
             if by_id:
@@ -307,10 +316,12 @@ def save_jsonl(data: TrainingData, path: str | Path, *, by_id: bool = True) -> N
                        "negative_ids": [text_id(t) for t in g.negatives]}
                 if g.candidates:
                     row["candidate_ids"] = [text_id(t) for t in g.candidates]
+                row.update({f"{side}_ids": [text_id(t) for t in texts] for side, texts in g.sides.items()})
             else:
                 row = {"query": g.query, "positives": g.positives, "negatives": g.negatives}
                 if g.candidates:
                     row["candidates"] = g.candidates
+                row.update(g.sides)
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         for p in data.pairs:
             fh.write(json.dumps({"query": p.query, "document": p.document, "label": p.label}, ensure_ascii=False) + "\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from ..first_stage import FirstStage
+from ..first_stage import FirstStage, candidates_and_sides
 from .data import Group, TrainingData
 
 
@@ -25,16 +25,18 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
     the random negatives and defaults to the first stage's own (:meth:`sample_texts`). Positives are
     never used as negatives. Each group also keeps the first stage's top ``candidate_k``
     texts in rank order (``Group.candidates``): validation uses them to evaluate reranking
-    and tune fusion exactly as the pipeline will run. Scored pairs pass through unchanged.
+    and tune fusion exactly as the pipeline will run; a hybrid's two rankings are kept beside them
+    (``Group.sides``) so training on the saved file can still tune the hybrid. Scored pairs pass
+    through unchanged.
     """
     rng = random.Random(seed)
     pool = list(corpus) if corpus is not None else first_stage.sample_texts(RANDOM_POOL) if num_random else []
     if num_random and not pool:
         raise ValueError("random negatives need a corpus: pass corpus=[...] or num_random=0")
     k = candidate_k + skip_top
-    ranked = first_stage.candidates_many([g.query for g in data.groups], k) if data.groups else []
+    ranked, sides = candidates_and_sides(first_stage, [g.query for g in data.groups], k) if data.groups else ([], [])
     groups = []
-    for group, hits in zip(data.groups, ranked):
+    for group, hits, group_sides in zip(data.groups, ranked, sides):
         banned = set(group.positives) | set(group.negatives)
         hard = [h.text for h in hits[skip_top:] if h.text not in banned]
         hard = list(dict.fromkeys(hard))[:num_hard]
@@ -48,5 +50,6 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
                 randoms.append(doc)
                 taken.add(doc)
         ranked_texts = list(dict.fromkeys(h.text for h in hits[:k]))
-        groups.append(Group(group.query, list(group.positives), group.negatives + hard + randoms, ranked_texts))
+        groups.append(Group(group.query, list(group.positives), group.negatives + hard + randoms, ranked_texts,
+                            group_sides))
     return TrainingData(groups, list(data.pairs))

@@ -298,8 +298,12 @@ def _tune_hybrid(config: TrainConfig, first_stage, eval_data: TrainingData, note
     tuned hybrid. Returns (first stage, the fusion or None, its report or None)."""
     from ..first_stage import DenseAndLexical, tune_hybrid
 
-    if first_stage.mode != "hybrid" or not isinstance(first_stage, DenseAndLexical):
-        return first_stage, None, None  # saved rankings are already fused: nothing to weigh
+    if first_stage.mode != "hybrid":
+        return first_stage, None, None
+    if not isinstance(first_stage, DenseAndLexical) or not first_stage.reweightable:
+        _say(notes, "hybrid weights not tuned: the saved rankings hold the fused order only (rag-rerank mine "
+                    "of this version keeps both sides)")
+        return first_stage, None, None
     groups = eval_data.groups
     best, report = tune_hybrid(first_stage, [g.query for g in groups], [set(g.positives) for g in groups],
                                evaluate.mrr, depth=config.candidate_k,
