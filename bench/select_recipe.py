@@ -33,6 +33,10 @@ RECIPES = {  # name: `rag-rerank train` arguments on top of the current defaults
     "mnrl 1 hard + 7 random": ["--loss", "mnrl", "--set", "num_hard_negatives=1", "--set", "num_random_negatives=7"],
     "listwise 7 hard + 1 random": ["--loss", "listwise", "--set", "num_hard_negatives=7",
                                    "--set", "num_random_negatives=1"],
+    # issue 13 (korquad passages): a middle mix, and the same at twice the learning rate
+    "bce 4 hard + 4 random": ["--loss", "bce", "--set", "num_hard_negatives=4", "--set", "num_random_negatives=4"],
+    "bce 4 hard + 4 random at lr 6e-5": ["--loss", "bce", "--set", "num_hard_negatives=4",
+                                       "--set", "num_random_negatives=4", "--lr", "6e-5"],
 }
 
 
