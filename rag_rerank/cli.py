@@ -182,7 +182,7 @@ def _given(value, default):
 
 def _cmd_mine(args) -> int:
     from .train import data as train_data
-    from .train.mining import mine_hard_negatives
+    from .train.mining import choose_mix, mine_hard_negatives
     from .train.recipes import TrainConfig
 
     first_stage = _first_stage(args)
@@ -190,11 +190,15 @@ def _cmd_mine(args) -> int:
         raise ValueError("give the corpus to mine from: --store DIR, --host/--port, --corpus FILE or --candidates FILE")
     recipe = TrainConfig()  # unset counts follow the default training recipe, so mine + train agree
     data = train_data.load(args.data)
+    candidate_k = args.candidate_k or recipe.candidate_k
+    num_hard, num_random, why = choose_mix(first_stage, data.groups, candidate_k,
+                                           _given(args.num_hard, recipe.num_hard_negatives),
+                                           _given(args.num_random, recipe.num_random_negatives))
+    if why != "as given":
+        print(f"negatives per query: {why}")
     mined = mine_hard_negatives(
-        data, first_stage, num_hard=_given(args.num_hard, recipe.num_hard_negatives),
-        num_random=_given(args.num_random, recipe.num_random_negatives),
-        candidate_k=args.candidate_k or recipe.candidate_k, skip_top=_given(args.skip_top, recipe.skip_top_negatives),
-        seed=_given(args.seed, recipe.seed))
+        data, first_stage, num_hard=num_hard, num_random=num_random, candidate_k=candidate_k,
+        skip_top=_given(args.skip_top, recipe.skip_top_negatives), seed=_given(args.seed, recipe.seed))
     train_data.save_jsonl(mined, args.output)
     found = sum(any(p in g.candidates for p in g.positives) for g in mined.groups)
     print(f"mined {len(mined.groups)} queries ({args.mode}, top {args.candidate_k or recipe.candidate_k}): positive among the "
@@ -309,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mine", help="hard negatives + first-stage candidates for training data, written as JSONL")
     p.add_argument("--data", required=True, help="queries with positives (.jsonl/.csv/.tsv)")
     p.add_argument("--output", required=True, help=".jsonl to write (rag-rerank train --data reads it)")
-    p.add_argument("--num-hard", type=int, help="hard negatives per query (default: the training recipe's)")
+    p.add_argument("--num-hard", type=int, help="hard negatives per query (default: the training recipe's, "
+                   "chosen from the first stage's MRR@10 on these queries)")
     p.add_argument("--num-random", type=int, help="random negatives per query (default: the training recipe's)")
     p.add_argument("--skip-top", type=int,
                    help="take hard negatives below the first stage's top N (where false negatives crowd)")

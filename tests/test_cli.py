@@ -179,6 +179,20 @@ def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5
         first = [c for c in before.candidates if c not in before.positives][:1]
         assert after.candidates == before.candidates and after.negatives[: len(first)] == first
         assert len(after.negatives) == len(first) + 2 and not set(after.negatives) & set(after.positives)
+    auto = tmp_path / "train.auto.jsonl.gz"  # counts left to the recipe: chosen from the first stage's score
+    out = run_cli("mine", "--data", str(train_file), "--candidates", str(mined), "--output", str(auto))
+    assert out.returncode == 0, out.stderr[-2000:]
+    import re
+
+    from rag_rerank.train.mining import default_mix
+
+    found = re.search(r"first stage MRR@10 ([0-9.]+) on 100 queries, .*: (\d+) hard \+ (\d+) random", out.stdout)
+    assert found, out.stdout
+    hard, rand = int(found[2]), int(found[3])
+    assert (hard, rand) == default_mix(float(found[1]))
+    for before, after in zip(groups, load(auto).groups):
+        first = [c for c in before.candidates if c not in before.positives][:hard]
+        assert after.negatives[: len(first)] == first and len(after.negatives) == len(first) + rand
     saved = tmp_path / "test.bm25.jsonl.gz"
     live = json.loads(run_cli("eval", "--data", str(test_file), "--corpus", str(corpus), "--mode", "bm25", "--json",
                               "--save-candidates", str(saved)).stdout)

@@ -350,6 +350,28 @@ def test_mining_excludes_positives_and_mixes_random(kornli, bm25):
         assert after.negatives == below[:3]  # hard negatives start below the top 2
 
 
+def test_negative_mix_follows_the_first_stage_score(kornli, bm25):
+    """Unset negative counts come from how well the first stage already ranks the queries' positives:
+    mostly hard negatives behind a strong first stage, mostly random ones behind a weak one."""
+    from rag_rerank.train.data import Group
+    from rag_rerank.train.mining import MIX_FOR_STRONG, MIX_FOR_WEAK, STRONG_FIRST_STAGE, choose_mix, default_mix
+
+    assert default_mix(STRONG_FIRST_STAGE) == MIX_FOR_STRONG and default_mix(STRONG_FIRST_STAGE - 0.01) == MIX_FOR_WEAK
+    assert MIX_FOR_STRONG[0] > MIX_FOR_STRONG[1] and MIX_FOR_WEAK[0] < MIX_FOR_WEAK[1]
+    premises = kornli["dev"][1][:40]  # the corpus BM25 searches
+    # A premise asked verbatim: BM25 ranks it first (MRR 1). The same queries labelled with the
+    # next premise: BM25 rarely ranks that one first, so the first stage looks weak on them.
+    strong = [Group(p, [p], []) for p in premises]
+    weak = [Group(p, [premises[(i + 1) % len(premises)]], []) for i, p in enumerate(premises)]
+    hard, rand, why = choose_mix(bm25, strong)
+    assert (hard, rand) == MIX_FOR_STRONG and "at or above" in why and "40 queries" in why
+    hard, rand, why = choose_mix(bm25, weak)
+    assert (hard, rand) == MIX_FOR_WEAK and "below" in why
+    assert choose_mix(bm25, weak, num_hard=2) [:2] == (2, MIX_FOR_WEAK[1])  # a given count is kept
+    assert choose_mix(bm25, strong, num_hard=2, num_random=3) == (2, 3, "as given")
+    assert choose_mix(bm25, [])[:2] == MIX_FOR_WEAK  # nothing to score: the cautious mix
+
+
 def test_saved_candidates_replay_the_first_stage(kornli, bm25):
     """Mining from saved rankings (no store on the training machine) draws the same hard negatives
     as mining from the live first stage, and random ones from the texts the file names."""

@@ -15,6 +15,47 @@ from .data import Group, TrainingData
 
 RANDOM_POOL = 20000  # texts random negatives are drawn from (a large store is sampled, not read whole)
 
+# The default mix of negatives follows how good the first stage already is on the queries at hand
+# (MRR@10 of its ranking; validation when there is one). Chosen on the validation parts of three
+# Korean tasks (BENCHMARKS.md, issue 13), where each mix won where the rule puts it:
+#   korquad passages, first stage 0.95: 7 hard + 1 random reranked to 0.979, 1 hard + 7 random 0.967;
+#   kornli 0.75 and chatbot 0.08: 1 + 7 gained +0.041 / +0.011 over the first stage, 7 + 1 +0.025 / +0.000.
+# A strong first stage leaves the reranker only the order within its top candidates to learn, and
+# its runners-up are rarely unlabeled positives; a weak score means either a weak first stage or
+# valid answers among its top ranks (the chatbot's generic replies), and then those ranks teach
+# the wrong thing while random negatives still teach relevance.
+STRONG_FIRST_STAGE = 0.85
+MIX_FOR_STRONG = (7, 1)  # (hard, random) negatives per query
+MIX_FOR_WEAK = (1, 7)
+MIX_SAMPLE = 500  # queries the first stage is scored on to choose the mix
+
+
+def default_mix(first_stage_mrr: float) -> tuple[int, int]:
+    """(hard, random) negatives per query for a first stage of this MRR@10."""
+    return MIX_FOR_STRONG if first_stage_mrr >= STRONG_FIRST_STAGE else MIX_FOR_WEAK
+
+
+def choose_mix(first_stage: FirstStage, groups: Sequence[Group], candidate_k: int = 30,
+               num_hard: int | None = None, num_random: int | None = None) -> tuple[int, int, str]:
+    """Fill in whichever of ``num_hard``/``num_random`` is None from :func:`default_mix`, scoring
+    the first stage on (up to MIX_SAMPLE of) ``groups``. Returns (hard, random, why)."""
+    if num_hard is not None and num_random is not None:
+        return num_hard, num_random, "as given"
+    scored = [g for g in groups if g.positives][:MIX_SAMPLE]
+    if not scored:
+        hard, rand = MIX_FOR_WEAK
+        why = "no queries with positives to score the first stage on: the mix for a weak one"
+    else:
+        from ..evaluate import mrr
+
+        ranked, _ = candidates_and_sides(first_stage, [g.query for g in scored], candidate_k)
+        value = mrr([[h.text for h in hits] for hits in ranked], [set(g.positives) for g in scored])
+        hard, rand = default_mix(value)
+        side = "at or above" if value >= STRONG_FIRST_STAGE else "below"
+        why = (f"first stage MRR@10 {value:.4f} on {len(scored)} queries, {side} {STRONG_FIRST_STAGE:g}: "
+               f"{hard} hard + {rand} random negatives")
+    return (hard if num_hard is None else num_hard), (rand if num_random is None else num_random), why
+
 
 def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: Sequence[str] | None = None,
                         num_hard: int = 4, num_random: int = 1, candidate_k: int = 30, skip_top: int = 0,

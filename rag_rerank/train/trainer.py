@@ -17,7 +17,7 @@ from .. import evaluate
 from . import memory, model_setup, report
 from .data import TrainingData
 from .fast import PairTokenizingCollator, RerankerTrainer, length_grouped_sampler
-from .mining import mine_hard_negatives
+from .mining import choose_mix, mine_hard_negatives
 from ..model_settings import ModelSettings
 from .recipes import TrainConfig
 
@@ -221,6 +221,8 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         first_stage, hybrid, hybrid_tuning = _tune_hybrid(config, first_stage, eval_data, notes)
     if first_stage is not None:
         config = config.replace(mine_mode=first_stage.mode)
+        config = _negative_mix(config, first_stage, eval_data if eval_data is not None and eval_data.groups
+                               else train_data, notes)
         mine = dict(corpus=corpus, num_hard=config.num_hard_negatives, num_random=config.num_random_negatives,
                     candidate_k=config.candidate_k, skip_top=config.skip_top_negatives, seed=config.seed)
         train_data = mine_hard_negatives(train_data, first_stage, **mine)
@@ -290,6 +292,16 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     report.write_report(out, metrics, rows, f"Training report: {out.name}")
     report.append_model_card(out, metrics, rows, data_description or f"{len(train_ds)} training rows")
     return TrainResult(out, metrics, notes)
+
+
+def _negative_mix(config: TrainConfig, first_stage, data: TrainingData, notes: list[str]) -> TrainConfig:
+    """Negatives per query the recipe leaves open (None), from the first stage's score on ``data``
+    (validation when there is one): :func:`~rag_rerank.train.mining.default_mix`."""
+    hard, rand, why = choose_mix(first_stage, data.groups, config.candidate_k,
+                                 config.num_hard_negatives, config.num_random_negatives)
+    if why != "as given":
+        _say(notes, f"negatives per query: {why}")
+    return config.replace(num_hard_negatives=hard, num_random_negatives=rand)
 
 
 def _tune_hybrid(config: TrainConfig, first_stage, eval_data: TrainingData, notes: list[str]):
