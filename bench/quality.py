@@ -278,22 +278,26 @@ def _train_one(d: Path, seed: int, smoke: bool, extra_train: list[str]) -> dict:
     return info
 
 
-def _eval_one(d: Path, name: str, models: list[str], smoke: bool, rerank_batch: int, base: str = BASE) -> dict:
+def _eval_one(d: Path, name: str, models: list[str], smoke: bool, rerank_batch: int, base: str | None = BASE) -> dict:
     saved = str(d / f"test.{name}.jsonl.gz")  # the first stage's rankings; the corpus checks known-query hits
     args = ["eval", "--data", saved, "--candidates", saved, "--corpus", str(d / "test_corpus.jsonl"),
             *FIRST_STAGES[name], "--candidate-k", str(DEPTH), "--json", "--batch-size", str(rerank_batch)]
-    if name == DEFAULT_FIRST_STAGE:  # the un-fine-tuned base, once: on the default pipeline's first stage
+    if name == DEFAULT_FIRST_STAGE and base:  # the un-fine-tuned base, once: on the default pipeline's first stage
         args += ["--reranker", base]
     for m in models:
         args += ["--reranker", m]
     if smoke:
         args += ["--max-length", "128"]
     out, seconds = cli(*args, log=d / "commands.log")
-    return {"rows": json.loads(out), "command_seconds": seconds}
+    result = {"rows": json.loads(out), "command_seconds": seconds}
+    # each evaluation kept as it finishes: a run stopped by a time limit still leaves the ones done
+    (d / f"rerank.{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    return result
 
 
 def train_and_rerank(work: Path, tasks, seeds, smoke: bool, extra_train: list[str], rerank_batch: int = 64,
-                     train_only: bool = False, jobs: int = 1, base: str | None = None) -> None:
+                     train_only: bool = False, jobs: int = 1, base: str | None = None,
+                     first_stages=tuple(FIRST_STAGES), base_row: bool = True) -> None:
     """GPU phase (CPU works, slowly): train per seed with the default recipe, rerank every first stage.
     ``jobs`` > 1 runs that many trainings (then evaluations) at once: a small model leaves most of a
     big GPU idle, so concurrent runs finish sooner; each one's time is then inflated."""
@@ -307,13 +311,14 @@ def train_and_rerank(work: Path, tasks, seeds, smoke: bool, extra_train: list[st
         return
     models = {t: [str(work / t / "models" / f"seed{s}") for s in seeds] for t in tasks}
     reranked = run_parallel([((t, n), lambda t=t, n=n: _eval_one(work / t, n, models[t], smoke, rerank_batch,
-                                                                   base or BASE))
-                             for t in tasks for n in FIRST_STAGES], jobs)
+                                                                   (base or BASE) if base_row else None))
+                             for t in tasks for n in first_stages], jobs)
     for task in tasks:
         (work / task / "rerank.json").write_text(json.dumps(
             {"seeds": list(seeds), "models": models[task], "jobs": jobs, "base": base or BASE,
              "train": {f"seed{s}": trained[(task, s)] for s in seeds},
-             "reranked": {n: reranked[(task, n)] for n in FIRST_STAGES}, "device": _device()},
+             "reranked": {n: reranked[(task, n)] for n in first_stages}, "device": _device(),
+             **({} if set(first_stages) == set(FIRST_STAGES) else {"incomplete": "not in this run's --first-stages"})},
             indent=2, ensure_ascii=False))
         print(f"[train] {task}: done", flush=True)
 
@@ -332,11 +337,11 @@ def _cell(values: list[float | None], fmt: str = ".4f") -> str:
     return " / ".join("-" if v is None else f"{v:{fmt}}" for v in values)
 
 
-def _row(rows: dict, prefix: str, default=None, known: bool = False):
-    """The eval row whose system name starts with ``prefix`` (the known-queries row only when
-    ``known``), else ``default``."""
-    return next((r for s, r in rows.items() if s.startswith(prefix) and ("+ known queries (" in s) == known),
-                default)
+def _row(rows: dict, prefix: str, default=None, known: bool = False, contains: str = ""):
+    """The eval row whose system name starts with ``prefix`` and holds ``contains`` (the
+    known-queries row only when ``known``), else ``default``."""
+    return next((r for s, r in rows.items() if s.startswith(prefix) and contains in s
+                 and ("+ known queries (" in s) == known), default)
 
 
 def report(work: Path, tasks) -> str:
@@ -368,6 +373,14 @@ def report(work: Path, tasks) -> str:
                              + " |" * len(METRICS))
                 continue
             rows = {r["system"]: r for r in rer["reranked"][name]["rows"]}
+            tuned = [_row(rows, "hybrid ", contains=f", {m}'s (top") for m in models]
+            if any(tuned):  # each model's own hybrid weights (tuned on its validation): what it reranks
+                lines.append(f"| {name}, weights tuned on validation (each seed's) | - | "
+                             + " | ".join(_cell([r[m] if r else None for r in tuned]) for m in METRICS)
+                             + f" | {_cell([r['seconds'] if r else None for r in tuned], '.1f')} |")
+                tuned_best = max((r for r in tuned if r), key=lambda r: r["MRR@10"])
+                if tuned_best["MRR@10"] > best_first[1]["MRR@10"]:
+                    best_first = (f"{name} (tuned)", tuned_best)
             base = rows.get(f"+ {rer.get('base', BASE)}")
             if base:
                 lines.append(f"| {name} | base model, not fine-tuned | " + " | ".join(f"{base[m]:.4f}" for m in METRICS)
@@ -394,16 +407,16 @@ def report(work: Path, tasks) -> str:
                              + f" | {_cell([r['seconds'] for r in pipeline], '.1f')} |")
             fused = pipeline
             if default or (DEFAULT_FIRST_STAGE not in rer["reranked"] and name == "dense"):
-                target = 0.97 if best_first[1]["MRR@10"] > 0.94 else best_first[1]["MRR@10"] + 0.03
+                target = _target(task, best_first[1]["MRR@10"])
                 got = [r["MRR@10"] for r in fused]
-                base_mrr = base["MRR@10"] if base else float("nan")
+                base_mrr = base["MRR@10"] if base else None
                 which = "default pipeline" if default else f"{name} + fine-tuned + fusion (hybrid not run)"
                 verdicts.append(
                     f"- {task}: {which} MRR@10 {_cell(got)} vs best first stage {best_first[0]} "
                     f"{best_first[1]['MRR@10']:.4f} (target {target:.4f}): "
-                    f"{'met' if all(g >= target for g in got) else 'NOT met'} for "
-                    f"{'both seeds' if len(got) > 1 else 'the seed'}; beats the un-fine-tuned base "
-                    f"({base_mrr:.4f}): {'yes' if all(g > base_mrr for g in got) else 'no'}.")
+                    f"met for {sum(g >= target for g in got)} of {len(got)} seed(s); "
+                    + (f"beats the un-fine-tuned base ({base_mrr:.4f}): {'yes' if all(g > base_mrr for g in got) else 'no'}."
+                       if base else "the un-fine-tuned base was not run."))
         lines += ["", "Training (per seed): " + "; ".join(
             f"{k}: {v['train']['steps']} steps in {v['seconds']:.0f}s on {v['train']['device']}, base "
             f"`{v['base_model']}`, fusion {_fusion(v['fusion'])}, known queries {_known(v.get('known_queries'))}"
@@ -412,6 +425,14 @@ def report(work: Path, tasks) -> str:
     text = "\n".join(lines + ["**Targets**", ""] + verdicts) + "\n"
     (work / "quality.md").write_text(text, encoding="utf-8")
     return text
+
+
+def _target(task: str, best_first: float) -> float:
+    """Issue 13 for passage retrieval (korquad): best first stage + 0.04 and at least 0.95;
+    issue 6 for the others: 0.97 over a first stage above 0.94, else best first stage + 0.03."""
+    if task == "korquad":
+        return max(best_first + 0.04, 0.95)
+    return 0.97 if best_first > 0.94 else best_first + 0.03
 
 
 def _fusion(f) -> str:
@@ -438,6 +459,9 @@ def main(argv=None) -> int:
     p.add_argument("--train-only", action="store_true", help="train (missing seeds) but do not rerank yet")
     p.add_argument("--jobs", type=int, default=1, help="trainings / evaluations run at once (one GPU: 4 is fine)")
     p.add_argument("--out", help="also write the report here")
+    p.add_argument("--first-stages", default=",".join(FIRST_STAGES),
+                   help="first stages to rerank, in this order (a device call's time may cover only some)")
+    p.add_argument("--no-base-row", action="store_true", help="do not rerank with the un-fine-tuned base")
     p.add_argument("--base", help=f"base model to fine-tune and report un-fine-tuned (default: rag-rerank train's, "
                    f"which is {BASE} without the hub)")
     p.add_argument("--encoder", help="bi-encoder of the stores (default: rag-rerank's, multilingual-e5-small)")
@@ -459,7 +483,7 @@ def main(argv=None) -> int:
         prepare(work, tasks, args.smoke, args.encoder)
     if args.phase in ("train", "all"):
         train_and_rerank(work, tasks, seeds, args.smoke, args.train_arg, args.rerank_batch, args.train_only, args.jobs,
-                         args.base)
+                         args.base, args.first_stages.split(","), not args.no_base_row)
     if args.phase in ("report", "all"):
         text = report(work, tasks)
         print(text)

@@ -37,6 +37,7 @@ RECIPES = {  # name: `rag-rerank train` arguments on top of the current defaults
     "bce 4 hard + 4 random": ["--loss", "bce", "--set", "num_hard_negatives=4", "--set", "num_random_negatives=4"],
     "bce 4 hard + 4 random at lr 6e-5": ["--loss", "bce", "--set", "num_hard_negatives=4",
                                        "--set", "num_random_negatives=4", "--lr", "6e-5"],
+    "bce 15 hard + 1 random": ["--loss", "bce", "--set", "num_hard_negatives=15", "--set", "num_random_negatives=1"],
 }
 
 
