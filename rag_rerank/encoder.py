@@ -1,8 +1,10 @@
-"""BiEncoder: the first-stage embedding model (sentence-transformers)."""
+"""BiEncoder: the first-stage embedding model (sentence-transformers, or ONNX Runtime on a CPU)."""
 from __future__ import annotations
 
+import json
 import threading
-from typing import Sequence
+from pathlib import Path
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -20,22 +22,37 @@ class BiEncoder:
     Prompts: the model's own saved prompts (``query``/``passage``) win; e5
     models without them get ``"query: "``/``"passage: "``; other models none.
     Pass ``query_prompt``/``passage_prompt`` to override.
+
+    ``backend="onnx"`` (CPU) runs the transformer exported to ONNX Runtime (fp32, or int8 weights
+    with ``quantize=True``; cached beside the weights) with the model's own pooling and unit-length
+    vectors, and texts batched by length; ``threads`` sets ONNX Runtime's intra-op threads.
     """
 
     def __init__(self, model: str = DEFAULT_ENCODER, *, device: str | None = None, batch_size: int = 64,
                  query_prompt: str | None = None, passage_prompt: str | None = None,
                  max_length: int | None = None, trust_remote_code: bool = False,
-                 local_files_only: bool | None = None) -> None:
-        from sentence_transformers import SentenceTransformer
-
+                 local_files_only: bool | None = None, backend: Literal["torch", "onnx"] = "torch",
+                 quantize: bool = False, threads: int | None = None) -> None:
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if backend == "onnx" and device not in (None, "cpu"):
+            raise ValueError(f"backend='onnx' runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
         self.model_name = str(model)
+        self.backend = backend
         self.path = models.resolve(model, local_files_only=local_files_only)
-        self.device = resolve_device(device)
-        self.model = SentenceTransformer(str(self.path), device=str(self.device),
-                                         trust_remote_code=trust_remote_code)
-        if max_length:
-            self.model.max_seq_length = max_length
-        saved = self.model.prompts or {}
+        self.device = resolve_device("cpu" if backend == "onnx" else device)
+        if backend == "onnx":
+            self.model, self._onnx = None, _OnnxEncoder(self.path, max_length, quantize, threads)
+            saved = self._onnx.prompts
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(str(self.path), device=str(self.device),
+                                             trust_remote_code=trust_remote_code)
+            self._onnx = None
+            if max_length:
+                self.model.max_seq_length = max_length
+            saved = self.model.prompts or {}
         is_e5 = "e5" in self.model_name.lower() or "e5" in self.path.name.lower()
         self.query_prompt = query_prompt if query_prompt is not None else saved.get(
             "query", "query: " if is_e5 else "")
@@ -47,6 +64,8 @@ class BiEncoder:
 
     @property
     def dimension(self) -> int:
+        if self._onnx is not None:
+            return self._onnx.dimension
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
 
@@ -62,6 +81,9 @@ class BiEncoder:
     def _encode(self, texts: list[str], prompt: str, show_progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self._onnx is not None:
+            with self._lock:
+                return self._onnx.encode([prompt + t for t in texts], self.batch_size)
         with self._lock:
             vectors = self.model.encode(texts, prompt=prompt, batch_size=self.batch_size,
                                         normalize_embeddings=True, convert_to_numpy=True,
@@ -69,4 +91,61 @@ class BiEncoder:
         return vectors.astype(np.float32, copy=False)
 
     def __repr__(self) -> str:
-        return f"BiEncoder(model={self.model_name!r}, device={str(self.device)!r})"
+        where = "backend='onnx'" if self._onnx is not None else f"device={str(self.device)!r}"
+        return f"BiEncoder(model={self.model_name!r}, {where})"
+
+
+class _OnnxEncoder:
+    """A sentence-transformers directory (Transformer -> Pooling -> Normalize) run by ONNX Runtime."""
+
+    def __init__(self, path: Path, max_length: int | None, quantize: bool, threads: int | None) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from . import onnx_backend
+
+        modules = _read_json(path / "modules.json") or []
+        kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+        unknown = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
+        if unknown:
+            raise ValueError(f"{path}: backend='onnx' runs Transformer -> Pooling -> Normalize models; this one "
+                             f"also has {', '.join(unknown)}: use backend='torch'")
+        pooling_dir = next((m["path"] for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
+        pooling = _read_json(path / pooling_dir / "config.json") or {"pooling_mode_mean_tokens": True}
+        self.pooling = ("cls" if pooling.get("pooling_mode_cls_token") else
+                        "max" if pooling.get("pooling_mode_max_tokens") else "mean")
+        st_config = _read_json(path / "config_sentence_transformers.json") or {}
+        self.prompts = st_config.get("prompts") or {}
+        saved_max = (_read_json(path / "sentence_bert_config.json") or {}).get("max_seq_length")
+        config = AutoConfig.from_pretrained(str(path))
+        self.dimension = int(config.hidden_size)
+        self.max_length = min(x for x in (max_length, saved_max, config.max_position_embeddings, 512) if x)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.session = onnx_backend.session(onnx_backend.exported(path, "encoder", quantize=quantize), threads)
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        from .onnx_backend import run
+
+        # Length-sorted batches: far less padding than input order on passages of mixed length.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                   padding=True, return_tensors="np")
+            hidden = run(self.session, batch).astype(np.float32)
+            mask = batch["attention_mask"][..., None].astype(np.float32)
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            elif self.pooling == "max":
+                pooled = np.where(mask > 0, hidden, -np.inf).max(axis=1)
+            else:
+                pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            out[idx] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return out
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,93 @@
+"""The ONNX Runtime backend (CPU) scores and embeds like the torch reference (issue 15)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from rag_rerank import Reranker
+from rag_rerank.encoder import BiEncoder
+from rag_rerank.evaluate import mrr
+
+
+@pytest.fixture()
+def ce_copy(tiny_ce, tmp_path):
+    """A private copy: the export is cached inside the model directory."""
+    return shutil.copytree(tiny_ce, tmp_path / "ce")
+
+
+def test_onnx_reranker_equals_torch_in_fp32_and_caches_its_export(ce_copy, korean_sentences):
+    query, docs = korean_sentences[0], korean_sentences[1:30] + [" ".join(korean_sentences[30:120])]
+    reference = np.array(Reranker(str(ce_copy), max_length=96).score(query, docs, raw=True))
+    onnx = Reranker(str(ce_copy), max_length=96, backend="onnx")  # fp32 by default
+    assert "backend='onnx'" in repr(onnx) and onnx.model is None
+    np.testing.assert_allclose(onnx.score(query, docs, raw=True), reference, atol=1e-5)  # long doc windowed alike
+    graph = ce_copy / "onnx" / "classifier.onnx"
+    made = graph.stat().st_mtime_ns
+    Reranker(str(ce_copy), max_length=96, backend="onnx", quantize=False)
+    assert graph.stat().st_mtime_ns == made  # reused, not exported again
+    weights = next(ce_copy.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # new weights (same bytes, new stamp): export again
+    Reranker(str(ce_copy), max_length=96, backend="onnx", quantize=False)
+    assert graph.stat().st_mtime_ns != made
+
+
+def test_onnx_export_of_a_read_only_model_goes_to_the_cache(ce_copy, model_home, korean_sentences, monkeypatch):
+    from rag_rerank import onnx_backend
+    from rag_rerank.models import default_cache_dir
+
+    # A read-only model directory (a shared or packaged model); chmod cannot show it to root.
+    real_access = onnx_backend.os.access
+    monkeypatch.setattr(onnx_backend.os, "access", lambda path, mode: False if path == ce_copy else
+                        real_access(path, mode))
+    onnx = Reranker(str(ce_copy), max_length=96, backend="onnx", quantize=False)
+    assert not (ce_copy / "onnx").exists()
+    assert list((default_cache_dir() / "onnx").glob(f"{ce_copy.name}-*/classifier.onnx"))  # under model_home
+    assert len(onnx.score(korean_sentences[0], korean_sentences[1:4])) == 3
+
+
+def test_onnx_backend_is_cpu_only_and_named():
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        Reranker("unused", backend="onnx", device="cuda")
+    with pytest.raises(ValueError, match="backend must be"):
+        Reranker("unused", backend="tensorrt")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        BiEncoder("unused", backend="onnx", device="cuda")
+
+
+def test_onnx_bi_encoder_equals_sentence_transformers(tiny_encoder, tmp_path, korean_sentences):
+    enc_dir = shutil.copytree(tiny_encoder, tmp_path / "enc")
+    docs = korean_sentences[:40] + [" ".join(korean_sentences[40:200])]  # one past max_length: truncated alike
+    reference = BiEncoder(str(enc_dir))
+    fp32 = BiEncoder(str(enc_dir), backend="onnx", quantize=False)
+    assert fp32.dimension == reference.dimension
+    np.testing.assert_allclose(fp32.embed_passages(docs), reference.embed_passages(docs), atol=1e-5)
+    np.testing.assert_allclose(fp32.embed_query(docs[3]), reference.embed_query(docs[3]), atol=1e-5)
+    int8 = BiEncoder(str(enc_dir), backend="onnx", quantize=True).embed_passages(docs)
+    assert np.allclose(np.linalg.norm(int8, axis=1), 1, atol=1e-5)
+    assert (int8 * reference.embed_passages(docs)).sum(axis=1).min() > 0.99  # cosine to the reference
+
+
+@pytest.mark.slow
+def test_int8_reranker_ranks_korean_like_the_reference(e5_cross_encoder, kornli):
+    """The real (briefly fine-tuned) e5 reranker, int8 weights: the same rankings to within a
+    small MRR drift on KorNLI test queries."""
+    pairs, premises = kornli["test"]
+    queries = [h for h, _p in pairs[:20]]
+    relevant = [{p} for _h, p in pairs[:20]]
+    pool = sorted(set(premises) - {p for _h, p in pairs[:20]})[:6]
+    candidates = [[p, *pool] for _h, p in pairs[:20]]  # the right premise and six others
+    reference = Reranker(str(e5_cross_encoder), max_length=128)
+    int8 = Reranker(str(e5_cross_encoder), max_length=128, backend="onnx", quantize=True)
+
+    def ranked(reranker):
+        return [[docs[r.index] for r in ranking] for docs, ranking in
+                zip(candidates, reranker.rerank_many(queries, candidates))]
+
+    expected, got = mrr(ranked(reference), relevant), mrr(ranked(int8), relevant)
+    assert expected > 0.5  # a model that ranks, or the comparison says nothing
+    assert abs(got - expected) <= 0.05
+    scores_ref = np.array(reference.score(queries[0], candidates[0]))
+    scores_int8 = np.array(int8.score(queries[0], candidates[0]))
+    assert np.corrcoef(scores_ref, scores_int8)[0, 1] > 0.95
