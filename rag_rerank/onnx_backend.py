@@ -37,9 +37,14 @@ def _weights(model_dir: Path) -> list[Path]:
     return found
 
 
+# Bumped whenever the export or the quantisation changes, so older cached graphs are rebuilt.
+EXPORT_VERSION = "torchscript-opset17/qint8-per-channel"
+
+
 def _stamp(model_dir: Path) -> dict:
-    """What the export was made from: rebuilt when any weight file changes."""
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in _weights(model_dir)}
+    """What the export was made from: rebuilt when any weight file or the export itself changes."""
+    return {"export": EXPORT_VERSION,
+            "weights": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in _weights(model_dir)}}
 
 
 def _cache_dir(model_dir: Path) -> Path:

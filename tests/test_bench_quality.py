@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,28 @@ def test_report_counts_each_models_tuned_hybrid_as_a_first_stage(tmp_path):
     assert "best first stage hybrid (tuned) 0.9300 (target 0.9700): met for 1 of 2 seed(s)" in text
     assert "the un-fine-tuned base was not run" in text
     assert quality._target("korquad", 0.90) == 0.95 and quality._target("kornli", 0.90) == pytest.approx(0.93)
+
+
+@pytest.mark.slow
+def test_speed_bench_smoke_compares_every_backend_with_sentence_transformers(model_home, tiny_ce, tiny_encoder,
+                                                                             data_dir, tmp_path):
+    """bench/rerank_speed.py (issue 15) on tiny models and the fixture KorQuAD rows: every row it
+    promises, ratios to the sentence-transformers baseline, fp32 backends without drift."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAG_RERANK_DATA": str(data_dir)}
+    out_base = tmp_path / "speed"
+    ce, enc = shutil.copytree(tiny_ce, tmp_path / "ce"), shutil.copytree(tiny_encoder, tmp_path / "enc")
+    out = subprocess.run([sys.executable, str(BENCH.parent / "rerank_speed.py"), "--model", str(ce), "--encoder",
+                          str(enc), "--queries", "4", "--depth", "3", "--max-length", "64", "--latency-docs", "3",
+                          "--latency-repeat", "2", "--out", str(out_base)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    result = json.loads(out_base.with_suffix(".json").read_text())
+    assert [r["system"] for r in result["rerank"]] == [
+        "sentence-transformers CrossEncoder.predict (fp32, batch 32)", "Reranker backend=torch fp32",
+        "Reranker backend=onnx fp32", "Reranker backend=onnx int8"]
+    assert [r["system"].split(" ")[0] for r in result["encode"]] == ["sentence-transformers", "BiEncoder",
+                                                                     "BiEncoder", "BiEncoder"]
+    assert all(r["pairs"] == 12 and r["pairs_per_s"] > 0 for r in result["rerank"])
+    assert result["encode"][2]["drift"] == 0  # fp32 ONNX embeds like sentence-transformers
+    table = out_base.with_suffix(".md").read_text()
+    assert "CPU (" in table and "| 1.00x |" in table and "vs ST" in table

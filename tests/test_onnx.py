@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from rag_rerank import Reranker
+from rag_rerank import Reranker, onnx_backend
 from rag_rerank.encoder import BiEncoder
 from rag_rerank.evaluate import mrr
 
@@ -31,10 +31,14 @@ def test_onnx_reranker_equals_torch_in_fp32_and_caches_its_export(ce_copy, korea
     weights.write_bytes(weights.read_bytes())  # new weights (same bytes, new stamp): export again
     Reranker(str(ce_copy), max_length=96, backend="onnx", quantize=False)
     assert graph.stat().st_mtime_ns != made
+    made = graph.stat().st_mtime_ns
+    stamp = graph.with_suffix(".json")
+    stamp.write_text(stamp.read_text().replace(onnx_backend.EXPORT_VERSION, "an older export"))
+    Reranker(str(ce_copy), max_length=96, backend="onnx", quantize=False)
+    assert graph.stat().st_mtime_ns != made  # made by another version of the exporter: export again
 
 
 def test_onnx_export_of_a_read_only_model_goes_to_the_cache(ce_copy, model_home, korean_sentences, monkeypatch):
-    from rag_rerank import onnx_backend
     from rag_rerank.models import default_cache_dir
 
     # A read-only model directory (a shared or packaged model); chmod cannot show it to root.
