@@ -6,7 +6,7 @@ passages of Kiwi BM25 over all paragraphs (200-500 tokens each), the right one a
 Reranking: sentence-transformers ``CrossEncoder.predict`` (fp32, batch 32, the baseline) vs
 ``Reranker`` with each backend; pairs/s end to end (tokenisation included), latency of one
 question x ``--latency-docs`` passages (p50/p95), MRR@10 of each ranking and its drift from the
-baseline. Embedding: ``SentenceTransformer.encode`` vs ``BiEncoder``; passages/s, and dense MRR@10
+baseline, and the correlation of each system's scores with the baseline's (1.0: the same scores). Embedding: ``SentenceTransformer.encode`` vs ``BiEncoder``; passages/s, and dense MRR@10
 over the whole corpus for the questions (drift from the baseline).
 
     python bench/rerank_speed.py --out bench/results/speed_cpu        # CPU (what CI machines are)
@@ -61,6 +61,7 @@ def timed(fn, repeat: int = 1):
 
 
 def rerank_rows(args, questions, relevant, candidates) -> list[dict]:
+    import numpy as np
     from sentence_transformers import CrossEncoder
 
     from rag_rerank import Reranker
@@ -80,7 +81,7 @@ def rerank_rows(args, questions, relevant, candidates) -> list[dict]:
     for backend, quantize in args.backends:
         label = f"Reranker backend={backend}" + (" int8" if backend == "onnx" and quantize else " fp32")
         systems[label] = (backend, quantize)
-    rows, base_mrr = [], None
+    rows, base_mrr, base_scores = [], None, None
     for label, spec in systems.items():
         start = time.perf_counter()
         if spec is None:
@@ -100,7 +101,9 @@ def rerank_rows(args, questions, relevant, candidates) -> list[dict]:
         _, lat = timed(score_one, args.latency_repeat)
         value = mrr(ranking(scores), relevant)
         base_mrr = value if base_mrr is None else base_mrr
+        base_scores = scores if base_scores is None else base_scores
         rows.append({"system": label, "pairs": len(pairs), "pairs_per_s": len(pairs) / t[0],
+                     "score_corr": float(np.corrcoef(base_scores, scores)[0, 1]),
                      "latency_p50_ms": 1000 * statistics.median(lat),
                      "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
                      "MRR@10": value, "drift": value - base_mrr, "load_s": load})
@@ -162,13 +165,13 @@ def table(result: dict) -> str:
     lines = [f"Machine: **{m}**. {result['queries']} KorQuAD questions x top {result['depth']} Kiwi-BM25 "
              f"passages = {result['rerank'][0]['pairs']} pairs; max_length {result['max_length']}; "
              f"reranker `{result['model']}`.", "",
-             "| reranker | machine | pairs/s | vs ST | 1 x {} p50 / p95 (ms) | MRR@10 | drift | load (s) |".format(
-                 result["latency_docs"]),
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| reranker | machine | pairs/s | vs ST | 1 x {} p50 / p95 (ms) | MRR@10 | drift | score corr. "
+             "with ST | load (s) |".format(result["latency_docs"]),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rerank"]:
         lines.append(f"| {r['system']} | {m} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f}x | "
                      f"{r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} | {r['MRR@10']:.4f} | "
-                     f"{r['drift']:+.4f} | {r['load_s']:.1f} |")
+                     f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {r['load_s']:.1f} |")
     if result.get("encode"):
         base = result["encode"][0]["passages_per_s"]
         lines += ["", f"Bi-encoder `{result['encoder']}`: {result['encode'][0]['passages']} passages; dense "
