@@ -201,7 +201,7 @@ def _cmd_mine(args) -> int:
         skip_top=_given(args.skip_top, recipe.skip_top_negatives), seed=_given(args.seed, recipe.seed))
     train_data.save_jsonl(mined, args.output)
     found = sum(any(p in g.candidates for p in g.positives) for g in mined.groups)
-    print(f"mined {len(mined.groups)} queries ({args.mode}, top {args.candidate_k or recipe.candidate_k}): positive among the "
+    print(f"mined {len(mined.groups)} queries ({args.mode}, top {candidate_k}): positive among the "
           f"candidates for {found}; wrote {args.output}")
     return 0
 

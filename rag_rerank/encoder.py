@@ -1,7 +1,6 @@
 """BiEncoder: the first-stage embedding model (sentence-transformers, or ONNX Runtime on a CPU)."""
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Literal, Sequence
@@ -103,19 +102,19 @@ class _OnnxEncoder:
 
         from . import onnx_backend
 
-        modules = _read_json(path / "modules.json") or []
+        modules = models.read_json(path / "modules.json") or []
         kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
         unknown = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
         if unknown:
             raise ValueError(f"{path}: backend='onnx' runs Transformer -> Pooling -> Normalize models; this one "
                              f"also has {', '.join(unknown)}: use backend='torch'")
         pooling_dir = next((m["path"] for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
-        pooling = _read_json(path / pooling_dir / "config.json") or {"pooling_mode_mean_tokens": True}
+        pooling = models.read_json(path / pooling_dir / "config.json") or {"pooling_mode_mean_tokens": True}
         self.pooling = ("cls" if pooling.get("pooling_mode_cls_token") else
                         "max" if pooling.get("pooling_mode_max_tokens") else "mean")
-        st_config = _read_json(path / "config_sentence_transformers.json") or {}
+        st_config = models.read_json(path / "config_sentence_transformers.json") or {}
         self.prompts = st_config.get("prompts") or {}
-        saved_max = (_read_json(path / "sentence_bert_config.json") or {}).get("max_seq_length")
+        saved_max = (models.read_json(path / "sentence_bert_config.json") or {}).get("max_seq_length")
         config = AutoConfig.from_pretrained(str(path))
         self.dimension = int(config.hidden_size)
         self.max_length = min(x for x in (max_length, saved_max, config.max_position_embeddings, 512) if x)
@@ -143,9 +142,3 @@ class _OnnxEncoder:
             out[idx] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return out
 
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

