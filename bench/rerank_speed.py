@@ -12,8 +12,8 @@ over the whole corpus for the questions (drift from the baseline).
     python bench/rerank_speed.py --out bench/results/speed_cpu        # CPU (what CI machines are)
     python bench/rerank_speed.py --device cuda ...                    # GPU rows (torch backend)
 
-Model: ``--model`` (default: the offline e5 fine-tuned briefly on KorNLI dev, the examples'
-reranker, built once on this machine) and ``--encoder`` (default: the offline e5 twin).
+Model: ``--model`` (default: the shipped reranker, ko-reranker-e5-small, rebuilt once from its delta)
+and ``--encoder`` (default: the offline e5 twin).
 """
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="cross-encoder (default: the offline e5 quick-tuned on KorNLI dev)")
+    p.add_argument("--model", help="cross-encoder (default: the shipped reranker, ko-reranker-e5-small)")
     p.add_argument("--encoder", help="bi-encoder (default: the offline multilingual-e5-small twin)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--queries", type=int, default=30)
@@ -200,9 +200,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="write <out>.json and <out>.md")
     args = p.parse_args(argv)
     from rag_rerank import models
-    from rag_rerank.testing import kornli_quick_reranker
-
-    args.model = args.model or kornli_quick_reranker(DATA)
+    args.model = args.model or models.materialize(models.SHIPPED_RERANKER)
     args.encoder = args.encoder or models.materialize("multilingual-e5-small")
     args.backends = [("torch", False), ("onnx", False), ("onnx", True)] if args.device == "cpu" else [("torch", False)]
     questions, relevant, candidates, corpus = korquad(args.queries, args.depth)

@@ -1,21 +1,16 @@
 """Shared set-up for the examples: a Korean corpus, a store and a reranker that work offline.
 
-With a model hub, pass ``--reranker bongsoo/albert-small-kor-cross-encoder-v1`` (the default).
-Without one, the examples build a small Korean cross-encoder themselves: multilingual-e5-small
-(materialised from pip-shipped weights) fine-tuned for a few dozen steps on KorNLI from
-``../shared/data``. It is cached, so the second example reuses it.
+The reranker is the default, ``bongsoo/albert-small-kor-cross-encoder-v1``, from the hub; without one
+`Reranker` loads the Korean reranker the package ships (rebuilt once from its delta on the offline
+multilingual-e5-small and cached) and logs that it did.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
-from pathlib import Path
 
 from rag_rerank import Reranker
-from rag_rerank.models import ModelNotFoundError
 
-DATA = Path(os.environ.get("RAG_RERANK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 PASSAGES = [
     "세종대왕은 1443년에 훈민정음을 창제하여 백성이 글을 쉽게 익히도록 했다.",
@@ -45,14 +40,4 @@ def store_dir(args) -> str:
 
 
 def load_reranker(name: str) -> Reranker:
-    try:
-        return Reranker(name)
-    except ModelNotFoundError as exc:
-        print(f"[reranker] {name} unavailable ({str(exc)[:80]}...); using an offline fine-tuned one")
-        return Reranker(str(offline_reranker()))
-
-
-def offline_reranker(steps: int = 30) -> Path:
-    from rag_rerank.testing import kornli_quick_reranker
-
-    return kornli_quick_reranker(DATA, steps=steps)
+    return Reranker(name)  # the hub's model, or the shipped reranker where the hub is unreachable

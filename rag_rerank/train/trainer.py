@@ -47,7 +47,8 @@ def resolve_base(config: TrainConfig, notes: list[str]) -> TrainConfig:
     from .recipes import DEFAULT_BASE
 
     try:
-        models.resolve(config.base_model)
+        # no stand-in: the shipped reranker replaces the default for scoring, not as a training base
+        models.resolve(config.base_model, substitute=False)
         return config
     except models.ModelNotFoundError as exc:
         if config.base_model != DEFAULT_BASE:
@@ -60,7 +61,7 @@ def resolve_base(config: TrainConfig, notes: list[str]) -> TrainConfig:
 def build_model(config: TrainConfig, device: torch.device, notes: list[str]):
     from sentence_transformers import CrossEncoder
 
-    path = models.resolve(config.base_model)
+    path = models.resolve(config.base_model, substitute=False)
     ce = CrossEncoder(str(path), num_labels=1, max_length=config.max_length, device=str(device))
     inner = ce[0].model
     if config.freeze or config.freeze_bottom_layers:
