@@ -209,7 +209,8 @@ def _cmd_mine(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(cache_dir=args.cache_dir)
+    return run_demo(quick=args.quick, store=args.store, model=args.model, device=args.device,
+                    cache_dir=args.cache_dir)
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -332,8 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_rerank)
 
-    p = sub.add_parser("demo", help="offline demo on Korean text")
-    p.add_argument("--cache-dir")
+    p = sub.add_parser("demo", help="offline demo: index Korean Wikipedia passages, retrieve, rerank, compare")
+    p.add_argument("--quick", action="store_true", help="ask 12 questions instead of 40")
+    p.add_argument("--store", help="keep the demo's Chroma store in this directory (default: a temporary one)")
+    p.add_argument("--model", help=f"reranker (default {DEFAULT_RERANKER}; without a hub the shipped one)")
+    p.add_argument("--device", help="cpu, cuda, mps (default: the best there is)")
+    p.add_argument("--cache-dir", help="where offline models are built (default ~/.cache/rag_rerank)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -91,6 +91,14 @@ class TwoStageRetriever:
         hits = self.candidates(query, where=where)
         if not rerank or self.reranker is None:
             return hits[:top_n]
+        return self.rerank_hits(query, hits, where)[:top_n]
+
+    def rerank_hits(self, query: str, hits: Sequence[Hit], where: dict | None = None) -> list[Hit]:
+        """The second stage over first-stage ``hits`` (best first): rerank, fuse with their order and
+        with the known queries' documents. ``retrieve`` is ``candidates`` then this."""
+        check_query(query)
+        if self.reranker is None:
+            return list(hits)
         ranked: list[Hit] = []
         if hits:
             (row,) = fusion_lib.rerank_fused(self.reranker, [query], [[h.text for h in hits]], self.fusion)
@@ -98,7 +106,7 @@ class TwoStageRetriever:
                       else replace(hits[i], score=final) for i, final, rerank_score in row]
         if self.known_queries is not None:  # also when the first stage found nothing
             ranked = self._with_known_queries(query, ranked, where)
-        return ranked[:top_n]
+        return ranked
 
     def _with_known_queries(self, query: str, ranked: list[Hit], where: dict | None) -> list[Hit]:
         """Fuse the reranked hits with the documents of the most similar known queries, by id."""

@@ -1,0 +1,30 @@
+"""`rag-rerank demo`, the main job: offline, it indexes the shipped KorQuAD paragraphs, reranks, and shows
+the reranker beating the first stage on its questions."""
+import re
+
+from rag_rerank import demo
+
+
+def test_demo_questions_are_held_out_and_spread_over_articles():
+    paragraphs, questions = demo.corpus_and_questions(demo.QUESTIONS)
+    texts = {p["text"] for p in paragraphs}
+    assert len(paragraphs) == 56 and len(questions) == demo.QUESTIONS
+    assert all(answer in texts for _, answer in questions)
+    titles = {p["metadata"]["title"] for p in paragraphs if p["text"] in {a for _, a in questions[:7]}}
+    assert len(titles) == 7  # round robin: the first seven questions come from seven articles
+
+
+def test_quick_demo_reranks_better_than_the_first_stage(e5_cross_encoder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the default reranker resolves to the shipped one
+    from rag_rerank.cli import run
+
+    code, out, err = run(["demo", "--quick", "--store", str(tmp_path / "store"), "--device", "cpu"])
+    assert code == 0, err
+    assert "[4/4] reranking" in err  # progress went to stderr
+    assert e5_cross_encoder.name in out
+    rows = dict(re.findall(r"^(first stage \(hybrid\)|two-stage \(hybrid -> reranker -> fusion\))\s+([\d.]+)",
+                           out, re.M))
+    first, two_stage = float(rows["first stage (hybrid)"]), float(rows["two-stage (hybrid -> reranker -> fusion)"])
+    print(out)
+    assert two_stage > first
+    assert out.count("질문:") == demo.SHOWN and "✔" in out
