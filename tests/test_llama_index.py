@@ -113,11 +113,14 @@ def test_eight_concurrent_async_queries_equal_sequential(first_stage, tiny_ce):
 
 
 def test_retriever_with_reranking_pipeline(store, e5_reranker):
-    retriever = ChromaBiEncoderRetriever(TwoStageRetriever(store, e5_reranker, candidate_k=10, top_n=2))
+    pipeline = TwoStageRetriever(store, e5_reranker, candidate_k=10, top_n=2)
+    retriever = ChromaBiEncoderRetriever(pipeline)
     nodes = retriever.retrieve(QUERY)
     assert len(nodes) == 2 and ANSWER in [n.node.get_content() for n in nodes]
     meta = nodes[0].node.metadata
-    assert meta["rerank_score"] == nodes[0].score and "first_stage_score" in meta
+    (hit, _) = pipeline.retrieve(QUERY)  # the node carries the pipeline's final score and each stage's
+    assert nodes[0].score == hit.score and meta["rerank_score"] == hit.rerank_score
+    assert 0 <= meta["rerank_score"] <= 1 and "first_stage_score" in meta
     assert "rerank_score" not in nodes[0].node.get_content(metadata_mode="embed")
     anodes = asyncio.run(retriever.aretrieve(QUERY))
     assert [n.node.node_id for n in anodes] == [n.node.node_id for n in nodes]

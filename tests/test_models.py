@@ -93,10 +93,10 @@ def test_resolve_hub_name_without_hub_says_what_was_tried(monkeypatch, tmp_path,
     else:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         _make_hub_unreachable(monkeypatch)
-    with pytest.raises(ModelNotFoundError) as err:
-        resolve("bongsoo/albert-small-kor-cross-encoder-v1", cache_dir=tmp_path)
+    with pytest.raises(ModelNotFoundError) as err:  # a hub name with no offline stand-in
+        resolve("someone/korean-cross-encoder", cache_dir=tmp_path)
     msg = str(err.value)
-    assert "bongsoo/albert-small-kor-cross-encoder-v1" in msg
+    assert "someone/korean-cross-encoder" in msg
     assert "local Hugging Face cache" in msg and "a local directory" in msg
     assert ("HF_HUB_OFFLINE" in msg) if offline else ("Hugging Face hub" in msg)
     assert "directory path" in msg and "offline:multilingual-e5-small" in msg

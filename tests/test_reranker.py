@@ -221,7 +221,7 @@ def test_missing_model_path():
 def test_hub_name_offline_error_points_at_local_weights(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="Point at local weights"):
-        Reranker("bongsoo/albert-small-kor-cross-encoder-v1")
+        Reranker("someone/korean-cross-encoder")  # the default has a stand-in: tests/test_shipped.py
 
 
 def test_trust_remote_code_is_off_by_default(monkeypatch, tiny_ce):

@@ -58,3 +58,22 @@ def test_shipped_files_are_small_and_licensed():
     assert size < 4 * 2**20
     card = (SHIPPED / "README.md").read_text(encoding="utf-8")
     assert "CC BY-ND 2.0 KR" in card and "KorQuAD" in card
+
+
+def test_framework_adapters_default_to_the_shipped_reranker_without_a_hub(e5_cross_encoder, monkeypatch):
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from rag_rerank.integrations.langchain import KoreanCrossEncoderReranker
+    from rag_rerank.integrations.llama_index import KoreanReranker
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    docs = ["김치는 배추로 담그는 발효 음식이다.", "훈민정음은 1443년 세종대왕이 창제한 문자이다."]
+    nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in docs]
+    out = KoreanReranker(top_n=1).postprocess_nodes(nodes, QueryBundle("한글은 누가 만들었나요?"))
+    assert out[0].node.get_content() == docs[1]
+    from langchain_core.documents import Document
+
+    compressor = KoreanCrossEncoderReranker(top_n=1)
+    assert compressor._reranker.path == e5_cross_encoder
+    got = compressor.compress_documents([Document(page_content=t) for t in docs], "한글은 누가 만들었나요?")
+    assert got[0].page_content == docs[1]
