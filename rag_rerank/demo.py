@@ -13,6 +13,7 @@ import random
 import sys
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 
 # Seven KorQuAD 1.0 articles, entries unchanged (CC BY-ND 2.0 KR, data/KORQUAD_LICENSE), all from the
@@ -50,21 +51,32 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)  # progress on stderr: stdout stays the report
 
 
-def _short(text: str, width: int = 46) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _cols(ch: str) -> int:
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1  # Hangul takes two terminal columns
 
 
-def _side_by_side(question: str, answer: str, first: list, final: list) -> list[str]:
-    lines = [f"\n질문: {question}", f"  {'first stage (hybrid)':<52}  {'two-stage (reranked)':<52}"]
+def _fit(text: str, width: int) -> str:
+    """``text`` cut (with …) and padded to exactly ``width`` terminal columns."""
+    out, used = [], 0
+    for ch in text:
+        if used + _cols(ch) > width - 1:
+            out.append("…")
+            used += 1
+            break
+        out.append(ch)
+        used += _cols(ch)
+    return "".join(out) + " " * (width - used)
+
+
+def _side_by_side(question: str, answer: str, first: list, final: list, width: int = 50) -> list[str]:
+    lines = [f"\n질문: {question}", f"  {_fit('first stage (hybrid)', width)}  two-stage (reranked)"]
     for rank in range(SHOWN):
         cells = []
         for hits in (first, final):
-            if rank < len(hits):
-                mark = "✔" if hits[rank].text == answer else " "
-                cells.append(f"{rank + 1}. {mark} {_short(hits[rank].text)}")
-            else:
-                cells.append("")
-        lines.append(f"  {cells[0]:<52}  {cells[1]:<52}")
+            hit = hits[rank] if rank < len(hits) else None
+            mark = "✔" if hit is not None and hit.text == answer else " "
+            cells.append(_fit(f"{rank + 1}. {mark} {hit.text}" if hit is not None else "", width))
+        lines.append(f"  {cells[0]}  {cells[1]}".rstrip())
     return lines
 
 

@@ -14,6 +14,19 @@ def test_demo_questions_are_held_out_and_spread_over_articles():
     assert len(titles) == 7  # round robin: the first seven questions come from seven articles
 
 
+def test_columns_line_up_with_hangul():
+    """Hangul takes two terminal columns: cells are cut and padded by columns, not characters."""
+    import unicodedata
+
+    def cols(text):
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+    for text in ["알렉산더 메이그스 헤이그 2세(영어: Alexander Meigs Haig, Jr.)", "short", "한글" * 40, ""]:
+        cell = demo._fit(text, 30)
+        assert cols(cell) == 30
+        assert cell.rstrip().endswith("…") == (cols(text) > 29)
+
+
 def test_quick_demo_reranks_better_than_the_first_stage(e5_cross_encoder, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the default reranker resolves to the shipped one
     from rag_rerank.cli import run
