@@ -430,8 +430,11 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
 
     for local_only in ([True] if offline else [True, False]):
         try:
-            return Path(snapshot_download(name, revision=revision, local_files_only=local_only,
+            path = Path(snapshot_download(name, revision=revision, local_files_only=local_only,
                                           allow_patterns=_HUB_FILES, cache_dir=cache_dir))
+            log.info("%s: loaded from %s (%s)", name,
+                     "the local Hugging Face cache" if local_only else "the Hugging Face hub", path)
+            return path
         except Exception as exc:  # noqa: BLE001 - every failure is reported below
             where = "the local Hugging Face cache" if local_only else "the Hugging Face hub"
             tried.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")

@@ -107,8 +107,9 @@ def test_resolve_hub_name_falls_back_to_offline_twin(monkeypatch, tmp_path, e5_d
     assert resolve("intfloat/multilingual-e5-small", cache_dir=tmp_path) == e5_dir
 
 
-def test_resolve_uses_hf_cache_first(monkeypatch, tmp_path, e5_dir):
-    """A model already in the HF cache is found without any network."""
+def test_resolve_uses_hf_cache_first(monkeypatch, tmp_path, e5_dir, caplog):
+    """A model already in the HF cache is found without any network, and one line says from where."""
+    import logging
     import shutil
 
     snapshot = tmp_path / "models--acme--ko-ce" / "snapshots" / ("0" * 40)
@@ -116,7 +117,10 @@ def test_resolve_uses_hf_cache_first(monkeypatch, tmp_path, e5_dir):
     (tmp_path / "models--acme--ko-ce" / "refs").mkdir()
     (tmp_path / "models--acme--ko-ce" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert resolve("acme/ko-ce", cache_dir=tmp_path) == snapshot
+    with caplog.at_level(logging.INFO, logger="rag_rerank"):
+        assert resolve("acme/ko-ce", cache_dir=tmp_path) == snapshot
+    assert [r.getMessage() for r in caplog.records if "acme/ko-ce" in r.getMessage()] == [
+        f"acme/ko-ce: loaded from the local Hugging Face cache ({snapshot})"]
 
 
 def _make_hub_unreachable(monkeypatch):
