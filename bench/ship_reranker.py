@@ -3,8 +3,8 @@
     python bench/ship_reranker.py TRAINED_DIR BASE_DIR OUT_DIR [--rank 16]
 
 Writes OUT_DIR: the delta against BASE_DIR (rag_rerank.model_delta: the merged LoRA updates as
-rank-r fp16 factors + the head), the small files of the trained directory that the loader needs
-(config, sentence-transformers files, rag_rerank.json with the tuned fusion and hybrid), the
+rank-r fp16 factors + the head, and the files a loader reads beside the weights: config,
+sentence-transformers files, rag_rerank.json with the tuned fusion and hybrid), the
 training metrics, and reference.json: raw logits of the TRAINED model on Korean pairs from the
 demo corpus (held-out KorQuAD articles), which tests/test_shipped.py compares with the model
 `models.materialize` rebuilds from the delta.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,10 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag_rerank import demo  # noqa: E402
-from rag_rerank.model_delta import DELTA_FILE, DELTA_INFO, export_delta  # noqa: E402
-
-KEEP = ("config.json", "config_sentence_transformers.json", "sentence_bert_config.json", "modules.json",
-        "rag_rerank.json", DELTA_FILE, DELTA_INFO)
+from rag_rerank.model_delta import DELTA_FILE, export_delta  # noqa: E402
 
 
 def reference_pairs() -> list[tuple[str, str]]:
@@ -49,13 +45,7 @@ def main(argv=None) -> int:
                    help="the offline name the loader rebuilds the base from (models.materialize)")
     args = p.parse_args(argv)
     trained, out = Path(args.trained), Path(args.out)
-    staging = out.with_name(out.name + ".all")
-    info = export_delta(trained, args.base, staging, rank=args.rank, base_name=args.base_name)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in KEEP:
-        if (staging / name).exists():
-            shutil.copy2(staging / name, out / name)
-    shutil.rmtree(staging)
+    info = export_delta(trained, args.base, out, rank=args.rank, base_name=args.base_name)
     metrics = json.loads((trained / "metrics.json").read_text())
     metrics.pop("history", None)  # the loss curve: not needed to load or judge the model
     (out / "training_metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False, default=str))

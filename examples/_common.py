@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from rag_rerank import Reranker
-
-
 PASSAGES = [
     "세종대왕은 1443년에 훈민정음을 창제하여 백성이 글을 쉽게 익히도록 했다.",
     "한글날은 매년 10월 9일로, 한글 창제를 기념하는 국경일이다.",
@@ -37,7 +34,3 @@ def parse_args(description: str) -> argparse.Namespace:
 
 def store_dir(args) -> str:
     return args.store or tempfile.mkdtemp(prefix="rag-rerank-example-")
-
-
-def load_reranker(name: str) -> Reranker:
-    return Reranker(name)  # the hub's model, or the shipped reranker where the hub is unreachable

@@ -7,13 +7,14 @@ retrieved (with their relevance_score) are the real output.
 """
 import asyncio
 
-from _common import PASSAGES, QUESTIONS, load_reranker, parse_args, store_dir
+from _common import PASSAGES, QUESTIONS, parse_args, store_dir
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 
+from rag_rerank import Reranker
 from rag_rerank.integrations.langchain import KoreanChromaRetriever, KoreanCrossEncoderReranker
 from rag_rerank.pipeline import TwoStageRetriever
 from rag_rerank.store import ChromaStore
@@ -24,7 +25,7 @@ def main() -> None:
     store = ChromaStore(store_dir(args), "example-langchain", encoder=args.encoder)
     store.add(PASSAGES)
     retriever = ContextualCompressionRetriever(
-        base_compressor=KoreanCrossEncoderReranker(reranker=load_reranker(args.reranker), top_n=3),
+        base_compressor=KoreanCrossEncoderReranker(reranker=Reranker(args.reranker), top_n=3),
         base_retriever=KoreanChromaRetriever(pipeline=TwoStageRetriever(store, mode="hybrid", candidate_k=10),
                                              rerank=False),
     )

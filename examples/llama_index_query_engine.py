@@ -7,11 +7,12 @@ engine hands to the LLM: the reranked top 3 of 10 hybrid (dense + Kiwi BM25) can
 """
 import asyncio
 
-from _common import PASSAGES, QUESTIONS, load_reranker, parse_args, store_dir
+from _common import PASSAGES, QUESTIONS, parse_args, store_dir
 from llama_index.core import get_response_synthesizer
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 
+from rag_rerank import Reranker
 from rag_rerank.integrations.llama_index import ChromaBiEncoderRetriever, KoreanReranker
 from rag_rerank.pipeline import TwoStageRetriever
 from rag_rerank.store import ChromaStore
@@ -23,7 +24,7 @@ def main() -> None:
     store.add(PASSAGES)
     engine = RetrieverQueryEngine(
         retriever=ChromaBiEncoderRetriever(TwoStageRetriever(store, mode="hybrid", candidate_k=10), rerank=False),
-        node_postprocessors=[KoreanReranker(reranker=load_reranker(args.reranker), top_n=3)],
+        node_postprocessors=[KoreanReranker(reranker=Reranker(args.reranker), top_n=3)],
         response_synthesizer=get_response_synthesizer(llm=MockLLM()),
     )
     for question in QUESTIONS:

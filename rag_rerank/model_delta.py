@@ -21,10 +21,14 @@ from pathlib import Path
 
 DELTA_FILE = "delta.safetensors"
 DELTA_INFO = "delta.json"
-# files of a fine-tuned directory that come from the base (the tokenizer) or are rebuilt
-_FROM_BASE = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
-              "vocab.txt", "model.safetensors", "pytorch_model.bin")
-_MAX_SIDE_FILE = 1 << 20  # small files (configs, settings, card) travel with the delta as they are
+# what a loader reads beside the weights: these travel with the delta as they are. The last two are
+# model_settings.CONFIG_FILE and known_queries.DATA_FILE, spelled out: models (and so the reranker)
+# imports this module, and must not reach those later stages (tests/test_layers.py; equality tested).
+MODEL_FILES = ("config.json", "config_sentence_transformers.json", "sentence_bert_config.json", "modules.json",
+               "rag_rerank.json", "known_queries.jsonl.gz")
+# the tokenizer comes from the base: a model trained on a vocabulary-cut twin gets the full one back
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
+                    "vocab.txt")
 
 
 def _load(path: Path):
@@ -52,7 +56,7 @@ def _fingerprint(tensors) -> str:
 
 def export_delta(trained: str | Path, base: str | Path, out: str | Path, *, rank: int = 16,
                  tolerance: float = 1e-3, base_name: str | None = None) -> dict:
-    """Write ``out/delta.safetensors`` + ``out/delta.json`` (+ the trained directory's small files).
+    """Write ``out/delta.safetensors`` + ``out/delta.json`` + the trained directory's :data:`MODEL_FILES`.
 
     ``rank``: the largest update rank stored as factors (LoRA's r). ``tolerance``: the largest
     relative reconstruction error (Frobenius) accepted for a factored update; a matrix whose
@@ -112,10 +116,9 @@ def export_delta(trained: str | Path, base: str | Path, out: str | Path, *, rank
     }
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / DELTA_FILE), metadata={"format": "pt"})
     (out / DELTA_INFO).write_text(json.dumps(info, indent=1))
-    for f in trained.iterdir():
-        if f.is_file() and f.name not in _FROM_BASE and f.stat().st_size <= _MAX_SIDE_FILE \
-                and f.name not in (DELTA_FILE, DELTA_INFO):
-            shutil.copy2(f, out / f.name)
+    for name in MODEL_FILES:
+        if (trained / name).is_file():
+            shutil.copy2(trained / name, out / name)
     return info
 
 
@@ -149,9 +152,9 @@ def apply_delta(delta_dir: str | Path, base: str | Path, out: str | Path) -> Pat
             model[key] = plain[base_key].clone()
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
-    for f in base.iterdir():  # the tokenizer (full vocabulary) and anything else of the base's
-        if f.is_file() and f.name in _FROM_BASE and f.name != "model.safetensors":
-            shutil.copy2(f, out / f.name)
+    for name in _TOKENIZER_FILES:
+        if (base / name).is_file():
+            shutil.copy2(base / name, out / name)
     base_config = json.loads((base / "config.json").read_text())
     for f in delta_dir.iterdir():
         if f.is_file() and f.name not in (DELTA_FILE, DELTA_INFO):

@@ -261,7 +261,7 @@ def materialize(name: str = "multilingual-e5-small", cache_dir: str | os.PathLik
     ``sentence_transformers.SentenceTransformer`` all load it.
     """
     name = name.removeprefix(OFFLINE_PREFIX)
-    if (SHIPPED_DIR / name).is_dir():
+    if name in _shipped_names():
         return _materialize_shipped(name, cache_dir)
     if name not in _OFFLINE_SOURCES:
         raise ModelNotFoundError(
@@ -279,18 +279,25 @@ def materialize(name: str = "multilingual-e5-small", cache_dir: str | os.PathLik
     return materialize_file(source, target, label=f"{package}=={version}/{filename}")
 
 
+def _shipped_names() -> set[str]:
+    """The rerankers in SHIPPED_DIR: each a folder holding a delta (rag_rerank.model_delta)."""
+    from .model_delta import DELTA_INFO
+
+    return {p.name for p in SHIPPED_DIR.iterdir() if (p / DELTA_INFO).is_file()}
+
+
 def offline_names() -> list[str]:
     """Every name ``offline:NAME`` accepts: the pip-shipped encoders and the shipped rerankers."""
-    return sorted({*_OFFLINE_SOURCES, *(p.name for p in SHIPPED_DIR.iterdir() if (p / "delta.json").exists())})
+    return sorted({*_OFFLINE_SOURCES, *_shipped_names()})
 
 
 def _materialize_shipped(name: str, cache_dir: str | os.PathLike | None) -> Path:
     """A reranker shipped as a delta on an offline base: base + delta, built once into the cache.
     The cache entry is named by the delta's hash, so an upgraded package never reuses an old build."""
-    from .model_delta import DELTA_FILE, apply_delta
+    from .model_delta import DELTA_FILE, DELTA_INFO, apply_delta
 
     source = SHIPPED_DIR / name
-    base_name = json.loads((source / "delta.json").read_text())["base"]
+    base_name = json.loads((source / DELTA_INFO).read_text())["base"]
     base = materialize(base_name, cache_dir=cache_dir)
     digest = hashlib.sha256((source / DELTA_FILE).read_bytes()).hexdigest()[:12]
     target = Path(cache_dir or default_cache_dir()) / f"{name}-{digest}"
@@ -309,7 +316,6 @@ def _build_once(target: Path, build) -> Path:
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a sibling temp dir and rename: concurrent callers never see half a model.
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(tmp)
@@ -429,14 +435,13 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
     from huggingface_hub import snapshot_download
 
     for local_only in ([True] if offline else [True, False]):
+        where = "the local Hugging Face cache" if local_only else "the Hugging Face hub"
         try:
             path = Path(snapshot_download(name, revision=revision, local_files_only=local_only,
                                           allow_patterns=_HUB_FILES, cache_dir=cache_dir))
-            log.info("%s: loaded from %s (%s)", name,
-                     "the local Hugging Face cache" if local_only else "the Hugging Face hub", path)
+            log.info("%s: loaded from %s (%s)", name, where, path)
             return path
         except Exception as exc:  # noqa: BLE001 - every failure is reported below
-            where = "the local Hugging Face cache" if local_only else "the Hugging Face hub"
             tried.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
     if offline:
         tried.append("the hub was not asked (HF_HUB_OFFLINE=1 or local_files_only=True)")

@@ -41,3 +41,14 @@ def test_quick_demo_reranks_better_than_the_first_stage(e5_cross_encoder, tmp_pa
     print(out)
     assert two_stage > first
     assert out.count("질문:") == demo.SHOWN and "✔" in out
+
+
+def test_cache_dir_is_set_for_the_demo_only(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAG_RERANK_HOME", "/elsewhere")
+    with demo._model_home(str(tmp_path)):
+        from rag_rerank.models import default_cache_dir
+
+        assert default_cache_dir() == tmp_path / "models"
+    import os
+
+    assert os.environ["RAG_RERANK_HOME"] == "/elsewhere"

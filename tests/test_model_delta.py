@@ -88,3 +88,10 @@ def test_update_above_the_rank_is_stored_whole(tiny_encoder, tmp_path):
     rebuilt = apply_delta(tmp_path / "delta", tiny_encoder, tmp_path / "rebuilt")
     assert float((_logits(fine, PAIRS) - _logits(rebuilt, PAIRS)).abs().max()) < 1e-3
     assert json.loads((tmp_path / "delta" / DELTA_INFO).read_text())["rank"] == 2
+
+
+def test_the_pipeline_files_travel_with_the_delta():
+    from rag_rerank import known_queries, model_settings
+    from rag_rerank.model_delta import MODEL_FILES
+
+    assert {model_settings.CONFIG_FILE, known_queries.DATA_FILE} <= set(MODEL_FILES)
