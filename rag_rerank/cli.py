@@ -126,10 +126,14 @@ def _cmd_train(args) -> int:
     from .train import train
 
     config = _train_config(args)
+    extra = [(path, train_data.load(path)) for path in args.extra_data or []]
+    described = f"{args.data}" + (f", validation {args.eval_data}" if args.eval_data else "")
+    if extra:
+        described += f"; extra training data {', '.join(args.extra_data)}"
     result = train(config, train_data.load(args.data),
                    train_data.load(args.eval_data) if args.eval_data else None,
                    first_stage=_first_stage(args), resume=args.resume, device=args.device,
-                   data_description=f"{args.data}" + (f", validation {args.eval_data}" if args.eval_data else ""))
+                   data_description=described, extra_data=extra)
     report = result.output_dir / "report.md"
     if not report.exists():  # a torchrun / accelerate rank other than 0: rank 0 writes the outputs
         print(f"rank {os.environ.get('RANK', '?')}: trained {result.metrics['train']['steps']} steps")
@@ -266,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a cross-encoder (mines hard negatives from --store/--corpus)")
     p.add_argument("--data", required=True, help=".jsonl / .csv / .tsv training data")
     p.add_argument("--eval-data", help="validation data (default: a part carved from --data)")
+    p.add_argument("--extra-data", action="append", metavar="FILE",
+                   help="other tasks' training data, repeatable: mined groups (rag-rerank mine against their own "
+                        "corpus) or scored pairs, mixed into training as given, at most extra_data_share (0.5) of "
+                        "the rows; validation, hybrid and fusion stay --data's")
     p.add_argument("--base", help=f"base model (default {DEFAULT_RERANKER})")
     p.add_argument("--output", help="output directory")
     p.add_argument("--preset", choices=["seed", "fast"], default=None)

@@ -157,7 +157,7 @@ def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     assert out.returncode == 2 and "bad.jsonl:2" in out.stderr
 
 
-def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5_dir, tiny_ce, kornli):
+def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5_dir, tiny_ce, kornli, data_dir):
     """The split workflow: first stage on one machine (mine, eval --save-candidates), training and
     reranking from the files on another, with no store or corpus there."""
     train_file, test_file, corpus = kornli_task_files(tmp_path, kornli, n_train=100, n_test=30)
@@ -198,12 +198,23 @@ def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5
                               "--save-candidates", str(saved)).stdout)
     assert all(0 < len(g.candidates) <= 50 for g in load(saved).groups)
 
+    sts = data_dir / "korsts" / "sts-dev.tsv"  # another task's scored pairs, mixed into training only
     out = run_cli("train", "--data", str(mined), "--base", str(tiny_ce), "--output", str(tmp_path / "model"),
                   "--max-steps", "4", "--batch-size", "8", "--set", "eval_steps=2", "--set", "save_steps=2",
-                  "--set", "dataloader_workers=0", "--mode", "bm25", "--max-length", "96")
+                  "--set", "dataloader_workers=0", "--mode", "bm25", "--max-length", "96", "--extra-data", str(sts))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "first stage (bm25, top 30)" in out.stdout and "fusion chosen on validation" in out.stdout
     assert (tmp_path / "model" / "rag_rerank.json").exists()
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text(encoding="utf-8"))
+    import re
+
+    taken = int(re.search(rf"{re.escape(str(sts))}: (\d+) of 300 rows", " ".join(metrics["notes"]))[1])
+    primary_rows = metrics["train"]["pairs"] - taken  # the mined queries left after carving validation
+    assert 0 < taken <= primary_rows < sum(1 + len(g.negatives) for g in groups)
+    assert f"extra training data {sts}" in (tmp_path / "model" / "README.md").read_text(encoding="utf-8")
+    out = run_cli("train", "--data", str(mined), "--base", str(tiny_ce), "--output", str(tmp_path / "m3"),
+                  "--extra-data", str(train_file))  # queries with positives only: nothing to learn to rank against
+    assert out.returncode == 2 and "no negatives" in out.stderr and "rag-rerank mine" in out.stderr
 
     rows = json.loads(run_cli("eval", "--data", str(saved), "--reranker", str(tmp_path / "model"), "--json").stdout)
     assert rows[0]["system"] == "first stage (saved candidates, top 50)"

@@ -318,6 +318,30 @@ def test_validation_is_carved_by_document_so_questions_on_one_passage_stay_toget
         data.split(0.1, by="passage")
 
 
+def test_extra_data_is_mixed_in_at_most_its_share_with_groups_whole():
+    from rag_rerank.train.data import Group, ScoredPair, TrainingData, mix_in
+
+    primary = TrainingData([Group(f"q{i}", [f"p{i}"], [f"n{i}a", f"n{i}b", f"n{i}c"]) for i in range(50)])  # 200 rows
+    nli = TrainingData([Group(f"h{i}", [f"premise {i}"], [f"other {i}"]) for i in range(300)])  # 600 rows
+    sts = ("sts", TrainingData(pairs=[ScoredPair(f"s{i}", f"t{i}", i / 199) for i in range(200)]))
+    mixed, lines = mix_in(primary, [("nli", nli), sts], share=0.5, seed=3)
+    extra_groups = [g for g in mixed.groups if g.query.startswith("h")]
+    assert mixed.groups[:50] == primary.groups  # the primary task whole, first
+    assert all(g in nli.groups for g in extra_groups)  # sampled whole, never cut
+    extra_rows = 2 * len(extra_groups) + len(mixed.pairs)
+    assert 190 <= extra_rows <= 200  # at most as many rows as the primary's (share 0.5), nearly all of them
+    assert abs(2 * len(extra_groups) / 600 - len(mixed.pairs) / 200) < 0.02  # both sampled by one fraction
+    assert lines == [f"nli: {2 * len(extra_groups)} of 600 rows", f"sts: {len(mixed.pairs)} of 200 rows"]
+    assert mix_in(primary, [("nli", nli)], share=0.5, seed=3)[0].groups != mix_in(primary, [("nli", nli)], share=0.5,
+                                                                                  seed=4)[0].groups
+    small, lines = mix_in(primary, [sts], share=0.9)  # less than the share allows: all of it
+    assert len(small.pairs) == 200 and lines == ["sts: 200 of 200 rows"]
+    with pytest.raises(DataError, match=r"raw.jsonl: 1 of 2 queries have no negatives .*rag-rerank mine"):
+        mix_in(primary, [("raw.jsonl", TrainingData([Group("a", ["b"], ["c"]), Group("x", ["y"])]))], share=0.5)
+    with pytest.raises(ValueError, match="extra_data_share"):
+        mix_in(primary, [sts], share=1.0)
+
+
 def test_config_files(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("preset: fast\nlearning_rate: 3.0e-4\nfreeze: [embeddings]\n")

@@ -248,6 +248,46 @@ def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, fl
             yield {k: v for k, v in row.items() if v is not None}, f"{path}:{n}", scale
 
 
+def _rows_of(item: Group | ScoredPair) -> int:
+    """Training rows (scored pairs) one group or pair becomes: the unit steps and time scale with."""
+    return 1 if isinstance(item, ScoredPair) else len(item.positives) + len(item.negatives)
+
+
+def mix_in(primary: TrainingData, extras: Sequence[tuple[str, TrainingData]], share: float,
+           seed: int = 0) -> tuple[TrainingData, list[str]]:
+    """The primary task's training data plus other tasks' data, which together make at most ``share``
+    of the training rows (each extra sampled down by the same fraction, groups kept whole).
+
+    Extra data is used as given: its groups must carry negatives already (``rag-rerank mine`` them
+    against their own corpus), since the primary task's first stage has never seen their documents.
+    Returns the mixed data and one line per extra saying what was taken, for the training report.
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"extra_data_share must be in (0, 1), got {share}")
+    for name, data in extras:
+        bare = [g.query for g in data.groups if not g.negatives]
+        if bare:
+            raise DataError(f"{name}: {len(bare)} of {len(data.groups)} queries have no negatives (first: "
+                            f"{bare[0]!r}); extra data is used as given, so mine it against its own corpus "
+                            f"first (rag-rerank mine --data {name} --corpus ... --output ...)")
+    budget = share / (1 - share) * len(primary.scored_pairs())
+    total = sum(_rows_of(i) for _, data in extras for i in (*data.groups, *data.pairs))
+    fraction = min(1.0, budget / total) if total else 1.0
+    groups, pairs, lines = list(primary.groups), list(primary.pairs), []
+    rng = random.Random(seed)
+    for name, data in extras:
+        items: list[Group | ScoredPair] = [*data.groups, *data.pairs]
+        rng.shuffle(items)
+        allowed, taken = fraction * sum(map(_rows_of, items)), 0
+        for item in items:
+            if taken + _rows_of(item) > allowed:
+                continue
+            taken += _rows_of(item)
+            (groups if isinstance(item, Group) else pairs).append(item)
+        lines.append(f"{name}: {taken} of {sum(map(_rows_of, items))} rows")
+    return TrainingData(groups, pairs), lines
+
+
 def from_pairs(pairs: Iterable[tuple[str, str]]) -> TrainingData:
     """Plain ``(query, positive)`` tuples -> groups (validated, duplicates merged per query)."""
     groups: dict[str, Group] = {}

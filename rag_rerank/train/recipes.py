@@ -72,6 +72,10 @@ class TrainConfig:
     num_random_negatives: int | None = None
     skip_top_negatives: int = 0  # ignore the first stage's top N when mining (fewer false negatives)
     mine_mode: str = "hybrid"
+    # extra data (other tasks' mined groups / scored pairs, rag-rerank train --extra-data) is sampled down
+    # to at most this share of the training rows: validation, the hybrid and the fusion are all chosen on
+    # the primary task, so it keeps at least half of the steps
+    extra_data_share: float = 0.5
     candidate_k: int = 30
     # memory techniques
     lora: bool = False

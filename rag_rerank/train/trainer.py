@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -15,7 +16,7 @@ from .. import models
 from ..devices import resolve_device
 from .. import evaluate
 from . import memory, model_setup, report
-from .data import TrainingData
+from .data import TrainingData, mix_in
 from .fast import PairTokenizingCollator, RerankerTrainer, length_grouped_sampler
 from .mining import choose_mix, mine_hard_negatives
 from ..model_settings import ModelSettings
@@ -194,11 +195,15 @@ def pin_single_device(args, device: torch.device) -> None:
 
 def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData | None = None, *,
           first_stage=None, corpus=None, resume: bool = False, device: str | None = None,
-          data_description: str | None = None) -> TrainResult:
+          data_description: str | None = None,
+          extra_data: Sequence[tuple[str, TrainingData]] = ()) -> TrainResult:
     """Fine-tune a cross-encoder. See :class:`~rag_rerank.train.recipes.TrainConfig` for every knob.
 
     ``first_stage`` (a TwoStageRetriever or InMemoryCorpus) mines hard negatives for the train and
     validation groups and gives the validation candidates for the before/after table.
+    ``extra_data``: ``(name, data)`` of other tasks, already mined, mixed into training only
+    (:func:`~rag_rerank.train.data.mix_in`); validation, the hybrid, the fusion and the known
+    queries stay the primary task's.
     """
     from transformers import EarlyStoppingCallback
 
@@ -229,6 +234,14 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         train_data = mine_hard_negatives(train_data, first_stage, **mine)
         if eval_data is not None:
             eval_data = mine_hard_negatives(eval_data, first_stage, **mine)
+
+    primary_train = train_data  # the known queries are this task's, never the extra tasks'
+    if extra_data:
+        if config.loss != "bce" and any(data.pairs for _, data in extra_data):
+            raise ValueError(f"loss {config.loss!r} ranks groups and would drop the scored pairs of "
+                             f"{next(name for name, data in extra_data if data.pairs)}; use loss bce")
+        train_data, taken = mix_in(train_data, extra_data, config.extra_data_share, config.seed)
+        _say(notes, f"extra training data (at most {config.extra_data_share:g} of the rows): {'; '.join(taken)}")
 
     ce = build_model(config, dev, notes)
     train_ds = _datasets(config, train_data)
@@ -282,7 +295,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                               mixed_precision=fp16 or bf16)
         metrics["memory"] = {"estimate": est, "peak": peak[0]}
         print(memory.format_report(est, peak))
-    rows, tuning = (before_after(config, eval_data, out, notes, train_data, first_stage, hybrid)
+    rows, tuning = (before_after(config, eval_data, out, notes, primary_train, first_stage, hybrid)
                     if eval_data is not None and eval_data.groups else ([], None))
     metrics["validation"] = {r.name: r.metrics for r in rows}
     if tuning:
