@@ -30,6 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RAG_RERANK_DATA", ROOT.parent / "shared" / "data"))
 
 
+def saved(candidates_file: str, corpus_file: str, n_queries: int, depth: int):
+    """The same from files a machine without Kiwi can read: a first stage's saved candidates
+    (rag-rerank eval --save-candidates, e.g. bench/quality.py's test.bm25-kiwi.jsonl.gz) and its corpus."""
+    from rag_rerank.store import iter_documents
+    from rag_rerank.train import data
+
+    groups = [g for g in data.load(candidates_file).groups if g.candidates][:n_queries]
+    corpus = [d.text for d in iter_documents(corpus_file)]
+    return [g.query for g in groups], [set(g.positives) for g in groups], [g.candidates[:depth] for g in groups], corpus
+
+
 def korquad(n_queries: int, depth: int):
     """(questions, their relevant paragraph, BM25 top-``depth`` paragraphs per question, corpus)."""
     from rag_rerank.first_stage import InMemoryCorpus
@@ -60,7 +71,7 @@ def timed(fn, repeat: int = 1):
     return value, times
 
 
-def rerank_rows(args, questions, relevant, candidates) -> list[dict]:
+def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]:
     import numpy as np
     from sentence_transformers import CrossEncoder
 
@@ -77,26 +88,39 @@ def rerank_rows(args, questions, relevant, candidates) -> list[dict]:
             out.append([d for _, d in sorted(zip(s, docs), key=lambda x: -x[0])])
         return out
 
-    systems = {"sentence-transformers CrossEncoder.predict (fp32, batch 32)": None}
-    for backend, quantize in args.backends:
-        label = f"Reranker backend={backend}" + (" int8" if backend == "onnx" and quantize else " fp32")
-        systems[label] = (backend, quantize)
+    import torch
+
+    # (label, None for ST or a Reranker spec, ST dtype / Reranker kwargs)
+    systems = [("sentence-transformers CrossEncoder.predict (fp32, batch 32)", None, torch.float32)]
+    if args.device == "cpu":
+        for backend, quantize in args.backends:
+            label = f"Reranker backend={backend}" + (" int8" if backend == "onnx" and quantize else " fp32")
+            systems.append((label, "reranker", dict(backend=backend, quantize=quantize, dtype="fp32", batch_size=32)))
+    else:  # ST at its best on a GPU too, so the ratio is not fp16-vs-fp32 alone
+        systems += [("sentence-transformers CrossEncoder.predict (fp16, batch 128)", None, torch.float16),
+                    ("Reranker defaults (fp16, 128 x 512-token passes)", "reranker", {}),
+                    ("Reranker fp32, batch 32", "reranker", dict(dtype="fp32", batch_size=32))]
     rows, base_mrr, base_scores = [], None, None
-    for label, spec in systems.items():
+    for label, spec, options in systems:
         start = time.perf_counter()
         if spec is None:
-            model = CrossEncoder(str(args.model), device=args.device, max_length=args.max_length)
-            score_all = lambda: list(model.predict(pairs, batch_size=32, show_progress_bar=False))  # noqa: E731
-            score_one = lambda: model.predict([(one_q, d) for d in one_docs], batch_size=32, show_progress_bar=False)  # noqa: E731
+            batch = 32 if options == torch.float32 else 128
+            model = CrossEncoder(str(model_path), device=args.device, max_length=args.max_length,
+                                 model_kwargs={"dtype": options})
+            score_all = lambda m=model, b=batch: list(m.predict(pairs, batch_size=b, show_progress_bar=False))  # noqa: E731
+            score_one = lambda m=model, b=batch: m.predict([(one_q, d) for d in one_docs], batch_size=b,  # noqa: E731
+                                                           show_progress_bar=False)
         else:
-            backend, quantize = spec
-            model = Reranker(str(args.model), device=args.device if backend == "torch" else None, dtype="fp32",
-                             max_length=args.max_length, batch_size=32, backend=backend, quantize=quantize,
-                             threads=args.threads)
+            options = dict(options)
+            backend = options.pop("backend", "torch")
+            model = Reranker(str(model_path), device=args.device if backend == "torch" else None,
+                             max_length=args.max_length, backend=backend, threads=args.threads, **options)
             score_all = lambda m=model: [s for group in m.score_many(questions, candidates) for s in group]  # noqa: E731
             score_one = lambda m=model: m.score(one_q, one_docs)
         load = time.perf_counter() - start
         score_one()  # warm-up: first-call costs are reported as load, not as throughput
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        sync()
         scores, t = timed(score_all)
         _, lat = timed(score_one, args.latency_repeat)
         value = mrr(ranking(scores), relevant)
@@ -106,9 +130,44 @@ def rerank_rows(args, questions, relevant, candidates) -> list[dict]:
                      "score_corr": float(np.corrcoef(base_scores, scores)[0, 1]),
                      "latency_p50_ms": 1000 * statistics.median(lat),
                      "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
-                     "MRR@10": value, "drift": value - base_mrr, "load_s": load})
+                     "MRR@10": value, "drift": value - base_mrr, "load_s": load,
+                     "flop_fraction": flops(model_path, pairs, args.max_length) / t[0] / PEAK_FLOPS
+                     if args.device.startswith("cuda") else None})
+        del model
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
         print(f"[rerank] {label}: {rows[-1]['pairs_per_s']:.1f} pairs/s, MRR@10 {value:.4f}", flush=True)
     return rows
+
+
+PEAK_FLOPS = 989e12  # H200 (and H100 SXM) dense fp16/bf16 tensor-core peak, the "FLOP limit" of issue 15
+
+
+def flops(model_path, pairs, max_length: int) -> float:
+    """Forward FLOPs of scoring ``pairs`` unpadded: 2 x (weights touched per token) per token, plus
+    attention's two L x L products per layer. Padding and windows beyond ``max_length`` not counted."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(model_path))
+    tok = AutoTokenizer.from_pretrained(str(model_path))
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_layer = 4 * d * d + 2 * d * ff  # ALBERT shares the layer but runs it num_hidden_layers times
+    lengths = [len(ids) for ids in tok([q for q, _ in pairs], [p for _, p in pairs], truncation="only_second",
+                                       max_length=max_length)["input_ids"]]
+    return sum(2 * per_layer * layers * n + 4 * layers * n * n * d for n in lengths)
+
+
+def albert_like(out: Path, texts: list[str]) -> Path:
+    """A cross-encoder with the bongsoo/albert-small-kor-cross-encoder-v1 shape (ALBERT, embedding 128,
+    hidden 768, 12 heads, FFN 3072, one shared layer run 6 times: ~11.7M parameters with its 32k vocabulary;
+    here the vocabulary is what a unigram trainer makes of the corpus, which does not change the speed),
+    random weights: the hub model's speed, not its scores."""
+    from rag_rerank.testing import tiny_albert_cross_encoder
+
+    if not (out / "config.json").exists():
+        tiny_albert_cross_encoder(out, texts, vocab_size=32000, embedding_size=128, hidden_size=768,
+                                  num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072)
+    return out
 
 
 def encode_rows(args, questions, relevant, corpus) -> list[dict]:
@@ -123,6 +182,9 @@ def encode_rows(args, questions, relevant, corpus) -> list[dict]:
     for backend, quantize in args.backends:
         systems[f"BiEncoder backend={backend}" + (" int8" if backend == "onnx" and quantize else " fp32")] = \
             (backend, quantize)
+    if args.device != "cpu":
+        systems = {"sentence-transformers SentenceTransformer.encode (fp32, batch 64)": None,
+                   "BiEncoder defaults (fp16)": ("torch", False)}
     for label, spec in systems.items():
         start = time.perf_counter()
         if spec is None:
@@ -135,6 +197,7 @@ def encode_rows(args, questions, relevant, corpus) -> list[dict]:
             backend, quantize = spec
             enc = BiEncoder(str(args.encoder), device=args.device if backend == "torch" else None, batch_size=64,
                             backend=backend, quantize=quantize, threads=args.threads,
+                            dtype=None if args.device != "cpu" else "fp32",
                             query_prompt="query: ", passage_prompt="passage: ")
             embed_p, embed_q = enc.embed_passages, enc.embed_queries
         load = time.perf_counter() - start
@@ -161,17 +224,22 @@ def machine(device: str) -> str:
 
 def table(result: dict) -> str:
     m = result["machine"]
-    base = result["rerank"][0]["pairs_per_s"]
     lines = [f"Machine: **{m}**. {result['queries']} KorQuAD questions x top {result['depth']} Kiwi-BM25 "
-             f"passages = {result['rerank'][0]['pairs']} pairs; max_length {result['max_length']}; "
-             f"reranker `{result['model']}`.", "",
-             "| reranker | machine | pairs/s | vs ST | 1 x {} p50 / p95 (ms) | MRR@10 | drift | score corr. "
-             "with ST | load (s) |".format(result["latency_docs"]),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["rerank"]:
-        lines.append(f"| {r['system']} | {m} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f}x | "
-                     f"{r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} | {r['MRR@10']:.4f} | "
-                     f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {r['load_s']:.1f} |")
+             f"passages = {result['rerank'][0]['pairs']} pairs; max_length {result['max_length']}."]
+    for name, rows in (("reranker `" + result["model"] + "`", result["rerank"]),
+                       ("bongsoo-shaped ALBERT, random weights (speed only)", result.get("rerank_albert"))):
+        if not rows:
+            continue
+        base = rows[0]["pairs_per_s"]
+        lines += ["", f"Model: {name}.", "",
+                  "| reranker | machine | pairs/s | vs ST | 1 x {} p50 / p95 (ms) | MRR@10 | drift | score corr. "
+                  "with ST | of FLOP limit | load (s) |".format(result["latency_docs"]),
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            share = f"{100 * r['flop_fraction']:.1f} %" if r.get("flop_fraction") else "-"
+            lines.append(f"| {r['system']} | {m} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f}x | "
+                         f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {r['MRR@10']:.4f} | "
+                         f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {share} | {r['load_s']:.1f} |")
     if result.get("encode"):
         base = result["encode"][0]["passages_per_s"]
         lines += ["", f"Bi-encoder `{result['encoder']}`: {result['encode'][0]['passages']} passages; dense "
@@ -197,17 +265,25 @@ def main(argv=None) -> int:
     p.add_argument("--passages", type=int, default=0, help="passages timed for embedding (0: the whole corpus)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--no-encode", action="store_true")
+    p.add_argument("--albert", metavar="DIR", help="also time a bongsoo-shaped ALBERT with random weights (built in DIR)")
+    p.add_argument("--candidates", help="saved first-stage candidates to rerank (default: Kiwi BM25 over the shared "
+                   "KorQuAD test articles, computed here)")
+    p.add_argument("--corpus", help="with --candidates: the corpus they were searched in")
     p.add_argument("--out", help="write <out>.json and <out>.md")
     args = p.parse_args(argv)
     from rag_rerank import models
     args.model = args.model or models.materialize(models.SHIPPED_RERANKER)
     args.encoder = args.encoder or models.materialize("multilingual-e5-small")
     args.backends = [("torch", False), ("onnx", False), ("onnx", True)] if args.device == "cpu" else [("torch", False)]
-    questions, relevant, candidates, corpus = korquad(args.queries, args.depth)
+    questions, relevant, candidates, corpus = (saved(args.candidates, args.corpus, args.queries, args.depth)
+                                               if args.candidates else korquad(args.queries, args.depth))
     result = {"machine": machine(args.device), "model": str(args.model), "encoder": str(args.encoder),
               "queries": len(questions), "depth": args.depth, "corpus": len(corpus), "max_length": args.max_length,
               "latency_docs": args.latency_docs,
-              "rerank": rerank_rows(args, questions, relevant, candidates)}
+              "rerank": rerank_rows(args, args.model, questions, relevant, candidates)}
+    if args.albert:
+        result["rerank_albert"] = rerank_rows(args, albert_like(Path(args.albert), corpus), questions, relevant,
+                                              candidates)
     if not args.no_encode:
         result["encode"] = encode_rows(args, questions, relevant, corpus)
     text = table(result)

@@ -91,13 +91,48 @@ def test_length_sorted_batches_restore_input_order(tiny_ce, korean_sentences):
     assert shuffled == pytest.approx([expected[i] for i in perm], abs=1e-5)
 
 
-def test_batch_sorting_cuts_padding(tiny, korean_sentences):
+def test_batches_are_length_sorted_and_packed_to_a_token_budget(tiny_ce, korean_sentences):
+    small = Reranker(str(tiny_ce), batch_size=4, max_length=64)  # 256 tokens a pass
     docs = [s * (1 + i % 5) for i, s in enumerate(korean_sentences[:40])]
-    feats = [f for _, f in tiny._windows("질문", docs)]
-    lengths = [len(f["input_ids"]) for f in feats]
-    padded = lambda order: sum(max(lengths[i] for i in order[s:s + 4]) * len(order[s:s + 4]) for s in range(0, len(order), 4))
-    sorted_order = sorted(range(len(feats)), key=lambda i: -lengths[i])
-    assert padded(sorted_order) < padded(list(range(len(feats))))
+    lengths = [len(f["input_ids"]) for _, f in small._windows("질문", docs)]
+    batches = small._batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every pair once
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat, reverse=True)  # longest first: each pass pads to its first pair
+    assert all(len(b) * lengths[b[0]] <= 256 for b in batches)
+    assert len(batches[0]) == 4 and len(batches[-1]) > 4  # full-length pairs 4 a pass, short ones more
+    padding = sum(len(b) * lengths[b[0]] for b in batches) - sum(lengths)
+    unsorted = sum(max(lengths[s:s + 4]) * len(lengths[s:s + 4]) for s in range(0, len(lengths), 4)) - sum(lengths)
+    assert padding < unsorted / 2
+
+
+def test_chunks_tokenised_in_the_background_score_like_one_chunk(tiny_ce, korean_sentences):
+    """A call larger than CHUNK_PAIRS is tokenised chunk by chunk in a worker thread while the model
+    scores the previous chunk; a group may span chunks. The scores are the same as in one chunk."""
+    queries = ["날씨", "음식 추천", "교통", "여행"]
+    docs = [korean_sentences[:7], korean_sentences[7:9], [], korean_sentences[9:20] + ["가" * 300]]
+    whole = Reranker(str(tiny_ce), batch_size=4, max_length=64)
+    chunked = Reranker(str(tiny_ce), batch_size=4, max_length=64)
+    chunked.CHUNK_PAIRS = 3
+    got, want = chunked.score_many(queries, docs, raw=True), whole.score_many(queries, docs, raw=True)
+    assert [len(g) for g in got] == [7, 2, 0, 12]
+    assert [x for g in got for x in g] == pytest.approx([x for g in want for x in g], abs=1e-5)
+    assert chunked._tokenizing is not None and whole._tokenizing is None
+
+
+def test_non_finite_logits_raise_naming_the_dtype(tiny_ce, monkeypatch):
+    r = Reranker(str(tiny_ce))
+    real = r.model
+
+    class Overflowing(torch.nn.Module):
+        def forward(self, **batch):
+            out = real(**batch)
+            out.logits = out.logits + float("inf")
+            return out
+
+    r.model = Overflowing()
+    with pytest.raises(FloatingPointError, match="non-finite logits in torch.float32.*dtype='bf16'"):
+        r.score("질문", ["문서 하나", "문서 둘"])
 
 
 def test_score_many_equals_score(tiny, korean_sentences):
@@ -274,6 +309,12 @@ def test_device_and_dtype_resolution(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda", 0) and resolve_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("int3", torch.device("cpu"))
+
+
+def test_defaults_per_device(tiny_ce):
+    cpu = Reranker(str(tiny_ce))
+    assert cpu.batch_size == 32 and cpu.dtype == torch.float32
+    assert Reranker(str(tiny_ce), batch_size=5).batch_size == 5
 
 
 def test_explicit_bf16_on_cpu_runs(tiny_ce):
