@@ -140,6 +140,23 @@ def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]
     return rows
 
 
+def drift_row(args, model_path, questions, relevant, candidates) -> dict:
+    """int8's MRR@10 drift from fp32 (ONNX fp32 scores like torch and ST: correlation 1.0000) on more
+    questions than the timed rows, where one question changing its top rank moves MRR@10 by 1/n."""
+    from rag_rerank import Reranker
+
+    def value(quantize: bool) -> float:
+        reranker = Reranker(str(model_path), backend="onnx", quantize=quantize, max_length=args.max_length,
+                            threads=args.threads)
+        scores = reranker.score_many(questions, candidates)
+        return mrr([[d for _, d in sorted(zip(s, docs), key=lambda x: -x[0])] for s, docs in zip(scores, candidates)],
+                   relevant)
+
+    fp32, int8 = value(False), value(True)
+    return {"queries": len(questions), "depth": len(candidates[0]), "MRR@10 fp32": fp32, "MRR@10 int8": int8,
+            "drift": int8 - fp32}
+
+
 PEAK_FLOPS = 989e12  # H200 (and H100 SXM) dense fp16/bf16 tensor-core peak, the "FLOP limit" of issue 15
 
 
@@ -170,7 +187,8 @@ def albert_like(out: Path, texts: list[str]) -> Path:
     return out
 
 
-def encode_rows(args, questions, relevant, corpus) -> list[dict]:
+def encode_rows(args, questions, relevant, corpus, more=None) -> list[dict]:
+    """``more``: (questions, relevant) to measure dense MRR@10 on instead (--drift-queries)."""
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
@@ -204,9 +222,10 @@ def encode_rows(args, questions, relevant, corpus) -> list[dict]:
         embed_p(passages[:4])  # warm-up
         vectors, t = timed(lambda: embed_p(passages))
         all_vectors = vectors if len(passages) == len(corpus) else embed_p(corpus)
-        q = embed_q(questions)
+        asked, wanted = more or (questions, relevant)
+        q = embed_q(asked)
         top = np.argsort(-(q @ all_vectors.T), axis=1)[:, :10]
-        value = mrr([[corpus[i] for i in row] for row in top], relevant)
+        value = mrr([[corpus[i] for i in row] for row in top], wanted)
         base_mrr = value if base_mrr is None else base_mrr
         rows.append({"system": label, "passages": len(passages), "passages_per_s": len(passages) / t[0],
                      "MRR@10": value, "drift": value - base_mrr, "load_s": load})
@@ -240,10 +259,15 @@ def table(result: dict) -> str:
             lines.append(f"| {r['system']} | {m} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f}x | "
                          f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {r['MRR@10']:.4f} | "
                          f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {share} | {r['load_s']:.1f} |")
+    if result.get("drift"):
+        d = result["drift"]
+        lines += ["", f"int8 vs fp32 (ONNX) on {d['queries']} questions x top {d['depth']}: MRR@10 "
+                  f"{d['MRR@10 fp32']:.4f} -> {d['MRR@10 int8']:.4f}, drift {d['drift']:+.4f}."]
     if result.get("encode"):
         base = result["encode"][0]["passages_per_s"]
         lines += ["", f"Bi-encoder `{result['encoder']}`: {result['encode'][0]['passages']} passages; dense "
-                  f"MRR@10 of the {result['queries']} questions over all {result['corpus']} paragraphs.", "",
+                  f"MRR@10 of {result.get('encode_queries', result['queries'])} questions over all "
+                  f"{result['corpus']} paragraphs.", "",
                   "| bi-encoder | machine | passages/s | vs ST | MRR@10 | drift | load (s) |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         for r in result["encode"]:
@@ -269,6 +293,10 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", help="saved first-stage candidates to rerank (default: Kiwi BM25 over the shared "
                    "KorQuAD test articles, computed here)")
     p.add_argument("--corpus", help="with --candidates: the corpus they were searched in")
+    p.add_argument("--drift-queries", type=int, default=0,
+                   help="CPU: also measure int8's MRR@10 drift from fp32 on this many questions (untimed), and "
+                        "the bi-encoders' dense MRR@10 on them")
+    p.add_argument("--no-rerank-drift", action="store_true", help="with --drift-queries: the bi-encoders' only")
     p.add_argument("--out", help="write <out>.json and <out>.md")
     args = p.parse_args(argv)
     from rag_rerank import models
@@ -284,8 +312,16 @@ def main(argv=None) -> int:
     if args.albert:
         result["rerank_albert"] = rerank_rows(args, albert_like(Path(args.albert), corpus), questions, relevant,
                                               candidates)
+    more = None
+    if args.drift_queries:
+        more = (saved(args.candidates, args.corpus, args.drift_queries, args.depth) if args.candidates
+                else korquad(args.drift_queries, args.depth))
+        if not args.no_rerank_drift:
+            result["drift"] = drift_row(args, args.model, *more[:3])
+            print(f"[drift] {result['drift']}", flush=True)
     if not args.no_encode:
-        result["encode"] = encode_rows(args, questions, relevant, corpus)
+        result["encode"] = encode_rows(args, questions, relevant, corpus, more and more[:2])
+        result["encode_queries"] = len(more[0]) if more else len(questions)
     text = table(result)
     print(text)
     if args.out:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ import numpy as np
 __all__ = ["Task", "exported", "session"]
 Task = Literal["classifier", "encoder"]  # sequence-classification logits | token embeddings
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+log = logging.getLogger("rag_rerank")
 OPSET = 17
 
 
@@ -38,7 +40,7 @@ def _weights(model_dir: Path) -> list[Path]:
 
 
 # Bumped whenever the export or the quantisation changes, so older cached graphs are rebuilt.
-EXPORT_VERSION = "torchscript-opset17/qint8-per-channel"
+EXPORT_VERSION = "torchscript-opset17-eager/ort-fused/qint8-per-channel"
 
 
 def _stamp(model_dir: Path) -> dict:
@@ -77,19 +79,49 @@ def exported(model_dir: str | os.PathLike, task: Task, *, quantize: bool = False
     try:
         plain = tmp / "model.onnx"
         _export(model_dir, task, plain)
-        made = plain
+        made = _fused(model_dir, plain, tmp / "model.fused.onnx")
         if quantize:
+            import onnx
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            made = tmp / "model.int8.onnx"
+            quantized = tmp / "model.int8.onnx"
             # per channel: one scale per output column; on e5 it keeps logits closer to fp32
-            # (correlation 0.92 vs 0.86 per tensor, bench/results/speed_cpu) at the same speed
-            quantize_dynamic(str(plain), str(made), weight_type=QuantType.QInt8, per_channel=True)
+            # (correlation 0.92 vs 0.86 per tensor, bench/results/speed_cpu) at the same speed.
+            # The fused operators (com.microsoft domain) carry no inferred output types: say float.
+            quantize_dynamic(str(made), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            made = quantized
         os.replace(made, target)
         stamp_file.write_text(json.dumps(stamp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _fused(model_dir: Path, plain: Path, out: Path) -> Path:
+    """The graph with ONNX Runtime's transformer fusions (one Attention, SkipLayerNorm and BiasGelu
+    operator each where the export has a dozen small ones): on 2 cores the e5 reranker ran 1.1x
+    faster in fp32 and 1.9x faster in int8 than unfused (bench/results/speed_cpu). Falls back to
+    the plain graph for architectures the optimizer does not know."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    if config.model_type not in _FUSABLE:
+        return plain
+    try:
+        from onnxruntime.transformers import optimizer
+
+        model = optimizer.optimize_model(str(plain), model_type="bert", num_heads=config.num_attention_heads,
+                                         hidden_size=config.hidden_size, opt_level=1, use_gpu=False)
+        model.save_model_to_file(str(out))
+    except Exception as exc:  # an optimizer failure costs speed, never the export
+        log.warning("ONNX Runtime's transformer fusion failed for %s (%s): using the unfused graph", model_dir, exc)
+        return plain
+    return out
+
+
+# BERT-like encoders whose exported attention ONNX Runtime's "bert" optimizer fuses (XLM-R: e5)
+_FUSABLE = {"bert", "xlm-roberta", "roberta", "albert", "electra"}
 
 
 def _export(model_dir: Path, task: Task, out: Path) -> None:
@@ -98,7 +130,9 @@ def _export(model_dir: Path, task: Task, out: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     loader = AutoModelForSequenceClassification if task == "classifier" else AutoModel
-    net = loader.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    # eager attention: its exported graph is the pattern ONNX Runtime fuses into one Attention
+    # operator; the SDPA export is neither fusable nor as fast (8.8 vs 12.3 pairs/s unfused, 2 cores)
+    net = loader.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager").eval()
     sample = tok(["질문 하나"], ["문서 하나"], return_tensors="pt")
     names = [k for k in INPUTS if k in sample]
 

@@ -75,6 +75,12 @@ class Reranker:
                  backend: Backend = "torch", quantize: bool = False, threads: int | None = None) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+        # what pickling sends instead of weights, tokenizers and threads (see __reduce__)
+        self._init_args = dict(model=str(model), device=device, dtype=dtype, max_length=max_length,
+                               batch_size=batch_size, window_overlap=window_overlap, aggregate=aggregate,
+                               max_query_fraction=max_query_fraction, trust_remote_code=trust_remote_code,
+                               revision=revision, local_files_only=local_files_only, backend=backend,
+                               quantize=quantize, threads=threads)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
         if not 0 <= window_overlap < 1:
@@ -165,6 +171,12 @@ class Reranker:
             order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))
             out.append([RankedDoc(i, scores[i], docs[i]) for i in order[:top_n]])
         return out
+
+    def __reduce__(self):
+        """Pickled as its arguments and reloaded where it is unpickled (a worker process, Ray,
+        Celery): weights, a tokenizer per thread and the tokenising thread do not travel.
+        A torch.dtype argument pickles as itself."""
+        return _rebuild, (self._init_args,)
 
     def __repr__(self) -> str:
         where = "backend='onnx'" if self.backend == "onnx" else f"device={str(self.device)!r}, dtype={self.dtype}"
@@ -324,6 +336,10 @@ class Reranker:
         if self._activation == "identity":
             return float(value)
         return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
+
+
+def _rebuild(kwargs: dict) -> "Reranker":
+    return Reranker(**kwargs)
 
 
 def _combine(values: list[float], how: str) -> float:

@@ -129,6 +129,18 @@ def test_compressor_top_n_threshold_and_async(compressor, e5_reranker):
     assert len(sync) == 1
 
 
+def test_compressor_pickles_for_worker_processes(compressor):
+    """multiprocessing / Ray / Celery pickle the compressor: its Reranker travels as its arguments
+    and is reloaded on the other side (it held a thread-local before, which does not pickle)."""
+    import pickle
+
+    query = "한국의 수도는 어디인가요?"
+    again = pickle.loads(pickle.dumps(compressor))
+    assert again is not compressor and again.top_n == compressor.top_n
+    assert [(d.id, round(d.metadata["relevance_score"], 5)) for d in again.compress_documents(_docs(), query)] == \
+        [(d.id, round(d.metadata["relevance_score"], 5)) for d in compressor.compress_documents(_docs(), query)]
+
+
 def test_classic_cross_encoder_reranker_uses_our_model(e5_reranker):
     query = "한국의 수도는 어디인가요?"
     classic = CrossEncoderReranker(model=KoreanCrossEncoder(reranker=e5_reranker), top_n=2)

@@ -132,6 +132,15 @@ def _nodes():
             for i, t in enumerate(["김치찌개 레시피는 간단하다.", ANSWER, "부산 여행 안내 책자를 샀다."])]
 
 
+def test_postprocessor_pickles(postprocessor):
+    import pickle
+
+    again = pickle.loads(pickle.dumps(postprocessor))
+    query = QueryBundle("한국의 수도는 어디인가요?")
+    assert [(n.node.node_id, round(n.score, 5)) for n in again.postprocess_nodes(_nodes(), query)] == \
+        [(n.node.node_id, round(n.score, 5)) for n in postprocessor.postprocess_nodes(_nodes(), query)]
+
+
 def test_missing_query_raises(postprocessor):
     with pytest.raises(ValueError, match="query"):
         postprocessor.postprocess_nodes(_nodes())

@@ -95,3 +95,8 @@ def test_int8_reranker_ranks_korean_like_the_reference(e5_cross_encoder, kornli)
     scores_ref = np.array(reference.score(queries[0], candidates[0]))
     scores_int8 = np.array(int8.score(queries[0], candidates[0]))
     assert np.corrcoef(scores_ref, scores_int8)[0, 1] > 0.95
+    import onnx
+
+    graph = onnx.load(str(onnx_backend.exported(e5_cross_encoder, "classifier", quantize=True)))  # cached: no export
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("Attention") + ops.count("QAttention") == 12 and "SkipLayerNormalization" in ops  # fused

@@ -317,6 +317,18 @@ def test_defaults_per_device(tiny_ce):
     assert Reranker(str(tiny_ce), batch_size=5).batch_size == 5
 
 
+def test_pickles_as_its_arguments_and_scores_alike_when_reloaded(tiny_ce, korean_sentences):
+    import pickle
+
+    r = Reranker(str(tiny_ce), batch_size=3, max_length=64, aggregate="mean")
+    r.score("질문", korean_sentences[:2])  # a used reranker: its thread-local tokenizer exists
+    blob = pickle.dumps(r)
+    assert len(blob) < 4096  # arguments, not weights
+    again = pickle.loads(blob)
+    assert (again.batch_size, again.max_length, again.aggregate) == (3, 64, "mean")
+    assert again.score("질문", korean_sentences[:5]) == pytest.approx(r.score("질문", korean_sentences[:5]), abs=1e-6)
+
+
 def test_explicit_bf16_on_cpu_runs(tiny_ce):
     r = Reranker(str(tiny_ce), dtype="bf16")
     assert r.model.dtype == torch.bfloat16
