@@ -162,6 +162,17 @@ def test_retriever_sync_and_async(store, e5_reranker, qa):
     docs = retriever.invoke(qa[0])
     assert len(docs) == 2 and all("relevance_score" in d.metadata and d.id for d in docs)
     assert [d.id for d in asyncio.run(retriever.ainvoke(qa[0]))] == [d.id for d in docs]
+    # LangChain's ways to say how many: per call, search_kwargs, the field (top_n: its old name)
+    assert len(retriever.invoke(qa[0], k=1)) == 1 and len(asyncio.run(retriever.ainvoke(qa[0], k=1))) == 1
+    assert [d.id for d in retriever.invoke(qa[0], k=1)] == [docs[0].id]
+    pipeline = retriever.pipeline
+    assert len(KoreanChromaRetriever(pipeline=pipeline, search_kwargs={"k": 3}).invoke(qa[0])) == 3
+    assert len(KoreanChromaRetriever(pipeline=pipeline, k=3).invoke(qa[0], k=1)) == 1  # the call wins
+    assert len(KoreanChromaRetriever(pipeline=pipeline, top_n=1).invoke(qa[0])) == 1
+    with pytest.raises(ValueError, match="search_kwargs takes 'k' and 'where', not top_k"):
+        KoreanChromaRetriever(pipeline=pipeline, search_kwargs={"top_k": 1}).invoke(qa[0])
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        retriever.invoke(qa[0], k=0)  # not "the default" in silence
 
 
 def test_langchain_chroma_writes_we_read(tmp_path, encoder):

@@ -124,6 +124,13 @@ def test_retriever_with_reranking_pipeline(store, e5_reranker):
     assert "rerank_score" not in nodes[0].node.get_content(metadata_mode="embed")
     anodes = asyncio.run(retriever.aretrieve(QUERY))
     assert [n.node.node_id for n in anodes] == [n.node.node_id for n in nodes]
+    one = ChromaBiEncoderRetriever(pipeline, similarity_top_k=1)  # LlamaIndex's name for it
+    assert [n.node.node_id for n in one.retrieve(QUERY)] == [nodes[0].node.node_id]
+    assert len(ChromaBiEncoderRetriever(pipeline, top_n=1).retrieve(QUERY)) == 1  # the old name
+    with pytest.raises(ValueError, match="disagree"):
+        ChromaBiEncoderRetriever(pipeline, similarity_top_k=1, top_n=2)
+    with pytest.raises(ValueError, match="positive integer"):
+        ChromaBiEncoderRetriever(pipeline, similarity_top_k=0)
 
 
 # ------------------------------------------------------------ postprocessor

@@ -25,7 +25,7 @@ from ..encoder import BiEncoder
 from ..models import DEFAULT_ENCODER, DEFAULT_RERANKER
 from ..pipeline import TwoStageRetriever
 from ..reranker import Reranker
-from ..types import Hit
+from ..types import Hit, check_k
 
 dispatcher = get_dispatcher(__name__)
 
@@ -117,21 +117,27 @@ class ChromaBiEncoderRetriever(BaseRetriever):
     feed a :class:`KoreanReranker` in a query engine.
     """
 
-    def __init__(self, retriever: TwoStageRetriever, *, top_n: Optional[int] = None, rerank: bool = True,
-                 where: Optional[dict] = None, callback_manager: Optional[CallbackManager] = None,
-                 verbose: bool = False) -> None:
+    def __init__(self, retriever: TwoStageRetriever, *, similarity_top_k: Optional[int] = None,
+                 top_n: Optional[int] = None, rerank: bool = True, where: Optional[dict] = None,
+                 callback_manager: Optional[CallbackManager] = None, verbose: bool = False) -> None:
+        """``similarity_top_k``: nodes returned, LlamaIndex's name (``top_n`` is its old name here);
+        default the pipeline's ``top_n`` (its ``candidate_k`` with ``rerank=False``)."""
         super().__init__(callback_manager=callback_manager, verbose=verbose)
+        if similarity_top_k is not None and top_n is not None and similarity_top_k != top_n:
+            raise ValueError(f"similarity_top_k={similarity_top_k} and top_n={top_n} disagree: give one")
         self.pipeline = retriever
-        self.top_n = top_n or (retriever.top_n if rerank else retriever.candidate_k)
+        chosen = similarity_top_k if similarity_top_k is not None else top_n
+        self.similarity_top_k = check_k(chosen) if chosen is not None else (
+            retriever.top_n if rerank else retriever.candidate_k)
         self.rerank = rerank
         self.where = where
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
-        hits = self.pipeline.retrieve(query_bundle.query_str, self.top_n, self.where, self.rerank)
+        hits = self.pipeline.retrieve(query_bundle.query_str, self.similarity_top_k, self.where, self.rerank)
         return [hit_to_node(h) for h in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
-        hits = await self.pipeline.aretrieve(query_bundle.query_str, self.top_n, self.where, self.rerank)
+        hits = await self.pipeline.aretrieve(query_bundle.query_str, self.similarity_top_k, self.where, self.rerank)
         return [hit_to_node(h) for h in hits]
 
 
