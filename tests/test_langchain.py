@@ -15,6 +15,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 
+from rag_rerank.fusion import Fusion
 from rag_rerank.integrations.langchain import (KoreanChromaRetriever, KoreanCrossEncoder,
                                                KoreanCrossEncoderReranker, KoreanEmbeddings)
 from rag_rerank.pipeline import TwoStageRetriever
@@ -127,6 +128,26 @@ def test_compressor_top_n_threshold_and_async(compressor, e5_reranker):
     sync = one.compress_documents(_docs(), query)
     assert [d.id for d in asyncio.run(one.acompress_documents(_docs(), query))] == [d.id for d in sync]
     assert len(sync) == 1
+
+
+@pytest.mark.parametrize("fusion", ["auto", Fusion(0.5, 10.0)])
+def test_compressor_is_the_pipeline_on_the_order_it_receives(store, e5_reranker, qa, fusion):
+    """The base retriever's documents, in its order, through the compressor = TwoStageRetriever's
+    second stage on the same candidates; a threshold cuts both alike; keep_retrieval_score keeps
+    an earlier stage's score."""
+    pipeline = TwoStageRetriever(store, e5_reranker, candidate_k=12, fusion=fusion, known_queries=None)
+    hits = pipeline.candidates(qa[0])
+    docs = [Document(page_content=h.text, id=h.id, metadata={"relevance_score": h.first_stage_score}) for h in hits]
+    expected = pipeline.rerank_hits(qa[0], hits)
+    out = KoreanCrossEncoderReranker(reranker=e5_reranker, top_n=12, fusion=fusion,
+                                     keep_retrieval_score=True).compress_documents(docs, qa[0])
+    assert [d.id for d in out] == [h.id for h in expected]
+    assert [d.metadata["relevance_score"] for d in out] == pytest.approx([h.score for h in expected])
+    assert [d.metadata.get("rerank_score") for d in out] == [h.rerank_score for h in expected]
+    assert [d.metadata["retrieval_score"] for d in out] == [h.first_stage_score for h in expected]
+    threshold = expected[4].score
+    cut = KoreanCrossEncoderReranker(reranker=e5_reranker, top_n=12, fusion=fusion, score_threshold=threshold)
+    assert [d.id for d in cut.compress_documents(docs, qa[0])] == [h.id for h in expected if h.score >= threshold]
 
 
 def test_compressor_pickles_for_worker_processes(compressor):

@@ -16,6 +16,7 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from rag_rerank.fusion import Fusion
 from rag_rerank.integrations.llama_index import ChromaBiEncoderRetriever, KoreanEmbedding, KoreanReranker
 from rag_rerank.pipeline import TwoStageRetriever
 from rag_rerank.store import ChromaStore
@@ -137,6 +138,32 @@ def test_retriever_with_reranking_pipeline(store, e5_reranker):
 def _nodes():
     return [NodeWithScore(node=TextNode(id_=f"n{i}", text=t, metadata={"src": i}), score=0.1 * i)
             for i, t in enumerate(["김치찌개 레시피는 간단하다.", ANSWER, "부산 여행 안내 책자를 샀다."])]
+
+
+@pytest.mark.parametrize("fusion", ["auto", Fusion(0.5, 10.0)])
+def test_postprocessor_is_the_pipeline_on_the_order_it_receives(store, e5_reranker, fusion):
+    """The first stage's nodes, in its order, through the postprocessor = TwoStageRetriever's
+    second stage on the same candidates: same order, same scores, and one threshold cuts both
+    alike. "auto" is the shipped model's saved fusion (reranker alone on the top 10, the rest after
+    in first-stage order: 12 candidates test both parts); Fusion(0.5, 10) a real fusion."""
+    pipeline = TwoStageRetriever(store, e5_reranker, candidate_k=12, fusion=fusion, known_queries=None)
+    hits = pipeline.candidates(QUERY)
+    nodes = [NodeWithScore(node=TextNode(id_=h.id, text=h.text), score=h.first_stage_score) for h in hits]
+    expected = pipeline.rerank_hits(QUERY, hits)
+    post = KoreanReranker(reranker=e5_reranker, top_n=12, fusion=fusion)
+    got = post.postprocess_nodes(nodes, QueryBundle(QUERY))
+    assert [n.node.node_id for n in got] == [h.id for h in expected]
+    assert [n.score for n in got] == pytest.approx([h.score for h in expected])
+    assert [n.node.metadata.get("rerank_score") for n in got] == [h.rerank_score for h in expected]
+    assert [n.node.metadata["first_stage_score"] for n in got] == [h.first_stage_score for h in expected]
+    assert all(not n.node.metadata for n in nodes)  # the inputs are untouched
+    threshold = expected[4].score
+    cut = KoreanReranker(reranker=e5_reranker, top_n=12, fusion=fusion, score_threshold=threshold)
+    assert [n.node.node_id for n in cut.postprocess_nodes(nodes, QueryBundle(QUERY))] == \
+        [h.id for h in expected if h.score >= threshold]
+    plain = KoreanReranker(reranker=e5_reranker, top_n=12, fusion=None).postprocess_nodes(nodes, QueryBundle(QUERY))
+    scores = e5_reranker.score(QUERY, [h.text for h in hits])
+    assert [n.score for n in plain] == pytest.approx(sorted(scores, reverse=True))
 
 
 def test_postprocessor_pickles(postprocessor):

@@ -21,7 +21,10 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
+from .. import fusion as fusion_lib
+from .. import model_settings
 from ..encoder import BiEncoder
+from ..fusion import Fusion
 from ..models import DEFAULT_ENCODER, DEFAULT_RERANKER
 from ..pipeline import TwoStageRetriever
 from ..reranker import Reranker
@@ -31,9 +34,16 @@ dispatcher = get_dispatcher(__name__)
 
 
 class KoreanReranker(BaseNodePostprocessor):
-    """Rerank retrieved nodes with a Korean cross-encoder.
+    """Rerank retrieved nodes with a Korean cross-encoder, fused with the order they arrive in.
 
-    Pass ``reranker=`` to share one loaded :class:`~rag_rerank.Reranker`
+    The incoming order is the first stage: with ``fusion="auto"`` (the default) the reranker's
+    ranking is fused with it as the model's training chose on validation (``rag_rerank.json``;
+    plain reranking for models without one), so a query engine gets the ranking
+    :class:`~rag_rerank.pipeline.TwoStageRetriever` gives on the same candidates. ``fusion=None``:
+    plain reranking. A node's ``score`` is the final pipeline score (what ``score_threshold``
+    cuts on); ``metadata["rerank_score"]`` the reranker's [0, 1] relevance (absent for nodes below
+    the fusion's depth, which the reranker does not score) and ``metadata["first_stage_score"]``
+    the score it arrived with. Pass ``reranker=`` to share one loaded :class:`~rag_rerank.Reranker`
     between postprocessors; otherwise one is loaded from ``model``.
     """
 
@@ -45,7 +55,10 @@ class KoreanReranker(BaseNodePostprocessor):
     score_threshold: Optional[float] = Field(default=None, description="Drop nodes scoring below this.")
     keep_retrieval_score: bool = Field(default=False,
                                        description="Copy the incoming score to metadata['retrieval_score'].")
+    fusion: Optional[Any] = Field(default="auto", description="'auto' (the model's saved fusion with the incoming "
+                                  "order), None (plain reranking) or a rag_rerank.fusion.Fusion.")
     _reranker: Reranker = PrivateAttr()
+    _fusion: Optional[Fusion] = PrivateAttr()
 
     def __init__(self, reranker: Optional[Reranker] = None, **data: Any) -> None:
         if reranker is not None:
@@ -53,6 +66,7 @@ class KoreanReranker(BaseNodePostprocessor):
         super().__init__(**data)
         self._reranker = reranker or Reranker(self.model, device=self.device, max_length=self.max_length,
                                               batch_size=self.batch_size)
+        self._fusion = fusion_lib.resolve(self.fusion, lambda: model_settings.load(self._reranker.path).fusion)
 
     @classmethod
     def class_name(cls) -> str:
@@ -61,15 +75,17 @@ class KoreanReranker(BaseNodePostprocessor):
     def _postprocess_nodes(self, nodes: List[NodeWithScore],
                            query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
-        scores = self._reranker.score(query, texts) if nodes else []
-        return self._finish(nodes, query_bundle, scores)
+        return self._finish(nodes, query_bundle, self._rank(query, texts))
 
     async def _apostprocess_nodes(self, nodes: List[NodeWithScore],
                                   query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
         # The model runs in a worker thread; events stay on the caller's task.
-        scores = await asyncio.to_thread(self._reranker.score, query, texts) if nodes else []
-        return self._finish(nodes, query_bundle, scores)
+        return self._finish(nodes, query_bundle, await asyncio.to_thread(self._rank, query, texts))
+
+    def _rank(self, query: str, texts: List[str]):
+        """``(node index, final score, rerank score or None)`` best first."""
+        return fusion_lib.rerank_fused(self._reranker, [query], [texts], self._fusion)[0] if texts else []
 
     def _start(self, nodes, query_bundle):
         if query_bundle is None:
@@ -78,24 +94,29 @@ class KoreanReranker(BaseNodePostprocessor):
                                           model_name=self.model))
         return query_bundle.query_str, [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
 
-    def _finish(self, nodes, query_bundle, scores) -> List[NodeWithScore]:
+    def _finish(self, nodes, query_bundle, ranked) -> List[NodeWithScore]:
         with self.callback_manager.event(CBEventType.RERANKING, payload={
             EventPayload.NODES: nodes, EventPayload.MODEL_NAME: self.model,
             EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n,
         }) as event:
-            order = sorted(range(len(nodes)), key=lambda i: (-scores[i], i))
-            kept = [i for i in order if self.score_threshold is None or scores[i] >= self.score_threshold]
-            new_nodes = [self._rescored(nodes[i], scores[i]) for i in kept[: self.top_n]]
+            kept = [r for r in ranked if self.score_threshold is None or r[1] >= self.score_threshold]
+            new_nodes = [self._rescored(nodes[i], final, rerank) for i, final, rerank in kept[: self.top_n]]
             event.on_end(payload={EventPayload.NODES: new_nodes})
         dispatcher.event(ReRankEndEvent(nodes=new_nodes))
         return new_nodes
 
-    def _rescored(self, node: NodeWithScore, score: float) -> NodeWithScore:
-        inner = node.node
+    def _rescored(self, node: NodeWithScore, final: float, rerank: Optional[float]) -> NodeWithScore:
+        inner = node.node.model_copy()  # a copy: the caller's node keeps its metadata
+        extra = {"first_stage_score": node.score}
+        if rerank is not None:
+            extra["rerank_score"] = float(rerank)
         if self.keep_retrieval_score:
-            inner = inner.model_copy()
-            inner.metadata = {**node.node.metadata, "retrieval_score": node.score}
-        return NodeWithScore(node=inner, score=float(score))
+            extra["retrieval_score"] = node.score
+        inner.metadata = {**node.node.metadata, **extra}
+        # scores are for ranking, not for the LLM or the embedding of the text
+        inner.excluded_llm_metadata_keys = [*node.node.excluded_llm_metadata_keys, *extra]
+        inner.excluded_embed_metadata_keys = [*node.node.excluded_embed_metadata_keys, *extra]
+        return NodeWithScore(node=inner, score=float(final))
 
 
 def hit_to_node(hit: Hit) -> NodeWithScore:
