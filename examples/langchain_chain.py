@@ -38,7 +38,9 @@ def main() -> None:
         out = chain.invoke(question)
         print(f"\n질문: {question}\n답변: {out['answer']}")
         for rank, doc in enumerate(out["docs"], 1):
-            print(f"  {rank}. relevance {doc.metadata['relevance_score']:.3f}  {doc.page_content}")
+            # relevance_score: the final score (the reranker fused with the retriever's order)
+            print(f"  {rank}. relevance {doc.metadata['relevance_score']:.3f} (rerank "
+                  f"{doc.metadata['rerank_score']:.3f})  {doc.page_content}")
     out = asyncio.run(chain.ainvoke(QUESTIONS[0]))
     print(f"\n(ainvoke) {QUESTIONS[0]} -> {out['docs'][0].page_content}")
 

@@ -31,7 +31,9 @@ def main() -> None:
         response = engine.query(question)
         print(f"\n질문: {question}")
         for rank, node in enumerate(response.source_nodes, 1):
-            print(f"  {rank}. rerank {node.score:.3f}  {node.node.get_content()}")
+            meta = node.node.metadata  # the final (fused) score, and what each stage gave it
+            print(f"  {rank}. score {node.score:.3f} (rerank {meta['rerank_score']:.3f}, first stage "
+                  f"{meta['first_stage_score']:.3f})  {node.node.get_content()}")
     answer = asyncio.run(engine.aquery(QUESTIONS[0]))
     print(f"\n(async) {QUESTIONS[0]} -> {answer.source_nodes[0].node.get_content()}")
 
