@@ -117,3 +117,31 @@ def test_the_core_imports_no_framework():
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not {n for n in names if n.startswith(("llama_index", "langchain"))}, path
+
+
+def test_integrations_are_their_own_packages_named_like_their_ecosystems():
+    """integrations/: one installable package per framework, depending on the core; LlamaIndex's
+    modules live in the shared llama_index namespace (no __init__.py above <kind>/rag_rerank),
+    LangChain's is a partner-style langchain_<name> package. rag_rerank.integrations re-exports them."""
+    import tomllib
+
+    from langchain_rag_rerank import KoreanCrossEncoderReranker
+    from llama_index.embeddings.rag_rerank import KoreanEmbedding
+    from llama_index.postprocessor.rag_rerank import KoreanReranker
+    from llama_index.retrievers.rag_rerank import ChromaBiEncoderRetriever
+
+    from rag_rerank.integrations import langchain, llama_index
+
+    root = PACKAGE.parent / "integrations"
+    for folder, kinds in (("llama-index-rag-rerank", ["postprocessor", "retrievers", "embeddings"]),
+                          ("langchain-rag-rerank", None)):
+        project = tomllib.loads((root / folder / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        assert project["name"] == folder and any(d.startswith("rag-rerank") for d in project["dependencies"])
+        if kinds:
+            base = root / folder / "llama_index"
+            assert not (base / "__init__.py").exists() and all(
+                (base / kind / "rag_rerank" / "__init__.py").exists() and not (base / kind / "__init__.py").exists()
+                for kind in kinds)
+    assert (llama_index.KoreanReranker, llama_index.ChromaBiEncoderRetriever, llama_index.KoreanEmbedding) == \
+        (KoreanReranker, ChromaBiEncoderRetriever, KoreanEmbedding)
+    assert langchain.KoreanCrossEncoderReranker is KoreanCrossEncoderReranker

@@ -1,7 +1,8 @@
-"""Framework adapters. Import the one you use:
+"""Framework adapters, each its own installable package under ``integrations/`` (the core
+package never imports a framework); these modules re-export them:
 
-* ``rag_rerank.integrations.llama_index`` (needs ``rag-rerank[llama-index]``)
-* ``rag_rerank.integrations.langchain`` (needs ``rag-rerank[langchain]``)
-
-The core package never imports these frameworks.
+* ``rag_rerank.integrations.llama_index`` -> ``llama-index-rag-rerank``
+  (``llama_index.postprocessor.rag_rerank``, ``llama_index.retrievers.rag_rerank``,
+  ``llama_index.embeddings.rag_rerank``)
+* ``rag_rerank.integrations.langchain`` -> ``langchain-rag-rerank`` (``langchain_rag_rerank``)
 """

@@ -1,0 +1,3 @@
+from llama_index.postprocessor.rag_rerank.base import KoreanReranker
+
+__all__ = ["KoreanReranker"]

@@ -1,0 +1,54 @@
+"""ChromaBiEncoderRetriever: a LlamaIndex retriever over rag-rerank's TwoStageRetriever."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+from rag_rerank.pipeline import TwoStageRetriever
+from rag_rerank.types import Hit, check_k
+
+
+def hit_to_node(hit: Hit) -> NodeWithScore:
+    metadata = dict(hit.metadata)
+    metadata["first_stage_score"] = hit.first_stage_score
+    if hit.rerank_score is not None:
+        metadata["rerank_score"] = hit.rerank_score
+    node = TextNode(id_=hit.id, text=hit.text, metadata=metadata,
+                    excluded_embed_metadata_keys=["first_stage_score", "rerank_score"],
+                    excluded_llm_metadata_keys=["first_stage_score", "rerank_score"])
+    return NodeWithScore(node=node, score=hit.score)
+
+
+class ChromaBiEncoderRetriever(BaseRetriever):
+    """A LlamaIndex retriever over a :class:`~rag_rerank.store.ChromaStore`.
+
+    Wraps a :class:`~rag_rerank.pipeline.TwoStageRetriever`; with ``rerank=False``
+    (or a pipeline without reranker) it is the first stage alone, ready to
+    feed a :class:`KoreanReranker` in a query engine.
+    """
+
+    def __init__(self, retriever: TwoStageRetriever, *, similarity_top_k: Optional[int] = None,
+                 top_n: Optional[int] = None, rerank: bool = True, where: Optional[dict] = None,
+                 callback_manager: Optional[CallbackManager] = None, verbose: bool = False) -> None:
+        """``similarity_top_k``: nodes returned, LlamaIndex's name (``top_n`` is its old name here);
+        default the pipeline's ``top_n`` (its ``candidate_k`` with ``rerank=False``)."""
+        super().__init__(callback_manager=callback_manager, verbose=verbose)
+        if similarity_top_k is not None and top_n is not None and similarity_top_k != top_n:
+            raise ValueError(f"similarity_top_k={similarity_top_k} and top_n={top_n} disagree: give one")
+        self.pipeline = retriever
+        chosen = similarity_top_k if similarity_top_k is not None else top_n
+        self.similarity_top_k = check_k(chosen) if chosen is not None else (
+            retriever.top_n if rerank else retriever.candidate_k)
+        self.rerank = rerank
+        self.where = where
+
+    def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+        hits = self.pipeline.retrieve(query_bundle.query_str, self.similarity_top_k, self.where, self.rerank)
+        return [hit_to_node(h) for h in hits]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+        hits = await self.pipeline.aretrieve(query_bundle.query_str, self.similarity_top_k, self.where, self.rerank)
+        return [hit_to_node(h) for h in hits]
