@@ -67,11 +67,17 @@ class Fusion:
 
     def fuse(self, base: Sequence[K], added: Sequence[K]) -> list[tuple[K, float]]:
         """``(key, fused score)`` of every key in either ranking, best first; with ``weight`` 0 the
-        base ranking alone (the added one neither moves nor adds a key)."""
+        base ranking alone (the added one neither moves nor adds a key).
+
+        Scores are :func:`weighted_rrf`'s scaled by ``rrf_k + 1`` into [0, 1]: 1 is first in both
+        rankings, whatever ``rrf_k`` is, so a fused score reads on the same scale as a reranker's
+        relevance and a threshold on it does not depend on the fusion's knobs."""
         if self.weight == 0.0:
-            return weighted_rrf([base], [1.0], self.rrf_k)
-        added = list(dict.fromkeys(added))
-        return weighted_rrf([base, added[: self.head(len(added))]], [1.0 - self.weight, self.weight], self.rrf_k)
+            fused = weighted_rrf([base], [1.0], self.rrf_k)
+        else:
+            added = list(dict.fromkeys(added))
+            fused = weighted_rrf([base, added[: self.head(len(added))]], [1.0 - self.weight, self.weight], self.rrf_k)
+        return [(key, score * (self.rrf_k + 1)) for key, score in fused]
 
     def head(self, available: int) -> int:
         """How many of ``available`` keys of the added ranking join (the reranker scores these)."""

@@ -26,12 +26,12 @@ class Hit:
     ``score`` is the score the hit was ranked by at the last stage that ran:
     the reranker's [0, 1] relevance when reranked, the fused score when the
     reranker's ranking was fused with the first stage's or with the known queries'
-    documents (both by :func:`rag_rerank.fusion.weighted_rrf`), else the first-stage
-    score. ``first_stage_rank`` 0 marks a document found only through a known query
+    documents (weighted reciprocal-rank fusion scaled into [0, 1], 1 = first in both
+    rankings: :meth:`rag_rerank.fusion.Fusion.fuse`), else the first-stage score. ``first_stage_rank`` 0 marks a document found only through a known query
     (its ``first_stage_score`` is then 0 and ``rerank_score`` None).
     ``first_stage_score`` meaning depends on the mode: dense = cosine similarity
     mapped to [0, 1] as ``(1 + cos) / 2``; bm25 = Okapi BM25 (unbounded, >= 0);
-    hybrid = weighted reciprocal-rank fusion ``sum w / (rrf_k + rank)``.
+    hybrid = weighted reciprocal-rank fusion ``(rrf_k + 1) sum w / (rrf_k + rank)``, in [0, 1].
     """
 
     id: str

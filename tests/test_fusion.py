@@ -19,8 +19,15 @@ def test_weighted_rrf_by_hand():
     # rerank ranks: doc1 1st, doc2 2nd, doc0 3rd; first-stage ranks 1, 2, 3
     f = Fusion(weight=0.5, rrf_k=1)
     fused = f.fused_scores([0.1, 0.9, 0.5])
-    assert fused == pytest.approx([0.5 / 4 + 0.5 / 2, 0.5 / 2 + 0.5 / 3, 0.5 / 3 + 0.5 / 4])
+    assert fused == pytest.approx([2 * (0.5 / 4 + 0.5 / 2), 2 * (0.5 / 2 + 0.5 / 3), 2 * (0.5 / 3 + 0.5 / 4)])
     assert f.order([0.1, 0.9, 0.5]) == [1, 0, 2]
+
+
+def test_fused_scores_are_in_zero_one_with_one_first_in_both():
+    for k in (0.0, 2.0, 60.0):
+        fused = Fusion(weight=0.3, rrf_k=k).fused_scores([0.9, 0.1, 0.5])  # doc 0 first in both
+        assert fused[0] == pytest.approx(1.0) and all(0 < f < 1 for f in fused[1:])
+    assert dict(Fusion(0.0, 60.0).fuse(["a", "b"], ["b"])) == pytest.approx({"a": 1.0, "b": 61 / 62})
 
 
 def test_depth_reranks_only_the_head_and_keeps_the_tail_in_order():

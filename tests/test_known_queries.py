@@ -38,7 +38,7 @@ def test_combine_by_hand():
     w = Fusion(weight=0.5, rrf_k=0.0, depth=2)
     # pipeline a(1) b(2) c(3); known c(1) d(2): c = .5/3 + .5/1, d = .5/2, a = .5, b = .25
     assert combine(w, ["a", "b", "c"], ["c", "d", "e"]) == ["c", "a", "b", "d"]
-    assert dict(w.fuse(["a", "b", "c"], ["c", "d"])) == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5 / 3 + 0.5, "d": 0.25})
+    assert dict(w.fuse(["a", "b", "c"], ["c", "d"])) == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5 / 3 + 0.5, "d": 0.25})  # k 0: x1
     assert combine(known_queries.OFF, ["a", "b"], ["c"]) == ["a", "b"]  # off: the pipeline unchanged
     assert combine(Fusion(1.0, 10.0), ["a", "b"], ["b"]) == ["b", "a"]  # all weight: known first, rest in order
     assert combine(w, ["a", "b"], []) == ["a", "b"]

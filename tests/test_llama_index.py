@@ -154,6 +154,7 @@ def test_postprocessor_is_the_pipeline_on_the_order_it_receives(store, e5_rerank
     got = post.postprocess_nodes(nodes, QueryBundle(QUERY))
     assert [n.node.node_id for n in got] == [h.id for h in expected]
     assert [n.score for n in got] == pytest.approx([h.score for h in expected])
+    assert all(0 <= n.score <= 1 for n in got)  # one [0, 1] scale, fused or not
     assert [n.node.metadata.get("rerank_score") for n in got] == [h.rerank_score for h in expected]
     assert [n.node.metadata["first_stage_score"] for n in got] == [h.first_stage_score for h in expected]
     assert all(not n.node.metadata for n in nodes)  # the inputs are untouched

@@ -247,7 +247,7 @@ def test_hybrid_fuses_dense_and_bm25_by_id():
     b = [Hit("y", "y", {}, 7.0, 7.0, 1), Hit("z", "z", {}, 5.0, 5.0, 2)]
     fused = hybrid(a, b)  # equal weights: BM25's share 0.5, k 60
     assert [h.id for h in fused] == ["y", "x", "z"] and [h.first_stage_rank for h in fused] == [1, 2, 3]
-    assert fused[0].score == pytest.approx(0.5 / 62 + 0.5 / 61) == fused[0].first_stage_score
+    assert fused[0].score == pytest.approx(61 * (0.5 / 62 + 0.5 / 61)) == fused[0].first_stage_score  # scaled to [0, 1]
     assert [h.id for h in hybrid(a, b, Fusion(0.0))][0] == "x"  # dense alone
     assert [h.id for h in hybrid(a, b, Fusion(1.0))] == ["y", "z", "x"]  # BM25 alone; x only orders after
 
