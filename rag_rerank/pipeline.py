@@ -24,6 +24,25 @@ if TYPE_CHECKING:
     from .store import ChromaStore
 
 
+class SecondStage:
+    """A reranker and its fusion with the order candidates arrive in: the part of the pipeline the
+    framework adapters run on the ranking their retriever hands them.
+
+    ``fusion``: ``"auto"`` uses what ``rag-rerank train`` saved with the reranker (plain reranking
+    for models without it), ``None`` plain reranking, or a :class:`~rag_rerank.fusion.Fusion`.
+    """
+
+    def __init__(self, reranker: "Reranker", fusion: Fusion | str | None = "auto") -> None:
+        self.reranker = reranker
+        self.fusion = fusion_lib.resolve(fusion, lambda: model_settings.load(reranker.path).fusion)
+
+    def rank(self, query: str, texts: Sequence[str]) -> list[tuple[int, float, float | None]]:
+        """``(candidate index, final score, rerank score or None)`` best first, for ``texts`` in
+        first-stage order (None: below the fusion's depth, not scored)."""
+        texts = list(texts)
+        return fusion_lib.rerank_fused(self.reranker, [query], [texts], self.fusion)[0] if texts else []
+
+
 class TwoStageRetriever:
     """One object a chatbot backend holds: ``retrieve(query)`` -> reranked hits.
 

@@ -183,7 +183,7 @@ def test_missing_query_raises(postprocessor):
 
 def test_empty_nodes_still_emit_end_events(postprocessor, recorder):
     debug = LlamaDebugHandler()
-    pp = KoreanReranker(reranker=postprocessor._reranker, callback_manager=CallbackManager([debug]))
+    pp = KoreanReranker(reranker=postprocessor._stage.reranker, callback_manager=CallbackManager([debug]))
     recorder.events.clear()
     assert pp.postprocess_nodes([], query_str=QUERY) == []
     names = [type(e).__name__ for e in recorder.events]
@@ -195,7 +195,7 @@ def test_empty_nodes_still_emit_end_events(postprocessor, recorder):
 def test_inputs_not_mutated_and_scores_are_floats(postprocessor):
     nodes = _nodes()
     before = copy.deepcopy(nodes)
-    keep = KoreanReranker(reranker=postprocessor._reranker, top_n=2, keep_retrieval_score=True)
+    keep = KoreanReranker(reranker=postprocessor._stage.reranker, top_n=2, keep_retrieval_score=True)
     out = keep.postprocess_nodes(nodes, QueryBundle(QUERY))
     assert [n.model_dump() for n in nodes] == [n.model_dump() for n in before]
     assert all(o is not n for o in out for n in nodes)
@@ -207,10 +207,10 @@ def test_inputs_not_mutated_and_scores_are_floats(postprocessor):
 
 def test_score_threshold_and_legacy_callback(postprocessor):
     debug = LlamaDebugHandler()
-    pp = KoreanReranker(reranker=postprocessor._reranker, top_n=3, score_threshold=0.999999,
+    pp = KoreanReranker(reranker=postprocessor._stage.reranker, top_n=3, score_threshold=0.999999,
                         callback_manager=CallbackManager([debug]))
     out = pp.postprocess_nodes(_nodes(), query_str=QUERY)
-    scores = postprocessor._reranker.score(QUERY, [n.node.get_content() for n in _nodes()])
+    scores = postprocessor._stage.reranker.score(QUERY, [n.node.get_content() for n in _nodes()])
     assert len(out) == sum(s >= 0.999999 for s in scores)
     assert len(debug.get_event_pairs(CBEventType.RERANKING)) == 1
 

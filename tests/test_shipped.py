@@ -74,6 +74,6 @@ def test_framework_adapters_default_to_the_shipped_reranker_without_a_hub(e5_cro
     from langchain_core.documents import Document
 
     compressor = KoreanCrossEncoderReranker(top_n=1)
-    assert compressor._reranker.path == e5_cross_encoder
+    assert compressor._stage.reranker.path == e5_cross_encoder
     got = compressor.compress_documents([Document(page_content=t) for t in docs], "한글은 누가 만들었나요?")
     assert got[0].page_content == docs[1]

@@ -8,10 +8,8 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from rag_rerank import fusion as fusion_lib
-from rag_rerank import model_settings
-from rag_rerank.fusion import Fusion
 from rag_rerank.models import DEFAULT_RERANKER
+from rag_rerank.pipeline import SecondStage
 from rag_rerank.reranker import Reranker
 from rag_rerank.types import check_query
 
@@ -40,31 +38,26 @@ class KoreanCrossEncoderReranker(BaseDocumentCompressor):
     max_length: int = Field(default=512, gt=8)
     keep_retrieval_score: bool = False
     fusion: Optional[Any] = "auto"  # 'auto' | None | rag_rerank.fusion.Fusion
-    _reranker: Reranker = PrivateAttr()
-    _fusion: Optional[Fusion] = PrivateAttr()
+    _stage: SecondStage = PrivateAttr()
 
     def __init__(self, reranker: Optional[Reranker] = None, **data: Any) -> None:
         if reranker is not None:
             data.setdefault("model", reranker.model_name)
         super().__init__(**data)
-        self._reranker = reranker or Reranker(self.model, device=self.device, max_length=self.max_length,
-                                              batch_size=self.batch_size)
-        self._fusion = fusion_lib.resolve(self.fusion, lambda: model_settings.load(self._reranker.path).fusion)
+        self._stage = SecondStage(reranker or Reranker(self.model, device=self.device, max_length=self.max_length,
+                                                       batch_size=self.batch_size), self.fusion)
 
     def compress_documents(self, documents: Sequence[Document], query: str,
                            callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
         check_query(query)
-        return self._select(documents, self._rank(query, documents))
+        return self._select(documents, self._stage.rank(query, [d.page_content for d in documents]))
 
     async def acompress_documents(self, documents: Sequence[Document], query: str,
                                   callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
         check_query(query)
-        return self._select(documents, await asyncio.to_thread(self._rank, query, documents))
-
-    def _rank(self, query: str, documents: Sequence[Document]):
-        """``(document index, final score, rerank score or None)`` best first."""
         texts = [d.page_content for d in documents]
-        return fusion_lib.rerank_fused(self._reranker, [query], [texts], self._fusion)[0] if texts else []
+        return self._select(documents, await asyncio.to_thread(self._stage.rank, query, texts))
+
 
     def _select(self, documents: Sequence[Document], ranked) -> list[Document]:
         kept = [r for r in ranked if self.score_threshold is None or r[1] >= self.score_threshold]

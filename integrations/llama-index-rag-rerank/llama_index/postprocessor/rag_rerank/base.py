@@ -16,10 +16,8 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from rag_rerank import fusion as fusion_lib
-from rag_rerank import model_settings
-from rag_rerank.fusion import Fusion
 from rag_rerank.models import DEFAULT_RERANKER
+from rag_rerank.pipeline import SecondStage
 from rag_rerank.reranker import Reranker
 
 dispatcher = get_dispatcher(__name__)
@@ -50,16 +48,14 @@ class KoreanReranker(BaseNodePostprocessor):
                                        description="Copy the incoming score to metadata['retrieval_score'].")
     fusion: Optional[Any] = Field(default="auto", description="'auto' (the model's saved fusion with the incoming "
                                   "order), None (plain reranking) or a rag_rerank.fusion.Fusion.")
-    _reranker: Reranker = PrivateAttr()
-    _fusion: Optional[Fusion] = PrivateAttr()
+    _stage: SecondStage = PrivateAttr()
 
     def __init__(self, reranker: Optional[Reranker] = None, **data: Any) -> None:
         if reranker is not None:
             data.setdefault("model", reranker.model_name)
         super().__init__(**data)
-        self._reranker = reranker or Reranker(self.model, device=self.device, max_length=self.max_length,
-                                              batch_size=self.batch_size)
-        self._fusion = fusion_lib.resolve(self.fusion, lambda: model_settings.load(self._reranker.path).fusion)
+        self._stage = SecondStage(reranker or Reranker(self.model, device=self.device, max_length=self.max_length,
+                                                       batch_size=self.batch_size), self.fusion)
 
     @classmethod
     def class_name(cls) -> str:
@@ -68,17 +64,14 @@ class KoreanReranker(BaseNodePostprocessor):
     def _postprocess_nodes(self, nodes: List[NodeWithScore],
                            query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
-        return self._finish(nodes, query_bundle, self._rank(query, texts))
+        return self._finish(nodes, query_bundle, self._stage.rank(query, texts))
 
     async def _apostprocess_nodes(self, nodes: List[NodeWithScore],
                                   query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
         # The model runs in a worker thread; events stay on the caller's task.
-        return self._finish(nodes, query_bundle, await asyncio.to_thread(self._rank, query, texts))
+        return self._finish(nodes, query_bundle, await asyncio.to_thread(self._stage.rank, query, texts))
 
-    def _rank(self, query: str, texts: List[str]):
-        """``(node index, final score, rerank score or None)`` best first."""
-        return fusion_lib.rerank_fused(self._reranker, [query], [texts], self._fusion)[0] if texts else []
 
     def _start(self, nodes, query_bundle):
         if query_bundle is None:
