@@ -72,72 +72,113 @@ def timed(fn, repeat: int = 1):
 
 
 def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]:
-    import numpy as np
-    from sentence_transformers import CrossEncoder
-
-    from rag_rerank import Reranker
-
-    pairs = [(q, d) for q, docs in zip(questions, candidates) for d in docs]
-    one_q, one_docs = questions[0], candidates[0][: args.latency_docs]
-
-    def ranking(scores):
-        out, i = [], 0
-        for docs in candidates:
-            s = scores[i : i + len(docs)]
-            i += len(docs)
-            out.append([d for _, d in sorted(zip(s, docs), key=lambda x: -x[0])])
-        return out
-
     import torch
 
+    work = _Work(questions, relevant, candidates, args.latency_docs)
     # (label, None for ST or a Reranker spec, ST dtype / Reranker kwargs)
     systems = [("sentence-transformers CrossEncoder.predict (fp32, batch 32)", None, torch.float32)]
     if args.device == "cpu":
         for backend, quantize in args.backends:
             label = f"Reranker backend={backend}" + (" int8" if backend == "onnx" and quantize else " fp32")
             systems.append((label, "reranker", dict(backend=backend, quantize=quantize, dtype="fp32", batch_size=32)))
+    elif args.compile:  # a probe, not a Reranker option (yet): does compiling the model pay here?
+        systems += [("Reranker defaults (fp16, 128 x 512-token passes)", "reranker", {}),
+                    ("Reranker defaults + torch.compile(dynamic=True) (probe)", "reranker", dict(compile=True))]
     else:  # ST at its best on a GPU too, so the ratio is not fp16-vs-fp32 alone
         systems += [("sentence-transformers CrossEncoder.predict (fp16, batch 128)", None, torch.float16),
                     ("Reranker defaults (fp16, 128 x 512-token passes)", "reranker", {}),
+                    ("Reranker fp16, 256 x 512-token passes", "reranker", dict(batch_size=256)),
+                    ("Reranker fp16, 64 x 512-token passes", "reranker", dict(batch_size=64)),
                     ("Reranker fp32, batch 32", "reranker", dict(dtype="fp32", batch_size=32))]
-    rows, base_mrr, base_scores = [], None, None
+    rows, base = [], None
     for label, spec, options in systems:
-        start = time.perf_counter()
-        if spec is None:
-            batch = 32 if options == torch.float32 else 128
-            model = CrossEncoder(str(model_path), device=args.device, max_length=args.max_length,
-                                 model_kwargs={"dtype": options})
-            score_all = lambda m=model, b=batch: list(m.predict(pairs, batch_size=b, show_progress_bar=False))  # noqa: E731
-            score_one = lambda m=model, b=batch: m.predict([(one_q, d) for d in one_docs], batch_size=b,  # noqa: E731
-                                                           show_progress_bar=False)
-        else:
-            options = dict(options)
-            backend = options.pop("backend", "torch")
-            model = Reranker(str(model_path), device=args.device if backend == "torch" else None,
-                             max_length=args.max_length, backend=backend, threads=args.threads, **options)
-            score_all = lambda m=model: [s for group in m.score_many(questions, candidates) for s in group]  # noqa: E731
-            score_one = lambda m=model: m.score(one_q, one_docs)
-        load = time.perf_counter() - start
-        score_one()  # warm-up: first-call costs are reported as load, not as throughput
-        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-        sync()
-        scores, t = timed(score_all)
-        _, lat = timed(score_one, args.latency_repeat)
-        value = mrr(ranking(scores), relevant)
-        base_mrr = value if base_mrr is None else base_mrr
-        base_scores = scores if base_scores is None else base_scores
-        rows.append({"system": label, "pairs": len(pairs), "pairs_per_s": len(pairs) / t[0],
-                     "score_corr": float(np.corrcoef(base_scores, scores)[0, 1]),
-                     "latency_p50_ms": 1000 * statistics.median(lat),
-                     "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
-                     "MRR@10": value, "drift": value - base_mrr, "load_s": load,
-                     "flop_fraction": flops(model_path, pairs, args.max_length) / t[0] / PEAK_FLOPS
-                     if args.device.startswith("cuda") else None})
-        del model
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-        print(f"[rerank] {label}: {rows[-1]['pairs_per_s']:.1f} pairs/s, MRR@10 {value:.4f}", flush=True)
+        try:
+            row, scores = _rerank_row(args, model_path, work, label, spec, options)
+        except Exception as exc:  # one failing system (a compile probe) must not lose the others' rows
+            print(f"[rerank] {label}: FAILED {exc!r}", flush=True)
+            continue
+        base = base or (row["MRR@10"], scores)  # the first row, sentence-transformers fp32, is the baseline
+        row["drift"] = row["MRR@10"] - base[0]
+        row["score_corr"] = _corr(base[1], scores)
+        rows.append(row)
+        print(f"[rerank] {label}: {row['pairs_per_s']:.1f} pairs/s, MRR@10 {row['MRR@10']:.4f}", flush=True)
     return rows
+
+
+class _Work:
+    """The timed work: every (question, passage) pair, and one question x ``latency_docs`` passages."""
+
+    def __init__(self, questions, relevant, candidates, latency_docs: int) -> None:
+        self.questions, self.relevant, self.candidates = questions, relevant, candidates
+        self.pairs = [(q, d) for q, docs in zip(questions, candidates) for d in docs]
+        self.one_q, self.one_docs = questions[0], candidates[0][:latency_docs]
+
+    def mrr(self, scores) -> float:
+        out, i = [], 0
+        for docs in self.candidates:
+            s = scores[i : i + len(docs)]
+            i += len(docs)
+            out.append([d for _, d in sorted(zip(s, docs), key=lambda x: -x[0])])
+        return mrr(out, self.relevant)
+
+
+def _corr(a, b) -> float:
+    import numpy as np
+
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tuple[dict, list[float]]:
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from rag_rerank import Reranker
+
+    start = time.perf_counter()
+    compiled, backend = False, None
+    if spec is None:
+        batch = 32 if options == torch.float32 else 128
+        model = CrossEncoder(str(model_path), device=args.device, max_length=args.max_length,
+                             model_kwargs={"dtype": options})
+        score_all = lambda: list(model.predict(work.pairs, batch_size=batch, show_progress_bar=False))  # noqa: E731
+        score_one = lambda: model.predict([(work.one_q, d) for d in work.one_docs], batch_size=batch,  # noqa: E731
+                                          show_progress_bar=False)
+    else:
+        options = dict(options)
+        backend = options.pop("backend", "torch")
+        compiled = options.pop("compile", False)
+        model = Reranker(str(model_path), device=args.device if backend == "torch" else None,
+                         max_length=args.max_length, backend=backend, threads=args.threads, **options)
+        if compiled:
+            model.model = torch.compile(model.model, dynamic=True)
+        score_all = lambda: [s for group in model.score_many(work.questions, work.candidates) for s in group]  # noqa: E731
+        score_one = lambda: model.score(work.one_q, work.one_docs)  # noqa: E731
+    score_one()  # warm-up: first-call costs are reported as load, not as throughput
+    if compiled:
+        score_all()  # compiling the large shapes is load too
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+    load = time.perf_counter() - start
+    scores, t = timed(score_all, args.repeat)
+    _, lat = timed(score_one, args.latency_repeat)
+    tokenize = None
+    if spec is not None and backend == "torch":  # our tokenisation alone: the CPU side's bound
+        chunk = [(g, 0, q, list(d)) for g, (q, d) in enumerate(zip(work.questions, work.candidates))]
+        _, tt = timed(lambda: model._tokenize_chunk(chunk))
+        tokenize = len(work.pairs) / tt[0]
+    seconds = statistics.median(t)
+    row = {"system": label, "pairs": len(work.pairs), "pairs_per_s": len(work.pairs) / seconds,
+           "tokenize_pairs_per_s": tokenize, "repeats": len(t),
+           "latency_p50_ms": 1000 * statistics.median(lat),
+           "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
+           "MRR@10": work.mrr(scores), "load_s": load,
+           "flop_fraction": flops(model_path, work.pairs, args.max_length) / seconds / PEAK_FLOPS if cuda else None}
+    del model
+    if cuda:
+        torch.cuda.empty_cache()
+    return row, [float(s) for s in scores]
+
 
 
 def drift_row(args, model_path, questions, relevant, candidates) -> dict:
@@ -252,13 +293,15 @@ def table(result: dict) -> str:
         base = rows[0]["pairs_per_s"]
         lines += ["", f"Model: {name}.", "",
                   "| reranker | machine | pairs/s | vs ST | 1 x {} p50 / p95 (ms) | MRR@10 | drift | score corr. "
-                  "with ST | of FLOP limit | load (s) |".format(result["latency_docs"]),
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "with ST | of FLOP limit | tokenising alone (pairs/s) | load (s) |".format(result["latency_docs"]),
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             share = f"{100 * r['flop_fraction']:.1f} %" if r.get("flop_fraction") else "-"
             lines.append(f"| {r['system']} | {m} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f}x | "
                          f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {r['MRR@10']:.4f} | "
-                         f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {share} | {r['load_s']:.1f} |")
+                         f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {share} | "
+                         f"{'-' if r.get('tokenize_pairs_per_s') is None else format(r['tokenize_pairs_per_s'], '.0f')} | "
+                         f"{r['load_s']:.1f} |")
     if result.get("drift"):
         d = result["drift"]
         lines += ["", f"int8 vs fp32 (ONNX) on {d['queries']} questions x top {d['depth']}: MRR@10 "
@@ -286,6 +329,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--latency-docs", type=int, default=10)
     p.add_argument("--latency-repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=1, help="timed runs of all pairs per system (median reported)")
+    p.add_argument("--compile", action="store_true", help="GPU: only the baseline, the defaults and a torch.compile probe of them")
     p.add_argument("--passages", type=int, default=0, help="passages timed for embedding (0: the whole corpus)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--no-encode", action="store_true")

@@ -52,7 +52,8 @@ class Reranker:
             ``batch_size x max_length`` tokens, so shorter pairs are packed more to a pass.
             Default 128 on CUDA (a GPU needs large passes to be busy; 128 x 512 tokens of an
             e5-small / ALBERT-small are about 1.5 GiB of activations), 32 elsewhere.
-        window_overlap: fraction of a document window repeated in the next window.
+        window_overlap: share of a window (``max_length`` less the special tokens) repeated in the next
+            window of a long document.
         aggregate: how a long document's window scores combine: max, mean or first.
         max_query_fraction: share of ``max_length`` a long query may use; the rest is
             left for the document.
@@ -129,6 +130,12 @@ class Reranker:
         tok_max = self._tokenizer.model_max_length if self._tokenizer.model_max_length < 10**6 else max_length
         self.max_length = min(max_length, positions, tok_max)
         self._pair_specials = self._tokenizer.num_special_tokens_to_add(pair=True)
+        self._query_limit = max(1, int(self.max_length * max_query_fraction))
+        # One overlap for every query, so a document's windows (and score) never depend on which
+        # other queries share a tokenizer call; kept below the smallest document budget (a query cut
+        # to its limit), which the tokenizer requires.
+        smallest_budget = self.max_length - self._query_limit - self._pair_specials
+        self._stride = max(0, min(int((self.max_length - self._pair_specials) * window_overlap), smallest_budget - 1))
         self._pad_id = self._tokenizer.pad_token_id or 0
         self._local = threading.local()
         self._tokenizing = None  # the background tokenisation thread, started by the first large call
@@ -194,7 +201,8 @@ class Reranker:
 
     # Pairs tokenised per chunk; a call with more is tokenised chunk by chunk in a background thread
     # while the model scores the chunk before (fast tokenizers release the GIL), so the device is
-    # not idle while the CPU tokenises. Large enough that length sorting within a chunk still packs well.
+    # not idle while the CPU tokenises. Large enough that length sorting within a chunk still packs
+    # well; the first chunk is a quarter of that, so the device starts sooner.
     CHUNK_PAIRS = 2048
 
     def _score_groups(self, groups: list[tuple[str, list[str]]], raw: bool) -> list[list[float]]:
@@ -208,18 +216,25 @@ class Reranker:
             out.append(values if raw else [self._activate(v) for v in values])
         return out
 
+    def _chunks(self, groups) -> list[list[tuple[int, int, str, list[str]]]]:
+        """Groups cut into chunks of (group, first doc index, query, docs), a query's documents split
+        across chunks where they do not fit."""
+        chunks, room = [[]], max(1, self.CHUNK_PAIRS // 4)
+        for g, (query, docs) in enumerate(groups):
+            start = 0
+            while start < len(docs):
+                if room == 0:
+                    chunks.append([])
+                    room = self.CHUNK_PAIRS
+                part = docs[start : start + room]
+                chunks[-1].append((g, start, query, part))
+                start += len(part)
+                room -= len(part)
+        return chunks
+
     def _score_chunks(self, groups):
         """(owners per chunk, logits per chunk): chunk k+1 is tokenised while chunk k runs."""
-        chunks = [[]]
-        size = 0
-        for g, (query, docs) in enumerate(groups):
-            for start in range(0, len(docs), self.CHUNK_PAIRS):
-                part = docs[start : start + self.CHUNK_PAIRS]
-                if size and size + len(part) > self.CHUNK_PAIRS:
-                    chunks.append([])
-                    size = 0
-                chunks[-1].append((g, start, query, part))
-                size += len(part)
+        chunks = self._chunks(groups)
         if len(chunks) == 1:
             owners, features = self._tokenize_chunk(chunks[0])
             return [owners], [self._forward(features)]
@@ -238,35 +253,41 @@ class Reranker:
         return all_owners, all_logits
 
     def _tokenize_chunk(self, chunk):
-        owners, features = [], []  # one feature per window; owner = (group, doc)
+        """(owner per window, encoded windows) of a chunk, in one tokenizer call: the fast tokenizer
+        spreads a batch over its threads, and per-query calls of ~50 pairs left most of them idle."""
+        tok = self.tokenizer
+        firsts, seconds, pair_owner = [], [], []
         for g, start, query, docs in chunk:
             if docs:
-                for doc_idx, feature in self._windows(query, docs):
-                    features.append(feature)
-                    owners.append((g, start + doc_idx))
-        return owners, features
-
-    def _windows(self, query: str, docs: list[str]):
-        """Yield (doc index, encoded window) for every window of every document."""
-        tok = self.tokenizer
-        query, q_len = self._fit_query(tok, query)
-        doc_budget = self.max_length - q_len - self._pair_specials
-        stride = int(doc_budget * self.window_overlap)
-        enc = tok([query] * len(docs), docs, truncation="only_second", max_length=self.max_length,
-                  stride=stride, return_overflowing_tokens=True, padding=False)
-        mapping = enc.pop("overflow_to_sample_mapping", None) or list(range(len(docs)))
+                firsts += [self._fit_query(tok, query)] * len(docs)
+                seconds += docs
+                pair_owner += [(g, start + i) for i in range(len(docs))]
+        if not firsts:
+            return [], []
+        enc = tok(firsts, seconds, truncation="only_second", max_length=self.max_length, stride=self._stride,
+                  return_overflowing_tokens=True, padding=False)
+        mapping = enc.pop("overflow_to_sample_mapping", None) or list(range(len(firsts)))
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        for w, doc_idx in enumerate(mapping):
-            yield doc_idx, {k: enc[k][w] for k in keys}
+        columns = [enc[k] for k in keys]
+        features = [dict(zip(keys, row)) for row in zip(*columns)]
+        return [pair_owner[i] for i in mapping], features
 
-    def _fit_query(self, tok, query: str) -> tuple[str, int]:
-        """The query (cut to its share of max_length) and its length in tokens."""
-        limit = max(1, int(self.max_length * self.max_query_fraction))
+    def _windows(self, query: str, docs: list[str]) -> list[tuple[int, dict]]:
+        """(doc index, encoded window) for every window of every document of one query."""
+        owners, features = self._tokenize_chunk([(0, 0, query, list(docs))])
+        return [(doc, feature) for (_, doc), feature in zip(owners, features)]
+
+    def _fit_query(self, tok, query: str) -> str:
+        """The query, cut to its share of max_length."""
         ids = tok(query, add_special_tokens=False)["input_ids"]
-        if len(ids) <= limit:
-            return query, len(ids)
-        cut = tok.decode(ids[:limit])
-        return cut, len(tok(cut, add_special_tokens=False)["input_ids"])  # decoding may re-tokenise differently
+        keep = self._query_limit
+        while len(ids) > self._query_limit and keep > 1:
+            cut = tok.decode(ids[:keep])
+            over = len(tok(cut, add_special_tokens=False)["input_ids"]) - self._query_limit
+            if over <= 0:  # decoding a cut may re-tokenise longer: cut again until it fits
+                return cut
+            keep -= over
+        return query if len(ids) <= self._query_limit else tok.decode(ids[:1])
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices longest first, cut into passes of at most ``batch_size x max_length`` tokens

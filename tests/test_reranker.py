@@ -118,6 +118,8 @@ def test_chunks_tokenised_in_the_background_score_like_one_chunk(tiny_ce, korean
     assert [len(g) for g in got] == [7, 2, 0, 12]
     assert [x for g in got for x in g] == pytest.approx([x for g in want for x in g], abs=1e-5)
     assert chunked._tokenizing is not None and whole._tokenizing is None
+    sizes = [sum(len(part) for *_, part in chunk) for chunk in chunked._chunks(list(zip(queries, docs)))]
+    assert sizes == [1] + [3] * 6 + [2]  # the first chunk a quarter (rounded up to 1): the device starts sooner
 
 
 def test_non_finite_logits_raise_naming_the_dtype(tiny_ce, monkeypatch):
