@@ -81,15 +81,12 @@ def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]
         for backend, quantize in args.backends:
             label = f"Reranker backend={backend}" + (" int8" if backend == "onnx" and quantize else " fp32")
             systems.append((label, "reranker", dict(backend=backend, quantize=quantize, dtype="fp32", batch_size=32)))
-    elif args.compile:  # a probe, not a Reranker option (yet): does compiling the model pay here?
-        systems += [("Reranker defaults (fp16, 128 x 512-token passes)", "reranker", {}),
-                    ("Reranker defaults + torch.compile(dynamic=True) (probe)", "reranker", dict(compile=True))]
     else:  # ST at its best on a GPU too, so the ratio is not fp16-vs-fp32 alone
         systems += [("sentence-transformers CrossEncoder.predict (fp16, batch 128)", None, torch.float16),
                     ("Reranker defaults (fp16, 128 x 512-token passes)", "reranker", {}),
-                    ("Reranker fp16, 256 x 512-token passes", "reranker", dict(batch_size=256)),
-                    ("Reranker fp16, 64 x 512-token passes", "reranker", dict(batch_size=64)),
                     ("Reranker fp32, batch 32", "reranker", dict(dtype="fp32", batch_size=32))]
+        if args.compile:
+            systems.append(("Reranker(compile=True) (fp16, 128 x 512-token passes)", "reranker", dict(compile=True)))
     rows, base = [], None
     for label, spec, options in systems:
         try:
@@ -122,6 +119,28 @@ class _Work:
         return mrr(out, self.relevant)
 
 
+def latency_parts(model, work: _Work, repeat: int, cuda: bool) -> dict:
+    """Where the 1 x N call's time goes (medians, ms): tokenising, padding, the passes and the copy back."""
+    import torch
+
+    chunk = [(0, 0, work.one_q, list(work.one_docs))]
+    times = {"tokenise": [], "pad": [], "forward": []}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        windows = model._tokenize_chunk(chunk)
+        t1 = time.perf_counter()
+        for idx in model._batches(model._pairs.lengths(windows)):
+            model._pairs.pad(windows, idx)
+        t2 = time.perf_counter()
+        model._forward(windows)  # pads again, runs every pass, copies the logits back
+        if cuda:
+            torch.cuda.synchronize()
+        t3 = time.perf_counter()
+        for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[key].append(1000 * value)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
 def _corr(a, b) -> float:
     import numpy as np
 
@@ -146,13 +165,16 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
     else:
         options = dict(options)
         backend = options.pop("backend", "torch")
-        compiled = options.pop("compile", False)
+        compiled = options.get("compile", False)
         model = Reranker(str(model_path), device=args.device if backend == "torch" else None,
                          max_length=args.max_length, backend=backend, threads=args.threads, **options)
-        if compiled:
-            model.model = torch.compile(model.model, dynamic=True)
         score_all = lambda: [s for group in model.score_many(work.questions, work.candidates) for s in group]  # noqa: E731
         score_one = lambda: model.score(work.one_q, work.one_docs)  # noqa: E731
+    if spec is None:
+        per_query = lambda: [model.predict([(q, d) for d in docs], batch_size=batch, show_progress_bar=False)  # noqa: E731
+                             for q, docs in zip(work.questions, work.candidates)]
+    else:
+        per_query = lambda: [model.score(q, docs) for q, docs in zip(work.questions, work.candidates)]  # noqa: E731
     score_one()  # warm-up: first-call costs are reported as load, not as throughput
     if compiled:
         score_all()  # compiling the large shapes is load too
@@ -162,13 +184,16 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
     load = time.perf_counter() - start
     scores, t = timed(score_all, args.repeat)
     _, lat = timed(score_one, args.latency_repeat)
-    tokenize = None
+    _, tq = timed(per_query)
+    tokenize, parts = None, None
     if spec is not None and backend == "torch":  # our tokenisation alone: the CPU side's bound
         chunk = [(g, 0, q, list(d)) for g, (q, d) in enumerate(zip(work.questions, work.candidates))]
         _, tt = timed(lambda: model._tokenize_chunk(chunk))
         tokenize = len(work.pairs) / tt[0]
+        parts = latency_parts(model, work, args.latency_repeat, cuda)
     seconds = statistics.median(t)
     row = {"system": label, "pairs": len(work.pairs), "pairs_per_s": len(work.pairs) / seconds,
+           "pairs_per_s_one_query_a_call": len(work.pairs) / tq[0], "latency_parts_ms": parts,
            "tokenize_pairs_per_s": tokenize, "repeats": len(t),
            "latency_p50_ms": 1000 * statistics.median(lat),
            "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
@@ -285,7 +310,8 @@ def machine(device: str) -> str:
 def table(result: dict) -> str:
     m = result["machine"]
     lines = [f"Machine: **{m}**. {result['queries']} KorQuAD questions x top {result['depth']} Kiwi-BM25 "
-             f"passages = {result['rerank'][0]['pairs']} pairs; max_length {result['max_length']}."]
+             f"passages = {result['rerank'][0]['pairs']} pairs ({result['distinct_passages']} distinct passages: "
+             f"a call of all pairs encodes each once); max_length {result['max_length']}."]
     for name, rows in (("reranker `" + result["model"] + "`", result["rerank"]),
                        ("bongsoo-shaped ALBERT, random weights (speed only)", result.get("rerank_albert"))):
         if not rows:
@@ -293,15 +319,20 @@ def table(result: dict) -> str:
         base = rows[0]["pairs_per_s"]
         lines += ["", f"Model: {name}.", "",
                   "| reranker | machine | pairs/s | vs ST | 1 x {} p50 / p95 (ms) | MRR@10 | drift | score corr. "
-                  "with ST | of FLOP limit | tokenising alone (pairs/s) | load (s) |".format(result["latency_docs"]),
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "with ST | of FLOP limit | tokenising alone (pairs/s) | one question a call (pairs/s) | load (s) |"
+                  .format(result["latency_docs"]),
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             share = f"{100 * r['flop_fraction']:.1f} %" if r.get("flop_fraction") else "-"
             lines.append(f"| {r['system']} | {m} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f}x | "
                          f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {r['MRR@10']:.4f} | "
                          f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {share} | "
                          f"{'-' if r.get('tokenize_pairs_per_s') is None else format(r['tokenize_pairs_per_s'], '.0f')} | "
-                         f"{r['load_s']:.1f} |")
+                         f"{r['pairs_per_s_one_query_a_call']:.1f} | {r['load_s']:.1f} |")
+        for r in rows:
+            if r.get("latency_parts_ms"):
+                parts = ", ".join(f"{k} {v:.1f}" for k, v in r["latency_parts_ms"].items())
+                lines.append(f"\n{r['system']}, 1 x {result['latency_docs']} call (ms, medians): {parts}.")
     if result.get("drift"):
         d = result["drift"]
         lines += ["", f"int8 vs fp32 (ONNX) on {d['queries']} questions x top {d['depth']}: MRR@10 "
@@ -330,7 +361,7 @@ def main(argv=None) -> int:
     p.add_argument("--latency-docs", type=int, default=10)
     p.add_argument("--latency-repeat", type=int, default=5)
     p.add_argument("--repeat", type=int, default=1, help="timed runs of all pairs per system (median reported)")
-    p.add_argument("--compile", action="store_true", help="GPU: only the baseline, the defaults and a torch.compile probe of them")
+    p.add_argument("--compile", action="store_true", help="GPU: also Reranker(compile=True)")
     p.add_argument("--passages", type=int, default=0, help="passages timed for embedding (0: the whole corpus)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--no-encode", action="store_true")
@@ -352,6 +383,7 @@ def main(argv=None) -> int:
                                                if args.candidates else korquad(args.queries, args.depth))
     result = {"machine": machine(args.device), "model": str(args.model), "encoder": str(args.encoder),
               "queries": len(questions), "depth": args.depth, "corpus": len(corpus), "max_length": args.max_length,
+              "distinct_passages": len({d for docs in candidates for d in docs}),
               "latency_docs": args.latency_docs,
               "rerank": rerank_rows(args, args.model, questions, relevant, candidates)}
     if args.albert:

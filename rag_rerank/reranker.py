@@ -24,11 +24,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 
 from . import models
 from .devices import resolve_device, resolve_dtype
 from .models import DEFAULT_RERANKER
+from .pairs import PairEncoder, Windows
 from .types import RankedDoc, check_docs, check_query
 
 __all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
@@ -62,6 +64,9 @@ class Reranker:
         quantize: with ``backend="onnx"``, int8 weights (dynamic quantisation, per channel): about
             1.6x faster again on 2 cores, but scores move (check the ranking on your data); default fp32.
         threads: with ``backend="onnx"``, ONNX Runtime's intra-op threads (default: one per core).
+        compile: with ``backend="torch"``, run the model through ``torch.compile(dynamic=True)`` (fused
+            kernels: faster passes on a GPU; compiling costs tens of seconds at load, so it is off by
+            default); a string names another ``torch.compile`` backend (``"eager"``: only traced).
 
     A reranker only scores pairs. How its ranking is fused with a first stage (the settings
     ``rag-rerank train`` saves beside the model) is the retrievers' business:
@@ -73,7 +78,8 @@ class Reranker:
                  window_overlap: float = 0.25, aggregate: Aggregate = "max",
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
                  revision: str | None = None, local_files_only: bool | None = None,
-                 backend: Backend = "torch", quantize: bool = False, threads: int | None = None) -> None:
+                 backend: Backend = "torch", quantize: bool = False, threads: int | None = None,
+                 compile: bool | str = False) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         # what pickling sends instead of weights, tokenizers and threads (see __reduce__)
@@ -81,7 +87,7 @@ class Reranker:
                                batch_size=batch_size, window_overlap=window_overlap, aggregate=aggregate,
                                max_query_fraction=max_query_fraction, trust_remote_code=trust_remote_code,
                                revision=revision, local_files_only=local_files_only, backend=backend,
-                               quantize=quantize, threads=threads)
+                               quantize=quantize, threads=threads, compile=compile)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
         if not 0 <= window_overlap < 1:
@@ -90,6 +96,8 @@ class Reranker:
             raise ValueError("batch_size must be >= 1")
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if compile and backend != "torch":
+            raise ValueError("compile applies to backend='torch' (ONNX Runtime fuses the exported graph itself)")
         if backend == "onnx" and device not in (None, "cpu"):
             raise ValueError(f"backend='onnx' runs on the CPU (ONNX Runtime's CPU provider); got device={device!r}: "
                              "use backend='torch' on a GPU")
@@ -125,18 +133,23 @@ class Reranker:
                 warnings.warn(f"{self.model_name}: no trained classification head ({', '.join(fresh)} newly "
                               "initialised); its scores are random until it is fine-tuned", stacklevel=2)
             self.model = net.to(self.device).eval()
+            if compile:
+                self.model = torch.compile(self.model, dynamic=True,
+                                           backend=compile if isinstance(compile, str) else "inductor")
         self._activation = _activation_name(self.path, self.num_labels)
         positions = getattr(config, "max_position_embeddings", max_length) or max_length
         tok_max = self._tokenizer.model_max_length if self._tokenizer.model_max_length < 10**6 else max_length
         self.max_length = min(max_length, positions, tok_max)
-        self._pair_specials = self._tokenizer.num_special_tokens_to_add(pair=True)
+        specials = self._tokenizer.num_special_tokens_to_add(pair=True)
         self._query_limit = max(1, int(self.max_length * max_query_fraction))
+        smallest_budget = self.max_length - self._query_limit - specials  # document tokens beside a longest query
+        if smallest_budget < 1:
+            raise ValueError(f"max_length={self.max_length} leaves no room for a document beside a query of "
+                             f"{self._query_limit} tokens and {specials} special tokens: raise max_length or "
+                             "lower max_query_fraction")
         # One overlap for every query, so a document's windows (and score) never depend on which
-        # other queries share a tokenizer call; kept below the smallest document budget (a query cut
-        # to its limit), which the tokenizer requires.
-        smallest_budget = self.max_length - self._query_limit - self._pair_specials
-        self._stride = max(0, min(int((self.max_length - self._pair_specials) * window_overlap), smallest_budget - 1))
-        self._pad_id = self._tokenizer.pad_token_id or 0
+        # other queries share a call; below the smallest document budget, so windows always advance.
+        self._stride = max(0, min(int((self.max_length - specials) * window_overlap), smallest_budget - 1))
         self._local = threading.local()
         self._tokenizing = None  # the background tokenisation thread, started by the first large call
         if self.model is not None and self.device.type == "cuda":
@@ -199,6 +212,14 @@ class Reranker:
             tok = self._local.tokenizer = copy.deepcopy(self._tokenizer)
         return tok
 
+    @property
+    def _pairs(self) -> PairEncoder:
+        """This thread's pair encoder (it owns this thread's tokenizer's backend)."""
+        pairs = getattr(self._local, "pairs", None)
+        if pairs is None:
+            pairs = self._local.pairs = PairEncoder(self.tokenizer, self.max_length, self._query_limit, self._stride)
+        return pairs
+
     # Pairs tokenised per chunk; a call with more is tokenised chunk by chunk in a background thread
     # while the model scores the chunk before (fast tokenizers release the GIL), so the device is
     # not idle while the CPU tokenises. Large enough that length sorting within a chunk still packs
@@ -236,8 +257,8 @@ class Reranker:
         """(owners per chunk, logits per chunk): chunk k+1 is tokenised while chunk k runs."""
         chunks = self._chunks(groups)
         if len(chunks) == 1:
-            owners, features = self._tokenize_chunk(chunks[0])
-            return [owners], [self._forward(features)]
+            windows = self._tokenize_chunk(chunks[0])
+            return [windows.owners], [self._forward(windows)]
         if self._tokenizing is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -245,49 +266,16 @@ class Reranker:
         all_owners, all_logits = [], []
         pending = self._tokenizing.submit(self._tokenize_chunk, chunks[0])
         for k in range(len(chunks)):
-            owners, features = pending.result()
+            windows = pending.result()
             if k + 1 < len(chunks):
                 pending = self._tokenizing.submit(self._tokenize_chunk, chunks[k + 1])
-            all_owners.append(owners)
-            all_logits.append(self._forward(features))
+            all_owners.append(windows.owners)
+            all_logits.append(self._forward(windows))
         return all_owners, all_logits
 
-    def _tokenize_chunk(self, chunk):
-        """(owner per window, encoded windows) of a chunk, in one tokenizer call: the fast tokenizer
-        spreads a batch over its threads, and per-query calls of ~50 pairs left most of them idle."""
-        tok = self.tokenizer
-        firsts, seconds, pair_owner = [], [], []
-        for g, start, query, docs in chunk:
-            if docs:
-                firsts += [self._fit_query(tok, query)] * len(docs)
-                seconds += docs
-                pair_owner += [(g, start + i) for i in range(len(docs))]
-        if not firsts:
-            return [], []
-        enc = tok(firsts, seconds, truncation="only_second", max_length=self.max_length, stride=self._stride,
-                  return_overflowing_tokens=True, padding=False)
-        mapping = enc.pop("overflow_to_sample_mapping", None) or list(range(len(firsts)))
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        columns = [enc[k] for k in keys]
-        features = [dict(zip(keys, row)) for row in zip(*columns)]
-        return [pair_owner[i] for i in mapping], features
-
-    def _windows(self, query: str, docs: list[str]) -> list[tuple[int, dict]]:
-        """(doc index, encoded window) for every window of every document of one query."""
-        owners, features = self._tokenize_chunk([(0, 0, query, list(docs))])
-        return [(doc, feature) for (_, doc), feature in zip(owners, features)]
-
-    def _fit_query(self, tok, query: str) -> str:
-        """The query, cut to its share of max_length."""
-        ids = tok(query, add_special_tokens=False)["input_ids"]
-        keep = self._query_limit
-        while len(ids) > self._query_limit and keep > 1:
-            cut = tok.decode(ids[:keep])
-            over = len(tok(cut, add_special_tokens=False)["input_ids"]) - self._query_limit
-            if over <= 0:  # decoding a cut may re-tokenise longer: cut again until it fits
-                return cut
-            keep -= over
-        return query if len(ids) <= self._query_limit else tok.decode(ids[:1])
+    def _tokenize_chunk(self, chunk) -> Windows:
+        """Every window of every (query, document) of a chunk; in whichever thread calls it."""
+        return self._pairs.windows(chunk)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices longest first, cut into passes of at most ``batch_size x max_length`` tokens
@@ -302,30 +290,17 @@ class Reranker:
             current.append(i)
         return batches + [current] if current else batches
 
-    def _pad(self, features: list[dict], idx: list[int]) -> dict:
-        """One batch as int64 numpy arrays, right-padded (no tokenizer.pad: a Python loop over dicts)."""
-        import numpy as np
-
-        width = len(features[idx[0]]["input_ids"])  # longest first
-        out = {}
-        for key in features[idx[0]]:
-            array = np.full((len(idx), width), self._pad_id if key == "input_ids" else 0, dtype=np.int64)
-            for row, i in enumerate(idx):
-                values = features[i][key]
-                array[row, : len(values)] = values
-            out[key] = array
-        return out
-
     @torch.inference_mode()
-    def _forward(self, features: list[dict]) -> list[float]:
-        if not features:
+    def _forward(self, windows: Windows) -> list[float]:
+        if not len(windows):
             return []
-        batches = self._batches([len(f["input_ids"]) for f in features])
+        pairs = self._pairs
+        batches = self._batches(pairs.lengths(windows))
         if self._session is not None:
             from .onnx_backend import run
         outs = []
         for idx in batches:
-            arrays = self._pad(features, idx)
+            arrays = pairs.pad(windows, idx)
             if self._session is not None:
                 out = torch.from_numpy(run(self._session, arrays))
             else:
@@ -341,7 +316,7 @@ class Reranker:
         if not torch.isfinite(values).all():
             raise FloatingPointError(f"{self.model_name} gave non-finite logits in {self.dtype}; "
                                      "load it with dtype='bf16' or 'fp32'")
-        logits = [0.0] * len(features)
+        logits = [0.0] * len(windows)
         for i, v in zip((i for idx in batches for i in idx), values.tolist()):
             logits[i] = v
         return logits
@@ -349,9 +324,12 @@ class Reranker:
     def _warm_up(self) -> None:
         """One short and one full-size pass at load: CUDA context, cuBLAS handles and the caching
         allocator are set up here, so the first real call is not several times slower."""
+        pairs = self._pairs
         for rows, width in ((2, 16), (self.batch_size, self.max_length)):
-            features = [{"input_ids": [self._pad_id] * width, "attention_mask": [1] * width}] * rows
-            self._forward(features)
+            doc = width - pairs.specials - 1
+            self._forward(Windows(queries=[np.full(1, pairs.pad_id)], docs=[np.full(doc, pairs.pad_id)],
+                                  query=[0] * rows, doc=[0] * rows, start=[0] * rows, end=[doc] * rows,
+                                  owners=[(0, i) for i in range(rows)]))
 
     def _activate(self, value: float) -> float:
         if self._activation == "identity":

@@ -51,29 +51,58 @@ def test_answer_beyond_max_length_is_found(e5_cross_encoder, kornli):
     assert found >= 8 and found > first_only
 
 
+def windows(reranker, query, docs):
+    """(doc index, input ids) of every window of one query's documents."""
+    w = reranker._pairs.windows([(0, 0, query, docs)])
+    return [(doc, list(reranker._pairs.ids(w, k))) for k, (_, doc) in enumerate(w.owners)]
+
+
 def test_windows_cover_the_whole_document(tiny):
     doc = "가나다라마바사 " * 400
-    windows = list(tiny._windows("질문", [doc, "짧은 문서"]))
-    owners = [d for d, _ in windows]
+    found = windows(tiny, "질문", [doc, "짧은 문서"])
+    owners = [d for d, _ in found]
     assert owners.count(0) > 3 and owners.count(1) == 1
-    assert all(len(f["input_ids"]) <= tiny.max_length for _, f in windows)
+    assert all(len(ids) <= tiny.max_length for _, ids in found)
     tok = tiny.tokenizer
     full = tok(doc, add_special_tokens=False)["input_ids"]
-    seen = set()
-    for d, f in windows:
+    covered = []  # the document's tokens, window after window, each repeating the last `stride` of the one before
+    for d, ids in found:
         if d == 0:
-            ids = f["input_ids"]
             sep = [i for i, t in enumerate(ids) if t == tok.sep_token_id]
-            seen.update(ids[sep[0] + 1 : sep[-1]])
-    assert set(full) <= seen
+            part = [int(t) for t in ids[sep[0] + 1 : sep[-1]]]
+            if covered:
+                assert part[: tiny._stride] == covered[-tiny._stride :]
+                part = part[tiny._stride :]
+            covered += part
+    assert covered == full  # every token, in order, none lost between windows
+
+
+@pytest.mark.parametrize("fixture", ["tiny_ce", "e5_cross_encoder"])  # ALBERT's template (token types), XLM-R's
+def test_pairs_are_the_tokenizers_own_encoding(fixture, request, korean_sentences):
+    """Assembled from separately encoded queries and documents, a pair's ids (and token types) are
+    what the tokenizer gives for the pair; a long document's first window is its truncated pair."""
+    r = Reranker(str(request.getfixturevalue(fixture)), max_length=48)
+    tok = r.tokenizer
+    docs = korean_sentences[:6] + [" ".join(korean_sentences[:12])]
+    w = r._pairs.windows([(0, 0, "서울의 날씨는?", docs)])
+    batch = r._pairs.pad(w, list(range(len(w))))
+    first = {}
+    for k, (_, doc) in enumerate(w.owners):
+        first.setdefault(doc, k)
+    for doc, k in first.items():
+        want = tok("서울의 날씨는?", docs[doc], truncation="only_second", max_length=48)
+        n = len(want["input_ids"])
+        assert list(batch["input_ids"][k, :n]) == want["input_ids"] and batch["attention_mask"][k].sum() == n
+        if "token_type_ids" in want:
+            assert list(batch["token_type_ids"][k, :n]) == want["token_type_ids"]
+    assert w.owners.count((0, len(docs) - 1)) > 1  # the long document has more windows
 
 
 @pytest.mark.parametrize("aggregate", ["max", "mean", "first"])
 def test_aggregate_modes(tiny_ce, aggregate):
     r = Reranker(str(tiny_ce), max_length=32, aggregate=aggregate)
     doc = "서울 부산 대구 인천 광주 대전 울산 " * 20
-    windows = [f for _, f in r._windows("도시", [doc])]
-    logits = r._forward(windows)
+    logits = r._forward(r._pairs.windows([(0, 0, "도시", [doc])]))
     expected = {"max": max(logits), "mean": sum(logits) / len(logits), "first": logits[0]}[aggregate]
     assert r.score("도시", [doc], raw=True)[0] == pytest.approx(expected)
 
@@ -94,7 +123,7 @@ def test_length_sorted_batches_restore_input_order(tiny_ce, korean_sentences):
 def test_batches_are_length_sorted_and_packed_to_a_token_budget(tiny_ce, korean_sentences):
     small = Reranker(str(tiny_ce), batch_size=4, max_length=64)  # 256 tokens a pass
     docs = [s * (1 + i % 5) for i, s in enumerate(korean_sentences[:40])]
-    lengths = [len(f["input_ids"]) for _, f in small._windows("질문", docs)]
+    lengths = [len(ids) for _, ids in windows(small, "질문", docs)]
     batches = small._batches(lengths)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every pair once
     flat = [lengths[i] for b in batches for i in b]
@@ -120,6 +149,18 @@ def test_chunks_tokenised_in_the_background_score_like_one_chunk(tiny_ce, korean
     assert chunked._tokenizing is not None and whole._tokenizing is None
     sizes = [sum(len(part) for *_, part in chunk) for chunk in chunked._chunks(list(zip(queries, docs)))]
     assert sizes == [1] + [3] * 6 + [2]  # the first chunk a quarter (rounded up to 1): the device starts sooner
+
+
+def test_compiled_model_scores_like_eager(tiny_ce, korean_sentences):
+    """compile= wraps the model in torch.compile(dynamic=True); traced by dynamo ("eager": no C++
+    toolchain or minutes of inductor on CI), varying pass shapes score as the plain module does."""
+    plain = Reranker(str(tiny_ce), batch_size=4, max_length=64)
+    compiled = Reranker(str(tiny_ce), batch_size=4, max_length=64, compile="eager")
+    assert compiled.model is not plain.model and hasattr(compiled.model, "_orig_mod")
+    docs = [s * (1 + i % 3) for i, s in enumerate(korean_sentences[:12])]
+    assert compiled.score("서울", docs, raw=True) == pytest.approx(plain.score("서울", docs, raw=True), abs=1e-5)
+    with pytest.raises(ValueError, match="compile applies to backend='torch'"):
+        Reranker(str(tiny_ce), backend="onnx", compile=True)
 
 
 def test_non_finite_logits_raise_naming_the_dtype(tiny_ce, monkeypatch):
@@ -287,8 +328,8 @@ def test_bad_options(tiny_ce):
 
 def test_long_query_is_cut_to_leave_room_for_the_document(tiny_ce):
     r = Reranker(str(tiny_ce), max_length=48)
-    windows = list(r._windows("아주 긴 질문 " * 100, ["문서 본문입니다 " * 30]))
-    assert len(windows) > 1 and all(len(f["input_ids"]) <= 48 for _, f in windows)
+    found = windows(r, "아주 긴 질문 " * 100, ["문서 본문입니다 " * 30])
+    assert len(found) > 1 and all(len(ids) <= 48 for _, ids in found)
 
 
 # ------------------------------------------------------------ device, dtype

@@ -1,0 +1,134 @@
+"""(query, document) pairs as cross-encoder inputs, without the tokenizer's per-pair work.
+
+A pair's input is the tokenizer's template around the query's and a document window's token ids
+(``<s> query </s></s> passage </s>`` for XLM-R, ``[CLS] query [SEP] passage [SEP]`` for ALBERT).
+Calling the tokenizer on pairs encodes the query once per pair and a passage once per query that
+retrieved it, and builds Python lists per pair. Here each distinct query and document of a chunk
+is encoded once, in one batched call of the Rust tokenizer (a batch of RAG queries repeats
+passages: 120 KorQuAD questions x their top 50 name ~600 distinct paragraphs), and a pair is put
+together from id arrays only when its padded batch is filled. The ids are the tokenizer's own:
+each sequence of a pair is encoded on its own by the tokenizer too (tests check the equality).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["PairEncoder", "Windows"]
+
+
+@dataclass
+class Windows:
+    """A chunk's windows: window ``w`` is ``queries[query[w]]`` with ``docs[doc[w]][start[w]:end[w]]``."""
+
+    queries: list[np.ndarray] = field(default_factory=list)
+    docs: list[np.ndarray] = field(default_factory=list)
+    query: list[int] = field(default_factory=list)
+    doc: list[int] = field(default_factory=list)
+    start: list[int] = field(default_factory=list)
+    end: list[int] = field(default_factory=list)
+    owners: list[tuple[int, int]] = field(default_factory=list)  # (group, document index) of each window
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+
+class PairEncoder:
+    """Encodes chunks of (query, documents) groups into :class:`Windows` and pads them into batches.
+
+    ``tokenizer`` is a Hugging Face fast tokenizer owned by the calling thread (its Rust backend
+    keeps truncation state: not safe to share). ``query_limit``: tokens a query keeps;
+    ``stride``: tokens repeated between consecutive windows of a long document.
+    """
+
+    def __init__(self, tokenizer, max_length: int, query_limit: int, stride: int) -> None:
+        self.backend = tokenizer.backend_tokenizer
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.max_length, self.query_limit, self.stride = max_length, query_limit, stride
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.with_types = "token_type_ids" in tokenizer.model_input_names
+        self._template()
+
+    def _template(self) -> None:
+        """prefix / mid / suffix special tokens and each part's token types, read off the tokenizer's
+        post-processor on a sample pair (``sequence_ids``: None for a special token, 0 / 1 for the pair)."""
+        pair = self.backend.encode("가", "나", add_special_tokens=True)
+        seq, ids, types = pair.sequence_ids, pair.ids, pair.type_ids
+        first = [i for i, s in enumerate(seq) if s == 0]
+        second = [i for i, s in enumerate(seq) if s == 1]
+        if not first or not second or first[-1] >= second[0]:
+            raise ValueError("the tokenizer's pair template is not 'specials, query, specials, document, specials'")
+        cut = lambda a, b: (np.asarray(ids[a:b], dtype=np.int64), np.asarray(types[a:b], dtype=np.int64))  # noqa: E731
+        self.prefix, self.mid, self.suffix = cut(0, first[0]), cut(first[-1] + 1, second[0]), cut(second[-1] + 1, None)
+        self.query_type, self.doc_type = types[first[0]], types[second[0]]
+        self.specials = len(self.prefix[0]) + len(self.mid[0]) + len(self.suffix[0])
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [np.asarray(e.ids, dtype=np.int64)
+                for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def windows(self, chunk: Sequence[tuple[int, int, str, Sequence[str]]]) -> Windows:
+        """``chunk``: (group, index of its first document, query, documents) entries."""
+        out = Windows()
+        query_row: dict[str, int] = {}
+        doc_row: dict[str, int] = {}
+        for _, _, query, docs in chunk:
+            query_row.setdefault(query, len(query_row))
+            for d in docs:
+                doc_row.setdefault(d, len(doc_row))
+        out.queries = [ids[: self.query_limit] for ids in self.encode(list(query_row))]
+        out.docs = self.encode(list(doc_row))
+        for g, first, query, docs in chunk:
+            q = query_row[query]
+            budget = self.max_length - self.specials - len(out.queries[q])
+            for i, text in enumerate(docs):
+                d = doc_row[text]
+                for start, end in _spans(len(out.docs[d]), budget, self.stride):
+                    out.query.append(q)
+                    out.doc.append(d)
+                    out.start.append(start)
+                    out.end.append(end)
+                    out.owners.append((g, first + i))
+        return out
+
+    def lengths(self, w: Windows) -> list[int]:
+        return [self.specials + len(w.queries[q]) + e - s for q, s, e in zip(w.query, w.start, w.end)]
+
+    def ids(self, w: Windows, k: int) -> np.ndarray:
+        """Window ``k``'s input ids, special tokens included."""
+        return np.concatenate([self.prefix[0], w.queries[w.query[k]], self.mid[0],
+                               w.docs[w.doc[k]][w.start[k] : w.end[k]], self.suffix[0]])
+
+    def pad(self, w: Windows, idx: Sequence[int]) -> dict[str, np.ndarray]:
+        """Windows ``idx`` (longest first) as one right-padded int64 batch."""
+        lengths = [self.specials + len(w.queries[w.query[k]]) + w.end[k] - w.start[k] for k in idx]
+        width = max(lengths)
+        input_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        types = np.zeros((len(idx), width), dtype=np.int64) if self.with_types else None
+        for row, (k, n) in enumerate(zip(idx, lengths)):
+            input_ids[row, :n] = self.ids(w, k)
+            mask[row, :n] = 1
+            if types is not None:
+                q, d = len(w.queries[w.query[k]]), w.end[k] - w.start[k]
+                types[row, :n] = np.concatenate([self.prefix[1], np.full(q, self.query_type), self.mid[1],
+                                                 np.full(d, self.doc_type), self.suffix[1]])
+        batch = {"input_ids": input_ids, "attention_mask": mask}
+        if types is not None:
+            batch["token_type_ids"] = types
+        return batch
+
+
+def _spans(n: int, budget: int, stride: int) -> list[tuple[int, int]]:
+    """Token spans of a document of ``n`` tokens: ``budget`` tokens a window, ``stride`` of them
+    repeated in the next, the last window ending at the document's end (the tokenizer's overflow rule)."""
+    spans, start = [], 0
+    while True:
+        end = min(start + budget, n)
+        spans.append((start, end))
+        if end >= n:
+            return spans
+        start += budget - stride
