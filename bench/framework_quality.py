@@ -69,6 +69,9 @@ def llama_index_rankings(stage, reranker, queries, depth: int, top_n: int) -> li
                     for h in stage.candidates(query_bundle.query_str, depth)]
 
     Settings.llm = MockLLM()  # the no_text synthesizer takes its LLM from Settings (none is called)
+    # and a token counter: LlamaIndex's default is tiktoken's cl100k, fetched from the internet when its
+    # cached copy does not match the installed tiktoken; the reranker's own tokenizer counts offline
+    Settings.tokenizer = reranker.tokenizer.encode
     engine = RetrieverQueryEngine(retriever=Replayed(),
                                   node_postprocessors=[KoreanReranker(reranker=reranker, top_n=top_n)],
                                   # no_text: what is measured is the nodes handed to the LLM; MockLLM's small

@@ -286,14 +286,14 @@ def encode_rows(args, questions, relevant, corpus, more=None) -> list[dict]:
             embed_p, embed_q = enc.embed_passages, enc.embed_queries
         load = time.perf_counter() - start
         embed_p(passages[:4])  # warm-up
-        vectors, t = timed(lambda: embed_p(passages))
+        vectors, t = timed(lambda: embed_p(passages), args.repeat)
         all_vectors = vectors if len(passages) == len(corpus) else embed_p(corpus)
         asked, wanted = more or (questions, relevant)
         q = embed_q(asked)
         top = np.argsort(-(q @ all_vectors.T), axis=1)[:, :10]
         value = mrr([[corpus[i] for i in row] for row in top], wanted)
         base_mrr = value if base_mrr is None else base_mrr
-        rows.append({"system": label, "passages": len(passages), "passages_per_s": len(passages) / t[0],
+        rows.append({"system": label, "passages": len(passages), "passages_per_s": len(passages) / statistics.median(t),
                      "MRR@10": value, "drift": value - base_mrr, "load_s": load})
         print(f"[encode] {label}: {rows[-1]['passages_per_s']:.1f} passages/s, MRR@10 {value:.4f}", flush=True)
     return rows
