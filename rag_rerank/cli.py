@@ -210,6 +210,26 @@ def _cmd_mine(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from .reranker import Reranker
+    from .serve import Limits, serve
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
+    store = _open_store(args) if args.store or args.host else None
+    reranker = Reranker(args.reranker, device=args.device, backend=args.backend, quantize=args.quantize,
+                        compile=args.compile)
+    limits = Limits(max_documents=args.max_documents, max_document_chars=args.max_document_chars,
+                    max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    print(f"rag-rerank serve: {reranker!r} on http://{host}:{port}"
+          + (f", /search over collection {store.name!r}" if store is not None else ""), flush=True)
+    serve(reranker, host=host, port=int(port), api_key=args.api_key, store=store, limits=limits,
+          max_wait_ms=args.max_wait_ms, retriever_options=dict(mode=args.mode, candidate_k=args.candidate_k,
+                                                               top_n=args.top_n))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -341,6 +361,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-n", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_rerank)
+
+    p = sub.add_parser("serve", help="HTTP rerank service: POST /rerank (Cohere/Jina and TEI shapes), /search, "
+                       "GET /health, /metrics")
+    p.add_argument("--reranker", default=DEFAULT_RERANKER)
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="where to listen (0.0.0.0:8080 for every interface)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $RAG_RERANK_API_KEY, "
+                   "else no auth)")
+    p.add_argument("--device")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--quantize", action="store_true", help="with --backend onnx: int8 weights")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; tens of seconds at start)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="micro-batching: how long a request waits for others to share its pass (0: off)")
+    p.add_argument("--max-documents", type=int, default=1000, help="documents a request may carry (413 past it)")
+    p.add_argument("--max-document-chars", type=int, default=20_000)
+    p.add_argument("--max-body-mb", type=float, default=16.0)
+    _store_args(p)
+    p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid", help="/search's first stage")
+    p.add_argument("--candidate-k", type=int, default=50, help="/search: first-stage depth")
+    p.add_argument("--top-n", type=int, default=5, help="/search: hits returned unless the request says")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="offline demo: index Korean Wikipedia passages, retrieve, rerank, compare")
     p.add_argument("--quick", action="store_true", help="ask 12 questions instead of 40")

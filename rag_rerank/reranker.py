@@ -234,8 +234,13 @@ class Reranker:
         out = []
         for g, (_, docs) in enumerate(groups):
             values = [_combine(logits[(g, i)], self.aggregate) for i in range(len(docs))]
-            out.append(values if raw else [self._activate(v) for v in values])
+            out.append(values if raw else self.relevance(values))
         return out
+
+    def relevance(self, logits: Sequence[float]) -> list[float]:
+        """Raw scores (``score(..., raw=True)``) through the model's activation into [0, 1], as
+        :meth:`score` gives them (a service can score once and answer in either form)."""
+        return [self._activate(v) for v in logits]
 
     def _chunks(self, groups) -> list[list[tuple[int, int, str, list[str]]]]:
         """Groups cut into chunks of (group, first doc index, query, docs), a query's documents split

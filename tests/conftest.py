@@ -182,3 +182,13 @@ FAQ = [
 def faq_corpus(kornli) -> list[str]:
     """A small Korean corpus: hand-written facts plus KorNLI test premises as distractors."""
     return FAQ + kornli["test"][1][:40]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback TCP port nothing listens on (yet)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,174 @@
+"""Load test of ``rag-rerank serve`` (issue 17): many concurrent rerank requests on loopback, with and
+without micro-batching, one run.
+
+Each request is a chatbot backend's call: one question of the Korean chatbot Q/A set and ``--docs``
+candidate answers (its own and random others), in the Cohere shape. The server is the real console
+command in a subprocess; the client keeps ``--concurrency`` requests in flight (httpx, asyncio) until
+``--requests`` are done. Reported: requests/s, latency p50/p95/p99, errors (any non-200 or a wrong
+result count), and the server's own count of requests per scoring call (its /metrics).
+
+    python bench/serve_load.py --out bench/results/serve_cpu/serve_load
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("RAG_RERANK_DATA", ROOT.parent / "shared" / "data"))
+
+
+def requests_from_chatbot(n: int, docs: int, seed: int = 0) -> list[dict]:
+    path = DATA / "chatbot" / "ChatbotData.csv"
+    if not path.exists():  # a clone without ../shared: the fixture sample
+        path = ROOT / "tests" / "fixtures" / "data" / "chatbot" / "ChatbotData.csv"
+    with path.open(encoding="utf-8") as fh:
+        rows = [(r["Q"], r["A"]) for r in csv.DictReader(fh)]
+    rng = random.Random(seed)
+    answers = [a for _, a in rows]
+    out = []
+    for _ in range(n):
+        q, a = rng.choice(rows)
+        out.append({"query": q, "documents": [a] + rng.sample(answers, docs - 1)})
+    return out
+
+
+def start_server(args, port: int, max_wait_ms: float) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "rag_rerank.cli", "serve", "--listen", f"127.0.0.1:{port}",
+           "--max-wait-ms", str(max_wait_ms)] + (["--reranker", args.reranker] if args.reranker else []) \
+        + (["--device", args.device] if args.device else []) + args.server_arg
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited: {proc.stdout.read()}")
+            try:
+                if (await client.get(f"{url}/health", timeout=2)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    raise SystemExit("server did not come up")
+
+
+async def load(url: str, bodies: list[dict], concurrency: int) -> dict:
+    import httpx
+
+    latencies, errors = [], 0
+    todo = iter(bodies)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=300) as client:
+        async def worker():
+            nonlocal errors
+            for body in todo:
+                start = time.perf_counter()
+                try:
+                    r = await client.post(f"{url}/v1/rerank", json=body)
+                    ok = r.status_code == 200 and len(r.json()["results"]) == len(body["documents"])
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - start)
+                errors += not ok
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+        metrics = (await client.get(f"{url}/metrics")).text
+    lat = sorted(latencies)
+    pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    return {"requests": len(bodies), "errors": errors, "wall_s": wall, "requests_per_s": len(bodies) / wall,
+            "p50_ms": 1000 * statistics.median(lat), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
+            "requests_per_scoring_call": _per_call(metrics)}
+
+
+def _per_call(metrics: str) -> float | None:
+    """Mean requests per scoring call, from the server's rag_rerank_batch_requests histogram."""
+    total = count = None
+    for line in metrics.splitlines():
+        if line.startswith("rag_rerank_batch_requests_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("rag_rerank_batch_requests_count"):
+            count = float(line.split()[-1])
+    return total / count if total and count else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reranker", help="model to serve (default: the serve command's, the shipped reranker)")
+    p.add_argument("--device")
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--docs", type=int, default=5, help="candidate answers a request")
+    p.add_argument("--wait-ms", type=float, nargs="+", default=[5.0, 0.0],
+                   help="micro-batching waits to compare (0: off)")
+    p.add_argument("--server-arg", action="append", default=[], help="more serve flags, e.g. --server-arg=--backend=onnx")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    bodies = requests_from_chatbot(args.requests, args.docs)
+    rows = []
+    for wait in args.wait_ms:
+        proc = start_server(args, args.port, wait)
+        url = f"http://127.0.0.1:{args.port}"
+        try:
+            asyncio.run(wait_healthy(url, proc))
+            asyncio.run(load(url, bodies[: min(64, len(bodies))], args.concurrency))  # warm-up, not counted
+            row = asyncio.run(load(url, bodies, args.concurrency))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        row["micro_batching"] = f"on, wait {wait:g} ms" if wait > 0 else "off"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    result = {"machine": _machine(args.device), "concurrency": args.concurrency, "docs_per_request": args.docs,
+              "reranker": args.reranker or "default (shipped)", "server_args": args.server_arg, "rows": rows}
+    text = table(result)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+        out.with_suffix(".md").write_text(text)
+    return 0
+
+
+def _machine(device: str | None) -> str:
+    if device and device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def table(result: dict) -> str:
+    base = result["rows"][-1]["requests_per_s"]
+    lines = [f"Machine: **{result['machine']}**. `rag-rerank serve` on loopback, {result['rows'][0]['requests']} "
+             f"requests of 1 question x {result['docs_per_request']} chatbot answers, concurrency "
+             f"{result['concurrency']}; reranker {result['reranker']} {' '.join(result['server_args'])}.", "",
+             "| micro-batching | requests/s | vs off | p50 (ms) | p95 (ms) | p99 (ms) | errors | requests a scoring call |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        per = f"{r['requests_per_scoring_call']:.1f}" if r["requests_per_scoring_call"] else "-"
+        lines.append(f"| {r['micro_batching']} | {r['requests_per_s']:.1f} | {r['requests_per_s'] / base:.2f}x | "
+                     f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {per} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,343 @@
+"""``rag-rerank serve``: an HTTP rerank service (FastAPI + uvicorn).
+
+One model is loaded at start; the service keeps no state between requests, so replicas go behind
+any HTTP balancer. Endpoints:
+
+* ``POST /rerank`` and ``POST /v1/rerank``, two request shapes told apart by the body:
+  Cohere / Jina (``query``, ``documents`` as strings or ``{"text": ...}`` objects, ``top_n``,
+  ``return_documents``) -> ``{"model", "results": [{"index", "relevance_score", "document"?}]}``;
+  TEI (``query``, ``texts``, ``raw_scores``, ``return_text``) -> ``[{"index", "score", "text"?}]``.
+  Both best first. Scores are the reranker's: plain reranking of what the request gives
+  (``relevance_score`` in [0, 1]; TEI's ``raw_scores`` the logits).
+* ``POST /search`` over a store opened at start (``--store``): the two-stage pipeline with
+  :class:`~rag_rerank.pipeline.TwoStageRetriever`'s defaults (hybrid first stage, top 50, the
+  model's fusion), ``{"query", "top_n"?, "where"?}`` -> ``{"results": [hit...]}``.
+* ``GET /health``; ``GET /metrics`` (Prometheus text format).
+
+Concurrent requests are micro-batched: a worker thread takes every request waiting (up to
+``max_wait_ms`` after the first, at most ``max_batch_pairs`` pairs) and scores them in one
+``score_many`` call, so passes are fuller under load. Errors are JSON ``{"detail": ...}``:
+422 for a malformed body (naming the field and row), 413 over the limits, 401 without the
+bearer token when one is set, 404 for ``/search`` with no store.
+"""
+from __future__ import annotations  # fastapi's Request is imported at module level: routes resolve it here
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from .types import check_query
+
+__all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
+
+API_KEY_ENV = "RAG_RERANK_API_KEY"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits: past them a request gets 413 before any model work.
+
+    The defaults fit a chatbot backend's reranking call with room to spare (a RAG request reranks
+    tens of passages of a few thousand characters) while keeping one request from holding the
+    model for long: 1,000 documents of 512 tokens are ~10 s on a GPU, minutes on a CPU."""
+
+    max_documents: int = 1000
+    max_document_chars: int = 20_000
+    max_query_chars: int = 4_000
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+class RequestError(ValueError):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class MicroBatcher:
+    """Scores (query, documents) requests from many threads in shared ``score_many`` calls.
+
+    ``max_wait_ms`` bounds how long the first request of a batch waits for company (0: each
+    request is scored on its own, as it arrives); ``max_batch_pairs`` how many pairs one call takes.
+    """
+
+    def __init__(self, reranker, max_wait_ms: float = 5.0, max_batch_pairs: int = 2048, metrics=None) -> None:
+        self.reranker, self.max_wait, self.max_pairs = reranker, max_wait_ms / 1000, max_batch_pairs
+        self.metrics = metrics
+        self._queue: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._run, name="rag-rerank-batcher", daemon=True)
+        self._worker.start()
+
+    def submit(self, query: str, docs: Sequence[str]) -> Future:
+        """A future of the documents' raw logits, in input order."""
+        future: Future = Future()
+        self._queue.put((query, list(docs), future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, pairs = [first], len(first[1])
+            deadline = time.monotonic() + self.max_wait
+            while pairs < self.max_pairs:
+                left = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # let the outer loop stop after this batch
+                    break
+                batch.append(item)
+                pairs += len(item[1])
+            self._score(batch)
+
+    def _score(self, batch) -> None:
+        try:
+            scores = self.reranker.score_many([q for q, _, _ in batch], [d for _, d, _ in batch], raw=True)
+        except Exception as exc:  # every waiting request learns of it; the worker lives on
+            for _, _, future in batch:
+                future.set_exception(exc)
+            return
+        if self.metrics is not None:
+            self.metrics.batched(len(batch), sum(len(d) for _, d, _ in batch))
+        for (_, _, future), values in zip(batch, scores):
+            future.set_result(values)
+
+
+class _Metrics:
+    """The service's Prometheus metrics, in a registry of its own (two apps in one process, as in
+    tests, do not collide)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("rag_rerank_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("rag_rerank_request_seconds", "request latency", ["endpoint"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.pairs = Counter("rag_rerank_pairs_scored", "(query, document) pairs scored", registry=self.registry)
+        self.batch = Histogram("rag_rerank_batch_requests", "requests sharing one scoring call",
+                               registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+
+    def batched(self, requests: int, pairs: int) -> None:
+        self.batch.observe(requests)
+        self.pairs.inc(pairs)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+# ----------------------------------------------------------------- request parsing
+def _field(body: dict, name: str, kind, default=None, required: bool = False):
+    if name not in body or body[name] is None:
+        if required:
+            raise RequestError(422, f"'{name}' is required")
+        return default
+    value = body[name]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise RequestError(422, f"'{name}' must be an integer, got {type(value).__name__}")
+    if kind is not int and not isinstance(value, kind):
+        raise RequestError(422, f"'{name}' must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def _query(body: dict, limits: Limits) -> str:
+    query = _field(body, "query", str, required=True)
+    if len(query) > limits.max_query_chars:
+        raise RequestError(413, f"'query' has {len(query)} characters; the limit is {limits.max_query_chars}")
+    _unicode(query, "query")
+    try:
+        return check_query(query)
+    except (TypeError, ValueError) as exc:
+        raise RequestError(422, f"'query': {exc}") from None
+
+
+def _unicode(text: str, name: str) -> None:
+    """JSON may carry lone surrogates ("\\ud800"); no tokenizer can encode them."""
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise RequestError(422, f"'{name}' holds a lone surrogate (not valid Unicode text)")
+
+
+def _texts(body: dict, name: str, limits: Limits) -> list[str]:
+    items = _field(body, name, list, required=True)
+    if len(items) > limits.max_documents:
+        raise RequestError(413, f"'{name}' has {len(items)} items; the limit is {limits.max_documents} a request")
+    texts = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and name == "documents":
+            item = item.get("text")
+        if not isinstance(item, str):
+            shape = "a string or an object with a 'text' string" if name == "documents" else "a string"
+            raise RequestError(422, f"'{name}[{i}]' must be {shape}")
+        if not item.strip():
+            raise RequestError(422, f"'{name}[{i}]' is empty")
+        if len(item) > limits.max_document_chars:
+            raise RequestError(413, f"'{name}[{i}]' has {len(item)} characters; the limit is "
+                                    f"{limits.max_document_chars}")
+        _unicode(item, f"{name}[{i}]")
+        texts.append(item)
+    return texts
+
+
+def _top_n(body: dict, name: str = "top_n") -> int | None:
+    top_n = _field(body, name, int)
+    if top_n is not None and top_n < 1:
+        raise RequestError(422, f"'{name}' must be >= 1, got {top_n}")
+    return top_n
+
+
+def _ranked(values: list[float]) -> list[int]:
+    return sorted(range(len(values)), key=lambda i: (-values[i], i))
+
+
+# ----------------------------------------------------------------------- the app
+def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: str | None = None,
+               max_wait_ms: float = 5.0, max_batch_pairs: int = 2048, retriever_options: dict | None = None):
+    """The FastAPI app serving ``reranker`` (a loaded :class:`~rag_rerank.Reranker`); with ``store``
+    (a :class:`~rag_rerank.store.ChromaStore`) also ``/search``. ``max_wait_ms=0`` turns micro-batching off."""
+    limits = limits or Limits()
+    metrics = _Metrics()
+    batcher = MicroBatcher(reranker, max_wait_ms, max_batch_pairs, metrics) if max_wait_ms > 0 else None
+    retriever = None
+    if store is not None:
+        from .pipeline import TwoStageRetriever
+
+        retriever = TwoStageRetriever(store, reranker, **(retriever_options or {}))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        if batcher is not None:
+            batcher.close()
+
+    app = FastAPI(title="rag-rerank", description="Korean reranking service", version="0.1.0", lifespan=lifespan)
+    app.state.batcher = batcher
+
+    async def scores(query: str, docs: list[str]) -> list[float]:
+        if not docs:
+            return []
+        if batcher is not None:
+            return await asyncio.wrap_future(batcher.submit(query, docs))
+        values = await asyncio.to_thread(reranker.score, query, docs, raw=True)
+        metrics.batched(1, len(docs))
+        return values
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise RequestError(413, f"the body has {declared} bytes; the limit is {limits.max_body_bytes}")
+        raw = await request.body()
+        if len(raw) > limits.max_body_bytes:
+            raise RequestError(413, f"the body has {len(raw)} bytes; the limit is {limits.max_body_bytes}")
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RequestError(422, f"the body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise RequestError(422, f"the body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    async def rerank(request: Request):
+        body = await read_json(request)
+        if ("texts" in body) == ("documents" in body):
+            raise RequestError(422, "give 'documents' (Cohere / Jina shape) or 'texts' (TEI shape), not both or neither")
+        query = _query(body, limits)
+        if "texts" in body:  # TEI
+            texts = _texts(body, "texts", limits)
+            raw, with_text = _field(body, "raw_scores", bool, False), _field(body, "return_text", bool, False)
+            logits = await scores(query, texts)
+            values = logits if raw else reranker.relevance(logits)
+            return [{"index": i, "score": values[i], **({"text": texts[i]} if with_text else {})}
+                    for i in _ranked(values)]
+        docs = _texts(body, "documents", limits)
+        top_n = _top_n(body)
+        with_docs = _field(body, "return_documents", bool, False)  # Cohere's default
+        values = reranker.relevance(await scores(query, docs))
+        results = [{"index": i, "relevance_score": values[i], **({"document": {"text": docs[i]}} if with_docs else {})}
+                   for i in _ranked(values)[:top_n]]
+        return {"model": reranker.model_name, "results": results, "meta": {"documents": len(docs)}}
+
+    async def search(request: Request):
+        if retriever is None:
+            raise RequestError(404, "this service was started without a store (rag-rerank serve --store DIR)")
+        body = await read_json(request)
+        query = _query(body, limits)
+        top_n = _top_n(body)
+        where = _field(body, "where", dict)
+        try:
+            hits = await asyncio.to_thread(retriever.retrieve, query, top_n, where)
+        except (TypeError, ValueError) as exc:  # a filter Chroma refuses, and the like: the caller's to fix
+            raise RequestError(422, str(exc)) from None
+        return {"results": [{"id": h.id, "text": h.text, "metadata": h.metadata, "score": h.score,
+                             "rerank_score": h.rerank_score, "first_stage_score": h.first_stage_score,
+                             "first_stage_rank": h.first_stage_rank} for h in hits]}
+
+    def authorised(request: Request) -> bool:
+        if not api_key:
+            return True
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+    def endpoint(name: str, handler):
+        async def run(request: Request):
+            start = time.perf_counter()
+            if not authorised(request):
+                status, response = 401, JSONResponse({"detail": "missing or wrong bearer token"}, 401,
+                                                     headers={"WWW-Authenticate": "Bearer"})
+            else:
+                try:
+                    status, response = 200, JSONResponse(await handler(request))
+                except RequestError as exc:
+                    status, response = exc.status, JSONResponse({"detail": exc.detail}, exc.status)
+                except FloatingPointError as exc:  # the model's numbers went wrong: the server's fault
+                    status, response = 500, JSONResponse({"detail": str(exc)}, 500)
+            metrics.requests.labels(name, str(status)).inc()
+            metrics.latency.labels(name).observe(time.perf_counter() - start)
+            return response
+        return run
+
+    for path in ("/rerank", "/v1/rerank"):
+        app.add_api_route(path, endpoint("rerank", rerank), methods=["POST"])
+    app.add_api_route("/search", endpoint("search", search), methods=["POST"])
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": reranker.model_name, "device": str(reranker.device),
+                "store": store is not None}
+
+    @app.get("/metrics")
+    async def prometheus(request: Request):
+        if not authorised(request):
+            return JSONResponse({"detail": "missing or wrong bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"})
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None, **options) -> None:
+    """Run the app with uvicorn until interrupted. ``api_key`` falls back to ``$RAG_RERANK_API_KEY``."""
+    import uvicorn
+
+    app = create_app(reranker, api_key=api_key or os.environ.get(API_KEY_ENV) or None, **options)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
