@@ -30,15 +30,17 @@ def _cmd_rerank(args) -> int:
     return 0
 
 
-def _open_store(args, lexical: bool = True):
-    from .store import ChromaStore
+def _open_store(args, lexical: bool = True, create: bool = False):
+    """The store the flags name. Only ``index`` creates one: a reading command given a mistyped
+    --store or --collection must say so, not answer from a new empty store."""
+    from .store import ChromaStore, lexical_file
 
-    kwargs = dict(collection=args.collection, encoder=args.encoder, lexical=lexical)
+    kwargs = dict(collection=args.collection, encoder=args.encoder, lexical=lexical, create=create)
     if args.host:
         return ChromaStore.connect(args.host, args.port, lexical_path=args.store and
-                                   f"{args.store}/bm25/{args.collection}.json", **kwargs)
+                                   lexical_file(args.store, args.collection), **kwargs)
     if not args.store:
-        raise ValueError("give --store DIR (embedded store) or --host/--port (Chroma server)")
+        raise UsageError("give --store DIR (embedded store) or --host/--port (Chroma server)")
     return ChromaStore(args.store, **kwargs)
 
 
@@ -46,11 +48,12 @@ def _cmd_index(args) -> int:
     from .store import iter_documents
 
     docs = list(iter_documents(args.source))
-    store = _open_store(args)
-    before = store.count()
-    store.add(docs, show_progress=not args.quiet and len(docs) >= 200)
-    print(f"indexed {len(docs)} documents from {args.source}: collection {store.name!r} "
-          f"now holds {store.count()} ({store.count() - before} new)")
+    if not docs:
+        raise ValueError(f"{args.source}: no documents in it")
+    store = _open_store(args, create=True)
+    counts = store.index_sources(docs, sync=args.sync, show_progress=not args.quiet and len(docs) >= 200)
+    print(f"indexed {len(docs)} documents from {args.source}: collection {store.name!r} now holds {store.count()} "
+          f"({counts['added']} added, {counts['removed']} removed, {counts['kept']} unchanged)")
     return 0
 
 
@@ -59,9 +62,9 @@ def _cmd_search(args) -> int:
 
     first_stage = _first_stage(args)
     if first_stage is None:
-        raise ValueError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
+        raise UsageError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
     reranker = None if args.no_rerank else args.reranker
-    retriever = TwoStageRetriever(first_stage, reranker, candidate_k=args.candidate_k or 50, top_n=args.top_n)
+    retriever = TwoStageRetriever(first_stage, reranker, candidate_k=_given(args.candidate_k, 50), top_n=args.top_n)
     hits = retriever.retrieve(args.query, where=json.loads(args.where) if args.where else None)
     if args.json:
         print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
@@ -89,7 +92,7 @@ def _first_stage(args):
     if corpus is not None:
         return fs.InMemoryCorpus(corpus, mode=args.mode, encoder=args.encoder, bm25_tokenizer=args.bm25_tokenizer)
     if args.bm25_tokenizer != "kiwi":
-        raise ValueError("--bm25-tokenizer applies to --corpus; a store's BM25 index is Kiwi")
+        raise UsageError("--bm25-tokenizer applies to --corpus; a store's BM25 index is Kiwi")
     if args.store or args.host:
         return fs.StoreFirstStage(_open_store(args, lexical=args.mode != "dense"), args.mode)
     return None
@@ -151,11 +154,11 @@ def _cmd_eval(args) -> int:
     groups = train_data.load(args.data).groups
     if not groups:
         raise ValueError(f"{args.data}: evaluation needs queries with positives")
-    depth = args.candidate_k or 50
+    depth = _given(args.candidate_k, 50)
     first_stage = _first_stage(args)
     if first_stage is None:  # the candidates saved in the data file itself
         if not any(g.candidates for g in groups):  # some queries may have none (e.g. no BM25 term matched)
-            raise ValueError("give the corpus to search (--store DIR, --host/--port or --corpus FILE), or data whose "
+            raise UsageError("give the corpus to search (--store DIR, --host/--port or --corpus FILE), or data whose "
                              "rows carry first-stage 'candidates' (rag-rerank eval --save-candidates / rag-rerank mine)")
         candidates, sides = [g.candidates[:depth] for g in groups], [g.sides for g in groups]
         first_row = evaluate.ranking_row(f"first stage (saved candidates, top {depth})", groups, candidates)
@@ -191,10 +194,10 @@ def _cmd_mine(args) -> int:
 
     first_stage = _first_stage(args)
     if first_stage is None:
-        raise ValueError("give the corpus to mine from: --store DIR, --host/--port, --corpus FILE or --candidates FILE")
+        raise UsageError("give the corpus to mine from: --store DIR, --host/--port, --corpus FILE or --candidates FILE")
     recipe = TrainConfig()  # unset counts follow the default training recipe, so mine + train agree
     data = train_data.load(args.data)
-    candidate_k = args.candidate_k or recipe.candidate_k
+    candidate_k = _given(args.candidate_k, recipe.candidate_k)
     num_hard, num_random, why = choose_mix(first_stage, data.groups, candidate_k,
                                            _given(args.num_hard, recipe.num_hard_negatives),
                                            _given(args.num_random, recipe.num_random_negatives))
@@ -216,7 +219,7 @@ def _cmd_serve(args) -> int:
 
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
+        raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
     store = _open_store(args) if args.store or args.host else None
     reranker = Reranker(args.reranker, device=args.device, backend=args.backend, quantize=args.quantize,
                         compile=args.compile)
@@ -255,7 +258,7 @@ def _first_stage_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid")
     g.add_argument("--bm25-tokenizer", choices=["kiwi", "whitespace"], default="kiwi",
                    help="with --corpus: 'whitespace' gives the naive BM25 baseline")
-    g.add_argument("--candidate-k", type=int, help="first-stage depth (search, eval: 50; train mining: 30)")
+    g.add_argument("--candidate-k", type=_positive, help="first-stage depth (search, eval: 50; train mining: 30)")
     g.add_argument("--candidates", metavar="FILE", help="replay the first-stage rankings saved in FILE (rag-rerank "
                    "mine / eval --save-candidates output) instead of searching: mine and train without the store; "
                    "--mode then only names the first stage that produced them; add --corpus FILE (the corpus they "
@@ -275,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     _store_args(p)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--sync", action="store_true", help="also remove the documents of sources no longer in SOURCE "
+                   "(a source indexed again always replaces its own old documents)")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="two-stage search of a store")
@@ -282,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     _first_stage_args(p)
     p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--reranker", default=DEFAULT_RERANKER)
-    p.add_argument("-k", "--top-n", type=int, default=5)
+    p.add_argument("-k", "--top-n", type=_positive, default=5)
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"source": "faq"}\'')
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_search)
@@ -322,10 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="MRR@10, NDCG@10, R@1, R@10 of the first stage and of each reranker")
     p.add_argument("--data", required=True, help="queries with positives (.jsonl/.csv/.tsv)")
     p.add_argument("--reranker", action="append", help="reranker to evaluate, repeatable")
-    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--max-length", type=_positive, default=512)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--batch-size", type=int, help="pairs per forward pass of the reranker at full length "
+    p.add_argument("--batch-size", type=_positive, help="pairs per forward pass of the reranker at full length "
                    "(default: 128 on CUDA, 32 elsewhere)")
     p.add_argument("--fusion", choices=["auto", "none"], default="auto",
                    help="auto: also report each model's saved fusion with the first stage")
@@ -357,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("docs", nargs="*")
     p.add_argument("--model", default=DEFAULT_RERANKER)
     p.add_argument("--device")
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--top-n", type=int)
+    p.add_argument("--max-length", type=_positive, default=512)
+    p.add_argument("--top-n", type=_positive)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_rerank)
 
@@ -375,13 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; tens of seconds at start)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="micro-batching: how long a request waits for others to share its pass (0: off)")
-    p.add_argument("--max-documents", type=int, default=1000, help="documents a request may carry (413 past it)")
-    p.add_argument("--max-document-chars", type=int, default=20_000)
+    p.add_argument("--max-documents", type=_positive, default=1000, help="documents a request may carry (413 past it)")
+    p.add_argument("--max-document-chars", type=_positive, default=20_000)
     p.add_argument("--max-body-mb", type=float, default=16.0)
     _store_args(p)
     p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid", help="/search's first stage")
-    p.add_argument("--candidate-k", type=int, default=50, help="/search: first-stage depth")
-    p.add_argument("--top-n", type=int, default=5, help="/search: hits returned unless the request says")
+    p.add_argument("--candidate-k", type=_positive, default=50, help="/search: first-stage depth")
+    p.add_argument("--top-n", type=_positive, default=5, help="/search: hits returned unless the request says")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="offline demo: index Korean Wikipedia passages, retrieve, rerank, compare")
@@ -414,13 +419,31 @@ def run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+class UsageError(ValueError):
+    """Flags that do not make a command (exit 2, as argparse's own usage errors); any other error a
+    command meets at run time (bad data, a missing file, a model that fails) exits 1."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"rag-rerank: error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"rag-rerank {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, OSError, FloatingPointError) as exc:
+        print(f"rag-rerank: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

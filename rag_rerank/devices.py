@@ -20,18 +20,37 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     on rank 1 and up.
     """
     if device is not None and str(device) != "cuda":
-        return torch.device(device)
+        return _available(device)
     if torch.cuda.is_available():
         local_rank = os.environ.get("LOCAL_RANK")
         if local_rank is not None and local_rank.isdigit() and int(local_rank) < torch.cuda.device_count():
             return torch.device("cuda", int(local_rank))
         return torch.device("cuda")
     if device is not None:
-        return torch.device(device)
+        return _available(device)
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _available(device: str | torch.device) -> torch.device:
+    """``device`` if this machine has it: asked for a GPU it lacks, say so here, not deep in ``.to()``."""
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps ({exc})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ValueError(f"device {str(device)!r}: no CUDA GPU is visible (torch {torch.__version__}, {build}); "
+                             "use device='cpu' or leave it unset")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps': Apple's Metal backend is not available here; use 'cpu'")
+    return device
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -37,13 +38,55 @@ def _tokenize_kiwi(texts: list[str]):
         return _kiwi.tokenize(texts)
 
 
+# Latin-script words are taken whole, not from Kiwi: it splits some where a sentence ends on them
+# ('PayPal.' -> 'P' + 'ayPal.'), so a brand or product name would never match its own query.
+_LATIN = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+# Kiwi's time grows faster than linearly on one huge string (a 1 MB document did not finish in 12
+# minutes): long texts are tokenised in pieces of about this many characters, cut at whitespace.
+PIECE_CHARS = 4000
+
+
 class KiwiTokenizer:
-    """Texts -> lists of content-morpheme tokens (lower-cased foreign words)."""
+    """Texts -> lists of content-morpheme tokens; Latin-script words whole and lower-cased."""
 
     name = "kiwi"
 
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
-        return [[t.form.lower() for t in tokens if t.tag in CONTENT_TAGS] for tokens in _tokenize_kiwi(list(texts))]
+        owner, pieces = [], []
+        for i, text in enumerate(texts):
+            for piece in _pieces(text, PIECE_CHARS):
+                owner.append(i)
+                pieces.append(piece)
+        out: list[list[str]] = [[] for _ in texts]
+        for i, piece, tokens in zip(owner, pieces, _tokenize_kiwi(pieces)):
+            out[i] += _content(piece, tokens)
+        return out
+
+
+def _content(text: str, tokens) -> list[str]:
+    latin = [(m.start(), m.end()) for m in _LATIN.finditer(text)]
+    if not latin:
+        return [t.form.lower() for t in tokens if t.tag in CONTENT_TAGS]
+    covered = bytearray(len(text) + 1)
+    for start, end in latin:
+        covered[start:end] = b"\x01" * (end - start)
+    kept = [t.form.lower() for t in tokens if t.tag in CONTENT_TAGS and not any(covered[t.start : t.start + t.len])]
+    return kept + [text[start:end].lower() for start, end in latin]
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    """``text`` cut into pieces of at most about ``size`` characters, at whitespace where there is some."""
+    if len(text) <= size:
+        return [text]
+    out, start = [], 0
+    while start < len(text):
+        end = min(start + size, len(text))
+        if end < len(text):
+            space = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
+            end = space + 1 if space > start else end
+        out.append(text[start:end])
+        start = end
+    return out
 
 
 class WhitespaceTokenizer:

@@ -100,7 +100,7 @@ class TwoStageRetriever:
     def candidates_many(self, queries: Sequence[str], k: int | None = None,
                         where: dict | None = None) -> list[list[Hit]]:
         """The first stage for many queries (embeddings computed in shared batches)."""
-        return self.first_stage.candidates_many(queries, check_k(k or self.candidate_k), where)
+        return self.first_stage.candidates_many(queries, check_k(self.candidate_k if k is None else k), where)
 
     def retrieve(self, query: str, top_n: int | None = None, where: dict | None = None,
                  rerank: bool = True) -> list[Hit]:

@@ -113,6 +113,10 @@ class Reranker:
         self.aggregate = aggregate
         self.max_query_fraction = max_query_fraction
 
+        if self.path.is_dir() and not any((self.path / f).exists() for f in _TOKENIZER_FILES):
+            raise ValueError(f"{self.path}: no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}, ...): a model saved "
+                             "without its tokenizer cannot read text; save it beside the weights "
+                             "(tokenizer.save_pretrained(path))")
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(str(self.path), trust_remote_code=trust_remote_code)
         self.num_labels = config.num_labels
@@ -182,12 +186,14 @@ class Reranker:
 
     def rerank_many(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
                     top_n: int | None = None) -> list[list[RankedDoc]]:
-        if top_n is not None and top_n < 0:
-            raise ValueError("top_n must be >= 0 or None")
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ValueError(f"top_n must be a positive integer or None (all), got {top_n!r}")
+        if isinstance(docs_per_query, (str, bytes)):
+            raise TypeError("docs_per_query must be a sequence of document lists")
+        docs_per_query = [check_docs(d) for d in docs_per_query]  # generators read once, here
         all_scores = self.score_many(queries, docs_per_query)
         out = []
         for docs, scores in zip(docs_per_query, all_scores):
-            docs = list(docs)
             order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))
             out.append([RankedDoc(i, scores[i], docs[i]) for i in order[:top_n]])
         return out
@@ -340,6 +346,10 @@ class Reranker:
         if self._activation == "identity":
             return float(value)
         return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model",
+                    "spiece.model", "vocab.json")
 
 
 def _rebuild(kwargs: dict) -> "Reranker":

@@ -8,9 +8,12 @@ and in step with it, for lexical and hybrid search.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -38,6 +41,12 @@ def content_id(text: str, metadata: Mapping[str, Any] | None) -> str:
     """Same text and metadata -> same id, so re-adding a document is a no-op."""
     canonical = json.dumps([text, dict(sorted((metadata or {}).items()))], ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def lexical_file(directory: str | Path, collection: str) -> Path:
+    """Where a collection's BM25 index lives under ``directory``: named by the collection's Chroma
+    name (ASCII, no path separators), so no collection name can point outside ``directory``."""
+    return Path(directory) / "bm25" / f"{collection_name(collection)}.json"
 
 
 def sanitize_metadata(metadata: Mapping[str, Any] | None, position: int) -> dict[str, Any] | None:
@@ -103,12 +112,15 @@ class ChromaStore:
 
     def __init__(self, path: str | Path | None = None, collection: str = DEFAULT_COLLECTION, *,
                  encoder: BiEncoder | str | None = None, client=None, lexical: bool = True,
-                 lexical_path: str | Path | None = None, bm25_tokenizer: str = "kiwi") -> None:
+                 lexical_path: str | Path | None = None, bm25_tokenizer: str = "kiwi", create: bool = True) -> None:
         import chromadb
 
         if client is None:
             if path is None:
                 raise ValueError("give a directory path (embedded store) or use ChromaStore.connect()")
+            if not create and not (Path(path) / "chroma.sqlite3").exists():
+                raise FileNotFoundError(f"{path}: no store there (create one with rag-rerank index, or "
+                                        "ChromaStore(path) in Python)")
             Path(path).mkdir(parents=True, exist_ok=True)
             client = chromadb.PersistentClient(path=str(path))
         self.client = client
@@ -116,6 +128,9 @@ class ChromaStore:
         self.name = collection
         self.collection_name = collection_name(collection)
         existing = self._existing_metadata()
+        if existing is None and not create:
+            names = sorted(c.name if hasattr(c, "name") else str(c) for c in client.list_collections())
+            raise ValueError(f"no collection {collection!r} in this store; it holds: {', '.join(names) or 'none'}")
         if encoder is None:
             encoder = (existing or {}).get("rag_rerank_encoder", DEFAULT_ENCODER)
         self.encoder = encoder if isinstance(encoder, BiEncoder) else BiEncoder(encoder)
@@ -127,11 +142,14 @@ class ChromaStore:
                       "rag_rerank_dim": self.encoder.dimension})
         self._max_batch = int(client.get_max_batch_size())
         self.lexical: KoreanBM25 | None = None
+        self._lexical_path, self._lexical_seen = None, None
         if lexical:
             if lexical_path is None and self.path is not None:
-                lexical_path = self.path / "bm25" / f"{self.collection_name}.json"
+                lexical_path = lexical_file(self.path, collection)
             self._lexical_path = Path(lexical_path) if lexical_path else None
-            self.lexical = self._open_lexical(bm25_tokenizer)
+            self._bm25_tokenizer = bm25_tokenizer
+            with self._writing():
+                self.lexical = self._open_lexical()
 
     @classmethod
     def connect(cls, host: str = "localhost", port: int = 8000, collection: str = DEFAULT_COLLECTION,
@@ -143,37 +161,96 @@ class ChromaStore:
 
     # ----------------------------------------------------------- writing
     def add(self, documents: Sequence[str | Document | Mapping], metadatas: Sequence[Mapping | None] | None = None,
-            ids: Sequence[str] | None = None, *, show_progress: bool | None = None) -> list[str]:
-        """Add documents; returns their ids. Documents already stored (same id) are skipped."""
+            ids: Sequence[str] | None = None, *, show_progress: bool | None = None,
+            on_conflict: str = "error") -> list[str]:
+        """Add documents; returns their ids. A document already stored (same id, same text and
+        metadata) is skipped. An id stored with other text or metadata is a conflict: ``"error"``
+        (default) raises naming it, ``"replace"`` replaces the stored one, ``"skip"`` keeps it."""
+        if on_conflict not in ("error", "replace", "skip"):
+            raise ValueError(f"on_conflict must be 'error', 'replace' or 'skip', got {on_conflict!r}")
         docs = _as_documents(documents, metadatas, ids)
         unique = list({d.id: d for d in docs}.values())
-        new = self._not_stored(unique)
+        with self._writing():
+            stored = {d.id: d for d in self._stored([d.id for d in unique])}
+            changed = [d for d in unique if d.id in stored and (stored[d.id].text, stored[d.id].metadata)
+                       != (d.text, d.metadata or {})]
+            if changed and on_conflict == "error":
+                raise ValueError(f"id {changed[0].id!r} is stored with other text or metadata ({len(changed)} such "
+                                 "ids); pass on_conflict='replace' to replace them or 'skip' to keep the stored ones")
+            if changed and on_conflict == "replace":
+                self._delete_ids([d.id for d in changed])
+                stored = {i: d for i, d in stored.items() if i not in {c.id for c in changed}}
+            self._add_new([d for d in unique if d.id not in stored], show_progress)
+        return [d.id for d in docs]
+
+    def _add_new(self, new: list[Document], show_progress: bool | None) -> None:
+        """Chroma and BM25 batch by batch, so a failure part-way leaves both holding the same batches."""
         if show_progress is None:
             show_progress = len(new) >= 2000
         bar = _progress(len(new), show_progress, "indexing")
-        for start in range(0, len(new), self._max_batch):
-            batch = new[start : start + self._max_batch]
-            vectors = self.encoder.embed_passages([d.text for d in batch])
-            self.collection.add(ids=[d.id for d in batch], documents=[d.text for d in batch],
-                                embeddings=vectors, metadatas=[d.metadata or None for d in batch])
-            bar.update(len(batch))
-        bar.close()
-        if new and self.lexical is not None:
-            self.lexical.add([d.id for d in new], [d.text for d in new])
-            self._save_lexical()
-        return [d.id for d in docs]
+        try:
+            for start in range(0, len(new), self._max_batch):
+                batch = new[start : start + self._max_batch]
+                vectors = self.encoder.embed_passages([d.text for d in batch])
+                self.collection.add(ids=[d.id for d in batch], documents=[d.text for d in batch],
+                                    embeddings=vectors, metadatas=[d.metadata or None for d in batch])
+                if self.lexical is not None:
+                    self.lexical.add([d.id for d in batch], [d.text for d in batch])
+                bar.update(len(batch))
+        finally:
+            bar.close()
+            if new and self.lexical is not None:
+                self._save_lexical()
 
     def delete(self, ids: Sequence[str] | None = None, where: dict | None = None) -> None:
         if ids is None and where is None:
             raise ValueError("delete() needs ids or a where filter")
-        doomed = list(ids or [])
-        if where is not None:
-            doomed += self.collection.get(where=where, include=[])["ids"]
+        with self._writing():
+            doomed = list(ids or [])
+            if where is not None:
+                doomed += self.collection.get(where=where, include=[])["ids"]
+            self._delete_ids(doomed)
+
+    def _delete_ids(self, doomed: list[str]) -> None:
         for start in range(0, len(doomed), self._max_batch):
             self.collection.delete(ids=doomed[start : start + self._max_batch])
         if self.lexical is not None and doomed:
             self.lexical.delete(doomed)
             self._save_lexical()
+
+    def index_sources(self, documents: Iterable[Document], *, sync: bool = False,
+                      show_progress: bool | None = None) -> dict[str, int]:
+        """Add ``documents`` as the current version of their sources (``metadata["source"]``): a
+        source's stored documents that are not among them (an edited file's old chunks) are removed.
+        ``sync=True`` also removes every stored document whose source is not among them (files that
+        are gone). Documents without a source are only added. Returns counts: added, removed, kept."""
+        docs = _as_documents(documents, None, None)
+        sources = {d.metadata.get("source") for d in docs} - {None}
+        with self._writing():
+            current = {d.id for d in docs}
+            doomed = []
+            for page in self._pages(sources=None if sync else sources):
+                doomed += [i for i, m in page if (m or {}).get("source") is not None and i not in current]
+            self._delete_ids(doomed)
+            stored = {d.id for d in self._stored([d.id for d in docs])}
+            new = [d for d in {d.id: d for d in docs}.values() if d.id not in stored]
+            self._add_new(new, show_progress)
+        return {"added": len(new), "removed": len(doomed), "kept": len(stored)}
+
+    def _pages(self, sources: set | None = None):
+        """(id, metadata) pages of every stored document, or of those of ``sources``."""
+        if sources is not None:
+            for source in sorted(sources):
+                res = self.collection.get(where={"source": source}, include=["metadatas"])
+                yield list(zip(res["ids"], res["metadatas"]))
+            return
+        offset = 0
+        while True:
+            res = self.collection.get(include=["metadatas"], limit=_PAGE, offset=offset)
+            yield list(zip(res["ids"], res["metadatas"]))
+            if len(res["ids"]) < _PAGE:
+                return
+            offset += _PAGE
 
     # ----------------------------------------------------------- reading
     def count(self) -> int:
@@ -271,24 +348,83 @@ class ChromaStore:
                              f"{existing.get('rag_rerank_encoder')!r}; encoder {self.encoder.model_name!r} "
                              f"makes {self.encoder.dimension}-d vectors")
 
-    def _not_stored(self, docs: list[Document]) -> list[Document]:
-        stored: set[str] = set()
-        for start in range(0, len(docs), self._max_batch):
-            chunk = [d.id for d in docs[start : start + self._max_batch]]
-            stored.update(self.collection.get(ids=chunk, include=[])["ids"])
-        return [d for d in docs if d.id not in stored]
+    def _stored(self, ids: list[str]) -> list[Document]:
+        out: list[Document] = []
+        for start in range(0, len(ids), self._max_batch):
+            out += self.get(ids[start : start + self._max_batch])
+        return out
 
-    def _open_lexical(self, tokenizer: str) -> KoreanBM25:
+    def _open_lexical(self) -> KoreanBM25:
+        """The BM25 index as saved, caught up with the collection (another writer, a crash between
+        the two, an older version); a damaged file is rebuilt from the collection, not fatal."""
         path = self._lexical_path
-        index = KoreanBM25.load(path) if path is not None and path.exists() else KoreanBM25(tokenizer)
-        # Another writer (or an older version) may have changed the collection: catch up.
-        if index.sync(self.all_ids(), lambda ids: [d.text for d in self.get(ids)]):
+        index, damaged = None, False
+        self._lexical_seen = _stamp(path)
+        if path is not None and path.exists():
+            try:
+                index = KoreanBM25.load(path)
+            except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+                warnings.warn(f"{path}: BM25 index unreadable ({exc!r}); rebuilding it from the collection",
+                              stacklevel=3)
+                damaged = True
+        index = index or KoreanBM25(self._bm25_tokenizer)
+        if index.sync(self.all_ids(), lambda ids: [d.text for d in self.get(ids)]) or damaged:
             self._save_lexical(index)
         return index
 
     def _save_lexical(self, index: KoreanBM25 | None = None) -> None:
         if self._lexical_path is not None:
             (index or self.lexical).save(self._lexical_path)
+            self._lexical_seen = _stamp(self._lexical_path)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """One writer at a time per store (an exclusive lock on a file beside the BM25 index, held by
+        the process while it writes): two processes indexing into one store used to keep only the
+        last writer's BM25 entries. Inside, the BM25 index is first caught up with what another
+        writer saved since we read it."""
+        lock = self._lock_path()
+        if lock is None:
+            yield
+            return
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+") as fh:
+            _flock(fh)
+            try:
+                if self.lexical is not None and self._lexical_seen != _stamp(self._lexical_path):
+                    self.lexical = self._open_lexical()
+                yield
+            finally:
+                _funlock(fh)
+
+    def _lock_path(self) -> Path | None:
+        if self._lexical_path is not None:
+            return self._lexical_path.with_suffix(".lock")
+        return self.path / "rag_rerank.lock" if self.path is not None else None
+
+
+def _stamp(path: Path | None):
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError):
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _flock(fh) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; one writer per store is then the caller's rule
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+
+
+def _funlock(fh) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _similarity(distance: float, space: str) -> float:
@@ -313,30 +449,83 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, unit="doc")
 
 
+_LINE_FILES = (".txt", ".md")
+_FOLDER_FILES = (".txt", ".md")
+
+
 def iter_documents(path: str | Path) -> Iterable[Document]:
-    """Read documents for ``rag-rerank index``: .jsonl lines, .txt lines, or a folder of .txt/.md files."""
+    """Read documents for ``rag-rerank index``: ``.jsonl`` (also ``.jsonl.gz``) rows ``{"text", "metadata"?,
+    "id"?}``, a ``.json`` array of such rows or strings, ``.txt`` / ``.md`` lines, or a folder of
+    ``.txt`` / ``.md`` files (one document each). Suffixes in any case. Every document's
+    ``metadata["source"]`` is the absolute path of its file unless the row gives one (two files of
+    one name never share a source): ``index`` replaces a source's old documents when it is indexed again."""
     path = Path(path)
     if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file()):
-            text = f.read_text(encoding="utf-8").strip()
+        for f in sorted(p for p in path.rglob("*") if p.suffix.lower() in _FOLDER_FILES and p.is_file()):
+            text = _read_text(f).strip()
             if text:
-                yield Document(text, {"source": str(f.relative_to(path))})
+                yield Document(text, {"source": str(f.resolve())})
         return
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    with path.open(encoding="utf-8") as fh:
-        if path.suffix == ".jsonl":
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise ValueError(f"{path}:{n}: each line needs a string field 'text'")
-                yield Document(row["text"], row.get("metadata") or {}, row.get("id"))
-        else:
-            for line in fh:
-                if line.strip():
-                    yield Document(line.strip())
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        yield from _jsonl_documents(path, str(path.resolve()))
+    elif name.endswith(".json"):
+        yield from _json_documents(path, str(path.resolve()))
+    elif name.endswith(_LINE_FILES):
+        for line in _read_text(path).splitlines():
+            if line.strip():
+                yield Document(line.strip(), {"source": str(path.resolve())})
+    else:
+        raise ValueError(f"{path}: index reads .jsonl, .jsonl.gz, .json, .txt and .md files, or a folder of "
+                         ".txt / .md files")
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        import gzip
+
+        data = gzip.decompress(data)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _row_document(row, where: str, source: str) -> Document:
+    if isinstance(row, str) and row.strip():
+        return Document(row, {"source": source})
+    if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+        raise ValueError(f"{where}: each row needs a non-empty string field 'text'")
+    metadata = row.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{where}: 'metadata' must be an object")
+    return Document(row["text"], {"source": source, **metadata}, row.get("id"))
+
+
+def _jsonl_documents(path: Path, source: str) -> Iterable[Document]:
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: each line needs a string field 'text'")
+        yield _row_document(row, f"{path}:{n}", source)
+
+
+def _json_documents(path: Path, source: str) -> Iterable[Document]:
+    try:
+        rows = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: a .json file must hold an array of documents (strings or {{\"text\": ...}} "
+                         "objects); one document per line is .jsonl")
+    for i, row in enumerate(rows):
+        yield _row_document(row, f"{path}[{i}]", source)

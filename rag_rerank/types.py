@@ -60,19 +60,36 @@ def check_query(query) -> str:
         raise ValueError(f"query must be a non-empty string, got {type(query).__name__}")
     if not query.strip():
         raise ValueError("query must be a non-empty string, got an empty or whitespace-only query")
+    _check_unicode(query, "query")
     return query
 
 
 def check_docs(docs) -> list[str]:
+    """The documents as a list (an iterator or generator is read once, here), each a string."""
     if isinstance(docs, (str, bytes)):
         raise TypeError("docs must be a sequence of strings, not a single string")
-    docs = list(docs)
+    if isinstance(docs, dict):
+        raise TypeError("docs must be a sequence of strings, not a dict (pass its values or keys explicitly)")
+    try:
+        docs = list(docs)
+    except TypeError:
+        raise TypeError(f"docs must be a sequence of strings, got {type(docs).__name__}") from None
     for i, doc in enumerate(docs):
         if doc is None:
             raise TypeError(f"docs[{i}] is None; every document must be a string")
         if not isinstance(doc, str):
             raise TypeError(f"docs[{i}] is {type(doc).__name__}; every document must be a string")
+        _check_unicode(doc, f"docs[{i}]")
     return docs
+
+
+def _check_unicode(text: str, name: str) -> None:
+    """Lone surrogates (from bad decoding, or JSON's "\\ud800") are not text a tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} holds a lone surrogate at character {exc.start} (not valid Unicode text; "
+                         "decode its source with errors='replace')") from None
 
 
 def check_k(k: int, name: str = "k") -> int:

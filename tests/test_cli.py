@@ -53,7 +53,7 @@ def test_rerank_command_reads_stdin(tiny_ce):
 @pytest.mark.slow
 def test_console_script_missing_model_is_a_clean_error():
     out = run_console_script("rerank", "질문", "문서", "--model", "./nope/model")
-    assert out.returncode == 2
+    assert out.returncode == 1  # a runtime error; 2 is for usage
     assert "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -73,9 +73,29 @@ def test_index_and_search_commands(tmp_path, model_home, e5_dir, tiny_ce):
     common = ["--store", store, "--encoder", "offline:multilingual-e5-small"]
     out = run_cli("index", str(src), *common)
     assert out.returncode == 0, out.stderr
-    assert "3 new" in out.stdout
+    assert "(3 added, 0 removed, 0 unchanged)" in out.stdout
     again = run_cli("index", str(src), *common)
-    assert "0 new" in again.stdout and "now holds 3" in again.stdout
+    assert "(0 added, 0 removed, 3 unchanged)" in again.stdout and "now holds 3" in again.stdout
+    # an edited source replaces its old version (content ids: the edited row is a new document)
+    edited = src
+    edited.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:2]) + "\n"
+                      + json.dumps({"text": "부산은 대한민국 제2의 도시이다."}, ensure_ascii=False), encoding="utf-8")
+    out = run_cli("index", str(edited), *common)
+    assert "now holds 3 (1 added, 1 removed, 2 unchanged)" in out.stdout, out.stdout
+    other = tmp_path / "other.txt"
+    other.write_text("대구는 분지이다.\n", encoding="utf-8")
+    assert "now holds 4" in run_cli("index", str(other), *common).stdout
+    out = run_cli("index", str(edited), *common, "--sync")  # other.txt is not in this source: it goes
+    assert "now holds 3 (0 added, 1 removed, 3 unchanged)" in out.stdout, out.stdout
+    edited.write_text(json.dumps(rows[0], ensure_ascii=False), encoding="utf-8")
+    assert "now holds 1" in run_cli("index", str(edited), *common).stdout
+    edited.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    assert "now holds 3" in run_cli("index", str(src), *common).stdout
+    # reading commands refuse a store or collection that is not there (and create nothing)
+    out = run_cli("search", "서울", "--store", str(tmp_path / "typo"), "--mode", "bm25")
+    assert out.returncode == 1 and "no store there" in out.stderr and not (tmp_path / "typo").exists()
+    out = run_cli("search", "서울", *common, "--collection", "typo", "--mode", "bm25")
+    assert out.returncode == 1 and "no collection 'typo'" in out.stderr and "rag_rerank" in out.stderr
 
     for mode in ("dense", "bm25", "hybrid"):
         out = run_cli("search", "한국의 수도는?", "--store", store, "--mode", mode, "--no-rerank", "--json", "-k", "2")
@@ -114,7 +134,7 @@ def test_index_rejects_bad_jsonl_with_line_number(tmp_path):
     src = tmp_path / "bad.jsonl"
     src.write_text('{"text": "좋은 줄"}\n{"txt": "나쁜 줄"}\n', encoding="utf-8")
     out = run_cli("index", str(src), "--store", str(tmp_path / "s"))
-    assert out.returncode == 2 and "bad.jsonl:2" in out.stderr
+    assert out.returncode == 1 and "bad.jsonl:2" in out.stderr
 
 
 def kornli_task_files(tmp_path, kornli, n_train: int, n_test: int):
@@ -154,7 +174,7 @@ def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n', encoding="utf-8")
     out = run_cli("train", "--data", str(bad), "--base", str(tiny_ce), "--output", str(tmp_path / "m2"))
-    assert out.returncode == 2 and "bad.jsonl:2" in out.stderr
+    assert out.returncode == 1 and "bad.jsonl:2" in out.stderr
 
 
 def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5_dir, tiny_ce, kornli, data_dir):
@@ -214,7 +234,7 @@ def test_mine_then_train_and_eval_from_saved_candidates(tmp_path, model_home, e5
     assert f"extra training data {sts}" in (tmp_path / "model" / "README.md").read_text(encoding="utf-8")
     out = run_cli("train", "--data", str(mined), "--base", str(tiny_ce), "--output", str(tmp_path / "m3"),
                   "--extra-data", str(train_file))  # queries with positives only: nothing to learn to rank against
-    assert out.returncode == 2 and "no negatives" in out.stderr and "rag-rerank mine" in out.stderr
+    assert out.returncode == 1 and "no negatives" in out.stderr and "rag-rerank mine" in out.stderr
 
     rows = json.loads(run_cli("eval", "--data", str(saved), "--reranker", str(tmp_path / "model"), "--json").stdout)
     assert rows[0]["system"] == "first stage (saved candidates, top 50)"

@@ -195,7 +195,9 @@ def test_rerank_order_top_n_and_ties(tiny):
     assert same == sorted(same)  # ties keep input order
     assert all(isinstance(r, RankedDoc) and type(r.score) is float for r in ranked)
     assert len(tiny.rerank("문서", docs, top_n=2)) == 2
-    assert tiny.rerank("문서", docs, top_n=0) == []
+    with pytest.raises(ValueError, match="top_n must be a positive integer or None"):
+        tiny.rerank("문서", docs, top_n=0)  # not "the default", not []: a caller's 0 is a bug to name
+    assert [r.text for r in tiny.rerank("문서", (d for d in docs))] == [r.text for r in ranked]  # a generator
 
 
 def ranked_score(ranked, index):
@@ -324,6 +326,8 @@ def test_bad_options(tiny_ce):
         Reranker(str(tiny_ce), window_overlap=1.0)
     with pytest.raises(ValueError, match="top_n"):
         Reranker(str(tiny_ce)).rerank("q", ["d"], top_n=-1)
+    with pytest.raises(ValueError, match="lone surrogate at character 2"):
+        Reranker(str(tiny_ce)).rerank("q", ["ab\ud800"])
 
 
 def test_long_query_is_cut_to_leave_room_for_the_document(tiny_ce):

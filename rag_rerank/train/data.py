@@ -174,9 +174,13 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
         raise DataError(f"{where}: no document column (one of {', '.join(_DOC_KEYS)} or positive/positives); "
                         f"got {sorted(row)}")
     document = _text(document, where, "document")
-    label = _first(row, _LABEL_KEYS)
-    if label is None or label == "":
-        return Group(query, [document])  # a plain (query, positive) row
+    key = next((k for k in _LABEL_KEYS if k in row), None)
+    if key is None:
+        return Group(query, [document])  # a plain (query, positive) row: no label column at all
+    label = row[key]
+    if label is None or (isinstance(label, str) and not label.strip()):
+        # a label column left empty is a missing value, not a positive
+        raise DataError(f"{where}: '{key}' is empty; give the row a label, or drop the column for positives-only data")
     return ScoredPair(query, document, _label(label, where, label_scale))
 
 

@@ -245,6 +245,9 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
 
     ce = build_model(config, dev, notes)
     train_ds = _datasets(config, train_data)
+    if not len(train_ds):
+        raise ValueError("no training rows: every query was carved into validation or had nothing to learn from "
+                         "(give more data, or --eval-data so none is carved)")
     eval_ds = _datasets(config, eval_data) if eval_data is not None and len(eval_data) else None
     evaluator = _evaluator(config, eval_data) if eval_ds is not None else None
     if eval_ds is not None and config.metric_for_best_model.lower() in _RANKING_METRICS and evaluator is None:

@@ -1,0 +1,277 @@
+"""Bad input and faults (issue 17): every case a clear typed error naming what is wrong, or a defined
+result; never a silent wrong answer or a traceback from deep inside a dependency. Tiny models only."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rag_rerank import Reranker
+from rag_rerank.cli import run as run_cli
+from rag_rerank.lexical import KoreanBM25
+from rag_rerank.pipeline import TwoStageRetriever
+from rag_rerank.store import ChromaStore, iter_documents, lexical_file
+from rag_rerank.train import data as train_data
+
+
+@pytest.fixture(scope="module")
+def rr(tiny_ce):
+    return Reranker(str(tiny_ce), batch_size=4, max_length=64)
+
+
+@pytest.fixture
+def store(tmp_path, tiny_encoder):
+    s = ChromaStore(tmp_path / "store", "faults", encoder=str(tiny_encoder))
+    s.add(["서울은 대한민국의 수도이다.", "부산은 항구 도시이다.", "배송 문의는 PayPal."])
+    return s
+
+
+def _docs(n=3):
+    return ["서울은 수도이다.", "부산은 항구이다.", "대구는 분지이다."][:n]
+
+
+# (case id, call(rr, store, tiny_ce, tmp_path), exception type, message fragment)
+CASES = [
+    # Reranker: queries and documents
+    ("query None", lambda rr, *_: rr.score(None, _docs()), ValueError, "query must be a non-empty string"),
+    ("query empty", lambda rr, *_: rr.score("  ", _docs()), ValueError, "whitespace-only"),
+    ("query bytes", lambda rr, *_: rr.score(b"q", _docs()), ValueError, "got bytes"),
+    ("docs a string", lambda rr, *_: rr.score("q", "문서"), TypeError, "not a single string"),
+    ("docs a dict", lambda rr, *_: rr.score("q", {"a": "문서"}), TypeError, "not a dict"),
+    ("docs an int", lambda rr, *_: rr.score("q", 3), TypeError, "got int"),
+    ("doc None", lambda rr, *_: rr.score("q", ["a", None]), TypeError, "docs[1] is None"),
+    ("doc int", lambda rr, *_: rr.score("q", ["a", 5]), TypeError, "docs[1] is int"),
+    ("doc lone surrogate", lambda rr, *_: rr.score("q", ["a", "b\ud800"]), ValueError, "docs[1] holds a lone surrogate"),
+    ("query lone surrogate", lambda rr, *_: rr.score("\udfff q", ["a"]), ValueError, "query holds a lone surrogate"),
+    ("top_n 0", lambda rr, *_: rr.rerank("q", _docs(), top_n=0), ValueError, "top_n must be a positive integer"),
+    ("top_n bool", lambda rr, *_: rr.rerank("q", _docs(), top_n=True), ValueError, "top_n must be a positive integer"),
+    ("queries a string", lambda rr, *_: rr.score_many("abc", [["a"]] * 3), TypeError, "not a single string"),
+    ("queries vs lists", lambda rr, *_: rr.score_many(["a", "b"], [["x"]]), ValueError, "2 queries but 1 document lists"),
+    # Reranker: construction
+    ("max_length 0", lambda rr, s, ce, tmp: Reranker(str(ce), max_length=0), ValueError, "leaves no room for a document"),
+    ("aggregate", lambda rr, s, ce, tmp: Reranker(str(ce), aggregate="sum"), ValueError, "aggregate must be"),
+    ("overlap 1", lambda rr, s, ce, tmp: Reranker(str(ce), window_overlap=1.0), ValueError, "window_overlap"),
+    ("batch 0", lambda rr, s, ce, tmp: Reranker(str(ce), batch_size=0), ValueError, "batch_size must be >= 1"),
+    ("backend", lambda rr, s, ce, tmp: Reranker(str(ce), backend="tensorrt"), ValueError, "backend must be"),
+    ("cuda without a GPU", lambda rr, s, ce, tmp: Reranker(str(ce), device="cuda"), ValueError, "no CUDA GPU is visible"),
+    ("cuda:3 without a GPU", lambda rr, s, ce, tmp: Reranker(str(ce), device="cuda:3"), ValueError, "no CUDA GPU"),
+    ("unknown device", lambda rr, s, ce, tmp: Reranker(str(ce), device="tpu"), ValueError, "unknown device 'tpu'"),
+    ("onnx on cuda", lambda rr, s, ce, tmp: Reranker(str(ce), backend="onnx", device="cuda"), ValueError, "runs on the CPU"),
+    ("missing model dir", lambda rr, s, ce, tmp: Reranker(str(tmp / "nope")), OSError, "does not exist"),
+    ("model without tokenizer", lambda rr, s, ce, tmp: Reranker(str(_no_tokenizer(ce, tmp))), ValueError,
+     "no tokenizer files"),
+    # store
+    ("add one string", lambda rr, s, *_: s.add("문서"), TypeError, "not a single string"),
+    ("add None text", lambda rr, s, *_: s.add([{"text": None}]), TypeError, "documents[0] text is NoneType"),
+    ("add an int", lambda rr, s, *_: s.add([3]), TypeError, "documents[0] is int"),
+    ("nested metadata", lambda rr, s, *_: s.add(["a"], metadatas=[{"k": {"x": 1}}]), ValueError, "metadata[0]['k']"),
+    ("metadata not a dict", lambda rr, s, *_: s.add(["a"], metadatas=["x"]), TypeError, "metadata[0] must be a mapping"),
+    ("metadatas length", lambda rr, s, *_: s.add(["a", "b"], metadatas=[{}]), ValueError, "2 documents but 1 metadatas"),
+    ("ids length", lambda rr, s, *_: s.add(["a", "b"], ids=["x"]), ValueError, "2 documents but 1 ids"),
+    ("id with new text", lambda rr, s, *_: (s.add(["a"], ids=["x"]), s.add(["b"], ids=["x"])), ValueError,
+     "id 'x' is stored with other text"),
+    ("on_conflict", lambda rr, s, *_: s.add(["a"], on_conflict="merge"), ValueError, "on_conflict must be"),
+    ("search k 0", lambda rr, s, *_: s.search("서울", k=0), ValueError, "k must be a positive integer"),
+    ("search empty query", lambda rr, s, *_: s.search_lexical(""), ValueError, "query must be a non-empty string"),
+    ("delete nothing", lambda rr, s, *_: s.delete(), ValueError, "needs ids or a where filter"),
+    ("open a store not there", lambda rr, s, ce, tmp: ChromaStore(tmp / "typo", create=False), FileNotFoundError,
+     "no store there"),
+    ("open a collection not there", lambda rr, s, ce, tmp: ChromaStore(tmp / "store", "typo", create=False,
+                                                                       encoder=s.encoder), ValueError,
+     "no collection 'typo'"),
+    # retriever
+    ("retrieve top_n 0", lambda rr, s, *_: TwoStageRetriever(s, rr).retrieve("서울", top_n=0), ValueError,
+     "top_n must be a positive integer"),
+    ("candidate_k 0", lambda rr, s, *_: TwoStageRetriever(s, rr, candidate_k=0), ValueError, "candidate_k"),
+    ("candidates k 0", lambda rr, s, *_: TwoStageRetriever(s, rr).candidates("서울", k=0), ValueError, "k must be"),
+    # framework adapters
+    ("llama-index top_n 0", lambda rr, *_: _llama(rr, top_n=0), ValueError, "top_n"),
+    ("llama-index no query", lambda rr, *_: _llama(rr).postprocess_nodes([]), ValueError, "needs the query"),
+    ("langchain top_n 0", lambda rr, *_: _langchain(rr, top_n=0), ValueError, "top_n"),
+    ("langchain empty query", lambda rr, *_: _langchain(rr).compress_documents([], "  "), ValueError,
+     "whitespace-only"),
+    # loaders
+    ("index a csv", lambda rr, s, ce, tmp: list(iter_documents(_file(tmp, "a.csv", "x,y\n"))), ValueError,
+     "index reads .jsonl"),
+    ("index bad json line", lambda rr, s, ce, tmp: list(iter_documents(_file(tmp, "a.jsonl", '{"text": "a"}\n{x\n'))),
+     ValueError, "a.jsonl:2: not valid JSON"),
+    ("index json not an array", lambda rr, s, ce, tmp: list(iter_documents(_file(tmp, "a.json", '{"text": "a"}'))),
+     ValueError, "must hold an array"),
+    ("index not utf-8", lambda rr, s, ce, tmp: list(iter_documents(_file(tmp, "a.txt", "줄\n".encode("cp949"), raw=True))),
+     ValueError, "a.txt:1: not UTF-8"),
+    ("index missing file", lambda rr, s, ce, tmp: list(iter_documents(tmp / "none.jsonl")), FileNotFoundError,
+     "does not exist"),
+    ("train csv label missing", lambda rr, s, ce, tmp: train_data.load(_file(tmp, "t.csv", "query,document,label\n"
+                                                                          "q,d,1\nq2,d2,\n")), ValueError,
+     "t.csv:3: 'label' is empty"),
+    ("train csv header only", lambda rr, s, ce, tmp: train_data.load(_file(tmp, "t.csv", "query,document,label\n")),
+     ValueError, "no rows"),
+    ("train label out of range", lambda rr, s, ce, tmp: train_data.load(_file(tmp, "t.jsonl", '{"query": "q", '
+                                                                             '"document": "d", "label": 3}\n')),
+     ValueError, "outside [0, 1]"),
+]
+
+
+def _llama(rr, **kw):
+    from llama_index.postprocessor.rag_rerank import KoreanReranker
+
+    return KoreanReranker(reranker=rr, **kw)
+
+
+def _langchain(rr, **kw):
+    from langchain_rag_rerank import KoreanCrossEncoderReranker
+
+    return KoreanCrossEncoderReranker(reranker=rr, **kw)
+
+
+def _file(tmp, name, content, raw=False):
+    path = tmp / name
+    path.write_bytes(content) if raw else path.write_text(content, encoding="utf-8")
+    return path
+
+
+def _no_tokenizer(ce, tmp):
+    import shutil
+
+    out = tmp / "weights-only"
+    shutil.copytree(ce, out)
+    for f in out.iterdir():
+        if "token" in f.name or f.name.endswith((".model", "vocab.txt")):
+            f.unlink()
+    return out
+
+
+@pytest.mark.parametrize("call, kind, says", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clear_typed_error(call, kind, says, rr, store, tiny_ce, tmp_path):
+    with pytest.raises(kind) as info:
+        call(rr, store, tiny_ce, tmp_path)
+    assert says in str(info.value)
+
+
+def test_defined_results(rr, store, tmp_path):
+    """Inputs with a defined answer: empty lists, generators, upper-case and gzipped files, folders."""
+    assert rr.score("q", []) == [] and rr.rerank("q", []) == []
+    assert len(rr.rerank("q", (d for d in _docs()))) == 3  # a generator is read once, not lost
+    assert store.add(["서울은 대한민국의 수도이다."]) and store.count() == 3  # the same document again: a no-op
+    rows = [{"text": "가 문서"}, {"text": "나 문서", "metadata": {"k": 1}}]
+    (tmp_path / "A.JSONL").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress("\n".join(json.dumps(r) for r in rows).encode()))
+    (tmp_path / "c.json").write_text(json.dumps(["다 문서", {"text": "라 문서"}], ensure_ascii=False), encoding="utf-8")
+    for name in ("A.JSONL", "b.jsonl.gz", "c.json"):
+        docs = list(iter_documents(tmp_path / name))
+        assert len(docs) == 2 and all(d.metadata["source"].endswith(name) for d in docs), name
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "one.TXT").write_text("첫째 문서", encoding="utf-8")
+    (folder / "sub" / "two.md").write_text("둘째 문서", encoding="utf-8")
+    (folder / "skip.bin").write_bytes(b"\x00")
+    assert sorted(d.text for d in iter_documents(folder)) == ["둘째 문서", "첫째 문서"]
+    replaced = ChromaStore(tmp_path / "store2", "x", encoder=store.encoder)
+    replaced.add(["서울 이야기"], ids=["k"])
+    replaced.add(["부산 이야기"], ids=["k"], on_conflict="replace")
+    assert [d.text for d in replaced.get(["k"])] == ["부산 이야기"]
+    assert [i for i, _ in replaced.lexical.search("부산", 5)] == ["k"] and not replaced.lexical.search("서울", 5)
+
+
+def test_latin_words_match_whole(store):
+    """Kiwi splits a Latin word that ends a sentence ('PayPal.' -> 'P' + 'ayPal.'): BM25 takes them whole."""
+    hits = store.search_lexical("PayPal 결제", 3)
+    assert hits and hits[0].text == "배송 문의는 PayPal."
+
+
+def test_huge_document_is_tokenised_in_pieces():
+    import time
+
+    from rag_rerank.lexical import KiwiTokenizer
+
+    text = "대한민국의 수도는 서울이다. " * 30000 + "마지막단어"  # ~0.5 MB in one string
+    start = time.perf_counter()
+    tokens = KiwiTokenizer()([text])[0]
+    assert time.perf_counter() - start < 120 and tokens.count("서울") == 30000 and "마지막" in "".join(tokens)
+
+
+def test_collection_names_cannot_leave_the_store(tmp_path):
+    for name in ("../../etc/passwd", "a/../../b", "..", "한국어 컬렉션"):
+        path = lexical_file(tmp_path, name)
+        assert path.parent == tmp_path / "bm25" and ".." not in path.name and "/" not in path.name
+
+
+def test_damaged_bm25_is_rebuilt_from_the_collection(store):
+    path = store._lexical_path
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.warns(UserWarning, match="rebuilding it from the collection"):
+        again = ChromaStore(store.path, "faults", encoder=store.encoder)
+    assert again.lexical.ids == store.all_ids() and again.search_lexical("부산", 2)[0].text == "부산은 항구 도시이다."
+    assert KoreanBM25.load(path).ids == store.all_ids()  # and saved whole
+
+
+def test_cli_exit_codes(tmp_path, tiny_ce):
+    rc, _, err = run_cli(["search", "q", "--store", str(tmp_path / "none"), "--mode", "bm25"])
+    assert rc == 1 and "no store there" in err  # a runtime error
+    rc, _, err = run_cli(["search", "q", "--mode", "bm25"])
+    assert rc == 2 and "give the corpus" in err  # flags that do not make a command
+    rc, _, err = run_cli(["search", "q", "--store", str(tmp_path), "-k", "0"])
+    assert rc == 2 and "must be >= 1" in err  # argparse's usage error
+
+
+INGEST = textwrap.dedent("""
+    import os, signal, sys
+    from rag_rerank.lexical import KoreanBM25
+    from rag_rerank.store import ChromaStore
+    store_dir, encoder, crash = sys.argv[1], sys.argv[2], sys.argv[3]
+    store = ChromaStore(store_dir, "crash", encoder=encoder)
+    store._max_batch = 7  # several write batches
+    docs = [f"{i}번 문서: 서울과 부산의 날씨 {i % 5}" for i in range(40)]
+    if crash == "mid-batch":  # killed after the third batch reached Chroma, before the fourth
+        real, calls = store.collection.add, []
+        def add(**kw):
+            calls.append(1)
+            if len(calls) == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(**kw)
+        store.collection.add = add
+    if crash == "bm25-save":  # killed while the BM25 file is being written
+        def save(self, path):
+            with open(str(path) + ".tmp", "w") as fh:
+                fh.write('{"version": 1, "tok')
+                fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        KoreanBM25.save = save
+    store.add(docs)
+    print(store.count())
+""")
+
+
+def test_killed_ingest_recovers_exactly_on_rerun(tmp_path, tiny_encoder):
+    """SIGKILL mid write batch, then (re-running) SIGKILL while the BM25 file is written; a third run
+    leaves every document once in Chroma and the BM25 index in step with it."""
+    script = tmp_path / "ingest.py"
+    script.write_text(INGEST, encoding="utf-8")
+    run = lambda how: subprocess.run([sys.executable, str(script), str(tmp_path / "s"), str(tiny_encoder), how],  # noqa: E731
+                                     capture_output=True, text=True, timeout=300, env={**os.environ, "TQDM_DISABLE": "1"})
+    for crash in ("mid-batch", "bm25-save"):
+        killed = run(crash)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    again = run("none")
+    assert again.returncode == 0, again.stderr[-2000:]
+    store = ChromaStore(tmp_path / "s", "crash", encoder=str(tiny_encoder))
+    ids = store.all_ids()
+    assert store.count() == 40 == len(ids)  # every document once: no loss, no duplicate
+    assert store.lexical.ids == ids and KoreanBM25.load(lexical_file(tmp_path / "s", "crash")).ids == ids
+
+
+def test_two_writers_keep_every_bm25_entry(store):
+    """A second writer opened before the first wrote (a stale BM25 in memory) must not overwrite the
+    first writer's entries when it saves: writes take the store's lock and catch up first."""
+    other = ChromaStore(store.path, "faults", encoder=store.encoder)
+    store.add(["광주는 빛고을이다."])
+    other.add(["대전은 과학 도시이다."])
+    ids = store.all_ids()
+    assert len(ids) == 5 and KoreanBM25.load(store._lexical_path).ids == ids
+    assert other.search_lexical("광주", 2)[0].text == "광주는 빛고을이다."
