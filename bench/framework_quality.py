@@ -128,7 +128,7 @@ def main(argv=None) -> int:
               "cli_rows": cli["rows"]}
     reranker = Reranker(args.reranker, device=args.device)
     stage = first_stage(args, reranker)
-    first = [[h.text for h in stage.candidates(q, 10)] for q in queries]
+    first = [[h.text for h in stage.candidates(q, args.depth)[:10]] for q in queries]  # fused at full depth, as the CLI
     result["first_stage"] = {"MRR@10": ranking_metrics(first, relevant)["MRR@10"]}
     rankings = {}
     for path, fn in (("LlamaIndex RetrieverQueryEngine + KoreanReranker", llama_index_rankings),
