@@ -20,7 +20,7 @@ Concurrent requests are micro-batched: a worker thread takes every request waiti
 422 for a malformed body (naming the field and row), 413 over the limits, 401 without the
 bearer token when one is set, 404 for ``/search`` with no store.
 """
-from __future__ import annotations  # fastapi's Request is imported at module level: routes resolve it here
+from __future__ import annotations
 
 import asyncio
 import contextlib
@@ -34,6 +34,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+# at module level, not in create_app: FastAPI resolves the routes' (string) annotations in this namespace
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 

@@ -76,21 +76,6 @@ def test_index_and_search_commands(tmp_path, model_home, e5_dir, tiny_ce):
     assert "(3 added, 0 removed, 0 unchanged)" in out.stdout
     again = run_cli("index", str(src), *common)
     assert "(0 added, 0 removed, 3 unchanged)" in again.stdout and "now holds 3" in again.stdout
-    # an edited source replaces its old version (content ids: the edited row is a new document)
-    edited = src
-    edited.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:2]) + "\n"
-                      + json.dumps({"text": "부산은 대한민국 제2의 도시이다."}, ensure_ascii=False), encoding="utf-8")
-    out = run_cli("index", str(edited), *common)
-    assert "now holds 3 (1 added, 1 removed, 2 unchanged)" in out.stdout, out.stdout
-    other = tmp_path / "other.txt"
-    other.write_text("대구는 분지이다.\n", encoding="utf-8")
-    assert "now holds 4" in run_cli("index", str(other), *common).stdout
-    out = run_cli("index", str(edited), *common, "--sync")  # other.txt is not in this source: it goes
-    assert "now holds 3 (0 added, 1 removed, 3 unchanged)" in out.stdout, out.stdout
-    edited.write_text(json.dumps(rows[0], ensure_ascii=False), encoding="utf-8")
-    assert "now holds 1" in run_cli("index", str(edited), *common).stdout
-    edited.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
-    assert "now holds 3" in run_cli("index", str(src), *common).stdout
     # reading commands refuse a store or collection that is not there (and create nothing)
     out = run_cli("search", "서울", "--store", str(tmp_path / "typo"), "--mode", "bm25")
     assert out.returncode == 1 and "no store there" in out.stderr and not (tmp_path / "typo").exists()
@@ -357,3 +342,24 @@ def test_known_queries_from_train_to_eval(tmp_path, data_dir, tiny_ce):
     off = json.loads(run_cli("eval", "--data", str(candidates), "--candidates", str(candidates), "--mode", "bm25",
                              "--reranker", str(model), "--json", "--known-queries", "none").stdout)
     assert len(off) == len(live) - 2 and not any("known queries (" in r["system"] for r in off)
+
+
+def test_index_replaces_an_edited_source_and_sync_drops_vanished_ones(tmp_path, tiny_encoder):
+    rows = [{"text": "서울은 대한민국의 수도이다."}, {"text": "부산은 항구 도시이다."}, {"text": "인천에는 공항이 있다."}]
+    src = tmp_path / "docs.jsonl"
+    write = lambda rs: src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rs), encoding="utf-8")  # noqa: E731
+    write(rows)
+    common = ["--store", str(tmp_path / "store"), "--encoder", str(tiny_encoder)]
+    assert "now holds 3 (3 added, 0 removed, 0 unchanged)" in run_cli("index", str(src), *common).stdout
+    write(rows[:2] + [{"text": "부산은 대한민국 제2의 도시이다."}])  # one row edited
+    out = run_cli("index", str(src), *common)
+    assert "now holds 3 (1 added, 1 removed, 2 unchanged)" in out.stdout, out.stdout
+    other = tmp_path / "other.txt"
+    other.write_text("대구는 분지이다.\n", encoding="utf-8")
+    assert "now holds 4" in run_cli("index", str(other), *common).stdout
+    out = run_cli("index", str(src), *common, "--sync")  # other.txt is not in this source: it goes
+    assert "now holds 3 (0 added, 1 removed, 3 unchanged)" in out.stdout, out.stdout
+    twin = tmp_path / "twin" / "docs.jsonl"  # another file of the same name is another source
+    twin.parent.mkdir()
+    twin.write_text(json.dumps(rows[0], ensure_ascii=False), encoding="utf-8")
+    assert "now holds 4 (1 added, 0 removed, 0 unchanged)" in run_cli("index", str(twin), *common).stdout
