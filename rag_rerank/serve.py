@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import os
 import queue
 import threading
@@ -43,6 +44,7 @@ from .types import check_query
 __all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
 
 API_KEY_ENV = "RAG_RERANK_API_KEY"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -310,8 +312,9 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
                     status, response = 200, JSONResponse(await handler(request))
                 except RequestError as exc:
                     status, response = exc.status, JSONResponse({"detail": exc.detail}, exc.status)
-                except FloatingPointError as exc:  # the model's numbers went wrong: the server's fault
-                    status, response = 500, JSONResponse({"detail": str(exc)}, 500)
+                except Exception as exc:  # the server's fault (the model's numbers, a store failing): say what
+                    logger.exception("%s failed", name)
+                    status, response = 500, JSONResponse({"detail": f"{type(exc).__name__}: {exc}"}, 500)
             metrics.requests.labels(name, str(status)).inc()
             metrics.latency.labels(name).observe(time.perf_counter() - start)
             return response

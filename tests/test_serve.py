@@ -117,6 +117,14 @@ def test_search_over_a_store(reranker, tmp_path, tiny_encoder):
         assert c.post("/search", json={"query": QUERY, "where": "x"}).status_code == 422
 
 
+def test_a_failing_model_is_a_500_with_json(reranker, monkeypatch):
+    with TestClient(create_app(reranker, max_wait_ms=0)) as c:
+        monkeypatch.setattr(reranker, "score", lambda *a, **k: (_ for _ in ()).throw(FloatingPointError("nan")))
+        r = c.post("/rerank", json={"query": QUERY, "documents": DOCS})
+        assert r.status_code == 500 and r.json()["detail"] == "FloatingPointError: nan"
+        assert 'status="500"' in c.get("/metrics").text
+
+
 def test_micro_batching_shares_calls_and_keeps_each_answer(reranker):
     calls = []
 
