@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
-SELECT = BENCH.parent / "select_recipe.py"
 sys.path.insert(0, str(BENCH.parent))
 import select_recipe  # noqa: E402
 
@@ -53,18 +52,8 @@ def test_quality_bench_smoke_runs_the_user_commands_end_to_end(model_home, tiny_
     assert report.count("| hybrid | **default pipeline**") == 1
     assert report.count("| hybrid | base model, not fine-tuned |") == 1
     assert "**Targets**" in report
-
-    # choosing the recipe: same commands, validation only, one seed (one recipe here: the rule itself
-    # is tested below)
-    out = subprocess.run([sys.executable, str(SELECT), "--smoke", "--work", str(tmp_path), "--tasks", "korquad",
-                          "--recipes", "mnrl 1 hard + 7 random", f"--train-arg=--base={tiny_ce}"],
-                         capture_output=True, text=True, timeout=1800, env=env)
-    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
-    chosen = json.loads((tmp_path / "selection.json").read_text())
-    for name, entry in chosen["results"]["korquad"].items():
-        assert entry["returncode"] == 0 and 0 <= entry["pipeline"] <= 1, (name, entry)
-    assert chosen["winner"] in chosen["results"]["korquad"]
-    assert "Winner by the rule" in (tmp_path / "selection.md").read_text(encoding="utf-8")
+    # bench/select_recipe.py's own end-to-end smoke was dropped to keep the suite under 8 minutes: it runs
+    # the same `rag-rerank train` as above in a child process; its choosing rule is tested below
 
 
 def test_recipe_rule_takes_the_mean_gain_over_tasks_and_breaks_ties_by_order():
