@@ -25,11 +25,21 @@ def rr(tiny_ce):
     return Reranker(str(tiny_ce), batch_size=4, max_length=64)
 
 
-@pytest.fixture
-def store(tmp_path, tiny_encoder):
-    s = ChromaStore(tmp_path / "store", "faults", encoder=str(tiny_encoder))
+def _store(path, tiny_encoder):
+    s = ChromaStore(path, "faults", encoder=str(tiny_encoder))
     s.add(["서울은 대한민국의 수도이다.", "부산은 항구 도시이다.", "배송 문의는 PayPal."])
     return s
+
+
+@pytest.fixture
+def store(tmp_path, tiny_encoder):
+    return _store(tmp_path / "store", tiny_encoder)
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory, tiny_encoder):
+    """One store for the matrix: its cases fail before writing, or write ids no other case reads."""
+    return _store(tmp_path_factory.mktemp("faults") / "store", tiny_encoder)
 
 
 def _docs(n=3):
@@ -82,7 +92,7 @@ CASES = [
     ("delete nothing", lambda rr, s, *_: s.delete(), ValueError, "needs ids or a where filter"),
     ("open a store not there", lambda rr, s, ce, tmp: ChromaStore(tmp / "typo", create=False), FileNotFoundError,
      "no store there"),
-    ("open a collection not there", lambda rr, s, ce, tmp: ChromaStore(tmp / "store", "typo", create=False,
+    ("open a collection not there", lambda rr, s, ce, tmp: ChromaStore(s.path, "typo", create=False,
                                                                        encoder=s.encoder), ValueError,
      "no collection 'typo'"),
     # retriever
@@ -148,9 +158,9 @@ def _no_tokenizer(ce, tmp):
 
 
 @pytest.mark.parametrize("call, kind, says", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_a_clear_typed_error(call, kind, says, rr, store, tiny_ce, tmp_path):
+def test_bad_input_is_a_clear_typed_error(call, kind, says, rr, shared_store, tiny_ce, tmp_path):
     with pytest.raises(kind) as info:
-        call(rr, store, tiny_ce, tmp_path)
+        call(rr, shared_store, tiny_ce, tmp_path)
     assert says in str(info.value)
 
 
@@ -249,20 +259,24 @@ INGEST = textwrap.dedent("""
 
 
 def test_killed_ingest_recovers_exactly_on_rerun(tmp_path, tiny_encoder):
-    """SIGKILL mid write batch, then (re-running) SIGKILL while the BM25 file is written; a third run
-    (here, in-process) leaves every document once in Chroma and the BM25 index in step with it."""
+    """SIGKILL mid write batch (one store), SIGKILL while the BM25 file is written (another; the two
+    ingests run side by side); re-running each ingest (here, in-process) leaves every document once in
+    Chroma and the BM25 index in step with it."""
     script = tmp_path / "ingest.py"
     script.write_text(INGEST, encoding="utf-8")
-    run = lambda how: subprocess.run([sys.executable, str(script), str(tmp_path / "s"), str(tiny_encoder), how],  # noqa: E731
-                                     capture_output=True, text=True, timeout=300, env={**os.environ, "TQDM_DISABLE": "1"})
-    for crash in ("mid-batch", "bm25-save"):
-        killed = run(crash)
-        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    store = ChromaStore(tmp_path / "s", "crash", encoder=str(tiny_encoder))  # the re-run, in this process
-    store.add([f"{i}번 문서: 서울과 부산의 날씨 {i % 5}" for i in range(40)])
-    ids = store.all_ids()
-    assert store.count() == 40 == len(ids)  # every document once: no loss, no duplicate
-    assert store.lexical.ids == ids and KoreanBM25.load(lexical_file(tmp_path / "s", "crash")).ids == ids
+    crashes = ("mid-batch", "bm25-save")
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / crash), str(tiny_encoder), crash],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TQDM_DISABLE": "1"}) for crash in crashes]  # one store each
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    for crash in crashes:
+        store = ChromaStore(tmp_path / crash, "crash", encoder=str(tiny_encoder))  # the re-run, in this process
+        store.add([f"{i}번 문서: 서울과 부산의 날씨 {i % 5}" for i in range(40)])
+        ids = store.all_ids()
+        assert store.count() == 40 == len(ids), crash  # every document once: no loss, no duplicate
+        assert store.lexical.ids == ids and KoreanBM25.load(lexical_file(tmp_path / crash, "crash")).ids == ids
 
 
 def test_two_writers_keep_every_bm25_entry(store):
