@@ -39,18 +39,28 @@ class PairEncoder:
     """Encodes chunks of (query, documents) groups into :class:`Windows` and pads them into batches.
 
     ``tokenizer`` is a Hugging Face fast tokenizer owned by the calling thread (its Rust backend
-    keeps truncation state: not safe to share). ``query_limit``: tokens a query keeps;
-    ``stride``: tokens repeated between consecutive windows of a long document.
+    keeps truncation state: not safe to share). A query keeps ``max_query_fraction`` of
+    ``max_length`` tokens; ``window_overlap`` of a window (``max_length`` less the special tokens) is
+    repeated in the next window of a long document.
     """
 
-    def __init__(self, tokenizer, max_length: int, query_limit: int, stride: int) -> None:
+    def __init__(self, tokenizer, max_length: int, max_query_fraction: float, window_overlap: float) -> None:
         self.backend = tokenizer.backend_tokenizer
         self.backend.no_truncation()
         self.backend.no_padding()
-        self.max_length, self.query_limit, self.stride = max_length, query_limit, stride
+        self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id or 0
         self.with_types = "token_type_ids" in tokenizer.model_input_names
         self._template()
+        self.query_limit = max(1, int(max_length * max_query_fraction))
+        smallest_budget = max_length - self.query_limit - self.specials  # document tokens beside a longest query
+        if smallest_budget < 1:
+            raise ValueError(f"max_length={max_length} leaves no room for a document beside a query of "
+                             f"{self.query_limit} tokens and {self.specials} special tokens: raise max_length or "
+                             "lower max_query_fraction")
+        # One overlap for every query, so a document's windows (and score) never depend on which
+        # other queries share a call; below the smallest document budget, so windows always advance.
+        self.stride = max(0, min(int((max_length - self.specials) * window_overlap), smallest_budget - 1))
 
     def _template(self) -> None:
         """prefix / mid / suffix special tokens and each part's token types, read off the tokenizer's
@@ -95,7 +105,11 @@ class PairEncoder:
         return out
 
     def lengths(self, w: Windows) -> list[int]:
-        return [self.specials + len(w.queries[q]) + e - s for q, s, e in zip(w.query, w.start, w.end)]
+        return [self.length(w, k) for k in range(len(w))]
+
+    def length(self, w: Windows, k: int) -> int:
+        """Window ``k``'s input length, special tokens included."""
+        return self.specials + len(w.queries[w.query[k]]) + w.end[k] - w.start[k]
 
     def ids(self, w: Windows, k: int) -> np.ndarray:
         """Window ``k``'s input ids, special tokens included."""
@@ -104,7 +118,7 @@ class PairEncoder:
 
     def pad(self, w: Windows, idx: Sequence[int]) -> dict[str, np.ndarray]:
         """Windows ``idx`` (longest first) as one right-padded int64 batch."""
-        lengths = [self.specials + len(w.queries[w.query[k]]) + w.end[k] - w.start[k] for k in idx]
+        lengths = [self.length(w, k) for k in idx]
         width = max(lengths)
         input_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(idx), width), dtype=np.int64)

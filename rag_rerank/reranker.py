@@ -144,17 +144,8 @@ class Reranker:
         positions = getattr(config, "max_position_embeddings", max_length) or max_length
         tok_max = self._tokenizer.model_max_length if self._tokenizer.model_max_length < 10**6 else max_length
         self.max_length = min(max_length, positions, tok_max)
-        specials = self._tokenizer.num_special_tokens_to_add(pair=True)
-        self._query_limit = max(1, int(self.max_length * max_query_fraction))
-        smallest_budget = self.max_length - self._query_limit - specials  # document tokens beside a longest query
-        if smallest_budget < 1:
-            raise ValueError(f"max_length={self.max_length} leaves no room for a document beside a query of "
-                             f"{self._query_limit} tokens and {specials} special tokens: raise max_length or "
-                             "lower max_query_fraction")
-        # One overlap for every query, so a document's windows (and score) never depend on which
-        # other queries share a call; below the smallest document budget, so windows always advance.
-        self._stride = max(0, min(int((self.max_length - specials) * window_overlap), smallest_budget - 1))
         self._local = threading.local()
+        _ = self._pairs  # built now: it refuses a max_length that leaves no room for a document
         self._tokenizing = None  # the background tokenisation thread, started by the first large call
         if self.model is not None and self.device.type == "cuda":
             self._warm_up()
@@ -223,7 +214,8 @@ class Reranker:
         """This thread's pair encoder (it owns this thread's tokenizer's backend)."""
         pairs = getattr(self._local, "pairs", None)
         if pairs is None:
-            pairs = self._local.pairs = PairEncoder(self.tokenizer, self.max_length, self._query_limit, self._stride)
+            pairs = self._local.pairs = PairEncoder(self.tokenizer, self.max_length, self.max_query_fraction,
+                                                    self.window_overlap)
         return pairs
 
     # Pairs tokenised per chunk; a call with more is tokenised chunk by chunk in a background thread

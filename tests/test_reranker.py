@@ -71,8 +71,8 @@ def test_windows_cover_the_whole_document(tiny):
             sep = [i for i, t in enumerate(ids) if t == tok.sep_token_id]
             part = [int(t) for t in ids[sep[0] + 1 : sep[-1]]]
             if covered:
-                assert part[: tiny._stride] == covered[-tiny._stride :]
-                part = part[tiny._stride :]
+                assert part[: tiny._pairs.stride] == covered[-tiny._pairs.stride :]
+                part = part[tiny._pairs.stride :]
             covered += part
     assert covered == full  # every token, in order, none lost between windows
 
