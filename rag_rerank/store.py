@@ -169,19 +169,25 @@ class ChromaStore:
         if on_conflict not in ("error", "replace", "skip"):
             raise ValueError(f"on_conflict must be 'error', 'replace' or 'skip', got {on_conflict!r}")
         docs = _as_documents(documents, metadatas, ids)
-        unique = list({d.id: d for d in docs}.values())
         with self._writing():
-            stored = {d.id: d for d in self._stored([d.id for d in unique])}
-            changed = [d for d in unique if d.id in stored and (stored[d.id].text, stored[d.id].metadata)
-                       != (d.text, d.metadata or {})]
-            if changed and on_conflict == "error":
-                raise ValueError(f"id {changed[0].id!r} is stored with other text or metadata ({len(changed)} such "
-                                 "ids); pass on_conflict='replace' to replace them or 'skip' to keep the stored ones")
-            if changed and on_conflict == "replace":
-                self._delete_ids([d.id for d in changed])
-                stored = {i: d for i, d in stored.items() if i not in {c.id for c in changed}}
-            self._add_new([d for d in unique if d.id not in stored], show_progress)
+            self._put(docs, on_conflict, show_progress)
         return [d.id for d in docs]
+
+    def _put(self, docs: list[Document], on_conflict: str, show_progress: bool | None) -> tuple[int, int]:
+        """Store ``docs`` (under the write lock): (added, already stored as they are)."""
+        unique = list({d.id: d for d in docs}.values())
+        stored = {d.id: d for d in self._stored([d.id for d in unique])}
+        changed = {d.id for d in unique if d.id in stored and (stored[d.id].text, stored[d.id].metadata)
+                   != (d.text, d.metadata or {})}
+        if changed and on_conflict == "error":
+            raise ValueError(f"id {sorted(changed)[0]!r} is stored with other text or metadata ({len(changed)} such "
+                             "ids); pass on_conflict='replace' to replace them or 'skip' to keep the stored ones")
+        if changed and on_conflict == "replace":
+            self._delete_ids(sorted(changed))
+            stored = {i: d for i, d in stored.items() if i not in changed}
+        new = [d for d in unique if d.id not in stored]
+        self._add_new(new, show_progress)
+        return len(new), len(stored)
 
     def _add_new(self, new: list[Document], show_progress: bool | None) -> None:
         """Chroma and BM25 batch by batch, so a failure part-way leaves both holding the same batches."""
@@ -223,7 +229,9 @@ class ChromaStore:
         """Add ``documents`` as the current version of their sources (``metadata["source"]``): a
         source's stored documents that are not among them (an edited file's old chunks) are removed.
         ``sync=True`` also removes every stored document whose source is not among them (files that
-        are gone). Documents without a source are only added. Returns counts: added, removed, kept."""
+        are gone). Documents without a source are only added. A given id stored with other text (a row
+        of an edited file that keeps its id) is replaced: the file is the current version. Returns
+        counts: added, removed, kept."""
         docs = _as_documents(documents, None, None)
         sources = {d.metadata.get("source") for d in docs} - {None}
         with self._writing():
@@ -232,10 +240,8 @@ class ChromaStore:
             for page in self._pages(sources=None if sync else sources):
                 doomed += [i for i, m in page if (m or {}).get("source") is not None and i not in current]
             self._delete_ids(doomed)
-            stored = {d.id for d in self._stored([d.id for d in docs])}
-            new = [d for d in {d.id: d for d in docs}.values() if d.id not in stored]
-            self._add_new(new, show_progress)
-        return {"added": len(new), "removed": len(doomed), "kept": len(stored)}
+            added, kept = self._put(docs, "replace", show_progress)
+        return {"added": added, "removed": len(doomed), "kept": kept}
 
     def _pages(self, sources: set | None = None):
         """(id, metadata) pages of every stored document, or of those of ``sources``."""
@@ -387,15 +393,10 @@ class ChromaStore:
         if lock is None:
             yield
             return
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a+") as fh:
-            _flock(fh)
-            try:
-                if self.lexical is not None and self._lexical_seen != _stamp(self._lexical_path):
-                    self.lexical = self._open_lexical()
-                yield
-            finally:
-                _funlock(fh)
+        with _exclusive(lock):
+            if self.lexical is not None and self._lexical_seen != _stamp(self._lexical_path):
+                self.lexical = self._open_lexical()
+            yield
 
     def _lock_path(self) -> Path | None:
         if self._lexical_path is not None:
@@ -411,20 +412,21 @@ def _stamp(path: Path | None):
     return st.st_mtime_ns, st.st_size
 
 
-def _flock(fh) -> None:
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    """Hold an exclusive advisory lock on ``lock`` (made if missing) for the block."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks here; one writer per store is then the caller's rule
+        yield
         return
-    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-
-
-def _funlock(fh) -> None:
-    try:
-        import fcntl
-    except ImportError:
-        return
-    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _similarity(distance: float, space: str) -> float:
@@ -449,8 +451,7 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, unit="doc")
 
 
-_LINE_FILES = (".txt", ".md")
-_FOLDER_FILES = (".txt", ".md")
+_TEXT_FILES = (".txt", ".md")  # a file of them: a document a line; in a folder: a document a file
 
 
 def iter_documents(path: str | Path) -> Iterable[Document]:
@@ -461,7 +462,7 @@ def iter_documents(path: str | Path) -> Iterable[Document]:
     one name never share a source): ``index`` replaces a source's old documents when it is indexed again."""
     path = Path(path)
     if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.suffix.lower() in _FOLDER_FILES and p.is_file()):
+        for f in sorted(p for p in path.rglob("*") if p.suffix.lower() in _TEXT_FILES and p.is_file()):
             text = _read_text(f).strip()
             if text:
                 yield Document(text, {"source": str(f.resolve())})
@@ -473,7 +474,7 @@ def iter_documents(path: str | Path) -> Iterable[Document]:
         yield from _jsonl_documents(path, str(path.resolve()))
     elif name.endswith(".json"):
         yield from _json_documents(path, str(path.resolve()))
-    elif name.endswith(_LINE_FILES):
+    elif name.endswith(_TEXT_FILES):
         for line in _read_text(path).splitlines():
             if line.strip():
                 yield Document(line.strip(), {"source": str(path.resolve())})

@@ -18,6 +18,7 @@ from rag_rerank.lexical import KoreanBM25
 from rag_rerank.pipeline import TwoStageRetriever
 from rag_rerank.store import ChromaStore, iter_documents, lexical_file
 from rag_rerank.train import data as train_data
+from rag_rerank.types import Document
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +188,9 @@ def test_defined_results(rr, store, tmp_path):
     replaced.add(["부산 이야기"], ids=["k"], on_conflict="replace")
     assert [d.text for d in replaced.get(["k"])] == ["부산 이야기"]
     assert [i for i, _ in replaced.lexical.search("부산", 5)] == ["k"] and not replaced.lexical.search("서울", 5)
+    # the same through index_sources: a row of an edited source that keeps its id is its new version
+    counts = replaced.index_sources([Document("대구 이야기", {"source": "f"}, "k")])
+    assert [d.text for d in replaced.get(["k"])] == ["대구 이야기"] and counts["kept"] == 0
 
 
 def test_latin_words_match_whole(store):
