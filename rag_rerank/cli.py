@@ -227,9 +227,9 @@ def _cmd_serve(args) -> int:
                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     print(f"rag-rerank serve: {reranker!r} on http://{host}:{port}"
           + (f", /search over collection {store.name!r}" if store is not None else ""), flush=True)
+    given = dict(mode=args.mode, candidate_k=args.candidate_k, top_n=args.top_n)  # unset: TwoStageRetriever's
     serve(reranker, host=host, port=int(port), api_key=args.api_key, store=store, limits=limits,
-          max_wait_ms=args.max_wait_ms, retriever_options=dict(mode=args.mode, candidate_k=args.candidate_k,
-                                                               top_n=args.top_n))
+          max_wait_ms=args.max_wait_ms, retriever_options={k: v for k, v in given.items() if v is not None})
     return 0
 
 
@@ -385,8 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=16.0)
     _store_args(p)
     p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid", help="/search's first stage")
-    p.add_argument("--candidate-k", type=_positive, default=50, help="/search: first-stage depth")
-    p.add_argument("--top-n", type=_positive, default=5, help="/search: hits returned unless the request says")
+    p.add_argument("--candidate-k", type=_positive, help="/search: first-stage depth (default: TwoStageRetriever's, 50)")
+    p.add_argument("--top-n", type=_positive, help="/search: hits returned unless the request says (default: "
+                   "TwoStageRetriever's, 5)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="offline demo: index Korean Wikipedia passages, retrieve, rerank, compare")

@@ -36,6 +36,17 @@ class SecondStage:
         self.reranker = reranker
         self.fusion = fusion_lib.resolve(fusion, lambda: model_settings.load(reranker.path).fusion)
 
+    @classmethod
+    def load(cls, reranker: "Reranker | None", model: str, fusion: Fusion | str | None = "auto",
+             **options) -> "SecondStage":
+        """The adapters' one way in: a loaded ``reranker`` shared as given, else one loaded from
+        ``model`` with ``options`` (device, max_length, batch_size)."""
+        if reranker is None:
+            from .reranker import Reranker
+
+            reranker = Reranker(model, **options)
+        return cls(reranker, fusion)
+
     def rank(self, query: str, texts: Sequence[str]) -> list[tuple[int, float, float | None]]:
         """``(candidate index, final score, rerank score or None)`` best first, for ``texts`` in
         first-stage order (None: below the fusion's depth, not scored)."""

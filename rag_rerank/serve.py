@@ -39,7 +39,7 @@ from typing import Any, Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .types import check_query
+from .types import check_query, check_unicode
 
 __all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
 
@@ -167,17 +167,10 @@ def _query(body: dict, limits: Limits) -> str:
     query = _field(body, "query", str, required=True)
     if len(query) > limits.max_query_chars:
         raise RequestError(413, f"'query' has {len(query)} characters; the limit is {limits.max_query_chars}")
-    _unicode(query, "query")
     try:
-        return check_query(query)
+        return check_query(query)  # also refuses lone surrogates, which JSON may carry ("\\ud800")
     except (TypeError, ValueError) as exc:
         raise RequestError(422, f"'query': {exc}") from None
-
-
-def _unicode(text: str, name: str) -> None:
-    """JSON may carry lone surrogates ("\\ud800"); no tokenizer can encode them."""
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        raise RequestError(422, f"'{name}' holds a lone surrogate (not valid Unicode text)")
 
 
 def _texts(body: dict, name: str, limits: Limits) -> list[str]:
@@ -196,7 +189,10 @@ def _texts(body: dict, name: str, limits: Limits) -> list[str]:
         if len(item) > limits.max_document_chars:
             raise RequestError(413, f"'{name}[{i}]' has {len(item)} characters; the limit is "
                                     f"{limits.max_document_chars}")
-        _unicode(item, f"{name}[{i}]")
+        try:
+            check_unicode(item, f"'{name}[{i}]'")
+        except ValueError as exc:
+            raise RequestError(422, str(exc)) from None
         texts.append(item)
     return texts
 

@@ -60,7 +60,7 @@ def check_query(query) -> str:
         raise ValueError(f"query must be a non-empty string, got {type(query).__name__}")
     if not query.strip():
         raise ValueError("query must be a non-empty string, got an empty or whitespace-only query")
-    _check_unicode(query, "query")
+    check_unicode(query, "query")
     return query
 
 
@@ -79,11 +79,11 @@ def check_docs(docs) -> list[str]:
             raise TypeError(f"docs[{i}] is None; every document must be a string")
         if not isinstance(doc, str):
             raise TypeError(f"docs[{i}] is {type(doc).__name__}; every document must be a string")
-        _check_unicode(doc, f"docs[{i}]")
+        check_unicode(doc, f"docs[{i}]")
     return docs
 
 
-def _check_unicode(text: str, name: str) -> None:
+def check_unicode(text: str, name: str) -> None:
     """Lone surrogates (from bad decoding, or JSON's "\\ud800") are not text a tokenizer can encode."""
     try:
         text.encode("utf-8")

@@ -44,8 +44,8 @@ class KoreanCrossEncoderReranker(BaseDocumentCompressor):
         if reranker is not None:
             data.setdefault("model", reranker.model_name)
         super().__init__(**data)
-        self._stage = SecondStage(reranker or Reranker(self.model, device=self.device, max_length=self.max_length,
-                                                       batch_size=self.batch_size), self.fusion)
+        self._stage = SecondStage.load(reranker, self.model, self.fusion, device=self.device,
+                                       max_length=self.max_length, batch_size=self.batch_size)
 
     def compress_documents(self, documents: Sequence[Document], query: str,
                            callbacks: Optional[Callbacks] = None) -> Sequence[Document]:

@@ -54,8 +54,8 @@ class KoreanReranker(BaseNodePostprocessor):
         if reranker is not None:
             data.setdefault("model", reranker.model_name)
         super().__init__(**data)
-        self._stage = SecondStage(reranker or Reranker(self.model, device=self.device, max_length=self.max_length,
-                                                       batch_size=self.batch_size), self.fusion)
+        self._stage = SecondStage.load(reranker, self.model, self.fusion, device=self.device,
+                                       max_length=self.max_length, batch_size=self.batch_size)
 
     @classmethod
     def class_name(cls) -> str:
