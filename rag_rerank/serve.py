@@ -229,7 +229,6 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
             batcher.close()
 
     app = FastAPI(title="rag-rerank", description="Korean reranking service", version="0.1.0", lifespan=lifespan)
-    app.state.batcher = batcher
 
     async def scores(query: str, docs: list[str]) -> list[float]:
         if not docs:
