@@ -83,10 +83,15 @@ def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]
             systems.append((label, "reranker", dict(backend=backend, quantize=quantize, dtype="fp32", batch_size=32)))
     else:  # ST at its best on a GPU too, so the ratio is not fp16-vs-fp32 alone
         systems += [("sentence-transformers CrossEncoder.predict (fp16, batch 128)", None, torch.float16),
-                    ("Reranker defaults (fp16, 128 x 512-token passes)", "reranker", {}),
+                    ("Reranker defaults (fp16, packed passes of 128 x 512 tokens)", "reranker", {}),
+                    ("Reranker pack=False (fp16, padded passes of 128 x 512 tokens)", "reranker", dict(pack=False)),
+                    ("Reranker batch_size=256 (fp16, packed passes of 256 x 512 tokens)", "reranker", dict(batch_size=256)),
                     ("Reranker fp32, batch 32", "reranker", dict(dtype="fp32", batch_size=32))]
         if args.compile:
-            systems.append(("Reranker(compile=True) (fp16, 128 x 512-token passes)", "reranker", dict(compile=True)))
+            systems += [("Reranker(compile=True) (fp16, packed passes of 128 x 512 tokens)", "reranker",
+                         dict(compile=True)),
+                        ("Reranker(compile=True, batch_size=256) (fp16, packed passes of 256 x 512 tokens)", "reranker",
+                         dict(compile=True, batch_size=256))]
     rows, base = [], None
     for label, spec, options in systems:
         try:
@@ -198,6 +203,7 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
            "latency_p50_ms": 1000 * statistics.median(lat),
            "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
            "MRR@10": work.mrr(scores), "load_s": load,
+           "packed": getattr(model, "_packed", None), "flash": (not model._host_spans) if getattr(model, "_packed", False) else None,
            "flop_fraction": flops(model_path, work.pairs, args.max_length) / seconds / PEAK_FLOPS if cuda else None}
     del model
     if cuda:

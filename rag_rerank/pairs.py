@@ -116,6 +116,12 @@ class PairEncoder:
         return np.concatenate([self.prefix[0], w.queries[w.query[k]], self.mid[0],
                                w.docs[w.doc[k]][w.start[k] : w.end[k]], self.suffix[0]])
 
+    def types(self, w: Windows, k: int) -> np.ndarray:
+        """Window ``k``'s token types, special tokens included."""
+        q, d = len(w.queries[w.query[k]]), w.end[k] - w.start[k]
+        return np.concatenate([self.prefix[1], np.full(q, self.query_type), self.mid[1],
+                               np.full(d, self.doc_type), self.suffix[1]])
+
     def pad(self, w: Windows, idx: Sequence[int]) -> dict[str, np.ndarray]:
         """Windows ``idx`` (longest first) as one right-padded int64 batch."""
         lengths = [self.length(w, k) for k in idx]
@@ -127,13 +133,18 @@ class PairEncoder:
             input_ids[row, :n] = self.ids(w, k)
             mask[row, :n] = 1
             if types is not None:
-                q, d = len(w.queries[w.query[k]]), w.end[k] - w.start[k]
-                types[row, :n] = np.concatenate([self.prefix[1], np.full(q, self.query_type), self.mid[1],
-                                                 np.full(d, self.doc_type), self.suffix[1]])
+                types[row, :n] = self.types(w, k)
         batch = {"input_ids": input_ids, "attention_mask": mask}
         if types is not None:
             batch["token_type_ids"] = types
         return batch
+
+    def pack(self, w: Windows, idx: Sequence[int], position_offset: int, spans: bool) -> dict:
+        """Windows ``idx`` as one padding-free row (:func:`rag_rerank.packed.inputs`)."""
+        from .packed import inputs
+
+        types = [self.types(w, k) for k in idx] if self.with_types else None
+        return inputs([self.ids(w, k) for k in idx], types, position_offset, spans)
 
 
 def _spans(n: int, budget: int, stride: int) -> list[tuple[int, int]]:

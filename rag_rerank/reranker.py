@@ -3,8 +3,9 @@
 ``Reranker`` scores (query, document) pairs with a sequence-classification
 model. What it adds over a bare ``CrossEncoder.predict``:
 
-* length-sorted batches packed to a token budget (short pairs share a pass, long ones get
-  fewer per pass), padded in numpy, with one device sync per call, not one per batch;
+* padding-free passes (``rag_rerank.packed``: a pass computes only real tokens, attention kept
+  within each pair) up to a token budget, with one device sync per call, not one per batch; models
+  of other families get length-sorted padded passes;
 * large calls tokenised in a background thread while the model runs the previous chunk;
 * long documents split into overlapping token windows, the document scoring
   the max (or mean / first) over its windows instead of being silently cut;
@@ -27,7 +28,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from . import models
+from . import models, packed
 from .devices import resolve_device, resolve_dtype
 from .models import DEFAULT_RERANKER
 from .pairs import PairEncoder, Windows
@@ -67,6 +68,10 @@ class Reranker:
         compile: with ``backend="torch"``, run the model through ``torch.compile(dynamic=True)`` (fused
             kernels: faster passes on a GPU; compiling costs tens of seconds at load, so it is off by
             default); a string names another ``torch.compile`` backend (``"eager"``: only traced).
+        pack: with ``backend="torch"``, padding-free passes for the model families whose code allows it
+            (BERT, ALBERT, ELECTRA, RoBERTa, XLM-R, CamemBERT; others are padded whatever this says):
+            one question's passages differ in length, and padded passes compute the short ones at the
+            longest one's length. ``False``: padded passes (what ``backend="onnx"`` runs).
 
     A reranker only scores pairs. How its ranking is fused with a first stage (the settings
     ``rag-rerank train`` saves beside the model) is the retrievers' business:
@@ -79,7 +84,7 @@ class Reranker:
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
                  revision: str | None = None, local_files_only: bool | None = None,
                  backend: Backend = "torch", quantize: bool = False, threads: int | None = None,
-                 compile: bool | str = False) -> None:
+                 compile: bool | str = False, pack: bool = True) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         # what pickling sends instead of weights, tokenizers and threads (see __reduce__)
@@ -87,7 +92,7 @@ class Reranker:
                                batch_size=batch_size, window_overlap=window_overlap, aggregate=aggregate,
                                max_query_fraction=max_query_fraction, trust_remote_code=trust_remote_code,
                                revision=revision, local_files_only=local_files_only, backend=backend,
-                               quantize=quantize, threads=threads, compile=compile)
+                               quantize=quantize, threads=threads, compile=compile, pack=pack)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
         if not 0 <= window_overlap < 1:
@@ -124,6 +129,7 @@ class Reranker:
             raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
                              "(a relevance logit) or 2 (not relevant / relevant)")
         self.model, self._session = None, None  # torch module | ONNX Runtime session
+        self._packed = False
         if backend == "onnx":
             from . import onnx_backend
 
@@ -137,10 +143,14 @@ class Reranker:
                 warnings.warn(f"{self.model_name}: no trained classification head ({', '.join(fresh)} newly "
                               "initialised); its scores are random until it is fine-tuned", stacklevel=2)
             self.model = net.to(self.device).eval()
+            self._packed = pack and packed.enable(self.model)
             if compile:
                 self.model = torch.compile(self.model, dynamic=True,
                                            backend=compile if isinstance(compile, str) else "inductor")
         self._activation = _activation_name(self.path, self.num_labels)
+        if self._packed:
+            self._position_offset = packed.position_offset(config)
+            self._host_spans = not packed.uses_flash(net, self.device, self.dtype)
         positions = getattr(config, "max_position_embeddings", max_length) or max_length
         tok_max = self._tokenizer.model_max_length if self._tokenizer.model_max_length < 10**6 else max_length
         self.max_length = min(max_length, positions, tok_max)
@@ -281,16 +291,20 @@ class Reranker:
         return self._pairs.windows(chunk)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indices longest first, cut into passes of at most ``batch_size x max_length`` tokens
-        (padded length x pairs): long pairs get ``batch_size`` to a pass, short ones more."""
+        """Indices longest first, cut into passes of at most ``batch_size x max_length`` tokens (padded:
+        longest length x pairs; packed: the pairs' lengths summed): long pairs get ``batch_size`` to a
+        pass, short ones more."""
         budget = self.batch_size * self.max_length
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batches, current = [], []
+        batches, current, total = [], [], 0
         for i in order:
-            if current and (len(current) + 1) * lengths[current[0]] > budget:
+            longest = lengths[current[0]] if current else lengths[i]
+            tokens = total + lengths[i] if self._packed else (len(current) + 1) * longest
+            if current and tokens > budget:
                 batches.append(current)
-                current = []
+                current, total = [], 0
             current.append(i)
+            total += lengths[i]
         return batches + [current] if current else batches
 
     @torch.inference_mode()
@@ -303,16 +317,12 @@ class Reranker:
             from .onnx_backend import run
         outs = []
         for idx in batches:
-            arrays = pairs.pad(windows, idx)
             if self._session is not None:
-                out = torch.from_numpy(run(self._session, arrays))
+                out = torch.from_numpy(run(self._session, pairs.pad(windows, idx)))
             else:
-                cuda = self.device.type == "cuda"
-                # pinned + non_blocking: the copy overlaps the previous pass; logits stay on the
-                # device until every pass is queued, so the host waits once per call, not per batch
-                batch = {k: (torch.from_numpy(v).pin_memory() if cuda else torch.from_numpy(v))
-                         .to(self.device, non_blocking=cuda) for k, v in arrays.items()}
-                out = self.model(**batch).logits
+                arrays = (pairs.pack(windows, idx, self._position_offset, self._host_spans) if self._packed
+                          else pairs.pad(windows, idx))
+                out = self.model(**self._to_device(arrays)).logits
             # One scalar per pair: the logit, or for two classes the relevant-minus-other margin.
             outs.append(out[:, 0] if self.num_labels == 1 else out[:, 1] - out[:, 0])
         values = torch.cat(outs).float().cpu()
@@ -323,6 +333,14 @@ class Reranker:
         for i, v in zip((i for idx in batches for i in idx), values.tolist()):
             logits[i] = v
         return logits
+
+    def _to_device(self, arrays: dict) -> dict:
+        """Arrays to the model's device, pinned + non_blocking on CUDA: the copy overlaps the previous
+        pass, and logits stay on the device until every pass is queued, so the host waits once per
+        call, not per pass. Host values (lengths, spans) stay as they are."""
+        cuda = self.device.type == "cuda"
+        return {k: (torch.from_numpy(v).pin_memory() if cuda else torch.from_numpy(v)).to(self.device, non_blocking=cuda)
+                if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
 
     def _warm_up(self) -> None:
         """One short and one full-size pass at load: CUDA context, cuBLAS handles and the caching

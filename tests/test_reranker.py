@@ -120,8 +120,8 @@ def test_length_sorted_batches_restore_input_order(tiny_ce, korean_sentences):
     assert shuffled == pytest.approx([expected[i] for i in perm], abs=1e-5)
 
 
-def test_batches_are_length_sorted_and_packed_to_a_token_budget(tiny_ce, korean_sentences):
-    small = Reranker(str(tiny_ce), batch_size=4, max_length=64)  # 256 tokens a pass
+def test_padded_batches_are_length_sorted_and_fill_a_token_budget(tiny_ce, korean_sentences):
+    small = Reranker(str(tiny_ce), batch_size=4, max_length=64, pack=False)  # 256 tokens a pass, padded
     docs = [s * (1 + i % 5) for i, s in enumerate(korean_sentences[:40])]
     lengths = [len(ids) for _, ids in windows(small, "질문", docs)]
     batches = small._batches(lengths)

@@ -1,0 +1,135 @@
+"""Padding-free passes: a batch of pairs as one row of tokens, attention kept within each pair.
+
+Why: a padded pass computes every pair at the length of its longest. One question's 50 KorQuAD
+passages average ~270 tokens with the longest at 512: padded, half the pass is padding. Packed,
+the linear layers (most of an encoder's work) see only real tokens, and attention runs per pair
+through the variable-length flash kernel on a GPU (a per-pair loop elsewhere).
+
+How, with the model's own modules (no copied forward):
+
+* attention: an implementation registered with transformers' ``AttentionInterface`` (the hook
+  transformers offers for custom kernels). Mask building skips names it does not know, so no
+  T x T mask is ever made; the pair boundaries (``cu_seq_lens_q``, transformers' own keyword for
+  packed sequences) reach it through the model's ``**kwargs``;
+* positions: restarted at each pair (``position_ids``), with the model family's offset;
+* the head: a hook on the base model's encoder hands its output on as each pair's first token
+  only, ``[pairs, 1, hidden]``: what the pooler or classification head takes ``[:, 0]`` of.
+
+Families listed in ``_POSITION_OFFSET`` only: their modeling code is known to take all three; any
+other model keeps padded passes.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+import torch
+
+__all__ = ["ATTENTION", "enable", "inputs", "supports", "uses_flash"]
+
+ATTENTION = "rag_rerank_packed"
+
+# model_type -> first position id. RoBERTa-style embeddings count positions from padding_idx + 1
+# (None here: read from the config's pad_token_id); the others from 0.
+_POSITION_OFFSET: dict[str, int | None] = {
+    "bert": 0, "albert": 0, "electra": 0, "roberta": None, "xlm-roberta": None, "camembert": None,
+}
+
+
+def supports(config) -> bool:
+    return config.model_type in _POSITION_OFFSET
+
+
+def position_offset(config) -> int:
+    offset = _POSITION_OFFSET[config.model_type]
+    return (config.pad_token_id or 0) + 1 if offset is None else offset
+
+
+def enable(model) -> bool:
+    """Switch ``model`` (a ``*ForSequenceClassification`` of a listed family) to packed passes.
+    Returns False, changing nothing, for other models."""
+    if not supports(model.config):
+        return False
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION, _attention)
+    model.config._attn_implementation = ATTENTION
+    model.base_model.encoder.register_forward_hook(_first_tokens, with_kwargs=True)
+    return True
+
+
+def _first_tokens(module, args, kwargs, output):
+    """Packed call: the encoder's ``[1, tokens, hidden]`` output as each pair's first token."""
+    starts = kwargs.get("cu_seq_lens_q")
+    if starts is None:
+        return output
+    output.last_hidden_state = output.last_hidden_state[0, starts[:-1].long()].unsqueeze(1)
+    return output
+
+
+def _attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+               cu_seq_lens_q=None, max_length_q=None, rag_rerank_spans=None, **kwargs):
+    """Attention of ``[1, heads, tokens, dim]`` packed pairs, each pair attending to itself only.
+    Returns ``[1, tokens, heads, dim]`` as transformers' attention functions do."""
+    if cu_seq_lens_q is None:
+        raise RuntimeError("a packed model was called without pair boundaries; use Reranker, or reload the model")
+    if _flash(query):
+        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [tokens, heads, dim]
+        out = _varlen(q, k, v, cu_seq_lens_q, max_length_q, scaling)
+        return out.unsqueeze(0), None
+    parts = [torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], scale=scaling) for s, e in rag_rerank_spans]
+    return torch.cat(parts, dim=2).transpose(1, 2), None
+
+
+def _flash(query: torch.Tensor) -> bool:
+    return _flash_fits(query.device, query.dtype, query.shape[-1])
+
+
+def _flash_fits(device: torch.device, dtype: torch.dtype, head_size: int) -> bool:
+    """The variable-length flash kernel: CUDA, half precision, head size a multiple of 8 up to 256."""
+    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and head_size % 8 == 0 and head_size <= 256
+
+
+def uses_flash(model, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``model``'s packed attention runs the flash kernel (else the per-pair loop, which needs
+    the boundaries on the host: :func:`inputs` ``spans=True``)."""
+    config = model.config
+    return _flash_fits(device, dtype, config.hidden_size // config.num_attention_heads)
+
+
+def _varlen(q, k, v, cu, max_len: int, scale):
+    kernel = _public_varlen()
+    if kernel is not None:
+        return kernel(q, k, v, cu, cu, max_len, max_len, scale=scale)
+    return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, False, False,
+                                                   scale=scale)[0]
+
+
+@functools.cache
+def _public_varlen():
+    """torch's public varlen_attn where it takes ``scale`` (2.10 on); else None: the aten op it wraps
+    (there since torch 2.1) is called directly."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn if "scale" in inspect.signature(varlen_attn).parameters else None
+
+
+def inputs(ids: list[np.ndarray], types: list[np.ndarray] | None, offset: int, spans: bool) -> dict:
+    """One packed row from each pair's ids (and token types): the model's keyword arguments, arrays in
+    numpy; ``spans``: also ``rag_rerank_spans``, the pair boundaries as host ints for the per-pair
+    attention loop (left out for the flash kernel: a compiled model would specialise on them)."""
+    lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
+    cu = np.zeros(len(ids) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=cu[1:])
+    positions = np.arange(int(cu[-1]), dtype=np.int64) - np.repeat(cu[:-1].astype(np.int64), lengths) + offset
+    out = {"input_ids": np.concatenate(ids)[None], "position_ids": positions[None], "cu_seq_lens_q": cu,
+           "cu_seq_lens_k": cu, "max_length_q": int(lengths.max()), "max_length_k": int(lengths.max())}
+    if spans:
+        out["rag_rerank_spans"] = list(zip(cu[:-1].tolist(), cu[1:].tolist()))
+    if types is not None:
+        out["token_type_ids"] = np.concatenate(types)[None]
+    return out

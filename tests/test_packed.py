@@ -1,0 +1,77 @@
+"""Padding-free passes (rag_rerank.packed): the same logits as padded passes, family by family."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rag_rerank import Reranker
+from rag_rerank.testing import train_unigram_tokenizer
+
+FAMILIES = {  # model_type -> (config class, sequence-classification class) in transformers
+    "bert": ("BertConfig", "BertForSequenceClassification"),
+    "albert": ("AlbertConfig", "AlbertForSequenceClassification"),
+    "xlm-roberta": ("XLMRobertaConfig", "XLMRobertaForSequenceClassification"),  # positions from pad + 1
+    "electra": ("ElectraConfig", "ElectraForSequenceClassification"),
+    "deberta-v2": ("DebertaV2Config", "DebertaV2ForSequenceClassification"),  # not listed: stays padded
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(korean_sentences):
+    return train_unigram_tokenizer(korean_sentences)
+
+
+def _model(tmp_path, tokenizer, family: str, num_labels: int = 1):
+    import transformers
+
+    config_cls, model_cls = (getattr(transformers, n) for n in FAMILIES[family])
+    config = config_cls(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=160, type_vocab_size=2,
+                        num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, **({"embedding_size": 16} if family == "albert" else {}))
+    torch.manual_seed(0)
+    model_cls(config).save_pretrained(str(tmp_path / family))
+    tokenizer.save_pretrained(str(tmp_path / family))
+    return str(tmp_path / family)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_packed_passes_score_like_padded_ones(family, tmp_path, tokenizer, korean_sentences):
+    """Pairs of very different lengths and a document long enough for several windows, one pass and
+    several: every score equals the padded pass's (positions restart per pair, attention stays
+    inside each pair, the head reads each pair's first token)."""
+    path = _model(tmp_path, tokenizer, family, num_labels=2 if family == "electra" else 1)
+    docs = ["짧다"] + korean_sentences[:20] + [" ".join(korean_sentences[:30])]
+    packed = Reranker(path, max_length=96, batch_size=4)  # 384 tokens a pass: several passes
+    padded = Reranker(path, max_length=96, batch_size=4, pack=False)
+    assert packed._packed is (family != "deberta-v2") and padded._packed is False
+    for query in ("서울의 날씨는?", "한국어 질문 " * 30):  # a long query is cut to its share
+        want = padded.score(query, docs, raw=True)
+        assert packed.score(query, docs, raw=True) == pytest.approx(want, abs=2e-5)
+    assert len(packed._batches(packed._pairs.lengths(packed._pairs.windows([(0, 0, "질문", docs)])))) > 1
+
+
+def test_packed_passes_fill_a_token_budget_of_real_tokens(tiny_ce, korean_sentences):
+    r = Reranker(str(tiny_ce), batch_size=4, max_length=64)  # 256 real tokens a pass
+    docs = [s * (1 + i % 5) for i, s in enumerate(korean_sentences[:40])]
+    lengths = r._pairs.lengths(r._pairs.windows([(0, 0, "질문", docs)]))
+    batches = r._batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 256 for b in batches)
+    # full: a pass ends only where the next pair would not fit
+    assert all(sum(lengths[i] for i in b) + lengths[n[0]] > 256 for b, n in zip(batches, batches[1:]))
+
+
+def test_packed_inputs_restart_positions_and_mark_pairs():
+    import numpy as np
+
+    from rag_rerank.packed import inputs
+
+    ids = [np.array([5, 6, 7]), np.array([8]), np.array([9, 10])]
+    out = inputs(ids, [np.zeros(3, int), np.ones(1, int), np.zeros(2, int)], offset=2, spans=True)
+    assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10]]
+    assert out["position_ids"].tolist() == [[2, 3, 4, 2, 2, 3]]
+    assert out["cu_seq_lens_q"].tolist() == [0, 3, 4, 6] and out["max_length_q"] == 3
+    assert out["token_type_ids"].tolist() == [[0, 0, 0, 1, 0, 0]]
+    assert out["rag_rerank_spans"] == [(0, 3), (3, 4), (4, 6)]
+    assert "rag_rerank_spans" not in inputs(ids, None, 0, spans=False)
