@@ -69,9 +69,10 @@ class Reranker:
             kernels: faster passes on a GPU; compiling costs tens of seconds at load, so it is off by
             default); a string names another ``torch.compile`` backend (``"eager"``: only traced).
         pack: with ``backend="torch"``, padding-free passes for the model families whose code allows it
-            (BERT, ALBERT, ELECTRA, RoBERTa, XLM-R, CamemBERT; others are padded whatever this says):
-            one question's passages differ in length, and padded passes compute the short ones at the
-            longest one's length. ``False``: padded passes (what ``backend="onnx"`` runs).
+            (BERT, ALBERT, ELECTRA, RoBERTa, XLM-R, CamemBERT), on the CPU and on CUDA in fp16/bf16 (the
+            varlen flash kernel); elsewhere passes are padded whatever this says. One question's passages
+            differ in length, and padded passes compute the short ones at the longest one's length.
+            ``False``: padded passes (what ``backend="onnx"`` runs).
 
     A reranker only scores pairs. How its ranking is fused with a first stage (the settings
     ``rag-rerank train`` saves beside the model) is the retrievers' business:
@@ -143,7 +144,7 @@ class Reranker:
                 warnings.warn(f"{self.model_name}: no trained classification head ({', '.join(fresh)} newly "
                               "initialised); its scores are random until it is fine-tuned", stacklevel=2)
             self.model = net.to(self.device).eval()
-            self._packed = pack and packed.enable(self.model)
+            self._packed = pack and packed.enable(self.model, self.device, self.dtype)
             if compile:
                 self.model = torch.compile(self.model, dynamic=True,
                                            backend=compile if isinstance(compile, str) else "inductor")

@@ -75,3 +75,21 @@ def test_packed_inputs_restart_positions_and_mark_pairs():
     assert out["token_type_ids"].tolist() == [[0, 0, 0, 1, 0, 0]]
     assert out["rag_rerank_spans"] == [(0, 3), (3, 4), (4, 6)]
     assert "rag_rerank_spans" not in inputs(ids, None, 0, spans=False)
+
+
+def test_packing_where_it_pays(tmp_path, tokenizer):
+    """CPU: packed (the per-pair loop beats padding); CUDA: only with the flash kernel (fp16/bf16), not
+    in fp32, where the loop's many small kernels cost more than the padding (decided without a GPU)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rag_rerank import packed
+
+    path = _model(tmp_path, tokenizer, "bert")
+    load = lambda: AutoModelForSequenceClassification.from_pretrained(path)  # noqa: E731
+    cuda = torch.device("cuda")
+    assert packed.enable(load(), cuda, torch.float32) is False
+    model = load()
+    assert packed.enable(model, cuda, torch.float16) is True and model.config._attn_implementation == packed.ATTENTION
+    assert packed.uses_flash(model, cuda, torch.bfloat16) and not packed.uses_flash(model, torch.device("cpu"),
+                                                                                      torch.float16)
+    assert packed.enable(load(), torch.device("cpu"), torch.float32) is True
