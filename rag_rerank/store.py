@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .encoder import BiEncoder
 from .lexical import KoreanBM25
 from .models import DEFAULT_ENCODER
-from .types import Document, Hit, check_k, check_query
+from .types import Document, Hit, check_k, check_query, json_lines
 
 DEFAULT_COLLECTION = "rag_rerank"
 _VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
@@ -508,16 +508,8 @@ def _row_document(row, where: str, source: str) -> Document:
 
 
 def _jsonl_documents(path: Path, source: str) -> Iterable[Document]:
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n}: each line needs a string field 'text'")
-        yield _row_document(row, f"{path}:{n}", source)
+    for where, row in json_lines(_read_text(path).splitlines(), path):
+        yield _row_document(row, where, source)
 
 
 def _json_documents(path: Path, source: str) -> Iterable[Document]:

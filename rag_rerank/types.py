@@ -6,8 +6,9 @@ does not pull in a model runtime.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,19 @@ def check_k(k: int, name: str = "k") -> int:
     if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
         raise ValueError(f"{name} must be a positive integer, got {k!r}")
     return k
+
+
+def json_lines(lines: Iterable[str], path, error: type[ValueError] = ValueError) -> Iterator[tuple[str, dict]]:
+    """(``path:line``, object) for each non-blank line of a JSON-lines file; a line that is not a JSON
+    object raises ``error`` naming it (every reader of .jsonl files: documents, training data)."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise error(f"{where}: each line must be a JSON object")
+        yield where, row

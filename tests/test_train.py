@@ -274,7 +274,7 @@ def test_load_formats(tmp_path, data_dir):
     (['{"query": "q", "document": "d", "label": "x"}'], r":1: label 'x' is not a number"),
     (['{"qry": "q", "positive": "p"}'], r":1: no query column"),
     (['{"query": "q"}'], r":1: no document column"),
-    (['{"query": "q", "positive": "p"}', "not json"], r":2: invalid JSON"),
+    (['{"query": "q", "positive": "p"}', "not json"], r":2: not valid JSON"),
     (['{"query": "q", "positives": ["a", null]}'], r":1: positive\[1\] is empty"),
 ])
 def test_bad_data_names_the_line(tmp_path, rows, message):

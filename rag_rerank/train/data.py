@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..types import json_lines
+
 
 class DataError(ValueError):
     """A training or evaluation file is malformed; the message names the line."""
@@ -224,16 +226,7 @@ def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, fl
     if suffix in (".jsonl", ".json"):
         documents: dict[str, str] | None = None
         with _open_text(path) as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{n}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{where}: expected a JSON object")
+            for where, row in json_lines(fh, path, DataError):
                 if documents is None and set(row) == {DOCUMENTS_KEY}:
                     documents = _documents_table(row[DOCUMENTS_KEY], where)
                     continue
