@@ -83,14 +83,18 @@ def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]
             systems.append((label, "reranker", dict(backend=backend, quantize=quantize, dtype="fp32", batch_size=32)))
     else:  # ST at its best on a GPU too, so the ratio is not fp16-vs-fp32 alone
         systems += [("sentence-transformers CrossEncoder.predict (fp16, batch 128)", None, torch.float16),
-                    ("Reranker defaults (fp16, packed passes of 128 x 512 tokens)", "reranker", {}),
+                    ("Reranker defaults (fp16, packed passes of 128 x 512 tokens, CUDA graphs)", "reranker", {}),
+                    ("Reranker cuda_graphs=False (packed passes launched op by op)", "reranker",
+                     dict(cuda_graphs=False)),
                     ("Reranker pack=False (fp16, padded passes of 128 x 512 tokens)", "reranker", dict(pack=False)),
-                    ("Reranker batch_size=256 (fp16, packed passes of 256 x 512 tokens)", "reranker", dict(batch_size=256)),
+                    ("Reranker batch_size=256 (fp16, packed passes of 256 x 512 tokens, CUDA graphs)", "reranker",
+                     dict(batch_size=256)),
                     ("Reranker fp32, batch 32", "reranker", dict(dtype="fp32", batch_size=32))]
         if args.compile:
-            systems += [("Reranker(compile=True) (fp16, packed passes of 128 x 512 tokens)", "reranker",
+            systems += [("Reranker(compile=True) (fp16, packed passes of 128 x 512 tokens, CUDA graphs)", "reranker",
                          dict(compile=True)),
-                        ("Reranker(compile=True, batch_size=256) (fp16, packed passes of 256 x 512 tokens)", "reranker",
+                        ("Reranker(compile=True, cuda_graphs=False)", "reranker", dict(compile=True, cuda_graphs=False)),
+                        ("Reranker(compile=True, batch_size=256) (CUDA graphs)", "reranker",
                          dict(compile=True, batch_size=256))]
     rows, base = [], None
     for label, spec, options in systems:
@@ -204,6 +208,7 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
            "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
            "MRR@10": work.mrr(scores), "load_s": load,
            "packed": getattr(model, "_packed", None), "flash": (not model._host_spans) if getattr(model, "_packed", False) else None,
+           "cuda_graphs": len(model._graphs) if getattr(model, "_graphs", None) is not None and model._graphs.enabled else None,
            "flop_fraction": flops(model_path, work.pairs, args.max_length) / seconds / PEAK_FLOPS if cuda else None}
     del model
     if cuda:
@@ -338,7 +343,8 @@ def table(result: dict) -> str:
         for r in rows:
             if r.get("latency_parts_ms"):
                 parts = ", ".join(f"{k} {v:.1f}" for k, v in r["latency_parts_ms"].items())
-                lines.append(f"\n{r['system']}, 1 x {result['latency_docs']} call (ms, medians): {parts}.")
+                graphs = f"; {r['cuda_graphs']} CUDA graphs recorded in all" if r.get("cuda_graphs") else ""
+                lines.append(f"\n{r['system']}, 1 x {result['latency_docs']} call (ms, medians): {parts}{graphs}.")
     if result.get("drift"):
         d = result["drift"]
         lines += ["", f"int8 vs fp32 (ONNX) on {d['queries']} questions x top {d['depth']}: MRR@10 "
@@ -392,9 +398,11 @@ def main(argv=None) -> int:
               "distinct_passages": len({d for docs in candidates for d in docs}),
               "latency_docs": args.latency_docs,
               "rerank": rerank_rows(args, args.model, questions, relevant, candidates)}
+    save(result, args.out)  # each section as it ends: a run cut by a time limit keeps what it measured
     if args.albert:
         result["rerank_albert"] = rerank_rows(args, albert_like(Path(args.albert), corpus), questions, relevant,
                                               candidates)
+        save(result, args.out)
     more = None
     if args.drift_queries:
         more = (saved(args.candidates, args.corpus, args.drift_queries, args.depth) if args.candidates
@@ -405,14 +413,19 @@ def main(argv=None) -> int:
     if not args.no_encode:
         result["encode"] = encode_rows(args, questions, relevant, corpus, more and more[:2])
         result["encode_queries"] = len(more[0]) if more else len(questions)
+    print(save(result, args.out))
+    return 0
+
+
+def save(result: dict, out: str | None) -> str:
+    """``<out>.json`` and ``<out>.md`` (the tables) of what is measured so far; returns the tables."""
     text = table(result)
-    print(text)
-    if args.out:
-        out = Path(args.out)
+    if out:
+        out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str))
         out.with_suffix(".md").write_text(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":

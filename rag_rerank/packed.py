@@ -26,7 +26,7 @@ import inspect
 import numpy as np
 import torch
 
-__all__ = ["ATTENTION", "enable", "inputs", "supports", "uses_flash"]
+__all__ = ["ATTENTION", "bucket", "enable", "inputs", "supports", "uses_flash"]
 
 ATTENTION = "rag_rerank_packed"
 
@@ -68,7 +68,9 @@ def _first_tokens(module, args, kwargs, output):
     starts = kwargs.get("cu_seq_lens_q")
     if starts is None:
         return output
-    output.last_hidden_state = output.last_hidden_state[0, starts[:-1].long()].unsqueeze(1)
+    hidden = output.last_hidden_state
+    # clamped: the empty pairs that round a bucket's pair count up start at the row's end
+    output.last_hidden_state = hidden[0, starts[:-1].long().clamp(max=hidden.shape[1] - 1)].unsqueeze(1)
     return output
 
 
@@ -137,3 +139,38 @@ def inputs(ids: list[np.ndarray], types: list[np.ndarray] | None, offset: int, s
     if types is not None:
         out["token_type_ids"] = np.concatenate(types)[None]
     return out
+
+
+def bucket(arrays: dict, pad_id: int, offset: int, max_length: int) -> dict:
+    """``arrays`` (from :func:`inputs`) grown to one of few shapes, so that a CUDA graph recorded for a
+    shape serves many passes: tokens rounded up (8 steps an octave: at most 12.5 % more), the extra
+    tokens as pad pairs of at most ``max_length``; pairs rounded up to a power of two with empty
+    pairs; ``max_length_q`` fixed at ``max_length``. Each real pair keeps its tokens, positions and
+    boundaries and attends only to itself, so its output is unchanged: keep the first rows."""
+    cu = arrays["cu_seq_lens_q"]
+    pairs, tokens = len(cu) - 1, int(cu[-1])
+    total = _round_tokens(tokens)
+    extra = total - tokens
+    pad = [max_length] * (extra // max_length) + ([extra % max_length] if extra % max_length else [])
+    slots = 1 << max(2, (pairs + len(pad) - 1).bit_length())
+    grown = np.full(slots + 1, total, dtype=cu.dtype)
+    grown[: pairs + 1] = cu
+    grown[pairs + 1 : pairs + 1 + len(pad)] = tokens + np.cumsum(pad, dtype=np.int64)
+    positions = np.concatenate([np.arange(n, dtype=np.int64) for n in pad] or [np.zeros(0, np.int64)]) + offset
+    out = dict(arrays, cu_seq_lens_q=grown, cu_seq_lens_k=grown, max_length_q=max_length, max_length_k=max_length,
+               input_ids=_grow(arrays["input_ids"], extra, pad_id),
+               position_ids=np.concatenate([arrays["position_ids"], positions[None]], axis=1))
+    if "token_type_ids" in arrays:
+        out["token_type_ids"] = _grow(arrays["token_type_ids"], extra, 0)
+    if "rag_rerank_spans" in arrays:
+        out["rag_rerank_spans"] = list(zip(grown[:-1].tolist(), grown[1:].tolist()))
+    return out
+
+
+def _round_tokens(tokens: int) -> int:
+    step = max(128, 1 << max(0, tokens.bit_length() - 4))  # 1/8 of the octave's start, 128 at least
+    return -(-max(tokens, 1) // step) * step
+
+
+def _grow(row: np.ndarray, extra: int, value: int) -> np.ndarray:
+    return np.concatenate([row, np.full((1, extra), value, dtype=row.dtype)], axis=1)

@@ -6,6 +6,8 @@ model. What it adds over a bare ``CrossEncoder.predict``:
 * padding-free passes (``rag_rerank.packed``: a pass computes only real tokens, attention kept
   within each pair) up to a token budget, with one device sync per call, not one per batch; models
   of other families get length-sorted padded passes;
+* on CUDA, each packed pass replayed from a recorded CUDA graph (``rag_rerank.graphs``): one launch
+  instead of hundreds of small kernel launches from Python;
 * large calls tokenised in a background thread while the model runs the previous chunk;
 * long documents split into overlapping token windows, the document scoring
   the max (or mean / first) over its windows instead of being silently cut;
@@ -73,6 +75,10 @@ class Reranker:
             varlen flash kernel); elsewhere passes are padded whatever this says. One question's passages
             differ in length, and padded passes compute the short ones at the longest one's length.
             ``False``: padded passes (what ``backend="onnx"`` runs).
+        cuda_graphs: with packed passes on CUDA, each pass replayed as a recorded CUDA graph (one launch
+            instead of a few hundred kernel launches a pass; ``rag_rerank.graphs``): passes are grown to a
+            few bucket shapes, a bucket recorded (and checked against an eager pass) the first time it is
+            met. Ignored elsewhere; a model whose pass cannot be recorded runs eagerly, with a warning.
 
     A reranker only scores pairs. How its ranking is fused with a first stage (the settings
     ``rag-rerank train`` saves beside the model) is the retrievers' business:
@@ -85,7 +91,7 @@ class Reranker:
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
                  revision: str | None = None, local_files_only: bool | None = None,
                  backend: Backend = "torch", quantize: bool = False, threads: int | None = None,
-                 compile: bool | str = False, pack: bool = True) -> None:
+                 compile: bool | str = False, pack: bool = True, cuda_graphs: bool = True) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         # what pickling sends instead of weights, tokenizers and threads (see __reduce__)
@@ -93,7 +99,8 @@ class Reranker:
                                batch_size=batch_size, window_overlap=window_overlap, aggregate=aggregate,
                                max_query_fraction=max_query_fraction, trust_remote_code=trust_remote_code,
                                revision=revision, local_files_only=local_files_only, backend=backend,
-                               quantize=quantize, threads=threads, compile=compile, pack=pack)
+                               quantize=quantize, threads=threads, compile=compile, pack=pack,
+                               cuda_graphs=cuda_graphs)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
         if not 0 <= window_overlap < 1:
@@ -130,7 +137,7 @@ class Reranker:
             raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
                              "(a relevance logit) or 2 (not relevant / relevant)")
         self.model, self._session = None, None  # torch module | ONNX Runtime session
-        self._packed = False
+        self._packed, self._graphs = False, None
         if backend == "onnx":
             from . import onnx_backend
 
@@ -157,6 +164,11 @@ class Reranker:
         self.max_length = min(max_length, positions, tok_max)
         self._local = threading.local()
         _ = self._pairs  # built now: it refuses a max_length that leaves no room for a document
+        if cuda_graphs and self._packed and self.device.type == "cuda" and not self._host_spans:
+            from .graphs import PackedGraphs
+
+            self._graphs = PackedGraphs(self.model, self.device, pad_id=self._pairs.pad_id,
+                                        position_offset=self._position_offset, max_length=self.max_length)
         self._tokenizing = None  # the background tokenisation thread, started by the first large call
         if self.model is not None and self.device.type == "cuda":
             self._warm_up()
@@ -321,9 +333,7 @@ class Reranker:
             if self._session is not None:
                 out = torch.from_numpy(run(self._session, pairs.pad(windows, idx)))
             else:
-                arrays = (pairs.pack(windows, idx, self._position_offset, self._host_spans) if self._packed
-                          else pairs.pad(windows, idx))
-                out = self.model(**self._to_device(arrays)).logits
+                out = self._pass(windows, idx)
             # One scalar per pair: the logit, or for two classes the relevant-minus-other margin.
             outs.append(out[:, 0] if self.num_labels == 1 else out[:, 1] - out[:, 0])
         values = torch.cat(outs).float().cpu()
@@ -334,6 +344,15 @@ class Reranker:
         for i, v in zip((i for idx in batches for i in idx), values.tolist()):
             logits[i] = v
         return logits
+
+    def _pass(self, windows: Windows, idx: list[int]) -> torch.Tensor:
+        """One torch pass's logits, left on the device: packed (replayed from a CUDA graph where one is
+        recorded) or padded."""
+        if not self._packed:
+            return self.model(**self._to_device(self._pairs.pad(windows, idx))).logits
+        arrays = self._pairs.pack(windows, idx, self._position_offset, self._host_spans)
+        out = self._graphs(arrays) if self._graphs is not None else None
+        return self.model(**self._to_device(arrays)).logits if out is None else out
 
     def _to_device(self, arrays: dict) -> dict:
         """Arrays to the model's device, pinned + non_blocking on CUDA: the copy overlaps the previous

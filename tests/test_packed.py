@@ -21,14 +21,15 @@ def tokenizer(korean_sentences):
     return train_unigram_tokenizer(korean_sentences)
 
 
-def _model(tmp_path, tokenizer, family: str, num_labels: int = 1):
+def _model(tmp_path, tokenizer, family: str, num_labels: int = 1, initializer_range: float = 0.02):
     import transformers
 
     config_cls, model_cls = (getattr(transformers, n) for n in FAMILIES[family])
     config = config_cls(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=160, type_vocab_size=2,
                         num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0, **({"embedding_size": 16} if family == "albert" else {}))
+                        attention_probs_dropout_prob=0.0, initializer_range=initializer_range,
+                        **({"embedding_size": 16} if family == "albert" else {}))
     torch.manual_seed(0)
     model_cls(config).save_pretrained(str(tmp_path / family))
     tokenizer.save_pretrained(str(tmp_path / family))
@@ -93,3 +94,48 @@ def test_packing_where_it_pays(tmp_path, tokenizer):
     assert packed.uses_flash(model, cuda, torch.bfloat16) and not packed.uses_flash(model, torch.device("cpu"),
                                                                                       torch.float16)
     assert packed.enable(load(), torch.device("cpu"), torch.float32) is True
+
+
+@pytest.mark.parametrize("family", ["bert", "albert", "xlm-roberta", "electra"])
+def test_bucketed_passes_score_like_the_pass_they_grow(family, tmp_path, tokenizer, korean_sentences):
+    """A pass grown to its bucket shape (pad pairs, empty pairs, the fixed max_length_q that a CUDA
+    graph records) gives every real pair the logits of the pass as it was (CPU: the per-pair loop)."""
+    from rag_rerank.packed import bucket
+
+    # large weights: pair scores far apart, so a token seen across a boundary shows
+    r = Reranker(_model(tmp_path, tokenizer, family, initializer_range=0.5), max_length=96, batch_size=4)
+    docs = ["짧다"] + korean_sentences[:9]
+    windows = r._pairs.windows([(0, 0, "서울의 날씨는?", docs)])
+    for idx in r._batches(r._pairs.lengths(windows)):
+        arrays = r._pairs.pack(windows, idx, r._position_offset, spans=True)
+        grown = bucket(arrays, r._pairs.pad_id, r._position_offset, r.max_length)
+        assert grown["input_ids"].shape[1] > arrays["input_ids"].shape[1]  # this test grows every pass
+        with torch.inference_mode():
+            want = r.model(**r._to_device(arrays)).logits
+            got = r.model(**r._to_device(grown)).logits
+        assert got.shape[0] == len(grown["cu_seq_lens_q"]) - 1 > len(idx)
+        assert got[: len(idx)].flatten().tolist() == pytest.approx(want.flatten().tolist(), abs=2e-5)
+
+
+def test_buckets_are_few_and_waste_little():
+    import numpy as np
+
+    from rag_rerank.packed import bucket, inputs
+
+    rng = np.random.default_rng(0)
+    shapes = set()
+    for _ in range(300):
+        lengths = rng.integers(3, 513, size=int(rng.integers(1, 200)))
+        arrays = inputs([np.full(n, 7) for n in lengths], None, offset=2, spans=False)
+        grown = bucket(arrays, pad_id=1, offset=2, max_length=512)
+        tokens, total = int(lengths.sum()), grown["input_ids"].shape[1]
+        cu = grown["cu_seq_lens_q"]
+        assert total <= max(128, 1.125 * tokens) and cu[-1] == total and (np.diff(cu) >= 0).all()
+        assert (np.diff(cu) <= 512).all() and grown["max_length_q"] == 512  # no pair beyond max_length
+        assert cu.tolist()[: len(lengths) + 1] == arrays["cu_seq_lens_q"].tolist()
+        assert grown["position_ids"].shape == (1, total) and grown["position_ids"].max() < 512 + 2
+        assert (grown["input_ids"][0, tokens:] == 1).all()
+        slots = len(cu) - 1
+        assert slots & (slots - 1) == 0 and slots < 2 * (len(lengths) + 2) + 4
+        shapes.add((total, slots))
+    assert len(shapes) < 120  # 300 passes of 1-199 pairs: few shapes to record
