@@ -201,14 +201,15 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
         tokenize = len(work.pairs) / tt[0]
         parts = latency_parts(model, work, args.latency_repeat, cuda)
     seconds = statistics.median(t)
+    ours = spec is not None  # a Reranker (any backend), not sentence-transformers
     row = {"system": label, "pairs": len(work.pairs), "pairs_per_s": len(work.pairs) / seconds,
            "pairs_per_s_one_query_a_call": len(work.pairs) / tq[0], "latency_parts_ms": parts,
            "tokenize_pairs_per_s": tokenize, "repeats": len(t),
            "latency_p50_ms": 1000 * statistics.median(lat),
            "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
            "MRR@10": work.mrr(scores), "load_s": load,
-           "packed": getattr(model, "_packed", None), "flash": (not model._host_spans) if getattr(model, "_packed", False) else None,
-           "cuda_graphs": len(model._graphs) if getattr(model, "_graphs", None) is not None and model._graphs.enabled else None,
+           "packed": model._packed if ours else None, "flash": (not model._host_spans) if ours and model._packed else None,
+           "cuda_graphs": len(model._graphs) if ours and model._graphs is not None and model._graphs.enabled else None,
            "flop_fraction": flops(model_path, work.pairs, args.max_length) / seconds / PEAK_FLOPS if cuda else None}
     del model
     if cuda:
