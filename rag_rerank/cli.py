@@ -375,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $RAG_RERANK_API_KEY, "
                    "else no auth)")
     p.add_argument("--device")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                   help="CPU: onnx (ONNX Runtime) or openvino (OpenVINO: bf16 on CPUs with bf16 units, the fastest "
+                        "on a small CPU machine); torch on a GPU")
     p.add_argument("--quantize", action="store_true", help="with --backend onnx: int8 weights")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; tens of seconds at start)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,

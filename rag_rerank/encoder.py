@@ -1,4 +1,5 @@
-"""BiEncoder: the first-stage embedding model (sentence-transformers, or ONNX Runtime on a CPU)."""
+"""BiEncoder: the first-stage embedding model (sentence-transformers, or on a CPU the exported graph
+run by ONNX Runtime or OpenVINO)."""
 from __future__ import annotations
 
 import threading
@@ -23,29 +24,35 @@ class BiEncoder:
     Pass ``query_prompt``/``passage_prompt`` to override.
 
     ``dtype``: torch backend's weights and activations, ``"fp16"`` on CUDA and ``"fp32"`` elsewhere
-    unless given.
+    unless given; with ``backend="openvino"``, OpenVINO's choice for this CPU (bf16 where it has bf16
+    units) unless given.
 
-    ``backend="onnx"`` (CPU) runs the transformer exported to ONNX Runtime (fp32, or int8 weights
-    with ``quantize=True``; cached beside the weights) with the model's own pooling and unit-length
-    vectors, and texts batched by length; ``threads`` sets ONNX Runtime's intra-op threads.
+    CPU backends run the transformer exported to ONNX (cached beside the weights) with the model's own
+    pooling and unit-length vectors, and texts batched by length: ``backend="onnx"`` by ONNX Runtime
+    (fp32, or int8 weights with ``quantize=True``), ``backend="openvino"`` by OpenVINO (on 2 cores
+    with bf16 units 3.2x ``SentenceTransformer.encode``, bench/rerank_speed.py); ``threads`` sets
+    their intra-op threads.
     """
 
     def __init__(self, model: str = DEFAULT_ENCODER, *, device: str | None = None, batch_size: int = 64,
                  query_prompt: str | None = None, passage_prompt: str | None = None,
                  max_length: int | None = None, trust_remote_code: bool = False,
-                 local_files_only: bool | None = None, backend: Literal["torch", "onnx"] = "torch",
+                 local_files_only: bool | None = None, backend: Literal["torch", "onnx", "openvino"] = "torch",
                  quantize: bool = False, threads: int | None = None, dtype: str | None = None) -> None:
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-        if backend == "onnx" and device not in (None, "cpu"):
-            raise ValueError(f"backend='onnx' runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
+        cpu_backend = backend in ("onnx", "openvino")
+        if backend != "torch" and not cpu_backend:
+            raise ValueError(f"backend must be 'torch', 'onnx' or 'openvino', got {backend!r}")
+        if cpu_backend and device not in (None, "cpu"):
+            raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
+        if quantize and backend != "onnx":
+            raise ValueError(f"quantize=True is ONNX Runtime's int8 (backend='onnx'), not backend={backend!r}'s")
         self.model_name = str(model)
         self.backend = backend
         self.path = models.resolve(model, local_files_only=local_files_only)
-        self.device = resolve_device("cpu" if backend == "onnx" else device)
-        if backend == "onnx":
-            self.model, self._onnx = None, _OnnxEncoder(self.path, max_length, quantize, threads)
-            saved = self._onnx.prompts
+        self.device = resolve_device("cpu" if cpu_backend else device)
+        if cpu_backend:
+            self.model, self._graph = None, _GraphEncoder(self.path, backend, max_length, quantize, threads, dtype)
+            saved = self._graph.prompts
         else:
             from sentence_transformers import SentenceTransformer
 
@@ -57,7 +64,7 @@ class BiEncoder:
             self.model = SentenceTransformer(str(self.path), device=str(self.device),
                                              trust_remote_code=trust_remote_code,
                                              model_kwargs={"dtype": resolve_dtype(dtype, self.device)})
-            self._onnx = None
+            self._graph = None
             if max_length:
                 self.model.max_seq_length = max_length
             saved = self.model.prompts or {}
@@ -72,8 +79,8 @@ class BiEncoder:
 
     @property
     def dimension(self) -> int:
-        if self._onnx is not None:
-            return self._onnx.dimension
+        if self._graph is not None:
+            return self._graph.dimension
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
 
@@ -89,9 +96,9 @@ class BiEncoder:
     def _encode(self, texts: list[str], prompt: str, show_progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if self._onnx is not None:
+        if self._graph is not None:
             with self._lock:
-                return self._onnx.encode([prompt + t for t in texts], self.batch_size)
+                return self._graph.encode([prompt + t for t in texts], self.batch_size)
         with self._lock:
             vectors = self.model.encode(texts, prompt=prompt, batch_size=self.batch_size,
                                         normalize_embeddings=True, convert_to_numpy=True,
@@ -99,14 +106,15 @@ class BiEncoder:
         return vectors.astype(np.float32, copy=False)
 
     def __repr__(self) -> str:
-        where = "backend='onnx'" if self._onnx is not None else f"device={str(self.device)!r}"
+        where = f"backend={self.backend!r}" if self._graph is not None else f"device={str(self.device)!r}"
         return f"BiEncoder(model={self.model_name!r}, {where})"
 
 
-class _OnnxEncoder:
-    """A sentence-transformers directory (Transformer -> Pooling -> Normalize) run by ONNX Runtime."""
+class _GraphEncoder:
+    """A sentence-transformers directory (Transformer -> Pooling -> Normalize) run as an exported graph."""
 
-    def __init__(self, path: Path, max_length: int | None, quantize: bool, threads: int | None) -> None:
+    def __init__(self, path: Path, backend: str, max_length: int | None, quantize: bool, threads: int | None,
+                 dtype: str | None) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
         from . import onnx_backend
@@ -115,7 +123,7 @@ class _OnnxEncoder:
         kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
         unknown = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
         if unknown:
-            raise ValueError(f"{path}: backend='onnx' runs Transformer -> Pooling -> Normalize models; this one "
+            raise ValueError(f"{path}: backend={backend!r} runs Transformer -> Pooling -> Normalize models; this one "
                              f"also has {', '.join(unknown)}: use backend='torch'")
         pooling_dir = next((m["path"] for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
         pooling = models.read_json(path / pooling_dir / "config.json") or {"pooling_mode_mean_tokens": True}
@@ -128,11 +136,9 @@ class _OnnxEncoder:
         self.dimension = int(config.hidden_size)
         self.max_length = min(x for x in (max_length, saved_max, config.max_position_embeddings, 512) if x)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.session = onnx_backend.session(onnx_backend.exported(path, "encoder", quantize=quantize), threads)
+        self.graph = onnx_backend.load(path, "encoder", backend, quantize=quantize, threads=threads, dtype=dtype)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        from .onnx_backend import run
-
         # Length-sorted batches: far less padding than input order on passages of mixed length.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
@@ -140,7 +146,7 @@ class _OnnxEncoder:
             idx = order[start : start + batch_size]
             batch = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
                                    padding=True, return_tensors="np")
-            hidden = run(self.session, batch).astype(np.float32)
+            hidden = self.graph(batch).astype(np.float32)
             mask = batch["attention_mask"][..., None].astype(np.float32)
             if self.pooling == "cls":
                 pooled = hidden[:, 0]

@@ -14,8 +14,9 @@ model. What it adds over a bare ``CrossEncoder.predict``:
 * safe sharing across threads (one tokenizer copy per thread: HF fast
   tokenizers mutate their truncation state on every call);
 * strict input checks with errors that say which item is wrong;
-* a CPU backend (``backend="onnx"``): the same model exported to ONNX Runtime (fp32, or int8
-  weights with ``quantize=True``).
+* CPU backends: the same model exported to ONNX and run by ONNX Runtime (``backend="onnx"``:
+  fp32, or int8 weights with ``quantize=True``) or OpenVINO (``backend="openvino"``: bf16 on CPUs
+  with bf16 units, 3.7x sentence-transformers on 2 cores).
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ from .types import RankedDoc, check_docs, check_query
 
 __all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
 Aggregate = Literal["max", "mean", "first"]
-Backend = Literal["torch", "onnx"]
+Backend = Literal["torch", "onnx", "openvino"]
+_CPU_BACKENDS = ("onnx", "openvino")  # exported graphs (rag_rerank.onnx_backend), CPU only
 
 
 class Reranker:
@@ -51,7 +53,10 @@ class Reranker:
         device: ``"cuda"``, ``"mps"``, ``"cpu"``, ``"cuda:1"``...; auto picks cuda > mps > cpu.
         dtype: ``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``; auto picks fp16 on CUDA
             (encoder activations stay far inside its range, and it keeps 3 more mantissa bits than
-            bf16: closer to fp32), fp32 on CPU. Non-finite logits raise instead of ranking garbage.
+            bf16: closer to fp32), fp32 on CPU; with ``backend="openvino"`` OpenVINO's choice for
+            this CPU (bf16 where it has bf16 units, else fp32; ``"fp32"`` forces fp32), and
+            ``backend="onnx"`` computes in fp32. ``self.dtype`` says what was chosen. Non-finite
+            logits raise instead of ranking garbage.
         max_length: tokens per (query, window) pair, capped by the model's positions.
         batch_size: pairs per forward pass at full length: a pass holds at most
             ``batch_size x max_length`` tokens, so shorter pairs are packed more to a pass.
@@ -62,11 +67,13 @@ class Reranker:
         aggregate: how a long document's window scores combine: max, mean or first.
         max_query_fraction: share of ``max_length`` a long query may use; the rest is
             left for the document.
-        backend: ``"torch"`` (any device) or ``"onnx"`` (CPU: ONNX Runtime, exported once and
-            cached beside the weights; bench/rerank_speed.py measures it against sentence-transformers).
+        backend: ``"torch"`` (any device), ``"onnx"`` (CPU: ONNX Runtime) or ``"openvino"`` (CPU:
+            OpenVINO, ``pip install 'rag-rerank[openvino]'``); the CPU backends run the model exported
+            once to ONNX and cached beside the weights. On a 2-core CPU with bf16 units OpenVINO is the
+            fastest (bench/rerank_speed.py measures each against sentence-transformers).
         quantize: with ``backend="onnx"``, int8 weights (dynamic quantisation, per channel): about
             1.6x faster again on 2 cores, but scores move (check the ranking on your data); default fp32.
-        threads: with ``backend="onnx"``, ONNX Runtime's intra-op threads (default: one per core).
+        threads: with a CPU backend, its intra-op threads (default: one per core).
         compile: with ``backend="torch"``, run the model through ``torch.compile(dynamic=True)`` (fused
             kernels: faster passes on a GPU; compiling costs tens of seconds at load, so it is off by
             default); a string names another ``torch.compile`` backend (``"eager"``: only traced).
@@ -74,7 +81,7 @@ class Reranker:
             (BERT, ALBERT, ELECTRA, RoBERTa, XLM-R, CamemBERT), on the CPU and on CUDA in fp16/bf16 (the
             varlen flash kernel); elsewhere passes are padded whatever this says. One question's passages
             differ in length, and padded passes compute the short ones at the longest one's length.
-            ``False``: padded passes (what ``backend="onnx"`` runs).
+            ``False``: padded passes (what the CPU backends run).
         cuda_graphs: with packed passes on CUDA, each pass replayed as a recorded CUDA graph (one launch
             instead of a few hundred kernel launches a pass; ``rag_rerank.graphs``): passes are grown to a
             few bucket shapes, a bucket recorded (and checked against an eager pass) the first time it is
@@ -107,20 +114,22 @@ class Reranker:
             raise ValueError("window_overlap must be in [0, 1)")
         if batch_size is not None and batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if backend not in ("torch", *_CPU_BACKENDS):
+            raise ValueError(f"backend must be 'torch', 'onnx' or 'openvino', got {backend!r}")
         if compile and backend != "torch":
-            raise ValueError("compile applies to backend='torch' (ONNX Runtime fuses the exported graph itself)")
-        if backend == "onnx" and device not in (None, "cpu"):
-            raise ValueError(f"backend='onnx' runs on the CPU (ONNX Runtime's CPU provider); got device={device!r}: "
-                             "use backend='torch' on a GPU")
+            raise ValueError(f"compile applies to backend='torch' ({backend!r} compiles the exported graph itself)")
+        if backend in _CPU_BACKENDS and device not in (None, "cpu"):
+            raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
+        if quantize and backend != "onnx":
+            raise ValueError(f"quantize=True is ONNX Runtime's int8 (backend='onnx'), not backend={backend!r}'s")
         self.model_name = str(model)
         self.backend = backend
         self.path = models.resolve(model, revision=revision, local_files_only=local_files_only)
-        self.device = resolve_device("cpu" if backend == "onnx" else device)
+        self.device = resolve_device("cpu" if backend in _CPU_BACKENDS else device)
         if dtype in (None, "auto") and self.device.type == "cuda":
             dtype = "fp16"
-        self.dtype = resolve_dtype("fp32" if backend == "onnx" else dtype, self.device)
+        if backend == "torch":
+            self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size or (128 if self.device.type == "cuda" else 32)
         self.window_overlap = window_overlap
         self.aggregate = aggregate
@@ -136,13 +145,16 @@ class Reranker:
         if self.num_labels > 2:
             raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
                              "(a relevance logit) or 2 (not relevant / relevant)")
-        self.model, self._session = None, None  # torch module | ONNX Runtime session
+        self.model, self._graph = None, None  # torch module | exported graph run by a CPU backend
         self._packed, self._graphs = False, None
-        if backend == "onnx":
+        if backend in _CPU_BACKENDS:
             from . import onnx_backend
 
-            self._session = onnx_backend.session(
-                onnx_backend.exported(self.path, "classifier", quantize=quantize), threads)
+            self._graph = onnx_backend.load(self.path, "classifier", backend, quantize=quantize, threads=threads,
+                                            dtype=dtype)
+            # what the graph computes in (int8 weights still compute fp32 activations)
+            self.dtype = resolve_dtype("fp32" if self._graph.precision == "int8" else self._graph.precision,
+                                       self.device)
         else:
             net, info = AutoModelForSequenceClassification.from_pretrained(
                 str(self.path), dtype=self.dtype, trust_remote_code=trust_remote_code, output_loading_info=True)
@@ -219,7 +231,9 @@ class Reranker:
         return _rebuild, (self._init_args,)
 
     def __repr__(self) -> str:
-        where = "backend='onnx'" if self.backend == "onnx" else f"device={str(self.device)!r}, dtype={self.dtype}"
+        where = f"device={str(self.device)!r}, dtype={self.dtype}"
+        if self.backend != "torch":
+            where = f"backend={self.backend!r}, dtype={self.dtype}" + (", int8 weights" if self._graph.precision == "int8" else "")
         return (f"Reranker(model={self.model_name!r}, {where}, max_length={self.max_length}, "
                 f"batch_size={self.batch_size})")
 
@@ -326,12 +340,10 @@ class Reranker:
             return []
         pairs = self._pairs
         batches = self._batches(pairs.lengths(windows))
-        if self._session is not None:
-            from .onnx_backend import run
         outs = []
         for idx in batches:
-            if self._session is not None:
-                out = torch.from_numpy(run(self._session, pairs.pad(windows, idx)))
+            if self._graph is not None:
+                out = torch.from_numpy(self._graph(pairs.pad(windows, idx)))
             else:
                 out = self._pass(windows, idx)
             # One scalar per pair: the logit, or for two classes the relevant-minus-other margin.

@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend (CPU) scores and embeds like the torch reference (issue 15)."""
+"""The CPU backends (ONNX Runtime, OpenVINO) score and embed like the torch reference (issue 15)."""
 from __future__ import annotations
 
 import shutil
@@ -51,13 +51,79 @@ def test_onnx_export_of_a_read_only_model_goes_to_the_cache(ce_copy, model_home,
     assert len(onnx.score(korean_sentences[0], korean_sentences[1:4])) == 3
 
 
-def test_onnx_backend_is_cpu_only_and_named():
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_cpu_backends_are_cpu_only_and_named(backend):
     with pytest.raises(ValueError, match="runs on the CPU"):
-        Reranker("unused", backend="onnx", device="cuda")
+        Reranker("unused", backend=backend, device="cuda")
     with pytest.raises(ValueError, match="backend must be"):
         Reranker("unused", backend="tensorrt")
     with pytest.raises(ValueError, match="runs on the CPU"):
-        BiEncoder("unused", backend="onnx", device="cuda")
+        BiEncoder("unused", backend=backend, device="cuda")
+    with pytest.raises(ValueError, match="compile applies to backend='torch'"):
+        Reranker("unused", backend=backend, compile=True)
+
+
+def test_precision_options_that_a_backend_cannot_honour_are_refused(ce_copy, tiny_encoder):
+    with pytest.raises(ValueError, match="quantize=True is ONNX Runtime's int8"):
+        Reranker(str(ce_copy), backend="openvino", quantize=True)
+    with pytest.raises(ValueError, match="quantize=True is ONNX Runtime's int8"):
+        Reranker(str(ce_copy), quantize=True)  # torch: never silently fp32
+    with pytest.raises(ValueError, match="quantize=True is ONNX Runtime's int8"):
+        BiEncoder(str(tiny_encoder), backend="openvino", quantize=True)
+    with pytest.raises(ValueError, match="backend='onnx' computes in fp32"):
+        Reranker(str(ce_copy), backend="onnx", dtype="bf16")  # was silently fp32
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        Reranker(str(ce_copy), backend="openvino", dtype="int4")
+    assert not (ce_copy / "onnx").exists()  # refused before any export
+
+
+def test_openvino_reranker_scores_like_torch_and_reuses_the_plain_export(ce_copy, korean_sentences):
+    import onnx
+    import torch
+
+    query, docs = korean_sentences[0], korean_sentences[1:30] + [" ".join(korean_sentences[30:120])]
+    reference = np.array(Reranker(str(ce_copy), max_length=96).score(query, docs, raw=True))
+    fp32 = Reranker(str(ce_copy), max_length=96, backend="openvino", dtype="fp32", threads=1)
+    assert fp32.dtype == torch.float32 and "backend='openvino', dtype=torch.float32" in repr(fp32)
+    assert fp32._graph.compiled.get_property("INFERENCE_NUM_THREADS") == 1  # threads reach OpenVINO
+    np.testing.assert_allclose(fp32.score(query, docs, raw=True), reference, atol=1e-4)  # long doc windowed alike
+    # OpenVINO reads the plain graph (ONNX Runtime's fused operators are not standard ONNX)
+    graph = ce_copy / "onnx" / "classifier.plain.onnx"
+    ops = {n.op_type for n in onnx.load(str(graph)).graph.node}
+    assert "MatMul" in ops and not ops & {"Attention", "SkipLayerNormalization", "FastGelu"}
+    assert not (ce_copy / "onnx" / "classifier.onnx").exists()  # nor was a fused graph made for it
+    made = graph.stat().st_mtime_ns
+    auto = Reranker(str(ce_copy), max_length=96, backend="openvino")  # this CPU's precision: bf16 or fp32
+    assert graph.stat().st_mtime_ns == made  # reused, not exported again
+    assert auto.dtype in (torch.float32, torch.bfloat16)
+    got = np.array(auto.score(query, docs, raw=True))
+    assert np.corrcoef(got, reference)[0, 1] > 0.99
+    assert np.abs(got - reference).max() < 0.1 * np.ptp(reference) + 1e-3
+
+
+def test_openvino_reranker_is_safe_to_share_across_threads(ce_copy, korean_sentences):
+    from concurrent.futures import ThreadPoolExecutor
+
+    reranker = Reranker(str(ce_copy), max_length=64, backend="openvino", dtype="fp32")
+    jobs = [(korean_sentences[i], korean_sentences[i + 1 : i + 9]) for i in range(0, 80, 10)]
+    alone = [reranker.score(q, d, raw=True) for q, d in jobs]
+    with ThreadPoolExecutor(4) as pool:  # one infer request per thread: no run sees another's buffers
+        together = list(pool.map(lambda job: reranker.score(*job, raw=True), jobs * 3))
+    for i, scores in enumerate(together):
+        np.testing.assert_allclose(scores, alone[i % len(jobs)], atol=1e-6)
+
+
+def test_openvino_bi_encoder_equals_sentence_transformers(tiny_encoder, tmp_path, korean_sentences):
+    enc_dir = shutil.copytree(tiny_encoder, tmp_path / "enc")
+    docs = korean_sentences[:40] + [" ".join(korean_sentences[40:200])]  # one past max_length: truncated alike
+    reference = BiEncoder(str(enc_dir))
+    fp32 = BiEncoder(str(enc_dir), backend="openvino", dtype="fp32")
+    assert fp32.dimension == reference.dimension and "backend='openvino'" in repr(fp32)
+    np.testing.assert_allclose(fp32.embed_passages(docs), reference.embed_passages(docs), atol=1e-5)
+    np.testing.assert_allclose(fp32.embed_query(docs[3]), reference.embed_query(docs[3]), atol=1e-5)
+    auto = BiEncoder(str(enc_dir), backend="openvino").embed_passages(docs)
+    assert np.allclose(np.linalg.norm(auto, axis=1), 1, atol=1e-5)
+    assert (auto * reference.embed_passages(docs)).sum(axis=1).min() > 0.99  # cosine to the reference
 
 
 def test_onnx_bi_encoder_equals_sentence_transformers(tiny_encoder, tmp_path, korean_sentences):
@@ -74,16 +140,19 @@ def test_onnx_bi_encoder_equals_sentence_transformers(tiny_encoder, tmp_path, ko
 
 
 @pytest.mark.slow
-def test_int8_reranker_ranks_korean_like_the_reference(e5_cross_encoder, kornli):
-    """The real (briefly fine-tuned) e5 reranker, int8 weights: the same rankings to within a
-    small MRR drift on KorNLI test queries."""
+@pytest.mark.parametrize("options", [dict(backend="onnx", quantize=True), dict(backend="openvino")],
+                         ids=["onnx-int8", "openvino-auto"])
+def test_reduced_precision_reranker_ranks_korean_like_the_reference(e5_cross_encoder, kornli, options):
+    """The shipped e5 reranker with int8 weights (ONNX Runtime) or in OpenVINO's precision for this
+    CPU (bf16 where it has bf16 units): the same rankings to within a small MRR drift on KorNLI
+    test queries."""
     pairs, premises = kornli["test"]
     queries = [h for h, _p in pairs[:20]]
     relevant = [{p} for _h, p in pairs[:20]]
     pool = sorted(set(premises) - {p for _h, p in pairs[:20]})[:6]
     candidates = [[p, *pool] for _h, p in pairs[:20]]  # the right premise and six others
     reference = Reranker(str(e5_cross_encoder), max_length=128)
-    int8 = Reranker(str(e5_cross_encoder), max_length=128, backend="onnx", quantize=True)
+    int8 = Reranker(str(e5_cross_encoder), max_length=128, **options)
 
     def ranked(reranker):
         return [[docs[r.index] for r in ranking] for docs, ranking in
@@ -95,6 +164,8 @@ def test_int8_reranker_ranks_korean_like_the_reference(e5_cross_encoder, kornli)
     scores_ref = np.array(reference.score(queries[0], candidates[0]))
     scores_int8 = np.array(int8.score(queries[0], candidates[0]))
     assert np.corrcoef(scores_ref, scores_int8)[0, 1] > 0.95
+    if options["backend"] != "onnx":
+        return
     import onnx
 
     graph = onnx.load(str(onnx_backend.exported(e5_cross_encoder, "classifier", quantize=True)))  # cached: no export
