@@ -78,9 +78,9 @@ def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]
     # (label, None for ST or a Reranker spec, ST dtype / Reranker kwargs)
     systems = [("sentence-transformers CrossEncoder.predict (fp32, batch 32)", None, torch.float32)]
     if args.device == "cpu":
-        for backend, quantize in args.backends:
-            label = f"Reranker backend={backend}" + (" int8" if backend == "onnx" and quantize else " fp32")
-            systems.append((label, "reranker", dict(backend=backend, quantize=quantize, dtype="fp32", batch_size=32)))
+        for backend, quantize, dtype in args.backends:
+            systems.append((_label("Reranker", backend, quantize, dtype), "reranker",
+                            dict(backend=backend, quantize=quantize, dtype=dtype, batch_size=32)))
     else:  # ST at its best on a GPU too, so the ratio is not fp16-vs-fp32 alone
         systems += [("sentence-transformers CrossEncoder.predict (fp16, batch 128)", None, torch.float16),
                     ("Reranker defaults (fp16, packed passes of 128 x 512 tokens, CUDA graphs)", "reranker", {}),
@@ -107,7 +107,7 @@ def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]
         row["drift"] = row["MRR@10"] - base[0]
         row["score_corr"] = _corr(base[1], scores)
         rows.append(row)
-        print(f"[rerank] {label}: {row['pairs_per_s']:.1f} pairs/s, MRR@10 {row['MRR@10']:.4f}", flush=True)
+        print(f"[rerank] {row['system']}: {row['pairs_per_s']:.1f} pairs/s, MRR@10 {row['MRR@10']:.4f}", flush=True)
     return rows
 
 
@@ -177,6 +177,7 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
         compiled = options.get("compile", False)
         model = Reranker(str(model_path), device=args.device if backend == "torch" else None,
                          max_length=args.max_length, backend=backend, threads=args.threads, **options)
+        label = label.format(dtype=_short(model.dtype))  # "auto" rows name the precision this CPU got
         score_all = lambda: [s for group in model.score_many(work.questions, work.candidates) for s in group]  # noqa: E731
         score_one = lambda: model.score(work.one_q, work.one_docs)  # noqa: E731
     if spec is None:
@@ -219,20 +220,33 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
 
 
 def drift_row(args, model_path, questions, relevant, candidates) -> dict:
-    """int8's MRR@10 drift from fp32 (ONNX fp32 scores like torch and ST: correlation 1.0000) on more
-    questions than the timed rows, where one question changing its top rank moves MRR@10 by 1/n."""
+    """The reduced-precision backends' MRR@10 drift from fp32 (ONNX fp32 scores like torch and ST:
+    correlation 1.0000) on more questions than the timed rows, where one question changing its top
+    rank moves MRR@10 by 1/n: ONNX int8, and OpenVINO at its precision for this CPU."""
     from rag_rerank import Reranker
 
-    def value(quantize: bool) -> float:
-        reranker = Reranker(str(model_path), backend="onnx", quantize=quantize, max_length=args.max_length,
-                            threads=args.threads)
+    def value(**options) -> tuple[float, str]:
+        reranker = Reranker(str(model_path), max_length=args.max_length, threads=args.threads, **options)
         scores = reranker.score_many(questions, candidates)
-        return mrr([[d for _, d in sorted(zip(s, docs), key=lambda x: -x[0])] for s, docs in zip(scores, candidates)],
-                   relevant)
+        ranked = [[d for _, d in sorted(zip(s, docs), key=lambda x: -x[0])] for s, docs in zip(scores, candidates)]
+        return mrr(ranked, relevant), _short(reranker.dtype)
 
-    fp32, int8 = value(False), value(True)
-    return {"queries": len(questions), "depth": len(candidates[0]), "MRR@10 fp32": fp32, "MRR@10 int8": int8,
-            "drift": int8 - fp32}
+    fp32, _ = value(backend="onnx")
+    row = {"queries": len(questions), "depth": len(candidates[0]), "MRR@10 fp32": fp32, "systems": {}}
+    for label, options in (("onnx int8", dict(backend="onnx", quantize=True)), ("openvino", dict(backend="openvino"))):
+        got, dtype = value(**options)
+        name = label if label == "onnx int8" else f"{label} {dtype}"
+        row["systems"][name] = {"MRR@10": got, "drift": got - fp32}
+    return row
+
+
+def _label(kind: str, backend: str, quantize: bool, dtype: str | None) -> str:
+    """A row's name; ``{dtype}`` is filled with what the model got once it is loaded."""
+    return f"{kind} backend={backend} " + ("int8" if quantize else "{dtype}" if dtype is None else dtype)
+
+
+def _short(dtype) -> str:
+    return {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype), str(dtype))
 
 
 PEAK_FLOPS = 989e12  # H200 (and H100 SXM) dense fp16/bf16 tensor-core peak, the "FLOP limit" of issue 15
@@ -275,12 +289,11 @@ def encode_rows(args, questions, relevant, corpus, more=None) -> list[dict]:
     passages = corpus[: args.passages] if args.passages else corpus
     rows, base_mrr = [], None
     systems = {"sentence-transformers SentenceTransformer.encode (fp32, batch 64)": None}
-    for backend, quantize in args.backends:
-        systems[f"BiEncoder backend={backend}" + (" int8" if backend == "onnx" and quantize else " fp32")] = \
-            (backend, quantize)
+    for backend, quantize, dtype in args.backends:
+        systems[_label("BiEncoder", backend, quantize, dtype)] = (backend, quantize, dtype)
     if args.device != "cpu":
         systems = {"sentence-transformers SentenceTransformer.encode (fp32, batch 64)": None,
-                   "BiEncoder defaults (fp16)": ("torch", False)}
+                   "BiEncoder defaults (fp16)": ("torch", False, None)}
     for label, spec in systems.items():
         start = time.perf_counter()
         if spec is None:
@@ -290,12 +303,14 @@ def encode_rows(args, questions, relevant, corpus, more=None) -> list[dict]:
             embed_q = lambda texts: st.encode(texts, prompt="query: ", batch_size=64,  # noqa: E731
                                               normalize_embeddings=True, convert_to_numpy=True)
         else:
-            backend, quantize = spec
+            backend, quantize, dtype = spec
             enc = BiEncoder(str(args.encoder), device=args.device if backend == "torch" else None, batch_size=64,
-                            backend=backend, quantize=quantize, threads=args.threads,
-                            dtype=None if args.device != "cpu" else "fp32",
+                            backend=backend, quantize=quantize, threads=args.threads, dtype=dtype,
                             query_prompt="query: ", passage_prompt="passage: ")
             embed_p, embed_q = enc.embed_passages, enc.embed_queries
+            # the precision an "auto" row got: OpenVINO's, or torch's on this device
+            if "{dtype}" in label:
+                label = label.format(dtype=enc._graph.graph.precision)
         load = time.perf_counter() - start
         embed_p(passages[:4])  # warm-up
         vectors, t = timed(lambda: embed_p(passages), args.repeat)
@@ -348,8 +363,9 @@ def table(result: dict) -> str:
                 lines.append(f"\n{r['system']}, 1 x {result['latency_docs']} call (ms, medians): {parts}{graphs}.")
     if result.get("drift"):
         d = result["drift"]
-        lines += ["", f"int8 vs fp32 (ONNX) on {d['queries']} questions x top {d['depth']}: MRR@10 "
-                  f"{d['MRR@10 fp32']:.4f} -> {d['MRR@10 int8']:.4f}, drift {d['drift']:+.4f}."]
+        others = "; ".join(f"{name} {v['MRR@10']:.4f} (drift {v['drift']:+.4f})" for name, v in d["systems"].items())
+        lines += ["", f"Drift from fp32 (ONNX fp32, MRR@10 {d['MRR@10 fp32']:.4f}) on {d['queries']} questions x top "
+                  f"{d['depth']} ({m}): {others}."]
     if result.get("encode"):
         base = result["encode"][0]["passages_per_s"]
         lines += ["", f"Bi-encoder `{result['encoder']}`: {result['encode'][0]['passages']} passages; dense "
@@ -376,14 +392,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="timed runs of all pairs per system (median reported)")
     p.add_argument("--compile", action="store_true", help="GPU: also Reranker(compile=True)")
     p.add_argument("--passages", type=int, default=0, help="passages timed for embedding (0: the whole corpus)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--threads", type=int, help="the CPU backends' intra-op threads (default: one per core)")
     p.add_argument("--no-encode", action="store_true")
     p.add_argument("--albert", metavar="DIR", help="also time a bongsoo-shaped ALBERT with random weights (built in DIR)")
     p.add_argument("--candidates", help="saved first-stage candidates to rerank (default: Kiwi BM25 over the shared "
                    "KorQuAD test articles, computed here)")
     p.add_argument("--corpus", help="with --candidates: the corpus they were searched in")
     p.add_argument("--drift-queries", type=int, default=0,
-                   help="CPU: also measure int8's MRR@10 drift from fp32 on this many questions (untimed), and "
+                   help="CPU: also measure int8's and OpenVINO's MRR@10 drift from fp32 on this many questions (untimed), and "
                         "the bi-encoders' dense MRR@10 on them")
     p.add_argument("--no-rerank-drift", action="store_true", help="with --drift-queries: the bi-encoders' only")
     p.add_argument("--out", help="write <out>.json and <out>.md")
@@ -391,7 +407,9 @@ def main(argv=None) -> int:
     from rag_rerank import models
     args.model = args.model or models.materialize(models.SHIPPED_RERANKER)
     args.encoder = args.encoder or models.materialize("multilingual-e5-small")
-    args.backends = [("torch", False), ("onnx", False), ("onnx", True)] if args.device == "cpu" else [("torch", False)]
+    # (backend, int8, dtype; None: the backend's choice for this machine, named in the row once loaded)
+    args.backends = [("torch", False, "fp32"), ("torch", False, "bf16"), ("onnx", False, "fp32"), ("onnx", True, None),
+                     ("openvino", False, None), ("openvino", False, "fp32")]
     questions, relevant, candidates, corpus = (saved(args.candidates, args.corpus, args.queries, args.depth)
                                                if args.candidates else korquad(args.queries, args.depth))
     result = {"machine": machine(args.device), "model": str(args.model), "encoder": str(args.encoder),

@@ -152,16 +152,25 @@ def test_speed_bench_smoke_compares_every_backend_with_sentence_transformers(mod
     ce, enc = shutil.copytree(tiny_ce, tmp_path / "ce"), shutil.copytree(tiny_encoder, tmp_path / "enc")
     out = subprocess.run([sys.executable, str(BENCH.parent / "rerank_speed.py"), "--model", str(ce), "--encoder",
                           str(enc), "--queries", "4", "--depth", "3", "--max-length", "64", "--latency-docs", "3",
-                          "--latency-repeat", "2", "--out", str(out_base)],
+                          "--latency-repeat", "2", "--drift-queries", "4", "--out", str(out_base)],
                          capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     result = json.loads(out_base.with_suffix(".json").read_text())
-    assert [r["system"] for r in result["rerank"]] == [
+    # the OpenVINO "auto" row is named after the precision this CPU got
+    auto = {"Reranker backend=openvino bf16", "Reranker backend=openvino fp32"}
+    systems = [r["system"] for r in result["rerank"]]
+    assert systems[:5] == [
         "sentence-transformers CrossEncoder.predict (fp32, batch 32)", "Reranker backend=torch fp32",
-        "Reranker backend=onnx fp32", "Reranker backend=onnx int8"]
-    assert [r["system"].split(" ")[0] for r in result["encode"]] == ["sentence-transformers", "BiEncoder",
-                                                                     "BiEncoder", "BiEncoder"]
+        "Reranker backend=torch bf16", "Reranker backend=onnx fp32", "Reranker backend=onnx int8"]
+    assert systems[5] in auto and systems[6] == "Reranker backend=openvino fp32"
+    encoders = [r["system"] for r in result["encode"]]
+    assert encoders[0].startswith("sentence-transformers") and encoders[5] in {s.replace("Reranker", "BiEncoder")
+                                                                               for s in auto}
+    assert len(encoders) == 7 and all(e.startswith("BiEncoder backend=") for e in encoders[1:])
     assert all(r["pairs"] == 12 and r["pairs_per_s"] > 0 for r in result["rerank"])
-    assert result["encode"][2]["drift"] == 0  # fp32 ONNX embeds like sentence-transformers
+    assert result["encode"][3]["drift"] == 0  # fp32 ONNX embeds like sentence-transformers
+    assert result["encode"][6]["drift"] == 0  # and so does fp32 OpenVINO
+    drift = result["drift"]
+    assert drift["queries"] == 4 and set(drift["systems"]) == {"onnx int8", systems[5].replace("Reranker backend=", "")}
     table = out_base.with_suffix(".md").read_text()
     assert "CPU (" in table and "| 1.00x |" in table and "vs ST" in table
