@@ -181,7 +181,11 @@ class Reranker:
 
             self._graphs = PackedGraphs(self.model, self.device, pad_id=self._pairs.pad_id,
                                         position_offset=self._position_offset, max_length=self.max_length)
-        self._tokenizing = None  # the background tokenisation thread, started by the first large call
+        self._tokenizing = None  # the background tokenisation thread, started by the first call of 2+ chunks
+        # On an accelerator a call of a few dozen pairs is cut in two, so that the second half is
+        # tokenised while the device runs the first (tokenising 1 x 50 KorQuAD pairs takes as long
+        # as their pass on an H200). On a CPU the two would share the same cores: one chunk.
+        self._split_small_calls = self.model is not None and self.device.type != "cpu"
         if self.model is not None and self.device.type == "cuda":
             self._warm_up()
 
@@ -260,6 +264,8 @@ class Reranker:
     # not idle while the CPU tokenises. Large enough that length sorting within a chunk still packs
     # well; the first chunk is a quarter of that, so the device starts sooner.
     CHUNK_PAIRS = 2048
+    # Smallest call cut in two on an accelerator: below it one more pass costs more than it hides.
+    SPLIT_MIN_PAIRS = 16
 
     def _score_groups(self, groups: list[tuple[str, list[str]]], raw: bool) -> list[list[float]]:
         logits: dict[tuple[int, int], list[float]] = defaultdict(list)  # (group, doc) -> its windows' logits
@@ -279,8 +285,13 @@ class Reranker:
 
     def _chunks(self, groups) -> list[list[tuple[int, int, str, list[str]]]]:
         """Groups cut into chunks of (group, first doc index, query, docs), a query's documents split
-        across chunks where they do not fit."""
-        chunks, room = [[]], max(1, self.CHUNK_PAIRS // 4)
+        across chunks where they do not fit. The first chunk is a quarter of ``CHUNK_PAIRS``, or
+        half the call where that is smaller and the call is split (see ``_split_small_calls``)."""
+        room = max(1, self.CHUNK_PAIRS // 4)
+        total = sum(len(docs) for _, docs in groups)
+        if self._split_small_calls and total >= self.SPLIT_MIN_PAIRS:
+            room = min(room, (total + 1) // 2)
+        chunks = [[]]
         for g, (query, docs) in enumerate(groups):
             start = 0
             while start < len(docs):

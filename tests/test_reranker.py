@@ -151,6 +151,24 @@ def test_chunks_tokenised_in_the_background_score_like_one_chunk(tiny_ce, korean
     assert sizes == [1] + [3] * 6 + [2]  # the first chunk a quarter (rounded up to 1): the device starts sooner
 
 
+def test_small_calls_are_split_in_two_on_an_accelerator_and_score_alike(tiny_ce, korean_sentences):
+    """On an accelerator a call of a few dozen pairs is two chunks (the second tokenised while the
+    device runs the first); on the CPU one. Large calls keep their quarter-size first chunk, tiny
+    ones stay whole. The split changes no score."""
+    docs = [s * (1 + i % 3) for i, s in enumerate(korean_sentences[:20])] * 2 + korean_sentences[:10]  # 50
+    whole = Reranker(str(tiny_ce), batch_size=4, max_length=64)
+    split = Reranker(str(tiny_ce), batch_size=4, max_length=64)
+    assert whole._split_small_calls is False  # CPU: the halves would share the same cores
+    split._split_small_calls = True  # what a CUDA / MPS device sets
+    sizes = lambda r, groups: [sum(len(part) for *_, part in c) for c in r._chunks(groups)]  # noqa: E731
+    assert sizes(whole, [("q", docs)]) == [50]
+    assert sizes(split, [("q", docs)]) == [25, 25]
+    assert sizes(split, [("q", docs[:15])]) == [15]  # below SPLIT_MIN_PAIRS: one more pass costs more
+    assert sizes(split, [("a", docs), ("b", docs)] * 20) == [512, 1488]  # large: a quarter first, as before
+    assert split.score("질문", docs, raw=True) == pytest.approx(whole.score("질문", docs, raw=True), abs=1e-5)
+    assert split._tokenizing is not None and whole._tokenizing is None
+
+
 def test_compiled_model_scores_like_eager(tiny_ce, korean_sentences):
     """compile= wraps the model in torch.compile(dynamic=True); traced by dynamo ("eager": no C++
     toolchain or minutes of inductor on CI), varying pass shapes score as the plain module does."""
