@@ -305,7 +305,9 @@ class Reranker:
         return chunks
 
     def _score_chunks(self, groups):
-        """(owners per chunk, logits per chunk): chunk k+1 is tokenised while chunk k runs."""
+        """(owners per chunk, logits per chunk): chunk k+1 is tokenised while chunk k runs. Every
+        chunk's passes are queued before the host waits for any logits (once, at the end), so the
+        device goes from one chunk to the next without waiting for the host."""
         chunks = self._chunks(groups)
         if len(chunks) == 1:
             windows = self._tokenize_chunk(chunks[0])
@@ -314,15 +316,15 @@ class Reranker:
             from concurrent.futures import ThreadPoolExecutor
 
             self._tokenizing = ThreadPoolExecutor(1, thread_name_prefix="rag-rerank-tokenize")
-        all_owners, all_logits = [], []
+        all_owners, launched = [], []
         pending = self._tokenizing.submit(self._tokenize_chunk, chunks[0])
         for k in range(len(chunks)):
             windows = pending.result()
             if k + 1 < len(chunks):
                 pending = self._tokenizing.submit(self._tokenize_chunk, chunks[k + 1])
             all_owners.append(windows.owners)
-            all_logits.append(self._forward(windows))
-        return all_owners, all_logits
+            launched.append(self._launch(windows))
+        return all_owners, [self._collect(*run) for run in launched]
 
     def _tokenize_chunk(self, chunk) -> Windows:
         """Every window of every (query, document) of a chunk; in whichever thread calls it."""
@@ -345,10 +347,16 @@ class Reranker:
             total += lengths[i]
         return batches + [current] if current else batches
 
-    @torch.inference_mode()
     def _forward(self, windows: Windows) -> list[float]:
+        """Every window's logit, in window order."""
+        return self._collect(*self._launch(windows))
+
+    @torch.inference_mode()
+    def _launch(self, windows: Windows) -> tuple[list[int], torch.Tensor | None]:
+        """Queues every pass of ``windows``: (window order of the values, one value per window,
+        left on the device until :meth:`_collect`)."""
         if not len(windows):
-            return []
+            return [], None
         pairs = self._pairs
         batches = self._batches(pairs.lengths(windows))
         outs = []
@@ -359,12 +367,18 @@ class Reranker:
                 out = self._pass(windows, idx)
             # One scalar per pair: the logit, or for two classes the relevant-minus-other margin.
             outs.append(out[:, 0] if self.num_labels == 1 else out[:, 1] - out[:, 0])
-        values = torch.cat(outs).float().cpu()
+        return [i for idx in batches for i in idx], torch.cat(outs)
+
+    def _collect(self, order: list[int], values: torch.Tensor | None) -> list[float]:
+        """The launched values on the host (the host waits for the device here), in window order."""
+        if values is None:
+            return []
+        values = values.float().cpu()
         if not torch.isfinite(values).all():
             raise FloatingPointError(f"{self.model_name} gave non-finite logits in {self.dtype}; "
                                      "load it with dtype='bf16' or 'fp32'")
-        logits = [0.0] * len(windows)
-        for i, v in zip((i for idx in batches for i in idx), values.tolist()):
+        logits = [0.0] * len(order)
+        for i, v in zip(order, values.tolist()):
             logits[i] = v
         return logits
 

@@ -151,6 +151,22 @@ def test_chunks_tokenised_in_the_background_score_like_one_chunk(tiny_ce, korean
     assert sizes == [1] + [3] * 6 + [2]  # the first chunk a quarter (rounded up to 1): the device starts sooner
 
 
+def test_every_chunk_is_queued_before_the_host_waits_for_logits(tiny_ce, korean_sentences, monkeypatch):
+    """The host waits for the device once a call: each chunk's passes are launched as soon as it is
+    tokenised, and logits come back only after the last chunk is queued (a wait per chunk would leave
+    the device idle while the host packs the next chunk)."""
+    r = Reranker(str(tiny_ce), batch_size=4, max_length=64)
+    r.CHUNK_PAIRS = 4
+    events, launch, collect = [], r._launch, r._collect
+    monkeypatch.setattr(r, "_launch", lambda w: events.append("launch") or launch(w))
+    monkeypatch.setattr(r, "_collect", lambda *a: events.append("collect") or collect(*a))
+    got = r.score("질문", korean_sentences[:10], raw=True)
+    chunks = len(r._chunks([("질문", korean_sentences[:10])]))
+    assert chunks > 2 and events == ["launch"] * chunks + ["collect"] * chunks
+    whole = Reranker(str(tiny_ce), batch_size=4, max_length=64)
+    assert got == pytest.approx(whole.score("질문", korean_sentences[:10], raw=True), abs=1e-5)
+
+
 def test_small_calls_are_split_in_two_on_an_accelerator_and_score_alike(tiny_ce, korean_sentences):
     """On an accelerator a call of a few dozen pairs is two chunks (the second tokenised while the
     device runs the first); on the CPU one. Large calls keep their quarter-size first chunk, tiny
