@@ -92,17 +92,27 @@ class TwoStageRetriever:
             from .reranker import Reranker
 
             reranker = Reranker(reranker)
-        self.reranker = reranker
         settings = model_settings.load(reranker.path if reranker is not None else None)
         self.first_stage = (store if isinstance(store, FirstStage) else StoreFirstStage(
             store, mode, hybrid=fusion_lib.resolve(hybrid, lambda: settings.hybrid)))
-        self.fusion = fusion_lib.resolve(fusion, lambda: settings.fusion)
+        fusion = fusion_lib.resolve(fusion, lambda: settings.fusion)  # checked with or without a reranker
+        # the second stage the framework adapters run, its fusion resolved from the settings read above
+        self.second_stage = SecondStage(reranker, fusion) if reranker is not None else None
         self.known_queries = known_lib.resolve(
             known_queries, lambda: KnownQueries.load(reranker.path) if reranker is not None else None)
 
     @property
     def mode(self) -> str:
         return self.first_stage.mode
+
+    @property
+    def reranker(self) -> "Reranker | None":
+        return self.second_stage.reranker if self.second_stage is not None else None
+
+    @property
+    def fusion(self) -> Fusion | None:
+        """How the reranker's ranking joins the first stage's (None: plain reranking, or no reranker)."""
+        return self.second_stage.fusion if self.second_stage is not None else None
 
     def candidates(self, query: str, k: int | None = None, where: dict | None = None) -> list[Hit]:
         """The first stage alone."""
@@ -129,11 +139,9 @@ class TwoStageRetriever:
         check_query(query)
         if self.reranker is None:
             return list(hits)
-        ranked: list[Hit] = []
-        if hits:
-            (row,) = fusion_lib.rerank_fused(self.reranker, [query], [[h.text for h in hits]], self.fusion)
-            ranked = [hits[i].with_rerank(rerank_score, final) if rerank_score is not None
-                      else replace(hits[i], score=final) for i, final, rerank_score in row]
+        ranked = [hits[i].with_rerank(rerank_score, final) if rerank_score is not None
+                  else replace(hits[i], score=final)
+                  for i, final, rerank_score in self.second_stage.rank(query, [h.text for h in hits])]
         if self.known_queries is not None:  # also when the first stage found nothing
             ranked = self._with_known_queries(query, ranked, where)
         return ranked
