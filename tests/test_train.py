@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -519,12 +520,19 @@ def test_default_base_falls_back_to_the_offline_e5_when_the_hub_cannot_deliver(m
     from rag_rerank.train.recipes import DEFAULT_BASE, TrainConfig
     from rag_rerank.train.trainer import OFFLINE_BASE, resolve_base
 
-    def no_hub(name, **kw):
-        raise models.ModelNotFoundError(f"could not load model {name!r}")
+    asked = []
+
+    def no_hub(name, **kw):  # only the offline twin resolves
+        asked.append(name)
+        if name != OFFLINE_BASE:
+            raise models.ModelNotFoundError(f"could not load model {name!r}")
+        return Path("/twin")
 
     monkeypatch.setattr(models, "resolve", no_hub)
     notes = []
-    assert resolve_base(TrainConfig(), notes).base_model == OFFLINE_BASE == "intfloat/multilingual-e5-small"
+    config, path = resolve_base(TrainConfig(), notes)
+    assert config.base_model == OFFLINE_BASE == "intfloat/multilingual-e5-small" and path == Path("/twin")
+    assert asked == [DEFAULT_BASE, OFFLINE_BASE]  # each name resolved once: training reuses the path
     assert DEFAULT_BASE in notes[0] and "offline" in notes[0]  # said aloud
     with pytest.raises(models.ModelNotFoundError):  # a base the user named is never swapped
         resolve_base(TrainConfig(base_model="someone/else"), [])

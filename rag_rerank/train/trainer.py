@@ -42,27 +42,27 @@ def _say(notes: list[str], message: str) -> None:
 OFFLINE_BASE = "intfloat/multilingual-e5-small"  # materialised from pip weights when the hub is unreachable
 
 
-def resolve_base(config: TrainConfig, notes: list[str]) -> TrainConfig:
-    """The base model to fine-tune: as asked, or - for the default base only - the offline
-    multilingual-e5-small when the hub cannot deliver bongsoo's weights (said aloud)."""
+def resolve_base(config: TrainConfig, notes: list[str]) -> tuple[TrainConfig, Path]:
+    """The base model to fine-tune and its local directory: as asked, or - for the default base
+    only - the offline multilingual-e5-small when the hub cannot deliver bongsoo's weights (said
+    aloud). Each name is resolved once (a resolution may try the hub)."""
     from .recipes import DEFAULT_BASE
 
     try:
         # no stand-in: the shipped reranker replaces the default for scoring, not as a training base
-        models.resolve(config.base_model, substitute=False)
-        return config
+        return config, models.resolve(config.base_model, substitute=False)
     except models.ModelNotFoundError as exc:
         if config.base_model != DEFAULT_BASE:
             raise
         _say(notes, f"base {DEFAULT_BASE} is not reachable ({str(exc)[:120]}...); fine-tuning the offline "
                     f"{OFFLINE_BASE} instead (its classification head starts untrained)")
-        return config.replace(base_model=OFFLINE_BASE)
+        return config.replace(base_model=OFFLINE_BASE), models.resolve(OFFLINE_BASE, substitute=False)
 
 
-def build_model(config: TrainConfig, device: torch.device, notes: list[str]):
+def build_model(config: TrainConfig, path: Path, device: torch.device, notes: list[str]):
+    """``config.base_model``, resolved to ``path``, as a CrossEncoder set up for ``config``'s training."""
     from sentence_transformers import CrossEncoder
 
-    path = models.resolve(config.base_model, substitute=False)
     ce = CrossEncoder(str(path), num_labels=1, max_length=config.max_length, device=str(device))
     inner = ce[0].model
     if config.freeze or config.freeze_bottom_layers:
@@ -218,7 +218,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.manual_seed(config.seed)
 
-    config = resolve_base(config, notes)
+    config, base_path = resolve_base(config, notes)
     if eval_data is None and config.validation_fraction > 0:
         train_data, eval_data = train_data.split(config.validation_fraction, seed=config.seed,
                                                  min_queries=config.validation_min_queries)
@@ -243,7 +243,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         train_data, taken = mix_in(train_data, extra_data, config.extra_data_share, config.seed)
         _say(notes, f"extra training data (at most {config.extra_data_share:g} of the rows): {'; '.join(taken)}")
 
-    ce = build_model(config, dev, notes)
+    ce = build_model(config, base_path, dev, notes)
     train_ds = _datasets(config, train_data)
     if not len(train_ds):
         raise ValueError("no training rows: every query was carved into validation or had nothing to learn from "
