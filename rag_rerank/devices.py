@@ -12,6 +12,13 @@ _DTYPES = {
 }
 
 
+def staged(array, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor to copy to ``device``: pinned for CUDA, so that a ``non_blocking``
+    copy is asynchronous and the host goes on while it runs; as it is elsewhere."""
+    tensor = torch.from_numpy(array)
+    return tensor.pin_memory() if device.type == "cuda" else tensor
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """Explicit device, else cuda > mps > cpu.
 

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 import torch
 
+from .devices import staged
 from .packed import bucket
 
 __all__ = ["PackedGraphs"]
@@ -64,7 +65,7 @@ class PackedGraphs:
                     return None
             graph, inputs, logits = entry
             for name, static in inputs.items():
-                static.copy_(self._staged(grown[name]), non_blocking=True)
+                static.copy_(staged(grown[name], self.device), non_blocking=True)
             graph.replay()
             return logits[:pairs].clone()  # queued before any later replay overwrites the pool
 
@@ -99,8 +100,3 @@ class PackedGraphs:
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             logits = run()
         return want, graph, logits
-
-    @staticmethod
-    def _staged(array: np.ndarray) -> torch.Tensor:
-        """A host copy the device can read while the host goes on (pinned: the copy is asynchronous)."""
-        return torch.from_numpy(array).pin_memory()

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import models, packed
-from .devices import resolve_device, resolve_dtype
+from .devices import resolve_device, resolve_dtype, staged
 from .models import DEFAULT_RERANKER
 from .pairs import PairEncoder, Windows
 from .types import RankedDoc, check_docs, check_query
@@ -396,8 +396,8 @@ class Reranker:
         pass, and logits stay on the device until every pass is queued, so the host waits once per
         call, not per pass. Host values (lengths, spans) stay as they are."""
         cuda = self.device.type == "cuda"
-        return {k: (torch.from_numpy(v).pin_memory() if cuda else torch.from_numpy(v)).to(self.device, non_blocking=cuda)
-                if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
+        return {k: staged(v, self.device).to(self.device, non_blocking=cuda) if isinstance(v, np.ndarray) else v
+                for k, v in arrays.items()}
 
     def _warm_up(self) -> None:
         """One short and one full-size pass at load: CUDA context, cuBLAS handles and the caching

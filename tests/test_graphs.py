@@ -42,10 +42,6 @@ class _CPUGraphs(PackedGraphs):
         want, out = run(), run().clone()
         return want, _Replay(run, out), out
 
-    @staticmethod
-    def _staged(array):
-        return torch.from_numpy(array)
-
 
 def _pass(lengths, seed):
     rng = np.random.default_rng(seed)
