@@ -446,22 +446,22 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
     if offline:
         tried.append("the hub was not asked (HF_HUB_OFFLINE=1 or local_files_only=True)")
 
-    twin = HUB_TO_OFFLINE.get(name)
-    if twin and offline_fallback:
+    # A twin is the same model built from pip weights (taken silently); a stand-in is another model
+    # (the shipped reranker for the default one), so taking it is announced.
+    fallbacks = (("offline twin", HUB_TO_OFFLINE.get(name) if offline_fallback else None, False),
+                 ("offline stand-in", HUB_SUBSTITUTES.get(name) if substitute and offline_fallback else None, True))
+    for what, offline_name, announce in fallbacks:
+        if not offline_name:
+            continue
         try:
-            return materialize(twin)
+            path = materialize(offline_name)
         except ModelNotFoundError as exc:
-            tried.append(f"offline twin {OFFLINE_PREFIX}{twin}: {exc}")
-    stand_in = HUB_SUBSTITUTES.get(name) if substitute and offline_fallback else None
-    if stand_in:
-        try:
-            path = materialize(stand_in)
-        except ModelNotFoundError as exc:
-            tried.append(f"offline stand-in {OFFLINE_PREFIX}{stand_in}: {exc}")
-        else:
+            tried.append(f"{what} {OFFLINE_PREFIX}{offline_name}: {exc}")
+            continue
+        if announce:
             log.warning("%s is not reachable (no hub, not in the local cache): loading the shipped reranker "
-                        "%s%s instead (%s)", name, OFFLINE_PREFIX, stand_in, path)
-            return path
+                        "%s%s instead (%s)", name, OFFLINE_PREFIX, offline_name, path)
+        return path
     raise ModelNotFoundError(
         f"could not load model {name!r}. Tried: " + "; ".join(tried) + ". "
         "Point at local weights instead: a directory path (e.g. one written by "
