@@ -179,7 +179,8 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
         backend = options.pop("backend", "torch")
         compiled = options.get("compile", False)
         model = Reranker(str(model_path), device=args.device if backend == "torch" else None,
-                         max_length=args.max_length, backend=backend, threads=args.threads, **options)
+                         max_length=args.max_length, backend=backend,
+                         threads=args.threads if backend != "torch" else None, **options)
         label = label.format(dtype=_short(model.dtype))  # "auto" rows name the precision this CPU got
         score_all = lambda: [s for group in model.score_many(work.questions, work.candidates) for s in group]  # noqa: E731
         score_one = lambda: model.score(work.one_q, work.one_docs)  # noqa: E731
@@ -308,7 +309,7 @@ def encode_rows(args, questions, relevant, corpus, more=None) -> list[dict]:
         else:
             backend, quantize, dtype = spec
             enc = BiEncoder(str(args.encoder), device=args.device if backend == "torch" else None, batch_size=64,
-                            backend=backend, quantize=quantize, threads=args.threads, dtype=dtype,
+                            backend=backend, quantize=quantize, threads=args.threads if backend != "torch" else None, dtype=dtype,
                             query_prompt="query: ", passage_prompt="passage: ")
             embed_p, embed_q = enc.embed_passages, enc.embed_queries
             # the precision an "auto" row got: OpenVINO's, or torch's on this device

@@ -20,7 +20,7 @@ def _cmd_rerank(args) -> int:
     from .reranker import Reranker
 
     docs = args.docs or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    reranker = Reranker(args.model, device=args.device, max_length=args.max_length)
+    reranker = Reranker(args.model, device=args.device, max_length=args.max_length, **_model_options(args))
     ranked = reranker.rerank(args.query, docs, top_n=args.top_n)
     if args.json:
         print(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False, indent=2))
@@ -35,7 +35,8 @@ def _open_store(args, lexical: bool = True, create: bool = False):
     --store or --collection must say so, not answer from a new empty store."""
     from .store import ChromaStore, lexical_file
 
-    kwargs = dict(collection=args.collection, encoder=args.encoder, lexical=lexical, create=create)
+    kwargs = dict(collection=args.collection, encoder=args.encoder, encoder_options=_model_options(args),
+                  lexical=lexical, create=create)
     if args.host:
         return ChromaStore.connect(args.host, args.port, lexical_path=args.store and
                                    lexical_file(args.store, args.collection), **kwargs)
@@ -63,7 +64,7 @@ def _cmd_search(args) -> int:
     first_stage = _first_stage(args)
     if first_stage is None:
         raise UsageError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
-    reranker = None if args.no_rerank else args.reranker
+    reranker = None if args.no_rerank else _reranker(args.reranker, args)
     retriever = TwoStageRetriever(first_stage, reranker, candidate_k=_given(args.candidate_k, 50), top_n=args.top_n)
     hits = retriever.retrieve(args.query, where=json.loads(args.where) if args.where else None)
     if args.json:
@@ -90,7 +91,8 @@ def _first_stage(args):
 
         return fs.SavedCandidates(train_data.load(args.candidates), mode=args.mode, corpus=corpus)
     if corpus is not None:
-        return fs.InMemoryCorpus(corpus, mode=args.mode, encoder=args.encoder, bm25_tokenizer=args.bm25_tokenizer)
+        return fs.InMemoryCorpus(corpus, mode=args.mode, encoder=args.encoder, encoder_options=_model_options(args),
+                                 bm25_tokenizer=args.bm25_tokenizer)
     if args.bm25_tokenizer != "kiwi":
         raise UsageError("--bm25-tokenizer applies to --corpus; a store's BM25 index is Kiwi")
     if args.store or args.host:
@@ -169,7 +171,8 @@ def _cmd_eval(args) -> int:
         saved = [train_data.Group(g.query, g.positives, g.negatives, list(c), s)
                  for g, c, s in zip(groups, candidates, sides)]
         train_data.save_jsonl(train_data.TrainingData(saved), args.save_candidates)
-    rerankers = [(name, Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size))
+    rerankers = [(name, Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size,
+                                 **_model_options(args)))
                  for name in args.reranker or []]
     rows = evaluate.evaluate(groups, candidates, first_row, rerankers,
                              fusion="auto" if args.fusion == "auto" else None,
@@ -221,8 +224,8 @@ def _cmd_serve(args) -> int:
     if not host or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
     store = _open_store(args) if args.store or args.host else None
-    reranker = Reranker(args.reranker, device=args.device, backend=args.backend, quantize=args.quantize,
-                        compile=args.compile)
+    reranker = Reranker(args.reranker, device=args.device, quantize=args.quantize, compile=args.compile,
+                        **_model_options(args))
     limits = Limits(max_documents=args.max_documents, max_document_chars=args.max_document_chars,
                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     print(f"rag-rerank serve: {reranker!r} on http://{host}:{port}"
@@ -240,7 +243,31 @@ def _cmd_demo(args) -> int:
                     cache_dir=args.cache_dir)
 
 
+def _inference_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference backend (the bi-encoder and the reranker a command loads)")
+    g.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                   help="torch (CPU or GPU); on a CPU, openvino (bf16 where the CPU has bf16 units: 3-4x torch fp32 on "
+                        "2 cores, BENCHMARKS.md) or onnx (ONNX Runtime fp32); both export the model once, beside it")
+    g.add_argument("--threads", type=_positive, help="with --backend onnx/openvino: their threads (default: one per core)")
+
+
+def _model_options(args) -> dict:
+    """Keyword arguments for every BiEncoder and Reranker a command loads."""
+    if args.threads is not None and args.backend == "torch":
+        raise UsageError("--threads sets --backend onnx/openvino's threads; torch uses the process's (OMP_NUM_THREADS)")
+    return {"backend": args.backend, "threads": args.threads} if args.backend != "torch" else {}
+
+
+def _reranker(name: str, args):
+    """``name``, loaded here when the flags ask for a backend (the pipeline loads a bare name itself)."""
+    from .reranker import Reranker
+
+    options = _model_options(args)
+    return Reranker(name, **options) if options else name
+
+
 def _store_args(p: argparse.ArgumentParser) -> None:
+    _inference_args(p)
     g = p.add_argument_group("store")
     g.add_argument("--store", help="directory of the embedded Chroma store")
     g.add_argument("--host", help="Chroma server host (instead of --store)")
@@ -365,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=_positive, default=512)
     p.add_argument("--top-n", type=_positive)
     p.add_argument("--json", action="store_true")
+    _inference_args(p)
     p.set_defaults(func=_cmd_rerank)
 
     p = sub.add_parser("serve", help="HTTP rerank service: POST /rerank (Cohere/Jina and TEI shapes), /search, "
@@ -375,9 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $RAG_RERANK_API_KEY, "
                    "else no auth)")
     p.add_argument("--device")
-    p.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
-                   help="CPU: onnx (ONNX Runtime) or openvino (OpenVINO: bf16 on CPUs with bf16 units, the fastest "
-                        "on a small CPU machine); torch on a GPU")
     p.add_argument("--quantize", action="store_true", help="with --backend onnx: int8 weights")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; tens of seconds at start)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,

@@ -46,6 +46,9 @@ class BiEncoder:
             raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
         if quantize and backend != "onnx":
             raise ValueError(f"quantize=True is ONNX Runtime's int8 (backend='onnx'), not backend={backend!r}'s")
+        if threads is not None and not cpu_backend:
+            raise ValueError("threads sets the CPU backends' threads (backend='onnx' or 'openvino'); torch's are "
+                             "torch.set_num_threads(n)'s, process-wide")
         self.model_name = str(model)
         self.backend = backend
         self.path = models.resolve(model, local_files_only=local_files_only)
@@ -157,3 +160,12 @@ class _GraphEncoder:
             out[idx] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return out
 
+
+def as_bi_encoder(encoder: "BiEncoder | str", options: dict | None) -> "BiEncoder":
+    """``encoder`` as a BiEncoder: loaded by name with ``options``; a loaded one is taken as it is."""
+    if isinstance(encoder, BiEncoder):
+        if options:
+            raise ValueError("encoder_options apply to an encoder given by name; this BiEncoder is already loaded "
+                             f"(pass {sorted(options)} to BiEncoder(...) instead)")
+        return encoder
+    return BiEncoder(encoder, **(options or {}))

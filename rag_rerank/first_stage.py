@@ -173,7 +173,8 @@ class InMemoryCorpus(DenseAndLexical):
     """The first stage over a plain list of texts: same modes and scores as a store."""
 
     def __init__(self, texts: Sequence[str], *, mode: Mode = "hybrid", encoder: "BiEncoder | str | None" = None,
-                 hybrid: Fusion | None = None, bm25_tokenizer: str = "kiwi") -> None:
+                 encoder_options: dict | None = None, hybrid: Fusion | None = None, bm25_tokenizer: str = "kiwi") -> None:
+        """``encoder_options``: keyword arguments for a bi-encoder loaded by name (``backend``, ``threads``, ...)."""
         self.mode = check_mode(mode)
         self.texts = list(dict.fromkeys(check_docs(texts)))  # one entry per distinct text
         self.ids = [str(i) for i in range(len(self.texts))]
@@ -182,9 +183,9 @@ class InMemoryCorpus(DenseAndLexical):
         self.encoder = None
         self._vectors = None
         if mode != "bm25":
-            from .encoder import DEFAULT_ENCODER, BiEncoder
+            from .encoder import DEFAULT_ENCODER, as_bi_encoder
 
-            self.encoder = encoder if isinstance(encoder, BiEncoder) else BiEncoder(encoder or DEFAULT_ENCODER)
+            self.encoder = as_bi_encoder(encoder or DEFAULT_ENCODER, encoder_options)
             self._vectors = self.encoder.embed_passages(self.texts)
         self.lexical = None
         if mode != "dense":

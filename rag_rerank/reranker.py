@@ -122,6 +122,9 @@ class Reranker:
             raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
         if quantize and backend != "onnx":
             raise ValueError(f"quantize=True is ONNX Runtime's int8 (backend='onnx'), not backend={backend!r}'s")
+        if threads is not None and backend == "torch":
+            raise ValueError("threads sets the CPU backends' threads (backend='onnx' or 'openvino'); torch's are "
+                             "torch.set_num_threads(n)'s, process-wide")
         self.model_name = str(model)
         self.backend = backend
         self.path = models.resolve(model, revision=revision, local_files_only=local_files_only)

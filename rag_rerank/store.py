@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .encoder import BiEncoder
+from .encoder import BiEncoder, as_bi_encoder
 from .lexical import KoreanBM25
 from .models import DEFAULT_ENCODER
 from .types import Document, Hit, check_k, check_query, json_lines
@@ -106,12 +106,15 @@ class ChromaStore:
         collection: any name, Korean included (mapped to a valid ASCII name).
         encoder: a :class:`BiEncoder` or a model name; default: the one the
             collection was built with, else ``intfloat/multilingual-e5-small``.
+        encoder_options: keyword arguments for the :class:`BiEncoder` loaded by name (``backend``,
+            ``threads``, ``device``, ...): the collection names its model, the caller how to run it.
         lexical: keep a BM25 index (persisted under ``path``/bm25 in embedded mode).
         lexical_path: where to persist it in server mode (kept in memory otherwise).
     """
 
     def __init__(self, path: str | Path | None = None, collection: str = DEFAULT_COLLECTION, *,
-                 encoder: BiEncoder | str | None = None, client=None, lexical: bool = True,
+                 encoder: BiEncoder | str | None = None, encoder_options: dict | None = None, client=None,
+                 lexical: bool = True,
                  lexical_path: str | Path | None = None, bm25_tokenizer: str = "kiwi", create: bool = True) -> None:
         import chromadb
 
@@ -133,7 +136,7 @@ class ChromaStore:
             raise ValueError(f"no collection {collection!r} in this store; it holds: {', '.join(names) or 'none'}")
         if encoder is None:
             encoder = (existing or {}).get("rag_rerank_encoder", DEFAULT_ENCODER)
-        self.encoder = encoder if isinstance(encoder, BiEncoder) else BiEncoder(encoder)
+        self.encoder = as_bi_encoder(encoder, encoder_options)
         self._check_encoder(existing)
         self.collection = client.get_or_create_collection(
             self.collection_name, embedding_function=None,

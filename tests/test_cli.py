@@ -363,3 +363,31 @@ def test_index_replaces_an_edited_source_and_sync_drops_vanished_ones(tmp_path, 
     twin.parent.mkdir()
     twin.write_text(json.dumps(rows[0], ensure_ascii=False), encoding="utf-8")
     assert "now holds 4 (1 added, 0 removed, 0 unchanged)" in run_cli("index", str(twin), *common).stdout
+
+
+def test_backend_flags_run_the_bi_encoder_and_the_reranker_on_a_cpu_backend(tmp_path, tiny_encoder, tiny_ce):
+    """`--backend openvino|onnx` (and `--threads`) reach every model a command loads: the store's
+    bi-encoder when indexing and searching, the reranker when searching and reranking; the rankings
+    match torch's. `--threads` without a CPU backend is a usage error, not a silently ignored flag."""
+    import shutil
+
+    enc, ce = shutil.copytree(tiny_encoder, tmp_path / "enc"), shutil.copytree(tiny_ce, tmp_path / "ce")
+    rows = ["서울은 대한민국의 수도이다.", "김치는 배추로 담그는 발효 음식이다.", "부산은 항구 도시이다.", "한라산은 제주도에 있다."]
+    src = tmp_path / "docs.txt"
+    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    store = ["--store", str(tmp_path / "store"), "--encoder", str(enc)]
+    out = run_cli("index", str(src), *store, "--backend", "openvino", "--threads", "1")
+    assert out.returncode == 0 and "now holds 4" in out.stdout, out.stderr
+    assert (enc / "onnx").is_dir()  # the bi-encoder ran exported
+    search = ["search", "한국의 수도", *store, "--mode", "dense", "--json", "-k", "4"]
+    dense = {b: json.loads(run_cli(*search, "--no-rerank", "--backend", b).stdout) for b in ("torch", "openvino")}
+    assert [h["text"] for h in dense["openvino"]] == [h["text"] for h in dense["torch"]]
+    reranked = {b: json.loads(run_cli(*search, "--reranker", str(ce), "--backend", b).stdout)
+                for b in ("torch", "onnx")}
+    assert (ce / "onnx").is_dir()  # the reranker ran exported too
+    by_text = {h["text"]: h["rerank_score"] for h in reranked["torch"]}
+    assert all(abs(h["rerank_score"] - by_text[h["text"]]) < 1e-4 for h in reranked["onnx"])
+    out = run_cli("rerank", "서울", *rows, "--model", str(ce), "--backend", "onnx", "--json")
+    assert out.returncode == 0 and len(json.loads(out.stdout)) == 4, out.stderr
+    out = run_cli("index", str(src), *store, "--threads", "2")
+    assert out.returncode == 2 and "--threads sets --backend onnx/openvino's threads" in out.stderr

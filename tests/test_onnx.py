@@ -74,6 +74,14 @@ def test_precision_options_that_a_backend_cannot_honour_are_refused(ce_copy, tin
         Reranker(str(ce_copy), backend="onnx", dtype="bf16")  # was silently fp32
     with pytest.raises(ValueError, match="unknown dtype 'int4'"):
         Reranker(str(ce_copy), backend="openvino", dtype="int4")
+    with pytest.raises(ValueError, match="threads sets the CPU backends' threads"):
+        Reranker(str(ce_copy), threads=2)  # torch: was silently ignored
+    with pytest.raises(ValueError, match="threads sets the CPU backends' threads"):
+        BiEncoder(str(tiny_encoder), threads=2)
+    from rag_rerank.first_stage import InMemoryCorpus
+
+    with pytest.raises(ValueError, match="encoder_options apply to an encoder given by name"):  # not dropped
+        InMemoryCorpus(["가", "나"], mode="dense", encoder=BiEncoder(str(tiny_encoder)), encoder_options={"backend": "onnx"})
     assert not (ce_copy / "onnx").exists()  # refused before any export
 
 
