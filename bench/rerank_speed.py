@@ -312,9 +312,7 @@ def encode_rows(args, questions, relevant, corpus, more=None) -> list[dict]:
                             backend=backend, quantize=quantize, threads=args.threads if backend != "torch" else None, dtype=dtype,
                             query_prompt="query: ", passage_prompt="passage: ")
             embed_p, embed_q = enc.embed_passages, enc.embed_queries
-            # the precision an "auto" row got: OpenVINO's, or torch's on this device
-            if "{dtype}" in label:
-                label = label.format(dtype=enc._graph.graph.precision)
+            label = label.format(dtype=_short(enc.dtype))  # "auto" rows name the precision this CPU got
         load = time.perf_counter() - start
         embed_p(passages[:4])  # warm-up
         vectors, t = timed(lambda: embed_p(passages), args.repeat)

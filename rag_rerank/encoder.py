@@ -9,8 +9,9 @@ from typing import Literal, Sequence
 import numpy as np
 
 from . import models
-from .devices import resolve_device
+from .devices import resolve_device, resolve_dtype
 from .models import DEFAULT_ENCODER
+from .onnx_backend import check_options
 from .types import check_docs, check_query
 
 __all__ = ["DEFAULT_ENCODER", "BiEncoder"]
@@ -25,7 +26,7 @@ class BiEncoder:
 
     ``dtype``: torch backend's weights and activations, ``"fp16"`` on CUDA and ``"fp32"`` elsewhere
     unless given; with ``backend="openvino"``, OpenVINO's choice for this CPU (bf16 where it has bf16
-    units) unless given.
+    units) unless given. ``self.dtype`` says what it computes in, as the Reranker's does.
 
     CPU backends run the transformer exported to ONNX (cached beside the weights) with the model's own
     pooling and unit-length vectors, and texts batched by length: ``backend="onnx"`` by ONNX Runtime
@@ -39,34 +40,24 @@ class BiEncoder:
                  max_length: int | None = None, trust_remote_code: bool = False,
                  local_files_only: bool | None = None, backend: Literal["torch", "onnx", "openvino"] = "torch",
                  quantize: bool = False, threads: int | None = None, dtype: str | None = None) -> None:
-        cpu_backend = backend in ("onnx", "openvino")
-        if backend != "torch" and not cpu_backend:
-            raise ValueError(f"backend must be 'torch', 'onnx' or 'openvino', got {backend!r}")
-        if cpu_backend and device not in (None, "cpu"):
-            raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
-        if quantize and backend != "onnx":
-            raise ValueError(f"quantize=True is ONNX Runtime's int8 (backend='onnx'), not backend={backend!r}'s")
-        if threads is not None and not cpu_backend:
-            raise ValueError("threads sets the CPU backends' threads (backend='onnx' or 'openvino'); torch's are "
-                             "torch.set_num_threads(n)'s, process-wide")
+        cpu_backend = check_options(backend, device, quantize, threads)
         self.model_name = str(model)
         self.backend = backend
         self.path = models.resolve(model, local_files_only=local_files_only)
         self.device = resolve_device("cpu" if cpu_backend else device)
         if cpu_backend:
             self.model, self._graph = None, _GraphEncoder(self.path, backend, max_length, quantize, threads, dtype)
+            self.dtype = resolve_dtype(self._graph.graph.computes_in, self.device)
             saved = self._graph.prompts
         else:
             from sentence_transformers import SentenceTransformer
 
-            from .devices import resolve_dtype
-
             # auto: fp16 on CUDA (as the Reranker: closer to fp32 than bf16, and about twice as fast)
             if dtype in (None, "auto"):
                 dtype = "fp16" if self.device.type == "cuda" else "fp32"
+            self.dtype = resolve_dtype(dtype, self.device)
             self.model = SentenceTransformer(str(self.path), device=str(self.device),
-                                             trust_remote_code=trust_remote_code,
-                                             model_kwargs={"dtype": resolve_dtype(dtype, self.device)})
+                                             trust_remote_code=trust_remote_code, model_kwargs={"dtype": self.dtype})
             self._graph = None
             if max_length:
                 self.model.max_seq_length = max_length

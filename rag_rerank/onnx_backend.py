@@ -32,9 +32,10 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Runtime", "Task", "exported", "load"]
+__all__ = ["CPU_BACKENDS", "Runtime", "Task", "check_options", "exported", "load"]
 Task = Literal["classifier", "encoder"]  # sequence-classification logits | token embeddings
 Runtime = Literal["onnx", "openvino"]  # ONNX Runtime | OpenVINO
+CPU_BACKENDS = ("onnx", "openvino")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 log = logging.getLogger("rag_rerank")
 OPSET = 17
@@ -165,6 +166,22 @@ def _export(model_dir: Path, task: Task, out: Path) -> None:
                           output_names=[output], dynamic_axes=axes, opset_version=OPSET)
 
 
+def check_options(backend: str, device, quantize: bool, threads: int | None) -> bool:
+    """Refuses backend options that cannot be honoured (before any model is resolved or exported), for
+    every model wrapper alike; True for a CPU backend (``backend`` in :data:`CPU_BACKENDS`)."""
+    cpu = backend in CPU_BACKENDS
+    if backend != "torch" and not cpu:
+        raise ValueError(f"backend must be 'torch', 'onnx' or 'openvino', got {backend!r}")
+    if cpu and device not in (None, "cpu"):
+        raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
+    if quantize and backend != "onnx":
+        raise ValueError(f"quantize=True is ONNX Runtime's int8 (backend='onnx'), not backend={backend!r}'s")
+    if threads is not None and not cpu:
+        raise ValueError("threads sets the CPU backends' threads (backend='onnx' or 'openvino'); torch's are "
+                         "torch.set_num_threads(n)'s, process-wide")
+    return cpu
+
+
 def load(model_dir: str | os.PathLike, task: Task, runtime: Runtime, *, quantize: bool = False,
          threads: int | None = None, dtype: str | None = None) -> "OnnxRuntimeGraph | OpenVinoGraph":
     """``model_dir``'s graph for ``task``, ready to run on a tokenizer's numpy batch: ``graph(batch)``.
@@ -172,14 +189,11 @@ def load(model_dir: str | os.PathLike, task: Task, runtime: Runtime, *, quantize
     ``dtype``: ONNX Runtime computes in fp32 (``None``, ``"auto"`` or ``"fp32"``); OpenVINO in its
     default for this CPU (``None``/``"auto"``: bf16 where the CPU has bf16 units, else fp32), or
     ``"fp32"`` / ``"bf16"`` / ``"fp16"`` asked for. ``quantize`` (int8 weights) is ONNX Runtime's."""
+    if not check_options(runtime, None, quantize, threads):
+        raise ValueError(f"runtime must be 'onnx' or 'openvino', got {runtime!r}")
     precision = _precision(runtime, dtype)
     if runtime == "onnx":
         return OnnxRuntimeGraph(exported(model_dir, task, quantize=quantize), threads)
-    if runtime != "openvino":
-        raise ValueError(f"runtime must be 'onnx' or 'openvino', got {runtime!r}")
-    if quantize:
-        raise ValueError("quantize=True is ONNX Runtime's int8 (backend='onnx'); OpenVINO runs the fp32 graph, "
-                         "in bf16 where the CPU has bf16 units")
     return OpenVinoGraph(exported(model_dir, task, fuse=False), threads, precision)
 
 
@@ -215,6 +229,7 @@ class OnnxRuntimeGraph:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.precision = "int8" if path.name.endswith(".int8.onnx") else "fp32"
+        self.computes_in = "fp32"  # int8 weights too: activations stay fp32, scaled per batch
 
     def __call__(self, batch: dict) -> np.ndarray:
         """The graph's output for a tokenizer's numpy batch (only the inputs the graph takes, as int64)."""
@@ -244,6 +259,7 @@ class OpenVinoGraph:
         # what it computes in: the hint resolved for this CPU (bf16 asked on a CPU without bf16 units -> f32)
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(
             self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(), "fp32")
+        self.computes_in = self.precision
         self._local = threading.local()
 
     def __call__(self, batch: dict) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from . import models, packed
+from . import models, onnx_backend, packed
 from .devices import resolve_device, resolve_dtype, staged
 from .models import DEFAULT_RERANKER
 from .pairs import PairEncoder, Windows
@@ -40,7 +40,6 @@ from .types import RankedDoc, check_docs, check_query
 __all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
 Aggregate = Literal["max", "mean", "first"]
 Backend = Literal["torch", "onnx", "openvino"]
-_CPU_BACKENDS = ("onnx", "openvino")  # exported graphs (rag_rerank.onnx_backend), CPU only
 
 
 class Reranker:
@@ -114,21 +113,13 @@ class Reranker:
             raise ValueError("window_overlap must be in [0, 1)")
         if batch_size is not None and batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if backend not in ("torch", *_CPU_BACKENDS):
-            raise ValueError(f"backend must be 'torch', 'onnx' or 'openvino', got {backend!r}")
-        if compile and backend != "torch":
+        if compile and backend in onnx_backend.CPU_BACKENDS:
             raise ValueError(f"compile applies to backend='torch' ({backend!r} compiles the exported graph itself)")
-        if backend in _CPU_BACKENDS and device not in (None, "cpu"):
-            raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}: use backend='torch' on a GPU")
-        if quantize and backend != "onnx":
-            raise ValueError(f"quantize=True is ONNX Runtime's int8 (backend='onnx'), not backend={backend!r}'s")
-        if threads is not None and backend == "torch":
-            raise ValueError("threads sets the CPU backends' threads (backend='onnx' or 'openvino'); torch's are "
-                             "torch.set_num_threads(n)'s, process-wide")
+        cpu_backend = onnx_backend.check_options(backend, device, quantize, threads)
         self.model_name = str(model)
         self.backend = backend
         self.path = models.resolve(model, revision=revision, local_files_only=local_files_only)
-        self.device = resolve_device("cpu" if backend in _CPU_BACKENDS else device)
+        self.device = resolve_device("cpu" if cpu_backend else device)
         if dtype in (None, "auto") and self.device.type == "cuda":
             dtype = "fp16"
         if backend == "torch":
@@ -150,14 +141,10 @@ class Reranker:
                              "(a relevance logit) or 2 (not relevant / relevant)")
         self.model, self._graph = None, None  # torch module | exported graph run by a CPU backend
         self._packed, self._graphs = False, None
-        if backend in _CPU_BACKENDS:
-            from . import onnx_backend
-
+        if cpu_backend:
             self._graph = onnx_backend.load(self.path, "classifier", backend, quantize=quantize, threads=threads,
                                             dtype=dtype)
-            # what the graph computes in (int8 weights still compute fp32 activations)
-            self.dtype = resolve_dtype("fp32" if self._graph.precision == "int8" else self._graph.precision,
-                                       self.device)
+            self.dtype = resolve_dtype(self._graph.computes_in, self.device)
         else:
             net, info = AutoModelForSequenceClassification.from_pretrained(
                 str(self.path), dtype=self.dtype, trust_remote_code=trust_remote_code, output_loading_info=True)

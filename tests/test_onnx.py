@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from rag_rerank import Reranker, onnx_backend
 from rag_rerank.encoder import BiEncoder
@@ -129,7 +130,10 @@ def test_openvino_bi_encoder_equals_sentence_transformers(tiny_encoder, tmp_path
     assert fp32.dimension == reference.dimension and "backend='openvino'" in repr(fp32)
     np.testing.assert_allclose(fp32.embed_passages(docs), reference.embed_passages(docs), atol=1e-5)
     np.testing.assert_allclose(fp32.embed_query(docs[3]), reference.embed_query(docs[3]), atol=1e-5)
-    auto = BiEncoder(str(enc_dir), backend="openvino").embed_passages(docs)
+    assert fp32.dtype == torch.float32 == reference.dtype  # what each computes in, as Reranker.dtype says
+    auto_encoder = BiEncoder(str(enc_dir), backend="openvino")
+    assert auto_encoder.dtype in (torch.bfloat16, torch.float32)  # OpenVINO's choice for this CPU
+    auto = auto_encoder.embed_passages(docs)
     assert np.allclose(np.linalg.norm(auto, axis=1), 1, atol=1e-5)
     assert (auto * reference.embed_passages(docs)).sum(axis=1).min() > 0.99  # cosine to the reference
 
