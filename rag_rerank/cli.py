@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
     p.add_argument("--batch-size", type=_positive, help="pairs per forward pass of the reranker at full length "
-                   "(default: 128 on CUDA, 32 elsewhere)")
+                   "(default: 64 on CUDA, 32 elsewhere)")
     p.add_argument("--fusion", choices=["auto", "none"], default="auto",
                    help="auto: also report each model's saved fusion with the first stage")
     p.add_argument("--known-queries", choices=["auto", "none"], default="auto",

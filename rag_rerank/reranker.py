@@ -59,8 +59,9 @@ class Reranker:
         max_length: tokens per (query, window) pair, capped by the model's positions.
         batch_size: pairs per forward pass at full length: a pass holds at most
             ``batch_size x max_length`` tokens, so shorter pairs are packed more to a pass.
-            Default 128 on CUDA (a GPU needs large passes to be busy; 128 x 512 tokens of an
-            e5-small / ALBERT-small are about 1.5 GiB of activations), 32 elsewhere.
+            Default 64 on CUDA (a GPU needs large passes to be busy, yet on an H200 an e5-small ran
+            64 x 512-token passes 17 % faster than 128 and as fast as 32-48: bench/rerank_speed.py,
+            BENCHMARKS.md session 13), 32 elsewhere.
         window_overlap: share of a window (``max_length`` less the special tokens) repeated in the next
             window of a long document.
         aggregate: how a long document's window scores combine: max, mean or first.
@@ -124,7 +125,7 @@ class Reranker:
             dtype = "fp16"
         if backend == "torch":
             self.dtype = resolve_dtype(dtype, self.device)
-        self.batch_size = batch_size or (128 if self.device.type == "cuda" else 32)
+        self.batch_size = batch_size or (64 if self.device.type == "cuda" else 32)
         self.window_overlap = window_overlap
         self.aggregate = aggregate
         self.max_query_fraction = max_query_fraction

@@ -33,7 +33,7 @@ class KoreanCrossEncoderReranker(BaseDocumentCompressor):
     model: str = Field(default=DEFAULT_RERANKER)
     top_n: int = Field(default=3, gt=0)
     score_threshold: Optional[float] = None
-    batch_size: Optional[int] = Field(default=None, gt=0)  # None: the Reranker's (128 on CUDA, 32 elsewhere)
+    batch_size: Optional[int] = Field(default=None, gt=0)  # None: the Reranker's (64 on CUDA, 32 elsewhere)
     device: Optional[str] = None
     max_length: int = Field(default=512, gt=8)
     keep_retrieval_score: bool = False

@@ -40,7 +40,7 @@ class KoreanReranker(BaseNodePostprocessor):
     model: str = Field(default=DEFAULT_RERANKER, description="Hub name, local directory or offline:NAME.")
     top_n: int = Field(default=5, gt=0, description="Nodes returned.")
     batch_size: Optional[int] = Field(default=None, gt=0, description="Pairs per forward pass at full length "
-                                      "(None: the Reranker's, 128 on CUDA and 32 elsewhere).")
+                                      "(None: the Reranker's, 64 on CUDA and 32 elsewhere).")
     device: Optional[str] = Field(default=None, description="cuda / mps / cpu; auto when None.")
     max_length: int = Field(default=512, gt=8, description="Tokens per (query, window) pair.")
     score_threshold: Optional[float] = Field(default=None, description="Drop nodes scoring below this.")
