@@ -31,7 +31,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from . import models, onnx_backend, packed
+from . import fused, models, onnx_backend, packed
 from .devices import resolve_device, resolve_dtype, staged
 from .models import DEFAULT_RERANKER
 from .pairs import PairEncoder, Windows
@@ -86,6 +86,11 @@ class Reranker:
             instead of a few hundred kernel launches a pass; ``rag_rerank.graphs``): passes are grown to a
             few bucket shapes, a bucket recorded (and checked against an eager pass) the first time it is
             met. Ignored elsewhere; a model whose pass cannot be recorded runs eagerly, with a warning.
+        fused_ffn: with ``backend="torch"`` on CUDA in fp16/bf16, each feed-forward layer's bias + GELU
+            (or ReLU) runs as the epilogue of its matrix multiply instead of a kernel of its own
+            (``rag_rerank.fused``; same families as ``pack``). cuBLASLt's GELU is the tanh
+            approximation: exact for ALBERT's ``gelu_new``, within ~5e-4 an activation of exact GELU (e5);
+            ``False`` keeps the model's own activation. Ignored elsewhere.
 
     A reranker only scores pairs. How its ranking is fused with a first stage (the settings
     ``rag-rerank train`` saves beside the model) is the retrievers' business:
@@ -98,7 +103,8 @@ class Reranker:
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
                  revision: str | None = None, local_files_only: bool | None = None,
                  backend: Backend = "torch", quantize: bool = False, threads: int | None = None,
-                 compile: bool | str = False, pack: bool = True, cuda_graphs: bool = True) -> None:
+                 compile: bool | str = False, pack: bool = True, cuda_graphs: bool = True,
+                 fused_ffn: bool = True) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         # what pickling sends instead of weights, tokenizers and threads (see __reduce__)
@@ -107,7 +113,7 @@ class Reranker:
                                max_query_fraction=max_query_fraction, trust_remote_code=trust_remote_code,
                                revision=revision, local_files_only=local_files_only, backend=backend,
                                quantize=quantize, threads=threads, compile=compile, pack=pack,
-                               cuda_graphs=cuda_graphs)
+                               cuda_graphs=cuda_graphs, fused_ffn=fused_ffn)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
         if not 0 <= window_overlap < 1:
@@ -141,7 +147,7 @@ class Reranker:
             raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
                              "(a relevance logit) or 2 (not relevant / relevant)")
         self.model, self._graph = None, None  # torch module | exported graph run by a CPU backend
-        self._packed, self._graphs = False, None
+        self._packed, self._graphs, self._fused = False, None, 0
         if cpu_backend:
             self._graph = onnx_backend.load(self.path, "classifier", backend, quantize=quantize, threads=threads,
                                             dtype=dtype)
@@ -154,6 +160,10 @@ class Reranker:
                 warnings.warn(f"{self.model_name}: no trained classification head ({', '.join(fresh)} newly "
                               "initialised); its scores are random until it is fine-tuned", stacklevel=2)
             self.model = net.to(self.device).eval()
+            # on a GPU in half precision only: there the activation's own kernel is a memory round trip
+            # worth removing, and fp32 (the reference precision) keeps the model's exact function
+            self._fused = int(fused_ffn and self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
+                           and packed.supports(config) and fused.enable(self.model))
             self._packed = pack and packed.enable(self.model, self.device, self.dtype)
             if compile:
                 self.model = torch.compile(self.model, dynamic=True,
