@@ -89,8 +89,9 @@ class PairEncoder:
             query_row.setdefault(query, len(query_row))
             for d in docs:
                 doc_row.setdefault(d, len(doc_row))
-        out.queries = [ids[: self.query_limit] for ids in self.encode(list(query_row))]
-        out.docs = self.encode(list(doc_row))
+        encoded = self.encode([*query_row, *doc_row])  # one call of the tokenizer: one dispatch to its threads
+        out.queries = [ids[: self.query_limit] for ids in encoded[: len(query_row)]]
+        out.docs = encoded[len(query_row) :]
         for g, first, query, docs in chunk:
             q = query_row[query]
             budget = self.max_length - self.specials - len(out.queries[q])

@@ -183,9 +183,9 @@ class Reranker:
             self._graphs = PackedGraphs(self.model, self.device, pad_id=self._pairs.pad_id,
                                         position_offset=self._position_offset, max_length=self.max_length)
         self._tokenizing = None  # the background tokenisation thread, started by the first call of 2+ chunks
-        # On an accelerator a call of a few dozen pairs is cut in two, so that the second half is
-        # tokenised while the device runs the first (tokenising 1 x 50 KorQuAD pairs takes as long
-        # as their pass on an H200). On a CPU the two would share the same cores: one chunk.
+        # On an accelerator a call of a few dozen pairs is cut in pieces, so that each is tokenised
+        # while the device runs the one before (tokenising 1 x 50 KorQuAD pairs takes as long as
+        # their pass on an H200). On a CPU the two would share the same cores: one chunk.
         self._split_small_calls = self.model is not None and self.device.type != "cpu"
         if self.model is not None and self.device.type == "cuda":
             self._warm_up()
@@ -265,8 +265,12 @@ class Reranker:
     # not idle while the CPU tokenises. Large enough that length sorting within a chunk still packs
     # well; the first chunk is a quarter of that, so the device starts sooner.
     CHUNK_PAIRS = 2048
-    # Smallest call cut in two on an accelerator: below it one more pass costs more than it hides.
+    # Smallest call cut in pieces on an accelerator (8 pairs a piece at least): below it one more pass
+    # costs more than it hides. A small call is cut in three pieces: piece k+1 is tokenised while the
+    # device runs piece k. H200, 1 x 50 KorQuAD pairs, p50 of 100 calls: one piece 10.3 ms, two 9.1,
+    # three 8.8, four 9.5, six 11.1 (bench/results/speed_h200_s13/call2/latency_probe.log).
     SPLIT_MIN_PAIRS = 16
+    SMALL_CALL_PIECES = 3
 
     def _score_groups(self, groups: list[tuple[str, list[str]]], raw: bool) -> list[list[float]]:
         logits: dict[tuple[int, int], list[float]] = defaultdict(list)  # (group, doc) -> its windows' logits
@@ -286,19 +290,23 @@ class Reranker:
 
     def _chunks(self, groups) -> list[list[tuple[int, int, str, list[str]]]]:
         """Groups cut into chunks of (group, first doc index, query, docs), a query's documents split
-        across chunks where they do not fit. The first chunk is a quarter of ``CHUNK_PAIRS``, or
-        half the call where that is smaller and the call is split (see ``_split_small_calls``)."""
-        room = max(1, self.CHUNK_PAIRS // 4)
+        across chunks where they do not fit. The first chunk is a quarter of ``CHUNK_PAIRS``, the
+        others ``CHUNK_PAIRS``; a call split in pieces (see ``_split_small_calls``) whose pieces are
+        smaller than that is cut in equal pieces instead."""
+        room, later = max(1, self.CHUNK_PAIRS // 4), self.CHUNK_PAIRS
         total = sum(len(docs) for _, docs in groups)
         if self._split_small_calls and total >= self.SPLIT_MIN_PAIRS:
-            room = min(room, (total + 1) // 2)
+            pieces = min(self.SMALL_CALL_PIECES, total // (self.SPLIT_MIN_PAIRS // 2))
+            piece = -(-total // pieces)
+            if piece < room:
+                room = later = piece
         chunks = [[]]
         for g, (query, docs) in enumerate(groups):
             start = 0
             while start < len(docs):
                 if room == 0:
                     chunks.append([])
-                    room = self.CHUNK_PAIRS
+                    room = later
                 part = docs[start : start + room]
                 chunks[-1].append((g, start, query, part))
                 start += len(part)

@@ -167,10 +167,10 @@ def test_every_chunk_is_queued_before_the_host_waits_for_logits(tiny_ce, korean_
     assert got == pytest.approx(whole.score("질문", korean_sentences[:10], raw=True), abs=1e-5)
 
 
-def test_small_calls_are_split_in_two_on_an_accelerator_and_score_alike(tiny_ce, korean_sentences):
-    """On an accelerator a call of a few dozen pairs is two chunks (the second tokenised while the
-    device runs the first); on the CPU one. Large calls keep their quarter-size first chunk, tiny
-    ones stay whole. The split changes no score."""
+def test_small_calls_are_split_in_pieces_on_an_accelerator_and_score_alike(tiny_ce, korean_sentences):
+    """On an accelerator a call of a few dozen pairs is three chunks (each tokenised while the device
+    runs the one before), two below 24 pairs (8 a piece at least); on the CPU one. Large calls keep
+    their quarter-size first chunk, tiny ones stay whole. The split changes no score."""
     docs = [s * (1 + i % 3) for i, s in enumerate(korean_sentences[:20])] * 2 + korean_sentences[:10]  # 50
     whole = Reranker(str(tiny_ce), batch_size=4, max_length=64)
     split = Reranker(str(tiny_ce), batch_size=4, max_length=64)
@@ -178,8 +178,10 @@ def test_small_calls_are_split_in_two_on_an_accelerator_and_score_alike(tiny_ce,
     split._split_small_calls = True  # what a CUDA / MPS device sets
     sizes = lambda r, groups: [sum(len(part) for *_, part in c) for c in r._chunks(groups)]  # noqa: E731
     assert sizes(whole, [("q", docs)]) == [50]
-    assert sizes(split, [("q", docs)]) == [25, 25]
+    assert sizes(split, [("q", docs)]) == [17, 17, 16]
+    assert sizes(split, [("q", docs[:20])]) == [10, 10]  # three pieces would be under 8 pairs
     assert sizes(split, [("q", docs[:15])]) == [15]  # below SPLIT_MIN_PAIRS: one more pass costs more
+    assert sizes(split, [("a", docs[:30]), ("b", docs[:30])]) == [20, 20, 20]  # pieces cross groups
     assert sizes(split, [("a", docs), ("b", docs)] * 20) == [512, 1488]  # large: a quarter first, as before
     assert split.score("질문", docs, raw=True) == pytest.approx(whole.score("질문", docs, raw=True), abs=1e-5)
     assert split._tokenizing is not None and whole._tokenizing is None
