@@ -168,14 +168,14 @@ def test_every_chunk_is_queued_before_the_host_waits_for_logits(tiny_ce, korean_
 
 
 def test_small_calls_are_split_in_pieces_on_an_accelerator_and_score_alike(tiny_ce, korean_sentences):
-    """On an accelerator a call of a few dozen pairs is three chunks (each tokenised while the device
+    """On a GPU replaying CUDA graphs a call of a few dozen pairs is three chunks (each tokenised while the device
     runs the one before), two below 24 pairs (8 a piece at least); on the CPU one. Large calls keep
     their quarter-size first chunk, tiny ones stay whole. The split changes no score."""
     docs = [s * (1 + i % 3) for i, s in enumerate(korean_sentences[:20])] * 2 + korean_sentences[:10]  # 50
     whole = Reranker(str(tiny_ce), batch_size=4, max_length=64)
     split = Reranker(str(tiny_ce), batch_size=4, max_length=64)
-    assert whole._split_small_calls is False  # CPU: the halves would share the same cores
-    split._split_small_calls = True  # what a CUDA / MPS device sets
+    assert whole._split_small_calls is False  # CPU: the pieces would share the same cores
+    split._split_small_calls = True  # what a CUDA device replaying graphs of packed passes sets
     sizes = lambda r, groups: [sum(len(part) for *_, part in c) for c in r._chunks(groups)]  # noqa: E731
     assert sizes(whole, [("q", docs)]) == [50]
     assert sizes(split, [("q", docs)]) == [17, 17, 16]
