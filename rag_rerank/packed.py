@@ -20,7 +20,6 @@ other model keeps padded passes.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 
 import numpy as np
@@ -106,14 +105,12 @@ def uses_flash(model, device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def _varlen(q, k, v, cu, max_len: int, scale):
-    kernel = _public_varlen()
-    if kernel is not None:
-        return kernel(q, k, v, cu, cu, max_len, max_len, scale=scale)
+    if _PUBLIC_VARLEN is not None:
+        return _PUBLIC_VARLEN(q, k, v, cu, cu, max_len, max_len, scale=scale)
     return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, False, False,
                                                    scale=scale)[0]
 
 
-@functools.cache
 def _public_varlen():
     """torch's public varlen_attn where it takes ``scale`` (2.10 on); else None: the aten op it wraps
     (there since torch 2.1) is called directly."""
@@ -122,6 +119,11 @@ def _public_varlen():
     except ImportError:
         return None
     return varlen_attn if "scale" in inspect.signature(varlen_attn).parameters else None
+
+
+# Looked up once, at import: read inside a pass as a plain global, so that torch.compile traces no cached
+# lookup (dynamo warned about the functools.cache this was before)
+_PUBLIC_VARLEN = _public_varlen()
 
 
 def inputs(ids: list[np.ndarray], types: list[np.ndarray] | None, offset: int, spans: bool) -> dict:
