@@ -267,7 +267,7 @@ class Reranker:
     # not idle while the CPU tokenises. Large enough that length sorting within a chunk still packs
     # well; the first chunk is a quarter of that, so the device starts sooner.
     CHUNK_PAIRS = 2048
-    # Smallest call cut in pieces on an accelerator (8 pairs a piece at least): below it one more pass
+    # Smallest call cut in pieces where passes replay graphs (8 pairs a piece at least): below it one more pass
     # costs more than it hides. A small call is cut in three pieces: piece k+1 is tokenised while the
     # device runs piece k. H200, 1 x 50 KorQuAD pairs, p50 of 100 calls: one piece 10.3 ms, two 9.1,
     # three 8.8, four 9.5, six 11.1 (bench/results/speed_h200_s13/call2/latency_probe.log).
