@@ -48,11 +48,9 @@ class FusedLinear(nn.Linear):
 
 def _kind(activation) -> bool | None:
     """True: a GELU (exact or tanh); False: ReLU; None: an activation the epilogue does not have."""
-    from transformers import activations
+    from transformers.activations import ACT2CLS  # the config names' classes: no probing for renamed ones
 
-    gelus = tuple(getattr(activations, name) for name in ("GELUActivation", "NewGELUActivation", "GELUTanh",
-                                                           "PytorchGELUTanh") if hasattr(activations, name))
-    if isinstance(activation, gelus) or isinstance(activation, nn.GELU):
+    if isinstance(activation, (nn.GELU, *(ACT2CLS[name] for name in ("gelu", "gelu_new", "gelu_pytorch_tanh")))):
         return True
     if isinstance(activation, nn.ReLU):
         return False
