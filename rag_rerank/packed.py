@@ -52,8 +52,12 @@ def enable(model, device: torch.device, dtype: torch.dtype) -> bool:
     small kernels a pass cost more than padding does (H200: 0.76x vs 1.22x ST)."""
     if not supports(model.config):
         return False
-    if device.type != "cpu" and not uses_flash(model, device, dtype):
+    flash = uses_flash(model, device, dtype)
+    if device.type != "cpu" and not flash:
         return False
+    if flash:
+        global _PUBLIC_VARLEN
+        _PUBLIC_VARLEN = _public_varlen()
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION, _attention)
@@ -121,9 +125,11 @@ def _public_varlen():
     return varlen_attn if "scale" in inspect.signature(varlen_attn).parameters else None
 
 
-# Looked up once, at import: read inside a pass as a plain global, so that torch.compile traces no cached
-# lookup (dynamo warned about the functools.cache this was before)
-_PUBLIC_VARLEN = _public_varlen()
+# Looked up by enable() where a model's passes use the flash kernel, and read inside a pass as a plain
+# global, so that torch.compile traces no lookup (dynamo warned about the functools.cache this was before).
+# Not at import: importing torch.nn.attention.varlen takes ~0.9 s (it loads dynamo), which a CPU model
+# never needs. None: the aten op, the same kernel.
+_PUBLIC_VARLEN = None
 
 
 def inputs(ids: list[np.ndarray], types: list[np.ndarray] | None, offset: int, spans: bool) -> dict:
