@@ -215,7 +215,8 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
            "latency_p50_ms": 1000 * statistics.median(lat),
            "latency_p95_ms": 1000 * sorted(lat)[max(0, round(0.95 * len(lat)) - 1)],
            "MRR@10": work.mrr(scores), "load_s": load,
-           "packed": model._packed if ours else None, "fused_ffn": model._fused if ours else None, "flash": (not model._host_spans) if ours and model._packed else None,
+           "packed": model._packed if ours else None, "fused_ffn": model._fused if ours else None,
+           "flash": (not model._host_spans) if ours and model._packed else None,
            "cuda_graphs": len(model._graphs) if ours and model._graphs is not None and model._graphs.enabled else None,
            "flop_fraction": flops(model_path, work.pairs, args.max_length) / seconds / PEAK_FLOPS if cuda else None}
     del model

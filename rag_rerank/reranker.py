@@ -185,7 +185,7 @@ class Reranker:
         self._tokenizing = None  # the background tokenisation thread, started by the first call of 2+ chunks
         # Where passes replay CUDA graphs a call of a few dozen pairs is cut in pieces, so that each is
         # tokenised while the device runs the one before (tokenising 1 x 50 KorQuAD pairs takes as long
-        # as their pass on an H200). Elsewhere one chunk: on a CPU the two would share the same cores,
+        # as their pass on an H200). Elsewhere one chunk: on a CPU tokenising and scoring share the cores,
         # and a pass launched op by op costs its launches again per piece (H200, 1 x 50 p50 with three
         # pieces: cuda_graphs=False 32 ms, pack=False 28-42 ms, against 20-26 and 18-25 with two).
         self._split_small_calls = self._graphs is not None
