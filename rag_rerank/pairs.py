@@ -8,15 +8,82 @@ is encoded once, in one batched call of the Rust tokenizer (a batch of RAG queri
 passages: 120 KorQuAD questions x their top 50 name ~600 distinct paragraphs), and a pair is put
 together from id arrays only when its padded batch is filled. The ids are the tokenizer's own:
 each sequence of a pair is encoded on its own by the tokenizer too (tests check the equality).
+
+A document's ids may also come from a :class:`TokenCache` that outlives the call: a RAG corpus's
+passages come back query after query, and a passage seen before need not be tokenised again.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["PairEncoder", "Windows"]
+__all__ = ["PairEncoder", "TokenCache", "Windows"]
+
+
+class TokenCache:
+    """Documents' token ids kept between calls: at most ``max_tokens`` ids in all (int32, 4 bytes
+    each), the least recently used document dropped first; a document longer than that is not kept.
+
+    Why: tokenising one question's 50 KorQuAD passages on the host is as long as scoring them on an
+    H200 (BENCHMARKS.md, session 14), and a first stage over one corpus returns its popular passages
+    again and again. Keyed by the text itself (a hash would let two texts share ids). Shared by the
+    threads of one reranker (the ids are the tokenizer's whichever thread's copy made them), so every
+    access takes a lock.
+    """
+
+    def __init__(self, max_tokens: int) -> None:
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        self.max_tokens = max_tokens
+        self._ids: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._tokens = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def tokens(self) -> int:
+        """Ids held now."""
+        return self._tokens
+
+    def missing(self, texts: Iterable[str]) -> int:
+        """How many distinct ``texts`` are not held (the recency order left as it is)."""
+        with self._lock:
+            return sum(1 for t in set(texts) if t not in self._ids)
+
+    def get(self, texts: Sequence[str]) -> list[np.ndarray | None]:
+        """Each text's ids, None where not held; those found count as just used."""
+        out = []
+        with self._lock:
+            for t in texts:
+                ids = self._ids.get(t)
+                if ids is not None:
+                    self._ids.move_to_end(t)
+                out.append(ids)
+        return out
+
+    def put(self, texts: Sequence[str], ids: Sequence[np.ndarray]) -> None:
+        if not self.max_tokens:
+            return
+        with self._lock:
+            for t, a in zip(texts, ids):
+                if len(a) > self.max_tokens or t in self._ids:
+                    continue
+                self._ids[t] = a
+                self._tokens += len(a)
+            while self._tokens > self.max_tokens:
+                _, dropped = self._ids.popitem(last=False)
+                self._tokens -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids.clear()
+            self._tokens = 0
 
 
 @dataclass
@@ -41,11 +108,14 @@ class PairEncoder:
     ``tokenizer`` is a Hugging Face fast tokenizer owned by the calling thread (its Rust backend
     keeps truncation state: not safe to share). A query keeps ``max_query_fraction`` of
     ``max_length`` tokens; ``window_overlap`` of a window (``max_length`` less the special tokens) is
-    repeated in the next window of a long document.
+    repeated in the next window of a long document. ``cache``: where documents' ids are looked up
+    before tokenising them and kept after (queries are always tokenised: they seldom come back).
     """
 
-    def __init__(self, tokenizer, max_length: int, max_query_fraction: float, window_overlap: float) -> None:
+    def __init__(self, tokenizer, max_length: int, max_query_fraction: float, window_overlap: float,
+                 cache: TokenCache | None = None) -> None:
         self.backend = tokenizer.backend_tokenizer
+        self.cache = cache
         self.backend.no_truncation()
         self.backend.no_padding()
         self.max_length = max_length
@@ -77,8 +147,21 @@ class PairEncoder:
         self.specials = len(self.prefix[0]) + len(self.mid[0]) + len(self.suffix[0])
 
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return [np.asarray(e.ids, dtype=np.int64)
+        """Each text's ids (int32: a vocabulary fits, and a cache holds half the bytes of int64)."""
+        return [np.asarray(e.ids, dtype=np.int32)
                 for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def _encode(self, queries: list[str], docs: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(queries' ids, documents' ids): the documents the cache lacks are tokenised with the queries,
+        in one call of the tokenizer (one dispatch to its threads), and kept."""
+        found = self.cache.get(docs) if self.cache is not None else [None] * len(docs)
+        missing = [d for d, ids in zip(docs, found) if ids is None]
+        encoded = self.encode([*queries, *missing])
+        new = encoded[len(queries) :]
+        if self.cache is not None:
+            self.cache.put(missing, new)
+        fresh = iter(new)
+        return encoded[: len(queries)], [ids if ids is not None else next(fresh) for ids in found]
 
     def windows(self, chunk: Sequence[tuple[int, int, str, Sequence[str]]]) -> Windows:
         """``chunk``: (group, index of its first document, query, documents) entries."""
@@ -89,9 +172,8 @@ class PairEncoder:
             query_row.setdefault(query, len(query_row))
             for d in docs:
                 doc_row.setdefault(d, len(doc_row))
-        encoded = self.encode([*query_row, *doc_row])  # one call of the tokenizer: one dispatch to its threads
-        out.queries = [ids[: self.query_limit] for ids in encoded[: len(query_row)]]
-        out.docs = encoded[len(query_row) :]
+        queries, out.docs = self._encode(list(query_row), list(doc_row))
+        out.queries = [ids[: self.query_limit] for ids in queries]
         for g, first, query, docs in chunk:
             q = query_row[query]
             budget = self.max_length - self.specials - len(out.queries[q])

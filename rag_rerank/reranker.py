@@ -8,7 +8,9 @@ model. What it adds over a bare ``CrossEncoder.predict``:
   of other families get length-sorted padded passes;
 * on CUDA, each packed pass replayed from a recorded CUDA graph (``rag_rerank.graphs``): one launch
   instead of hundreds of small kernel launches from Python;
-* large calls tokenised in a background thread while the model runs the previous chunk;
+* large calls tokenised in a background thread while the model runs the previous chunk, and a
+  document's token ids kept between calls (``cache_tokens``): a passage seen before is not
+  tokenised again;
 * long documents split into overlapping token windows, the document scoring
   the max (or mean / first) over its windows instead of being silently cut;
 * safe sharing across threads (one tokenizer copy per thread: HF fast
@@ -34,7 +36,7 @@ import torch
 from . import fused, models, onnx_backend, packed
 from .devices import resolve_device, resolve_dtype, staged
 from .models import DEFAULT_RERANKER
-from .pairs import PairEncoder, Windows
+from .pairs import PairEncoder, TokenCache, Windows
 from .types import RankedDoc, check_docs, check_query
 
 __all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
@@ -91,6 +93,12 @@ class Reranker:
             (``rag_rerank.fused``; same families as ``pack``). cuBLASLt's GELU is the tanh
             approximation: exact for ALBERT's ``gelu_new``, within ~5e-4 an activation of exact GELU (e5);
             ``False`` keeps the model's own activation. Ignored elsewhere.
+        cache_tokens: documents' token ids kept between calls, in tokens (int32; with the texts, about
+            15 MB for the default 2M, ~7,000 KorQuAD passages), least recently used dropped first; 0
+            keeps none. A first stage over one corpus returns its popular passages query after query,
+            and on an H200 tokenising one question's 50 passages takes as long as scoring them (1 x 50
+            p50 5.2 ms with their ids known, 8.2 ms without: BENCHMARKS.md, session 14).
+            ``self.token_cache`` holds them (``.clear()`` frees them).
 
     A reranker only scores pairs. How its ranking is fused with a first stage (the settings
     ``rag-rerank train`` saves beside the model) is the retrievers' business:
@@ -104,7 +112,7 @@ class Reranker:
                  revision: str | None = None, local_files_only: bool | None = None,
                  backend: Backend = "torch", quantize: bool = False, threads: int | None = None,
                  compile: bool | str = False, pack: bool = True, cuda_graphs: bool = True,
-                 fused_ffn: bool = True) -> None:
+                 fused_ffn: bool = True, cache_tokens: int = 2_000_000) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         # what pickling sends instead of weights, tokenizers and threads (see __reduce__)
@@ -113,13 +121,15 @@ class Reranker:
                                max_query_fraction=max_query_fraction, trust_remote_code=trust_remote_code,
                                revision=revision, local_files_only=local_files_only, backend=backend,
                                quantize=quantize, threads=threads, compile=compile, pack=pack,
-                               cuda_graphs=cuda_graphs, fused_ffn=fused_ffn)
+                               cuda_graphs=cuda_graphs, fused_ffn=fused_ffn, cache_tokens=cache_tokens)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
         if not 0 <= window_overlap < 1:
             raise ValueError("window_overlap must be in [0, 1)")
         if batch_size is not None and batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if cache_tokens < 0:
+            raise ValueError(f"cache_tokens must be >= 0 (0: keep no token ids), got {cache_tokens}")
         if compile and backend in onnx_backend.CPU_BACKENDS:
             raise ValueError(f"compile applies to backend='torch' ({backend!r} compiles the exported graph itself)")
         cpu_backend = onnx_backend.check_options(backend, device, quantize, threads)
@@ -176,6 +186,7 @@ class Reranker:
         tok_max = self._tokenizer.model_max_length if self._tokenizer.model_max_length < 10**6 else max_length
         self.max_length = min(max_length, positions, tok_max)
         self._local = threading.local()
+        self.token_cache = TokenCache(cache_tokens)  # shared by every thread's pair encoder
         _ = self._pairs  # built now: it refuses a max_length that leaves no room for a document
         if cuda_graphs and self._packed and self.device.type == "cuda" and not self._host_spans:
             from .graphs import PackedGraphs
@@ -259,7 +270,7 @@ class Reranker:
         pairs = getattr(self._local, "pairs", None)
         if pairs is None:
             pairs = self._local.pairs = PairEncoder(self.tokenizer, self.max_length, self.max_query_fraction,
-                                                    self.window_overlap)
+                                                    self.window_overlap, self.token_cache)
         return pairs
 
     # Pairs tokenised per chunk; a call with more is tokenised chunk by chunk in a background thread
@@ -270,7 +281,9 @@ class Reranker:
     # Smallest call cut in pieces where passes replay graphs (8 pairs a piece at least): below it one more pass
     # costs more than it hides. A small call is cut in three pieces: piece k+1 is tokenised while the
     # device runs piece k. H200, 1 x 50 KorQuAD pairs, p50 of 100 calls: one piece 10.3 ms, two 9.1,
-    # three 8.8, four 9.5, six 11.1 (bench/results/speed_h200_s13/call2/latency_probe.log).
+    # three 8.8, four 9.5, six 11.1 (bench/results/speed_h200_s13/call2/latency_probe.log). Counted in
+    # documents the token cache lacks: with every passage's ids known one piece is best (5.2 ms, three
+    # 7.8: bench/results/speed_h200_s14/call2/probe2.log), as there is nothing to hide.
     SPLIT_MIN_PAIRS = 16
     SMALL_CALL_PIECES = 3
 
@@ -297,11 +310,13 @@ class Reranker:
         smaller than that is cut in equal pieces instead."""
         room, later = max(1, self.CHUNK_PAIRS // 4), self.CHUNK_PAIRS
         total = sum(len(docs) for _, docs in groups)
-        if self._split_small_calls and total >= self.SPLIT_MIN_PAIRS:
-            pieces = min(self.SMALL_CALL_PIECES, total // (self.SPLIT_MIN_PAIRS // 2))
-            piece = -(-total // pieces)
-            if piece < room:
-                room = later = piece
+        if self._split_small_calls and self.SPLIT_MIN_PAIRS <= total < self.SMALL_CALL_PIECES * room:
+            cold = self.token_cache.missing(d for _, docs in groups for d in docs)
+            if cold >= self.SPLIT_MIN_PAIRS:
+                pieces = min(self.SMALL_CALL_PIECES, cold // (self.SPLIT_MIN_PAIRS // 2))
+                piece = -(-total // pieces)
+                if piece < room:
+                    room = later = piece
         chunks = [[]]
         for g, (query, docs) in enumerate(groups):
             start = 0

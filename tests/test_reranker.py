@@ -5,6 +5,7 @@ import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,6 +99,49 @@ def test_pairs_are_the_tokenizers_own_encoding(fixture, request, korean_sentence
     assert w.owners.count((0, len(docs) - 1)) > 1  # the long document has more windows
 
 
+def test_token_cache_is_bounded_and_drops_the_least_recently_used_first():
+    from rag_rerank.pairs import TokenCache
+
+    ids = lambda n: np.arange(n, dtype=np.int32)  # noqa: E731
+    cache = TokenCache(10)
+    cache.put(["a", "b"], [ids(4), ids(4)])
+    assert cache.missing(["a", "b", "c", "c"]) == 1 and cache.tokens == 8
+    assert [x is not None for x in cache.get(["a", "z"])] == [True, False]  # "a" is now the most recent
+    cache.put(["c"], [ids(4)])  # 12 > 10: "b", the least recently used, goes
+    assert cache.get(["b"]) == [None] and len(cache) == 2 and cache.tokens == 8
+    cache.put(["huge"], [ids(11)])  # longer than the whole cache: not kept, nothing dropped for it
+    assert len(cache) == 2 and cache.get(["huge"]) == [None]
+    cache.put(["a"], [ids(1)])  # a text held already keeps its ids (they are the tokenizer's, whoever asks)
+    assert len(cache.get(["a"])[0]) == 4
+    cache.clear()
+    assert len(cache) == 0 and cache.tokens == 0
+    off = TokenCache(0)
+    off.put(["a"], [ids(1)])
+    assert len(off) == 0
+    with pytest.raises(ValueError, match="max_tokens"):
+        TokenCache(-1)
+
+
+def test_documents_seen_before_are_not_tokenised_again_and_score_alike(tiny_ce, korean_sentences, monkeypatch):
+    """The second call tokenises its query only; its windows (a long document's too) and scores are the
+    uncached reranker's."""
+    docs = korean_sentences[:8] + [" ".join(korean_sentences[:12])]  # the last one has several windows
+    r = Reranker(str(tiny_ce), batch_size=4, max_length=48)
+    none = Reranker(str(tiny_ce), batch_size=4, max_length=48, cache_tokens=0)
+    r.score("서울의 날씨는?", docs)
+    assert len(r.token_cache) == len(docs) and len(none.token_cache) == 0
+    tokenised, encode = [], r._pairs.encode
+    monkeypatch.setattr(r._pairs, "encode", lambda texts: tokenised.append(list(texts)) or encode(texts))
+    assert windows(r, "부산의 인구는?", docs) == windows(none, "부산의 인구는?", docs)
+    assert r.score("부산의 인구는?", docs, raw=True) == pytest.approx(none.score("부산의 인구는?", docs, raw=True), abs=1e-6)
+    assert tokenised == [["부산의 인구는?"]] * 2
+    r.token_cache.clear()
+    r.score("부산의 인구는?", docs[:2])
+    assert tokenised[-1] == ["부산의 인구는?", *docs[:2]]
+    with pytest.raises(ValueError, match="cache_tokens"):
+        Reranker(str(tiny_ce), cache_tokens=-1)
+
+
 @pytest.mark.parametrize("aggregate", ["max", "mean", "first"])
 def test_aggregate_modes(tiny_ce, aggregate):
     r = Reranker(str(tiny_ce), max_length=32, aggregate=aggregate)
@@ -169,8 +213,9 @@ def test_every_chunk_is_queued_before_the_host_waits_for_logits(tiny_ce, korean_
 
 def test_small_calls_are_split_in_pieces_on_an_accelerator_and_score_alike(tiny_ce, korean_sentences):
     """On a GPU replaying CUDA graphs a call of a few dozen pairs is three chunks (each tokenised while the device
-    runs the one before), two below 24 pairs (8 a piece at least); on the CPU one. Large calls keep
-    their quarter-size first chunk, tiny ones stay whole. The split changes no score."""
+    runs the one before), two below 24 documents to tokenise (8 a piece at least); on the CPU one. Documents
+    whose ids the cache holds need no hiding. Large calls keep their quarter-size first chunk, tiny ones
+    stay whole. The split changes no score."""
     docs = [s * (1 + i % 3) for i, s in enumerate(korean_sentences[:20])] * 2 + korean_sentences[:10]  # 50
     whole = Reranker(str(tiny_ce), batch_size=4, max_length=64)
     split = Reranker(str(tiny_ce), batch_size=4, max_length=64)
@@ -181,10 +226,17 @@ def test_small_calls_are_split_in_pieces_on_an_accelerator_and_score_alike(tiny_
     assert sizes(split, [("q", docs)]) == [17, 17, 16]
     assert sizes(split, [("q", docs[:20])]) == [10, 10]  # three pieces would be under 8 pairs
     assert sizes(split, [("q", docs[:15])]) == [15]  # below SPLIT_MIN_PAIRS: one more pass costs more
-    assert sizes(split, [("a", docs[:30]), ("b", docs[:30])]) == [20, 20, 20]  # pieces cross groups
+    other = [s + " 더" for s in korean_sentences[:30]]
+    assert sizes(split, [("a", other), ("b", other)]) == [20, 20, 20]  # pieces cross groups
+    assert sizes(split, [("a", docs[:30]), ("b", docs[:30])]) == [30, 30]  # counted in distinct documents: 20
     assert sizes(split, [("a", docs), ("b", docs)] * 20) == [512, 1488]  # large: a quarter first, as before
     assert split.score("질문", docs, raw=True) == pytest.approx(whole.score("질문", docs, raw=True), abs=1e-5)
     assert split._tokenizing is not None and whole._tokenizing is None
+    # every document's ids known: nothing to tokenise behind the device, one piece
+    assert sizes(split, [("다른 질문", docs)]) == [50]
+    assert sizes(split, [("다른 질문", docs[:10] + other[:20])]) == [15, 15]  # 20 to tokenise: two pieces
+    split.token_cache.clear()
+    assert sizes(split, [("q", docs)]) == [17, 17, 16]
 
 
 def test_compiled_model_scores_like_eager(tiny_ce, korean_sentences):
@@ -282,9 +334,13 @@ def test_sixteen_threads_return_single_threaded_results(tiny, korean_sentences):
     rng = random.Random(3)
     jobs = [(f"질문 {i} " + korean_sentences[i], rng.sample(korean_sentences, 12)) for i in range(64)]
     expected = [tiny.score(q, d) for q, d in jobs]
+    tiny.token_cache.clear()  # the threads fill the one cache they share, racing
     with ThreadPoolExecutor(max_workers=16) as pool:
         got = list(pool.map(lambda job: tiny.score(*job), jobs))
     assert got == expected  # exactly, not approximately
+    assert len(tiny.token_cache) == len({d for _, docs in jobs for d in docs})
+    with ThreadPoolExecutor(max_workers=16) as pool:  # and read it, racing
+        assert list(pool.map(lambda job: tiny.score(*job), jobs)) == expected
 
 
 def test_each_thread_gets_its_own_tokenizer(tiny):
