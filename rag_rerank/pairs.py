@@ -14,6 +14,7 @@ passages come back query after query, and a passage seen before need not be toke
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class PairEncoder:
                  cache: TokenCache | None = None) -> None:
         self.backend = tokenizer.backend_tokenizer
         self.cache = cache
+        self.cut_chars = self.CUT_CHARS if _cuts_exactly(self.backend) else 0
         self.backend.no_truncation()
         self.backend.no_padding()
         self.max_length = max_length
@@ -146,10 +148,28 @@ class PairEncoder:
         self.query_type, self.doc_type = types[first[0]], types[second[0]]
         self.specials = len(self.prefix[0]) + len(self.mid[0]) + len(self.suffix[0])
 
+    # A long text is cut before single spaces into parts of about this many characters (~330 KorQuAD tokens),
+    # encoded side by side and joined: one call of the tokenizer spreads its texts over its threads a text
+    # to a thread, so one 1,300-token passage among 17 short ones is the call's longest task. H200 host,
+    # 1 x 50 KorQuAD calls cold, A/B interleaved: p50 8.5-8.9 ms cut vs 9.3-9.6 for the call with such a
+    # passage, -0.2 ms over 60 questions' calls (bench/results/speed_h200_s14/call3/probe3.log). Only for
+    # tokenizers whose parts are then exactly their whole (:func:`_cuts_exactly`); 0: never cut.
+    CUT_CHARS = 600
+
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each text's ids (int32: a vocabulary fits, and a cache holds half the bytes of int64)."""
-        return [np.asarray(e.ids, dtype=np.int32)
-                for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+        parts, counts = [], []
+        for text in texts:
+            cuts = _cut_points(text, self.cut_chars) if self.cut_chars else []
+            bounds = [0, *cuts, len(text)]
+            parts += [text[a:b] for a, b in zip(bounds, bounds[1:])]
+            counts.append(len(bounds) - 1)
+        ids = [np.asarray(e.ids, dtype=np.int32) for e in self.backend.encode_batch_fast(parts, add_special_tokens=False)]
+        out, i = [], 0
+        for n in counts:
+            out.append(ids[i] if n == 1 else np.concatenate(ids[i : i + n]))
+            i += n
+        return out
 
     def _encode(self, queries: list[str], docs: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(queries' ids, documents' ids): the documents the cache lacks are tokenised with the queries,
@@ -228,6 +248,66 @@ class PairEncoder:
 
         types = [self.types(w, k) for k in idx] if self.with_types else None
         return inputs([self.ids(w, k) for k in idx], types, position_offset, spans)
+
+
+# Pre-tokenizers that split a text at its whitespace before the model sees it, and ones that only split
+# further (JSON "type" of the component; Metaspace only with split=True): the model never sees a token
+# across a space, so a text cut before a space encodes as its parts do.
+_SPLIT_AT_SPACES = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Metaspace"}
+_SPLIT_FURTHER = {"Punctuation", "Digits"}
+# Normalizers that map each character on its own (Replace: a one-character class or string); and the
+# rule that collapses runs of spaces, which never touches a single space between two letters or digits.
+_PER_CHARACTER = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "BertNormalizer", "Precompiled", "Nmt"}
+_SPACE_RUNS = ({"Regex": " {2,}"}, {"String": "  "})
+
+
+def _cuts_exactly(backend) -> bool:
+    """Whether ``backend`` (a ``tokenizers.Tokenizer``) encodes a text cut before a single space between two
+    letters or digits as the concatenation of its parts' encodings: a whitespace-splitting pre-tokenizer after
+    per-character normalisation. Anything else (a Strip or Prepend normalizer, byte-level BPE, Metaspace
+    without split, an unknown component) is never cut."""
+    def state(component):
+        return None if component is None else json.loads(component.__getstate__())
+
+    def splits(pre) -> bool:
+        if pre["type"] == "Sequence":
+            members = pre["pretokenizers"]
+            return all(m["type"] in _SPLIT_AT_SPACES | _SPLIT_FURTHER and m.get("split", True) for m in members) \
+                and any(m["type"] in _SPLIT_AT_SPACES for m in members)
+        return pre["type"] in _SPLIT_AT_SPACES and pre.get("split", True)
+
+    def per_character(norm) -> bool:
+        if norm["type"] == "Sequence":
+            return all(per_character(n) for n in norm["normalizers"])
+        if norm["type"] == "Replace":
+            pattern = norm["pattern"]
+            text = pattern.get("Regex", pattern.get("String", ""))
+            one_char = ("String" in pattern and len(text) == 1) or (
+                "Regex" in pattern and text.startswith("[") and text.endswith("]") and "]" not in text[1:-1])
+            return pattern in _SPACE_RUNS or (one_char and " " not in text)
+        return norm["type"] in _PER_CHARACTER
+
+    try:
+        pre, norm = state(backend.pre_tokenizer), state(backend.normalizer)
+        return pre is not None and splits(pre) and (norm is None or per_character(norm))
+    except (KeyError, TypeError, ValueError, AttributeError):  # a component this reading does not know
+        return False
+
+
+def _cut_points(text: str, size: int) -> list[int]:
+    """Where ``text`` (longer than ``2 x size`` characters) is cut: before single spaces between two letters
+    or digits (whitespace that normalisation would merge, or a zero-width character that it may turn into a
+    space, is never beside a cut), about ``size`` characters apart, the last part ``size // 2`` at least."""
+    cuts, start = [], 0
+    while len(text) - start > 2 * size:
+        k = text.find(" ", start + size)
+        while k > 0 and k + 1 < len(text) and not (text[k - 1].isalnum() and text[k + 1].isalnum()):
+            k = text.find(" ", k + 1)
+        if k <= 0 or len(text) - k < size // 2:
+            break
+        cuts.append(k)
+        start = k
+    return cuts
 
 
 def _spans(n: int, budget: int, stride: int) -> list[tuple[int, int]]:

@@ -99,6 +99,81 @@ def test_pairs_are_the_tokenizers_own_encoding(fixture, request, korean_sentence
     assert w.owners.count((0, len(docs) - 1)) > 1  # the long document has more windows
 
 
+def _wordpiece_tokenizer(texts):
+    """A BERT-style fast tokenizer (BertNormalizer, BertPreTokenizer, WordPiece) trained on ``texts``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=["[PAD]", "[UNK]", "[CLS]",
+                                                                                             "[SEP]"]))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_ce", "e5_cross_encoder", "wordpiece"])
+def test_long_documents_are_cut_for_the_tokenizers_threads_and_encode_as_a_whole(fixture, request, korean_sentences):
+    """Cut before single spaces between letters or digits, a long text's parts encode to exactly its ids (the
+    twin's whitespace rules, zero-width and ideographic spaces, newlines and tabs beside the cuts included),
+    for Metaspace unigram (ALBERT, XLM-R / e5) and BERT WordPiece tokenizers."""
+    from transformers import AutoTokenizer
+
+    from rag_rerank.pairs import PairEncoder, _cut_points
+
+    tok = (_wordpiece_tokenizer(korean_sentences) if fixture == "wordpiece"
+           else AutoTokenizer.from_pretrained(str(request.getfixturevalue(fixture))))
+    pairs = PairEncoder(tok, 64, 0.5, 0.25)
+    assert pairs.cut_chars == PairEncoder.CUT_CHARS
+    seps = [" ", "  ", "\n", " \t ", " \u200b", "\u200b ", "\u3000", ", ", " - ", "\u00a0", " 2019 "]
+    texts = ["".join(s + seps[(i + j) % len(seps)] for j, s in enumerate(korean_sentences[i : i + 60]))
+             for i in range(0, 300, 30)] + korean_sentences[:5]
+    cut = [t for t in texts if _cut_points(t, pairs.cut_chars)]
+    assert len(cut) >= 8
+    assert [ids.tolist() for ids in pairs.encode(texts)] == [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_cut_points_are_single_spaces_between_letters_or_digits():
+    from rag_rerank.pairs import _cut_points
+
+    text = "가나다 " * 200 + "끝"
+    cuts = _cut_points(text, 100)
+    assert cuts and all(text[k] == " " and text[k - 1].isalnum() and text[k + 1].isalnum() for k in cuts)
+    parts = [b - a for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    assert min(parts) >= 50 and max(parts[:-1]) <= 104 and parts[-1] <= 204  # the last part up to 2 x size
+    assert _cut_points("가나다 " * 20, 100) == []  # short: whole
+    assert _cut_points("가" * 1000, 100) == []  # no space: whole
+    assert _cut_points("가 \u200b" * 300, 100) == []  # no space between two letters: whole
+
+
+def test_tokenizers_whose_parts_may_differ_from_their_whole_are_never_cut():
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    from rag_rerank.pairs import _cuts_exactly
+
+    def tok(pre, norm=None):
+        t = Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))
+        t.pre_tokenizer = pre
+        if norm is not None:
+            t.normalizer = norm
+        return t
+
+    assert _cuts_exactly(tok(pre_tokenizers.Metaspace()))
+    assert _cuts_exactly(tok(pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits()])))
+    assert _cuts_exactly(tok(pre_tokenizers.Whitespace(), normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Replace(Regex("[\t\n]"), " "), normalizers.Replace(Regex(" {2,}"), " ")])))
+    assert not _cuts_exactly(tok(None))
+    assert not _cuts_exactly(tok(pre_tokenizers.Metaspace(split=False)))  # one piece: the model sees across spaces
+    assert not _cuts_exactly(tok(pre_tokenizers.ByteLevel()))
+    assert not _cuts_exactly(tok(pre_tokenizers.Sequence([pre_tokenizers.Digits()])))  # no split at spaces
+    assert not _cuts_exactly(tok(pre_tokenizers.Metaspace(), normalizers.Strip()))  # strips a part's leading space
+    assert not _cuts_exactly(tok(pre_tokenizers.Metaspace(), normalizers.Prepend("\u2581")))
+    assert not _cuts_exactly(tok(pre_tokenizers.Whitespace(), normalizers.Replace("a b", "c")))  # spans a space
+
+
 def test_token_cache_is_bounded_and_drops_the_least_recently_used_first():
     from rag_rerank.pairs import TokenCache
 
