@@ -184,6 +184,7 @@ def test_speed_table_ratios_are_against_the_mean_of_the_repeated_baseline():
     def row(system, rate):
         return {"system": system, "pairs": 10, "pairs_per_s": rate, "latency_p50_ms": 1.0, "latency_p95_ms": 2.0,
                 "latency_warm_p50_ms": None if system.startswith("sentence") else 0.5, "latency_warm_p95_ms": 0.75,
+                "latency_questions": 2, "latency_questions_p50_ms": 1.5, "latency_questions_p95_ms": 2.5,
                 "MRR@10": 0.5, "drift": 0.0, "score_corr": 1.0, "pairs_per_s_one_query_a_call": rate, "load_s": 1.0}
 
     st = "sentence-transformers CrossEncoder.predict (fp32, batch 32)"
@@ -192,7 +193,8 @@ def test_speed_table_ratios_are_against_the_mean_of_the_repeated_baseline():
               "rerank": [row(st, 1000.0), row("Reranker defaults", 9000.0), row(st + ", again last", 1250.0)]}
     table = rerank_speed.table(result)
     assert "mean of the 2 ST fp32 runs (1000, 1250 pairs/s)" in table
-    assert "| Reranker defaults | NVIDIA H200 | 9000.0 | 8.00x | 1.0 / 2.0 | 0.5 / 0.8 |" in table  # 9000 / 1125
-    assert f"| {st} | NVIDIA H200 | 1000.0 | 0.89x | 1.0 / 2.0 | - |" in table  # no token cache to warm
+    assert "| Reranker defaults | NVIDIA H200 | 9000.0 | 8.00x | 1.0 / 2.0 | 1.5 / 2.5 | 0.5 / 0.8 |" in table  # 9000 / 1125
+    assert f"| {st} | NVIDIA H200 | 1000.0 | 0.89x | 1.0 / 2.0 | 1.5 / 2.5 | - |" in table  # no token cache to warm
+    assert "1 x 5, 2 questions' calls" in table
     single = dict(result, rerank=result["rerank"][:2])
     assert "| Reranker defaults | NVIDIA H200 | 9000.0 | 9.00x |" in rerank_speed.table(single)
