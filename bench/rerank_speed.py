@@ -77,7 +77,10 @@ def timed(fn, repeat: int = 1):
     return value, times
 
 
-def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]:
+def rerank_rows(args, model_path, questions, relevant, candidates, rows: list[dict] | None = None,
+                on_row=lambda: None) -> list[dict]:
+    """Every system's row, appended to ``rows`` as it ends, ``on_row()`` after each (the run saves itself
+    there: one cut by a time limit keeps what it measured)."""
     import torch
 
     work = _Work(questions, relevant, candidates, args.latency_docs)
@@ -107,7 +110,7 @@ def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]
         # the baseline again, last: device hosts differ (ST fp32 ran 952-1,440 pairs/s on six H200s), and a
         # ratio against one ST run carries that run's luck; "vs ST" is against the mean of both
         systems.append(("sentence-transformers CrossEncoder.predict (fp32, batch 32), again last", None, torch.float32))
-    rows, base = [], None
+    rows, base = ([] if rows is None else rows), None
     for label, spec, options in systems:
         try:
             row, scores = _rerank_row(args, model_path, work, label, spec, options)
@@ -118,6 +121,7 @@ def rerank_rows(args, model_path, questions, relevant, candidates) -> list[dict]
         row["drift"] = row["MRR@10"] - base[0]
         row["score_corr"] = _corr(base[1], scores)
         rows.append(row)
+        on_row()
         print(f"[rerank] {row['system']}: {row['pairs_per_s']:.1f} pairs/s, MRR@10 {row['MRR@10']:.4f}", flush=True)
     return rows
 
@@ -462,13 +466,13 @@ def main(argv=None) -> int:
     result = {"machine": machine(args.device), "model": str(args.model), "encoder": str(args.encoder),
               "queries": len(questions), "depth": args.depth, "corpus": len(corpus), "max_length": args.max_length,
               "distinct_passages": len({d for docs in candidates for d in docs}),
-              "latency_docs": args.latency_docs,
-              "rerank": rerank_rows(args, args.model, questions, relevant, candidates)}
-    save(result, args.out)  # each section as it ends: a run cut by a time limit keeps what it measured
+              "latency_docs": args.latency_docs, "rerank": []}
+    keep = lambda: save(result, args.out)  # noqa: E731 - after each row and section
+    rerank_rows(args, args.model, questions, relevant, candidates, result["rerank"], keep)
     if args.albert:
-        result["rerank_albert"] = rerank_rows(args, albert_like(Path(args.albert), corpus), questions, relevant,
-                                              candidates)
-        save(result, args.out)
+        result["rerank_albert"] = []
+        rerank_rows(args, albert_like(Path(args.albert), corpus), questions, relevant, candidates,
+                    result["rerank_albert"], keep)
     more = None
     if args.drift_queries:
         more = (saved(args.candidates, args.corpus, args.drift_queries, args.depth) if args.candidates
