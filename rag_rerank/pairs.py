@@ -15,6 +15,7 @@ passages come back query after query, and a passage seen before need not be toke
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class TokenCache:
             for t, a in zip(texts, ids):
                 if len(a) > self.max_tokens or t in self._ids:
                     continue
+                a.flags.writeable = False  # shared by every later call and thread
                 self._ids[t] = a
                 self._tokens += len(a)
             while self._tokens > self.max_tokens:
@@ -255,41 +257,57 @@ class PairEncoder:
 # across a space, so a text cut before a space encodes as its parts do.
 _SPLIT_AT_SPACES = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Metaspace"}
 _SPLIT_FURTHER = {"Punctuation", "Digits"}
-# Normalizers that map each character on its own (Replace: a one-character class or string); and the
-# rule that collapses runs of spaces, which never touches a single space between two letters or digits.
+# Normalizers that map each character on its own, never a letter or digit to whitespace (a cut's two
+# neighbours stay what separates it from other whitespace); and the rule that collapses runs of spaces,
+# which never touches a single space between two letters or digits.
 _PER_CHARACTER = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "BertNormalizer", "Precompiled", "Nmt"}
 _SPACE_RUNS = ({"Regex": " {2,}"}, {"String": "  "})
+_CLASS = re.compile(r"\[((?:\\x\{[0-9a-fA-F]+\}|[^\\\[\]\-^ ])+)\]")
+_CLASS_MEMBER = re.compile(r"\\x\{([0-9a-fA-F]+)\}|(.)", re.S)
+
+
+def _members(pattern: dict) -> list[str] | None:
+    """The characters a Replace pattern matches where it is one character, or a class of single characters
+    (literal or ``\\x{HEX}``); None for anything else (ranges, negation, categories, longer strings)."""
+    if "String" in pattern:
+        return [pattern["String"]] if len(pattern["String"]) == 1 else None
+    match = _CLASS.fullmatch(pattern.get("Regex", ""))
+    if match is None:
+        return None
+    return [chr(int(h, 16)) if h else c for h, c in _CLASS_MEMBER.findall(match.group(1))]
 
 
 def _cuts_exactly(backend) -> bool:
     """Whether ``backend`` (a ``tokenizers.Tokenizer``) encodes a text cut before a single space between two
     letters or digits as the concatenation of its parts' encodings: a whitespace-splitting pre-tokenizer after
-    per-character normalisation. Anything else (a Strip or Prepend normalizer, byte-level BPE, Metaspace
-    without split, an unknown component) is never cut."""
+    normalisers that map characters on their own and leave letters, digits and that space as they are.
+    Anything else (a Strip or Prepend normalizer, byte-level BPE, Metaspace without split, a Replace of a
+    range or of letters, an unknown component) is never cut."""
     def state(component):
         return None if component is None else json.loads(component.__getstate__())
 
-    def splits(pre) -> bool:
-        if pre["type"] == "Sequence":
-            members = pre["pretokenizers"]
-            return all(m["type"] in _SPLIT_AT_SPACES | _SPLIT_FURTHER and m.get("split", True) for m in members) \
-                and any(m["type"] in _SPLIT_AT_SPACES for m in members)
-        return pre["type"] in _SPLIT_AT_SPACES and pre.get("split", True)
+    def flat(component, key):
+        return [m for c in component[key] for m in flat(c, key)] if component["type"] == "Sequence" else [component]
 
     def per_character(norm) -> bool:
-        if norm["type"] == "Sequence":
-            return all(per_character(n) for n in norm["normalizers"])
         if norm["type"] == "Replace":
-            pattern = norm["pattern"]
-            text = pattern.get("Regex", pattern.get("String", ""))
-            one_char = ("String" in pattern and len(text) == 1) or (
-                "Regex" in pattern and text.startswith("[") and text.endswith("]") and "]" not in text[1:-1])
-            return pattern in _SPACE_RUNS or (one_char and " " not in text)
+            if norm["pattern"] in _SPACE_RUNS:
+                return True
+            members = _members(norm["pattern"])
+            return members is not None and not any(c.isalnum() or c == " " for c in members)
         return norm["type"] in _PER_CHARACTER
 
     try:
         pre, norm = state(backend.pre_tokenizer), state(backend.normalizer)
-        return pre is not None and splits(pre) and (norm is None or per_character(norm))
+        if pre is None:
+            return False
+        pres, norms = flat(pre, "pretokenizers"), ([] if norm is None else flat(norm, "normalizers"))
+        keeps_spaces = any(p["type"] == "Metaspace" for p in pres)  # spaces become "▁", not dropped
+        # BertNormalizer's spaces around CJK characters would meet the cut's space under Metaspace
+        padded = any(n["type"] == "BertNormalizer" and n.get("handle_chinese_chars", True) for n in norms)
+        return (all(p["type"] in _SPLIT_AT_SPACES | _SPLIT_FURTHER and p.get("split", True) for p in pres)
+                and any(p["type"] in _SPLIT_AT_SPACES for p in pres)
+                and all(per_character(n) for n in norms) and not (keeps_spaces and padded))
     except (KeyError, TypeError, ValueError, AttributeError):  # a component this reading does not know
         return False
 

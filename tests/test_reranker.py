@@ -172,6 +172,14 @@ def test_tokenizers_whose_parts_may_differ_from_their_whole_are_never_cut():
     assert not _cuts_exactly(tok(pre_tokenizers.Metaspace(), normalizers.Strip()))  # strips a part's leading space
     assert not _cuts_exactly(tok(pre_tokenizers.Metaspace(), normalizers.Prepend("\u2581")))
     assert not _cuts_exactly(tok(pre_tokenizers.Whitespace(), normalizers.Replace("a b", "c")))  # spans a space
+    for pattern, content in (("[^a]", " "), ("[a-z]", ""), ("[\\s]", ""), ("[ ]", ""), ("[a]", " ")):
+        # negated classes, ranges and categories are not read; a class of letters, digits or the space moves a cut
+        assert not _cuts_exactly(tok(pre_tokenizers.Whitespace(), normalizers.Replace(Regex(pattern), content))), pattern
+    assert _cuts_exactly(tok(pre_tokenizers.Metaspace(), normalizers.Replace(Regex("[\\x{9}\\x{200b}]"), " ")))
+    assert _cuts_exactly(tok(pre_tokenizers.BertPreTokenizer(), normalizers.BertNormalizer()))
+    # its spaces around CJK characters would meet the cut's space where spaces are kept as "▁"
+    assert not _cuts_exactly(tok(pre_tokenizers.Metaspace(), normalizers.BertNormalizer()))
+    assert _cuts_exactly(tok(pre_tokenizers.Metaspace(), normalizers.BertNormalizer(handle_chinese_chars=False)))
 
 
 def test_token_cache_is_bounded_and_drops_the_least_recently_used_first():
@@ -188,6 +196,8 @@ def test_token_cache_is_bounded_and_drops_the_least_recently_used_first():
     assert len(cache) == 2 and cache.get(["huge"]) == [None]
     cache.put(["a"], [ids(1)])  # a text held already keeps its ids (they are the tokenizer's, whoever asks)
     assert len(cache.get(["a"])[0]) == 4
+    with pytest.raises(ValueError):  # held ids are shared by every call and thread: read-only
+        cache.get(["a"])[0][0] = 7
     cache.clear()
     assert len(cache) == 0 and cache.tokens == 0
     off = TokenCache(0)
