@@ -211,7 +211,13 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
     # Timed cold unless a column says otherwise: the reranker's token cache emptied before each timed call,
     # so no passage's ids are known (repeat runs of the same pairs would otherwise find all of them).
     forget = model.token_cache.clear if ours else (lambda: None)
-    cold = lambda fn: lambda: (forget(), fn())[1]  # noqa: E731
+
+    def cold(fn):
+        def run():
+            forget()
+            return fn()
+        return run
+
     if spec is None:
         per_query = lambda: [model.predict([(q, d) for d in docs], batch_size=batch, show_progress_bar=False)  # noqa: E731
                              for q, docs in zip(work.questions, work.candidates)]
