@@ -382,6 +382,12 @@ def machine(device: str) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
+def _latency(row: dict, kind: str) -> str:
+    """A row's ``latency_{kind}p50_ms / p95`` cell; "-" where it was not measured (ST has no token cache to warm)."""
+    p50 = row.get(f"latency_{kind}p50_ms")
+    return "-" if p50 is None else f"{p50:.1f} / {row[f'latency_{kind}p95_ms']:.1f}"
+
+
 def table(result: dict) -> str:
     m = result["machine"]
     lines = [f"Machine: **{m}**. {result['queries']} KorQuAD questions x top {result['depth']} Kiwi-BM25 "
@@ -403,11 +409,8 @@ def table(result: dict) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             share = f"{100 * r['flop_fraction']:.1f} %" if r.get("flop_fraction") else "-"
-            warm, each = (("-" if r.get(f"latency_{k}_p50_ms") is None
-                           else f"{r[f'latency_{k}_p50_ms']:.1f} / {r[f'latency_{k}_p95_ms']:.1f}")
-                          for k in ("warm", "questions"))
             lines.append(f"| {r['system']} | {m} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f}x | "
-                         f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {each} | {warm} | {r['MRR@10']:.4f} | "
+                         f"{_latency(r, '')} | {_latency(r, 'questions_')} | {_latency(r, 'warm_')} | {r['MRR@10']:.4f} | "
                          f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {share} | "
                          f"{'-' if r.get('tokenize_pairs_per_s') is None else format(r['tokenize_pairs_per_s'], '.0f')} | "
                          f"{r['pairs_per_s_one_query_a_call']:.1f} | {r['load_s']:.1f} |")
