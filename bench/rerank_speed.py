@@ -95,6 +95,8 @@ def rerank_rows(args, model_path, questions, relevant, candidates, rows: list[di
                     ("Reranker defaults (fp16, packed passes of 64 x 512 tokens, CUDA graphs)", "reranker", {}),
                     ("Reranker fused_ffn=False (the model's own GELU kernel after each feed-forward GEMM)", "reranker",
                      dict(fused_ffn=False)),
+                    ("Reranker fused_norm=False (torch's residual add and LayerNorm kernels)", "reranker",
+                     dict(fused_norm=False)),
                     ("Reranker cuda_graphs=False (packed passes launched op by op)", "reranker",
                      dict(cuda_graphs=False)),
                     ("Reranker pack=False (fp16, padded passes of 64 x 512 tokens)", "reranker", dict(pack=False)),
@@ -259,6 +261,7 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
            "latency_warm_p95_ms": _p95(warm) if warm else None,
            "MRR@10": work.mrr(scores), "load_s": load,
            "packed": model._packed if ours else None, "fused_ffn": model._fused if ours else None,
+           "fused_norms": model._fused_norms if ours else None,
            "flash": (not model._host_spans) if ours and model._packed else None,
            "cuda_graphs": len(model._graphs) if ours and model._graphs is not None and model._graphs.enabled else None,
            "flop_fraction": flops(model_path, work.pairs, args.max_length) / seconds / PEAK_FLOPS if cuda else None}

@@ -33,7 +33,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from . import fused, models, onnx_backend, packed
+from . import add_norm, fused, models, onnx_backend, packed
 from .devices import resolve_device, resolve_dtype, staged
 from .models import DEFAULT_RERANKER
 from .pairs import PairEncoder, TokenCache, Windows
@@ -93,6 +93,10 @@ class Reranker:
             (``rag_rerank.fused``; same families as ``pack``). cuBLASLt's GELU is the tanh
             approximation: exact for ALBERT's ``gelu_new``, within ~5e-4 an activation of exact GELU (e5);
             ``False`` keeps the model's own activation. Ignored elsewhere.
+        fused_norm: with ``backend="torch"`` on CUDA in fp16/bf16 and no ``compile`` (which fuses on its
+            own), each layer's residual add + LayerNorm runs as one Triton kernel instead of two kernels
+            (``rag_rerank.add_norm``; BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT): the add and torch's
+            LayerNorm were a quarter of an e5-small pass on an H200. Ignored elsewhere or without Triton.
         cache_tokens: documents' token ids kept between calls, in tokens (int32; with the texts, about
             15 MB for the default 2M, ~7,000 KorQuAD passages), least recently used dropped first; 0
             keeps none. A first stage over one corpus returns its popular passages query after query,
@@ -112,7 +116,7 @@ class Reranker:
                  revision: str | None = None, local_files_only: bool | None = None,
                  backend: Backend = "torch", quantize: bool = False, threads: int | None = None,
                  compile: bool | str = False, pack: bool = True, cuda_graphs: bool = True,
-                 fused_ffn: bool = True, cache_tokens: int = 2_000_000) -> None:
+                 fused_ffn: bool = True, fused_norm: bool = True, cache_tokens: int = 2_000_000) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         # what pickling sends instead of weights, tokenizers and threads (see __reduce__)
@@ -121,7 +125,8 @@ class Reranker:
                                max_query_fraction=max_query_fraction, trust_remote_code=trust_remote_code,
                                revision=revision, local_files_only=local_files_only, backend=backend,
                                quantize=quantize, threads=threads, compile=compile, pack=pack,
-                               cuda_graphs=cuda_graphs, fused_ffn=fused_ffn, cache_tokens=cache_tokens)
+                               cuda_graphs=cuda_graphs, fused_ffn=fused_ffn, fused_norm=fused_norm,
+                               cache_tokens=cache_tokens)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
         if not 0 <= window_overlap < 1:
@@ -157,7 +162,7 @@ class Reranker:
             raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
                              "(a relevance logit) or 2 (not relevant / relevant)")
         self.model, self._graph = None, None  # torch module | exported graph run by a CPU backend
-        self._packed, self._graphs, self._fused = False, None, 0
+        self._packed, self._graphs, self._fused, self._fused_norms = False, None, 0, 0
         if cpu_backend:
             self._graph = onnx_backend.load(self.path, "classifier", backend, quantize=quantize, threads=threads,
                                             dtype=dtype)
@@ -174,6 +179,9 @@ class Reranker:
             # worth removing, and fp32 (the reference precision) keeps the model's exact function
             self._fused = int(fused_ffn and self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
                            and packed.supports(config) and fused.enable(self.model))
+            self._fused_norms = int(fused_norm and not compile and self.device.type == "cuda"
+                                    and self.dtype in (torch.float16, torch.bfloat16) and add_norm.available()
+                                    and add_norm.enable(self.model))
             self._packed = pack and packed.enable(self.model, self.device, self.dtype)
             if compile:
                 self.model = torch.compile(self.model, dynamic=True,
