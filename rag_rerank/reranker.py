@@ -93,10 +93,11 @@ class Reranker:
             (``rag_rerank.fused``; same families as ``pack``). cuBLASLt's GELU is the tanh
             approximation: exact for ALBERT's ``gelu_new``, within ~5e-4 an activation of exact GELU (e5);
             ``False`` keeps the model's own activation. Ignored elsewhere.
-        fused_norm: with ``backend="torch"`` on CUDA in fp16/bf16 and no ``compile`` (which fuses on its
-            own), each layer's residual add + LayerNorm runs as one Triton kernel instead of two kernels
-            (``rag_rerank.add_norm``; BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT): the add and torch's
-            LayerNorm were a quarter of an e5-small pass on an H200. Ignored elsewhere or without Triton.
+        fused_norm: where packed passes replay CUDA graphs (``cuda_graphs``; no ``compile``, which fuses on
+            its own), each layer's residual add + LayerNorm runs as one Triton kernel instead of two
+            (``rag_rerank.add_norm``; BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT): on an H200 the pair took
+            72 us for a 32k-token pass, the kernel 30; the defaults ran 1.02-1.17x faster with it
+            (BENCHMARKS.md, session 15). Ignored elsewhere or without Triton.
         cache_tokens: documents' token ids kept between calls, in tokens (int32; with the texts, about
             15 MB for the default 2M, ~7,000 KorQuAD passages), least recently used dropped first; 0
             keeps none. A first stage over one corpus returns its popular passages query after query,
@@ -179,9 +180,6 @@ class Reranker:
             # worth removing, and fp32 (the reference precision) keeps the model's exact function
             self._fused = int(fused_ffn and self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
                            and packed.supports(config) and fused.enable(self.model))
-            self._fused_norms = int(fused_norm and not compile and self.device.type == "cuda"
-                                    and self.dtype in (torch.float16, torch.bfloat16) and add_norm.available()
-                                    and add_norm.enable(self.model))
             self._packed = pack and packed.enable(self.model, self.device, self.dtype)
             if compile:
                 self.model = torch.compile(self.model, dynamic=True,
@@ -201,6 +199,11 @@ class Reranker:
 
             self._graphs = PackedGraphs(self.model, self.device, pad_id=self._pairs.pad_id,
                                         position_offset=self._position_offset, max_length=self.max_length)
+            # only where passes replay graphs: Triton's launcher takes ~35 us of host time a kernel, more than
+            # the two torch launches it replaces, and passes launched op by op wait on the host (H200: the
+            # cuda_graphs=False row fell from 13,193 to 8,635 pairs/s with the kernel in eager passes,
+            # bench/results/speed_h200_s15/call2); packed CUDA passes are fp16/bf16 (the flash kernel)
+            self._fused_norms = int(fused_norm and not compile and add_norm.available() and add_norm.enable(self.model))
         self._tokenizing = None  # the background tokenisation thread, started by the first call of 2+ chunks
         # Where passes replay CUDA graphs a call of a few dozen pairs is cut in pieces, so that each is
         # tokenised while the device runs the one before (tokenising 1 x 50 KorQuAD pairs takes as long
