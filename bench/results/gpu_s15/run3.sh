@@ -9,7 +9,7 @@ nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv > $R/gpu.txt 
 date +%T >> $R/times.txt
 W=.gpu/work/korquad
 A="--device cuda --model /tmp/shipped1 --encoder /tmp/e5cut --candidates $W/test.bm25-kiwi.jsonl.gz --corpus $W/test_corpus.jsonl --queries 120 --depth 50 --latency-docs 50 --latency-repeat 50 --no-encode"
-timeout 300 python3 bench/rerank_speed.py $A --batch-sizes "" --repeat 3 --albert /tmp/albert --out $R/rerank_speed_run1 > $R/speed_run1.log 2>&1
+timeout 320 python3 bench/rerank_speed.py $A --batch-sizes "" --repeat 3 --albert /tmp/albert --out $R/rerank_speed_run1 > $R/speed_run1.log 2>&1
 echo "rc=$?" >> $R/speed_run1.log; date +%T >> $R/times.txt
 timeout 175 python3 bench/rerank_speed.py $A --batch-sizes "" --repeat 2 --out $R/rerank_speed_run2 > $R/speed_run2.log 2>&1
 echo "rc=$?" >> $R/speed_run2.log; date +%T >> $R/times.txt
