@@ -199,10 +199,11 @@ class Reranker:
 
             self._graphs = PackedGraphs(self.model, self.device, pad_id=self._pairs.pad_id,
                                         position_offset=self._position_offset, max_length=self.max_length)
-            # only where passes replay graphs: Triton's launcher takes ~35 us of host time a kernel, more than
-            # the two torch launches it replaces, and passes launched op by op wait on the host (H200: the
-            # cuda_graphs=False row fell from 13,193 to 8,635 pairs/s with the kernel in eager passes,
-            # bench/results/speed_h200_s15/call2); packed CUDA passes are fp16/bf16 (the flash kernel)
+            # only where passes replay graphs: Triton's launcher takes ~35 us of host time a launch (H200, 200
+            # back-to-back launches of a 6k-token kernel: 36 us each, torch's add + LayerNorm 25 us for both,
+            # bench/results/speed_h200_s15/call2/probe_norm.log), and passes launched op by op already wait on
+            # the host; the cuda_graphs=False rows with the kernel (8,635 / 6,743 pairs/s) sat below those
+            # without (7,210-13,193), within the hosts' spread. Packed CUDA passes are fp16/bf16 (flash).
             self._fused_norms = int(fused_norm and not compile and add_norm.available() and add_norm.enable(self.model))
         self._tokenizing = None  # the background tokenisation thread, started by the first call of 2+ chunks
         # Where passes replay CUDA graphs a call of a few dozen pairs is cut in pieces, so that each is
