@@ -3,7 +3,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Triton kernels (rag_rerank.add_norm) run in Triton's interpreter here: the suite runs on CPUs. Set
+# before anything imports triton.language (transformers does): its own @jit helpers (tl.sum, ...) are
+# built interpreted or compiled at that import, and compiled ones cannot run in the interpreter.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 # Small samples of the Korean data sets, with their licences (fixtures/data/README.md): the
 # tests run from the repository alone. Training and benchmarks read the full sets.

@@ -20,11 +20,12 @@ FAMILIES = {  # model_type -> (config class, sequence-classification class)
 
 
 @pytest.fixture(scope="module")
-def interpreted(request):
-    """The launcher around the kernel as Triton's interpreter runs it (numpy, on CPU tensors)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TRITON_INTERPRET", "1")
-    request.addfinalizer(mp.undo)
+def interpreted():
+    """The launcher around the kernel as Triton's interpreter runs it (numpy, on CPU tensors; conftest
+    sets TRITON_INTERPRET before triton is first imported)."""
+    import os
+
+    assert os.environ.get("TRITON_INTERPRET") == "1", "conftest sets TRITON_INTERPRET before triton is imported"
     return add_norm.launcher(add_norm._build())
 
 
