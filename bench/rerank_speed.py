@@ -194,8 +194,6 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
         model = CrossEncoder(str(model_path), device=args.device, max_length=args.max_length,
                              model_kwargs={"dtype": options})
         score_all = lambda: list(model.predict(work.pairs, batch_size=batch, show_progress_bar=False))  # noqa: E731
-        score_one = lambda: model.predict([(work.one_q, d) for d in work.one_docs], batch_size=batch,  # noqa: E731
-                                          show_progress_bar=False)
         score_call = lambda q, docs: model.predict([(q, d) for d in docs], batch_size=batch,  # noqa: E731
                                                    show_progress_bar=False)
     else:
@@ -207,8 +205,9 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
                          threads=args.threads if backend != "torch" else None, **options)
         label = label.format(dtype=_short(model.dtype))  # "auto" rows name the precision this CPU got
         score_all = lambda: [s for group in model.score_many(work.questions, work.candidates) for s in group]  # noqa: E731
-        score_one = lambda: model.score(work.one_q, work.one_docs)  # noqa: E731
         score_call = model.score
+    score_one = lambda: score_call(work.one_q, work.one_docs)  # noqa: E731
+    per_query = lambda: [score_call(q, docs) for q, docs in zip(work.questions, work.candidates)]  # noqa: E731
     ours = spec is not None  # a Reranker (any backend), not sentence-transformers
     # Timed cold unless a column says otherwise: the reranker's token cache emptied before each timed call,
     # so no passage's ids are known (repeat runs of the same pairs would otherwise find all of them).
@@ -220,11 +219,6 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
             return fn()
         return run
 
-    if spec is None:
-        per_query = lambda: [model.predict([(q, d) for d in docs], batch_size=batch, show_progress_bar=False)  # noqa: E731
-                             for q, docs in zip(work.questions, work.candidates)]
-    else:
-        per_query = lambda: [model.score(q, docs) for q, docs in zip(work.questions, work.candidates)]  # noqa: E731
     score_one()  # warm-up: first-call costs are reported as load, not as throughput
     if compiled:
         score_all()  # compiling the large shapes is load too
