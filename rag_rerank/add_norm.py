@@ -17,8 +17,8 @@ keys). Inference only (the reranker's model is in eval mode: dropout is the iden
 listed: its add + LayerNorm sit inside its attention and layer forwards, between other work.
 
 Numerics: the sum is rounded to the model's dtype before it is normalised and the mean and variance
-are taken in fp32, as eager PyTorch does; only the reduction order differs. Where the kernel does not
-run (a CPU tensor, no Triton) the block computes the eager ops; the tests run the kernel itself under
+are taken in fp32, as eager PyTorch does; only the reduction order differs. On a device the kernel does
+not run on (a CPU tensor), or in training, the block computes the eager ops; the tests run the kernel under
 Triton's interpreter on the CPU.
 """
 from __future__ import annotations
@@ -44,18 +44,18 @@ class AddNorm(nn.Module):
     def __init__(self, block: nn.Module, run, devices: tuple[str, ...] = ("cuda",)) -> None:
         super().__init__()
         self.dense, self.LayerNorm, self.dropout = block.dense, block.LayerNorm, block.dropout
-        self.run = run  # the launcher (kernel()); None: eager ops only
+        self.run = run  # the launcher: kernel()'s, or one a test gives
         self.devices = devices  # where the kernel runs (tests add "cpu" for Triton's interpreter)
         self.train(block.training)  # a new module starts in training mode; the block's model may be in eval
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         hidden_states = self.dropout(self.dense(hidden_states))
-        if self.run is None or self.training or hidden_states.device.type not in self.devices:
+        if self.training or hidden_states.device.type not in self.devices:
             return self.LayerNorm(hidden_states + input_tensor)
         return self.run(hidden_states, input_tensor, self.LayerNorm)
 
     def extra_repr(self) -> str:
-        return "residual add + LayerNorm in one kernel" if self.run is not None else "eager"
+        return f"residual add + LayerNorm in one kernel on {', '.join(self.devices)}"
 
 
 def available() -> bool:
@@ -81,9 +81,10 @@ def enable(model: nn.Module, run=None, devices: tuple[str, ...] = ("cuda",)) -> 
 
 
 def _fits(block: nn.Module) -> bool:
-    norm = getattr(block, "LayerNorm", None)
-    return (isinstance(getattr(block, "dense", None), nn.Linear) and isinstance(getattr(block, "dropout", None), nn.Dropout)
-            and type(norm) is nn.LayerNorm and norm.weight is not None and norm.bias is not None
+    """A listed block (its modules are the modeling code's) whose LayerNorm the kernel computes: torch's own,
+    over the last dimension, with a weight and a bias."""
+    norm = block.LayerNorm
+    return (type(norm) is nn.LayerNorm and norm.weight is not None and norm.bias is not None
             and len(norm.normalized_shape) == 1)
 
 
