@@ -6,12 +6,14 @@ into the content morpheme 서울 plus particles, which we drop.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import threading
+from itertools import chain
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -34,8 +36,16 @@ def _tokenize_kiwi(texts: list[str]):
         if _kiwi is None:
             from kiwipiepy import Kiwi
 
-            _kiwi = Kiwi()
-        return _kiwi.tokenize(texts)
+            # Kiwi's own worker threads tokenise a list in parallel (the GIL released): ingest uses
+            # every core, a one-line query pays nothing for it.
+            _kiwi = Kiwi(num_workers=max(1, min(os.cpu_count() or 1, 32)))
+        return [_kiwi.tokenize(texts[0])] if len(texts) == 1 else list(_kiwi.tokenize(texts))
+
+
+def warm_up() -> None:
+    """Load Kiwi's model on a background thread (seconds), so a store's first BM25 search does not pay it."""
+    if _kiwi is None:
+        threading.Thread(target=lambda: _tokenize_kiwi(["가"]), name="rag-rerank-kiwi-load", daemon=True).start()
 
 
 # Latin-script words are taken whole, not from Kiwi: it splits some where a sentence ends on them
@@ -108,18 +118,132 @@ def make_tokenizer(kind: str | Callable) -> Callable[[Sequence[str]], list[list[
     raise ValueError(f"unknown tokenizer {kind!r}: use 'kiwi', 'whitespace' or a callable")
 
 
-class KoreanBM25:
-    """BM25 over documents identified by string ids; incremental add/delete, persistable.
+def term_keys(terms) -> np.ndarray:
+    """Each term's 64-bit key (BLAKE2b of its UTF-8 bytes): the index stores keys, never strings, so a
+    segment opens as a few memory-mapped arrays. Two different terms sharing a key would be scored as
+    one; at 64 bits that takes billions of distinct terms to become likely."""
+    digest = hashlib.blake2b
+    return np.frombuffer(b"".join(digest(t.encode("utf-8", "surrogatepass"), digest_size=8).digest() for t in terms),
+                         dtype="<u8").astype(np.uint64, copy=False)
 
-    Tokens are kept per document, so a change only tokenises the new documents;
-    the score matrix is rebuilt lazily on the next search.
+
+def text_key(text: str) -> int:
+    """A document text's 64-bit key: how a sync tells a changed text from an unchanged one."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def postings(token_lists: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+    """Documents' tokens -> a term-major posting block: ``terms`` (sorted keys), ``indptr``, ``docs``
+    (row within the block, ascending per term), ``tfs`` and per-row ``lengths``. Vectorised: a Python
+    step per distinct term and per token lookup only."""
+    n = len(token_lists)
+    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=n)
+    flat = list(chain.from_iterable(token_lists))
+    if not flat:
+        return {"terms": np.zeros(0, np.uint64), "indptr": np.zeros(1, np.int64), "docs": np.zeros(0, np.int32),
+                "tfs": np.zeros(0, np.uint16), "lengths": lengths.astype(np.uint32)}
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(flat))}
+    local = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
+    keys = term_keys(vocab)[local]
+    rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    order = np.lexsort((rows, keys))
+    keys, rows = keys[order], rows[order]
+    new_pair = np.ones(len(keys), bool)
+    new_pair[1:] = (keys[1:] != keys[:-1]) | (rows[1:] != rows[:-1])
+    starts = np.flatnonzero(new_pair)
+    tfs = np.diff(np.append(starts, len(keys)))
+    keys, rows = keys[starts], rows[starts]
+    new_term = np.ones(len(keys), bool)
+    new_term[1:] = keys[1:] != keys[:-1]
+    term_starts = np.flatnonzero(new_term)
+    return {"terms": keys[term_starts], "indptr": np.append(term_starts, len(keys)).astype(np.int64),
+            "docs": rows.astype(np.int32), "tfs": np.minimum(tfs, 65535).astype(np.uint16),
+            "lengths": lengths.astype(np.uint32)}
+
+
+class Block:
+    """One posting block as the scorer reads it: arrays (in memory or memory-mapped), the rows
+    deleted from it (None: none) and its first row's number among all blocks searched together."""
+
+    __slots__ = ("terms", "indptr", "docs", "tfs", "lengths", "deleted", "base")
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], deleted: np.ndarray | None = None, base: int = 0) -> None:
+        self.terms, self.indptr, self.docs = arrays["terms"], arrays["indptr"], arrays["docs"]
+        self.tfs, self.lengths = arrays["tfs"], arrays["lengths"]
+        self.deleted, self.base = deleted, base
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def find(self, key: np.uint64) -> tuple[np.ndarray, np.ndarray] | None:
+        """The live (rows, tfs) of one term key in this block, or None."""
+        j = int(np.searchsorted(self.terms, key))
+        if j >= len(self.terms) or self.terms[j] != key:
+            return None
+        lo, hi = int(self.indptr[j]), int(self.indptr[j + 1])
+        docs, tfs = np.asarray(self.docs[lo:hi]), np.asarray(self.tfs[lo:hi])
+        if self.deleted is not None:
+            live = ~self.deleted[docs]
+            docs, tfs = docs[live], tfs[live]
+        return (docs, tfs) if len(docs) else None
+
+
+def bm25_top(blocks: Sequence[Block], keys: np.ndarray, k: int, *, k1: float, b: float, n_live: int,
+             avgdl: float, total_rows: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """Okapi BM25 (Lucene's non-negative idf) of the query term ``keys`` over ``blocks``: the top ``k``
+    (global row, score) with score > 0, best first, ties by row. Document frequency counts live rows
+    only, so a block layout (one block or many, with deletes) scores exactly as one rebuilt block.
+    ``allowed``: a bool mask over global rows (a metadata filter)."""
+    found = []
+    for key in np.unique(keys):
+        hits = [(blk, h) for blk in blocks if (h := blk.find(key)) is not None]
+        if hits:
+            found.append((sum(len(h[0]) for _, h in hits), hits))
+    if not found or n_live == 0:
+        return []
+    rows, weights = [], []
+    for df, hits in found:
+        idf = np.log1p((n_live - df + 0.5) / (df + 0.5))
+        for blk, (docs, tfs) in hits:
+            tf = tfs.astype(np.float64)
+            norm = k1 * (1 - b + b * blk.lengths[docs].astype(np.float64) / avgdl)
+            rows.append(docs.astype(np.int64) + blk.base)
+            weights.append(idf * tf * (k1 + 1) / (tf + norm))
+    rows_a, w = np.concatenate(rows), np.concatenate(weights)
+    if len(rows_a) * 32 > total_rows:
+        scores = np.bincount(rows_a, w, minlength=total_rows)
+        cand = np.flatnonzero(scores > 0)
+        cand_scores = scores[cand]
+    else:
+        cand, inverse = np.unique(rows_a, return_inverse=True)
+        cand_scores = np.bincount(inverse, w)
+        keep = cand_scores > 0
+        cand, cand_scores = cand[keep], cand_scores[keep]
+    if allowed is not None:
+        keep = allowed[cand]
+        cand, cand_scores = cand[keep], cand_scores[keep]
+    if len(cand) > k:
+        part = np.argpartition(-cand_scores, k - 1)[:k]
+        threshold = cand_scores[part].min()
+        keep = cand_scores >= threshold  # every row tied at the cut, so ties break by row below
+        cand, cand_scores = cand[keep], cand_scores[keep]
+    order = np.lexsort((cand, -cand_scores))[:k]
+    return [(int(cand[i]), float(cand_scores[i])) for i in order]
+
+
+class KoreanBM25:
+    """BM25 held in memory over documents identified by string ids (an in-memory corpus, known
+    queries); a store keeps its BM25 on disk in :class:`rag_rerank.lexical_index.LexicalIndex`.
+
+    Tokens are kept per document, so a change only tokenises the new documents; the posting block
+    is rebuilt (vectorised) on the next search after a change.
     """
 
     def __init__(self, tokenizer: str | Callable = "kiwi", k1: float = 1.2, b: float = 0.75) -> None:
         self.tokenizer = make_tokenizer(tokenizer)
         self.k1, self.b = k1, b
         self._tokens: dict[str, list[str]] = {}
-        self._matrix = None  # (ids, vocab, csc weights) or None when stale
+        self._matrix = None  # (ids, Block, avgdl) or None when stale
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------- contents
@@ -153,81 +277,37 @@ class KoreanBM25:
         """Top ``k`` (id, score) pairs with score > 0, best first; ties by id order of insertion."""
         if k <= 0:
             raise ValueError("k must be >= 1")
-        ids, vocab, weights = self._index()
+        ids, block, avgdl = self._index()
         if not ids:
             return []
-        cols = sorted({vocab[t] for t in self.tokenizer([query])[0] if t in vocab})
-        if not cols:
+        terms = self.tokenizer([query])[0]
+        if not terms:
             return []
-        scores = np.asarray(weights[:, cols].sum(axis=1)).ravel()
+        mask = None
         if allowed is not None:
             mask = np.fromiter((i in allowed for i in ids), bool, len(ids))
-            scores = np.where(mask, scores, 0.0)
-        top = np.flatnonzero(scores > 0)
-        top = top[np.lexsort((top, -scores[top]))][:k]
-        return [(ids[i], float(scores[i])) for i in top]
+        top = bm25_top([block], term_keys(dict.fromkeys(terms)), k, k1=self.k1, b=self.b, n_live=len(ids),
+                       avgdl=avgdl, total_rows=len(ids), allowed=mask)
+        return [(ids[r], s) for r, s in top]
 
     def _index(self):
         with self._lock:
             if self._matrix is None:
-                self._matrix = self._build()
+                ids = list(self._tokens)
+                block = Block(postings([self._tokens[i] for i in ids]))
+                mean = float(block.lengths.mean()) if ids else 0.0
+                self._matrix = (ids, block, mean if mean > 0 else 1.0)
             return self._matrix
 
-    def _build(self):
-        from scipy.sparse import csr_matrix
-
-        ids = list(self._tokens)
-        vocab: dict[str, int] = {}
-        rows, cols, tfs = [], [], []
-        lengths = np.zeros(len(ids), dtype=np.float64)
-        for r, doc_id in enumerate(ids):
-            toks = self._tokens[doc_id]
-            lengths[r] = len(toks)
-            counts: dict[int, int] = {}
-            for t in toks:
-                c = vocab.setdefault(t, len(vocab))
-                counts[c] = counts.get(c, 0) + 1
-            rows += [r] * len(counts)
-            cols += list(counts)
-            tfs += list(counts.values())
-        tf = np.asarray(tfs, dtype=np.float64)
-        rows_a = np.asarray(rows, dtype=np.int64)
-        cols_a = np.asarray(cols, dtype=np.int64)
-        n = len(ids)
-        df = np.bincount(cols_a, minlength=len(vocab)) if len(vocab) else np.zeros(0)
-        idf = np.log1p((n - df + 0.5) / (df + 0.5))  # Lucene's non-negative idf
-        avgdl = lengths.mean() if n and lengths.mean() > 0 else 1.0
-        norm = self.k1 * (1 - self.b + self.b * lengths[rows_a] / avgdl)
-        w = idf[cols_a] * tf * (self.k1 + 1) / (tf + norm)
-        weights = csr_matrix((w, (rows_a, cols_a)), shape=(n, len(vocab))).tocsc()
-        return ids, vocab, weights
-
-    # --------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"version": 1, "tokenizer": getattr(self.tokenizer, "name", "custom"),
-                   "k1": self.k1, "b": self.b, "tokens": self._tokens}
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)  # readers never see a half-written file
-
+    # ------------------------------------------------------ the old format
     @classmethod
     def load(cls, path: str | os.PathLike, tokenizer: str | Callable | None = None) -> "KoreanBM25":
+        """Read a version-1 index: one JSON file of every document's tokens, as stores wrote it
+        before the segment index (:mod:`rag_rerank.lexical_index` migrates such files)."""
         payload = json.loads(Path(path).read_text(encoding="utf-8"))
-        index = cls(tokenizer or payload["tokenizer"], k1=payload["k1"], b=payload["b"])
-        index._tokens = {k: list(v) for k, v in payload["tokens"].items()}
+        if not isinstance(payload, dict) or not isinstance(payload.get("tokens"), dict):
+            raise ValueError(f"{path}: not a rag-rerank BM25 index (no 'tokens' object)")
+        index = cls(tokenizer or payload.get("tokenizer", "kiwi"), k1=float(payload.get("k1", 1.2)),
+                    b=float(payload.get("b", 0.75)))
+        index._tokens = {str(k): [str(t) for t in v] for k, v in payload["tokens"].items()}
         return index
-
-    def sync(self, known_ids: set[str], fetch_texts: Callable[[list[str]], list[str]]) -> bool:
-        """Make the index hold exactly ``known_ids``, fetching texts only for ids it lacks.
-
-        Returns True when something changed.
-        """
-        stale = self.ids - known_ids
-        missing = sorted(known_ids - self.ids)
-        if stale:
-            self.delete(stale)
-        if missing:
-            self.add(missing, fetch_texts(missing))
-        return bool(stale or missing)
