@@ -33,13 +33,13 @@ def _cmd_rerank(args) -> int:
 def _open_store(args, lexical: bool = True, create: bool = False):
     """The store the flags name. Only ``index`` creates one: a reading command given a mistyped
     --store or --collection must say so, not answer from a new empty store."""
-    from .store import ChromaStore, lexical_file
+    from .store import ChromaStore, lexical_dir
 
     kwargs = dict(collection=args.collection, encoder=args.encoder, encoder_options=_model_options(args),
                   lexical=lexical, create=create)
     if args.host:
         return ChromaStore.connect(args.host, args.port, lexical_path=args.store and
-                                   lexical_file(args.store, args.collection), **kwargs)
+                                   lexical_dir(args.store, args.collection), **kwargs)
     if not args.store:
         raise UsageError("give --store DIR (embedded store) or --host/--port (Chroma server)")
     return ChromaStore(args.store, **kwargs)

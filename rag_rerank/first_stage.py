@@ -18,6 +18,7 @@ import copy
 import hashlib
 import random
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -98,6 +99,9 @@ class _Base:
             raise ValueError(f"{type(self).__name__} has no metadata: a where filter needs a store")
 
 
+_SIDE_POOL = ThreadPoolExecutor(4, thread_name_prefix="rag-rerank-bm25-side")
+
+
 class DenseAndLexical(_Base, ABC):
     """A first stage that searches both sides itself, so its hybrid can be re-weighted."""
 
@@ -116,10 +120,14 @@ class DenseAndLexical(_Base, ABC):
         check_k(k)
         if self.mode == "bm25":
             return self._lexical_many(queries, k, where), [{} for _ in queries]
-        dense = self._dense_many(queries, k, where)
         if self.mode == "dense":
-            return dense, [{} for _ in queries]
-        lexical = self._lexical_many(queries, k, where)
+            return self._dense_many(queries, k, where), [{} for _ in queries]
+        # the two sides side by side: the encoder and Kiwi each release the GIL for their work
+        lexical_side = _SIDE_POOL.submit(self._lexical_many, queries, k, where)
+        try:
+            dense = self._dense_many(queries, k, where)
+        finally:
+            lexical = lexical_side.result()
         fused = [hybrid(d, lx, self.hybrid_fusion)[:k] for d, lx in zip(dense, lexical)]
         return fused, [{"dense": d, "bm25": lx} for d, lx in zip(dense, lexical)]
 

@@ -3,8 +3,13 @@
 Embedded ``chromadb.PersistentClient`` by default; :meth:`ChromaStore.connect`
 talks to a Chroma server through ``HttpClient`` with the same API. We embed
 (the collection has no embedding function) so the query-side prompt of the
-bi-encoder is always right. A Kiwi BM25 index is kept next to the collection
-and in step with it, for lexical and hybrid search.
+bi-encoder is always right. A Kiwi BM25 index (:class:`~rag_rerank.lexical_index.LexicalIndex`,
+segments on disk) is kept next to the collection and in step with it, for lexical and hybrid search.
+
+One truth for every process: a store notices at each search what another process wrote (the BM25
+manifest's ``stat``; in embedded mode Chroma's own change counter) and catches up - BM25 at once,
+dense search by reopening its Chroma client in the background. Writers hold the store's write lock
+for their whole ingest; readers never take it.
 """
 from __future__ import annotations
 
@@ -13,12 +18,18 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
+import threading
+import time
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .encoder import BiEncoder, as_bi_encoder
-from .lexical import KoreanBM25
+from .lexical import text_key
+from .lexical_index import LexicalIndex, migrate_json, prepare
 from .models import DEFAULT_ENCODER
 from .types import Document, Hit, check_k, check_query, json_lines
 
@@ -43,10 +54,16 @@ def content_id(text: str, metadata: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
-def lexical_file(directory: str | Path, collection: str) -> Path:
+def lexical_dir(directory: str | Path, collection: str) -> Path:
     """Where a collection's BM25 index lives under ``directory``: named by the collection's Chroma
     name (ASCII, no path separators), so no collection name can point outside ``directory``."""
-    return Path(directory) / "bm25" / f"{collection_name(collection)}.json"
+    return Path(directory) / "bm25" / collection_name(collection)
+
+
+def lexical_file(directory: str | Path, collection: str) -> Path:
+    """Where stores before the segment index kept a collection's BM25 (one JSON file): read once, to migrate."""
+    folder = lexical_dir(directory, collection)
+    return folder.with_name(folder.name + ".json")
 
 
 def sanitize_metadata(metadata: Mapping[str, Any] | None, position: int) -> dict[str, Any] | None:
@@ -144,15 +161,24 @@ class ChromaStore:
             metadata={"rag_rerank_name": collection, "rag_rerank_encoder": self.encoder.model_name,
                       "rag_rerank_dim": self.encoder.dimension})
         self._max_batch = int(client.get_max_batch_size())
-        self.lexical: KoreanBM25 | None = None
-        self._lexical_path, self._lexical_seen = None, None
+        self._feed = _ChromaFeed.open(self.path, self.collection.id) if self.path is not None else None
+        self._known_seq = self._feed.seq() if self._feed is not None else None  # what our client's view holds
+        self._refresher: threading.Thread | None = None
+        self._holding = 0  # > 0 while this store holds its write lock
+        self._write_mutex = threading.RLock()  # this store's own writers, one at a time
+        self.last_ingest: dict[str, float] = {}
+        self.lexical: LexicalIndex | None = None
+        self._write_lock_file = None
         if lexical:
-            if lexical_path is None and self.path is not None:
-                lexical_path = lexical_file(self.path, collection)
-            self._lexical_path = Path(lexical_path) if lexical_path else None
-            self._bm25_tokenizer = bm25_tokenizer
-            with self._writing():
-                self.lexical = self._open_lexical()
+            if bm25_tokenizer == "kiwi":
+                from .lexical import warm_up
+
+                warm_up()  # Kiwi's model loads while the index opens and the caller loads its models
+            self.lexical = self._open_lexical(lexical_path, bm25_tokenizer)
+        if self.path is not None and self.lexical is None:
+            from .lexical_index import _FileLock
+
+            self._write_lock_file = _FileLock(self.path / "rag_rerank.lock")
 
     @classmethod
     def connect(cls, host: str = "localhost", port: int = 8000, collection: str = DEFAULT_COLLECTION,
@@ -193,23 +219,90 @@ class ChromaStore:
         return len(new), len(stored)
 
     def _add_new(self, new: list[Document], show_progress: bool | None) -> None:
-        """Chroma and BM25 batch by batch, so a failure part-way leaves both holding the same batches."""
+        """Store ``new`` batch by batch through a pipeline: while batch i is written (Chroma, then BM25),
+        batch i+1 is Kiwi-tokenised and embedded on other threads (Kiwi spreads over every core, the
+        encoder over its device), so the slowest stage sets the rate. Each batch's ids are noted before
+        its Chroma write and cleared after its BM25 commit: a process killed between the two leaves a
+        note the next writer reads to put the batch into BM25 (Chroma keeps what it stored)."""
         if show_progress is None:
             show_progress = len(new) >= 2000
+        # busy seconds per stage (tokenise and embed run beside the writes), and the writer's waits on them
+        stats = {"documents": len(new), "tokenize_s": 0.0, "embed_s": 0.0, "chroma_s": 0.0, "bm25_s": 0.0,
+                 "wait_embed_s": 0.0, "wait_tokenize_s": 0.0}
+        start = time.perf_counter()
+        if not new:
+            self.last_ingest = {**stats, "wall_s": 0.0}
+            return
+        size = self._max_batch
+        batches = [new[i : i + size] for i in range(0, len(new), size)]
+        lexical = self.lexical
+
+        def tokenize(batch):
+            t = time.perf_counter()
+            out = prepare([d.id for d in batch], [d.text for d in batch], lexical.tokenizer)
+            stats["tokenize_s"] += time.perf_counter() - t
+            return out
+
+        def embed(batch):
+            t = time.perf_counter()
+            out = self.encoder.embed_passages([d.text for d in batch])
+            stats["embed_s"] += time.perf_counter() - t
+            return out
+
         bar = _progress(len(new), show_progress, "indexing")
+        tok_pool = ThreadPoolExecutor(1, thread_name_prefix="rag-rerank-kiwi")
+        emb_pool = ThreadPoolExecutor(1, thread_name_prefix="rag-rerank-embed")
+        ahead: deque = deque()
         try:
-            for start in range(0, len(new), self._max_batch):
-                batch = new[start : start + self._max_batch]
-                vectors = self.encoder.embed_passages([d.text for d in batch])
-                self.collection.add(ids=[d.id for d in batch], documents=[d.text for d in batch],
-                                    embeddings=vectors, metadatas=[d.metadata or None for d in batch])
-                if self.lexical is not None:
-                    self.lexical.add([d.id for d in batch], [d.text for d in batch])
+            for i, batch in enumerate(batches):
+                while len(ahead) < 2 and i + len(ahead) < len(batches):  # up to two batches in flight ahead
+                    b = batches[i + len(ahead)]
+                    ahead.append((tok_pool.submit(tokenize, b) if lexical is not None else None, emb_pool.submit(embed, b)))
+                tokens, vectors = ahead.popleft()
+                t = time.perf_counter()
+                vectors = vectors.result()
+                stats["wait_embed_s"] += time.perf_counter() - t
+                t = time.perf_counter()
+                tokens = tokens.result() if tokens is not None else None
+                stats["wait_tokenize_s"] += time.perf_counter() - t
+                self._write_batch(batch, vectors, tokens, stats)
                 bar.update(len(batch))
         finally:
+            for tokens, vectors in ahead:
+                for future in (tokens, vectors):
+                    if future is not None:
+                        future.cancel()
+            tok_pool.shutdown(wait=True)
+            emb_pool.shutdown(wait=True)
             bar.close()
-            if new and self.lexical is not None:
-                self._save_lexical()
+            self.last_ingest = {**stats, "wall_s": time.perf_counter() - start}
+
+    def _write_batch(self, batch: list[Document], vectors, prepared, stats: dict) -> None:
+        ids = [d.id for d in batch]
+        t = time.perf_counter()
+        self._note_pending(ids)
+        before = self._feed.seq() if self._feed is not None else None
+        self.collection.add(ids=ids, documents=[d.text for d in batch], embeddings=vectors,
+                            metadatas=[d.metadata or None for d in batch])
+        seq = self._after_write(before)
+        stats["chroma_s"] += time.perf_counter() - t
+        if prepared is not None:
+            t = time.perf_counter()
+            self.lexical.commit(prepared, chroma_seq=seq)
+            self._note_pending(None)
+            stats["bm25_s"] += time.perf_counter() - t
+
+    def _after_write(self, before: int | None):
+        """After our own Chroma write: our client's view includes it; BM25's change mark may advance
+        if it was in step before (returns the mark for the BM25 commit, or "keep")."""
+        if self._feed is None:
+            return "keep"
+        seq = self._feed.seq(force=True)
+        in_step = self._known_seq == before
+        self._known_seq = seq if in_step else self._known_seq
+        if self.lexical is not None and self.lexical.chroma_seq == before:
+            return seq
+        return "keep"
 
     def delete(self, ids: Sequence[str] | None = None, where: dict | None = None) -> None:
         if ids is None and where is None:
@@ -221,11 +314,17 @@ class ChromaStore:
             self._delete_ids(doomed)
 
     def _delete_ids(self, doomed: list[str]) -> None:
+        if not doomed:
+            return
         for start in range(0, len(doomed), self._max_batch):
-            self.collection.delete(ids=doomed[start : start + self._max_batch])
-        if self.lexical is not None and doomed:
-            self.lexical.delete(doomed)
-            self._save_lexical()
+            chunk = doomed[start : start + self._max_batch]
+            self._note_pending(chunk)
+            before = self._feed.seq() if self._feed is not None else None
+            self.collection.delete(ids=chunk)
+            seq = self._after_write(before)
+            if self.lexical is not None:
+                self.lexical.commit(None, delete=chunk, chroma_seq=seq)
+                self._note_pending(None)
 
     def index_sources(self, documents: Iterable[Document], *, sync: bool = False,
                       show_progress: bool | None = None) -> dict[str, int]:
@@ -292,10 +391,9 @@ class ChromaStore:
 
     def search_vector(self, vector, k: int = 10, where: dict | None = None) -> list[Hit]:
         check_k(k)
-        n = self.count()
-        if n == 0:
-            return []
-        res = self.collection.query(query_embeddings=[list(map(float, vector))], n_results=min(k, n), where=where,
+        self._fresh()
+        # no count() first: Chroma answers fewer than k (or none) by itself, and the count cost a query
+        res = self.collection.query(query_embeddings=[list(map(float, vector))], n_results=k, where=where,
                                     include=["documents", "metadatas", "distances"])
         hits, space = [], _space(self.collection)
         for rank, (i, t, m, d) in enumerate(zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
@@ -310,7 +408,8 @@ class ChromaStore:
         check_k(k)
         if self.lexical is None:
             raise ValueError("this store was opened with lexical=False")
-        allowed = set(self.collection.get(where=where, include=[])["ids"]) if where else None
+        self._fresh()
+        allowed = self.collection.get(where=where, include=[])["ids"] if where else None
         ranked = self.lexical.search(query, k, allowed)
         docs = {d.id: d for d in self.get([i for i, _ in ranked])}
         return [Hit(i, docs[i].text, docs[i].metadata, s, s, r)
@@ -326,8 +425,31 @@ class ChromaStore:
                 return ids
             offset += _PAGE
 
+    def refresh(self) -> None:
+        """Catch up now with what other processes and Chroma clients wrote, waiting for it (searches
+        do this by themselves: BM25 at once, dense search within one client reopen)."""
+        if self._feed is not None and self._feed.seq(force=True) != self._known_seq and not self._holding:
+            self._reopen()
+        if self.lexical is not None:
+            if self._feed is None or self._lexical_lagging(force=True):
+                with self._writing():
+                    pass  # taking the lock catches BM25 up (server mode: ids compared when counts differ)
+            self.lexical.refresh()
+
+    def optimize(self) -> None:
+        """Merge the BM25 index's segments into one (it merges in the background as it grows, too)."""
+        if self.lexical is not None:
+            self.lexical.optimize()
+
     def close(self) -> None:
         """Release the client (embedded stores free the directory for another process)."""
+        refresher = self._refresher
+        if refresher is not None:
+            refresher.join()
+        if self.lexical is not None:
+            self.lexical.close()
+        if self._feed is not None:
+            self._feed.close()
         closer = getattr(self.client, "close", None) or getattr(getattr(self.client, "_system", None), "stop", None)
         if callable(closer):
             closer()
@@ -358,78 +480,284 @@ class ChromaStore:
                              f"makes {self.encoder.dimension}-d vectors")
 
     def _stored(self, ids: list[str]) -> list[Document]:
+        """The stored documents among ``ids`` (ids looked up first: a fresh ingest fetches no texts)."""
         out: list[Document] = []
         for start in range(0, len(ids), self._max_batch):
-            out += self.get(ids[start : start + self._max_batch])
+            found = self.collection.get(ids=ids[start : start + self._max_batch], include=[])["ids"]
+            if found:
+                out += self.get(found)
         return out
 
-    def _open_lexical(self) -> KoreanBM25:
-        """The BM25 index as saved, caught up with the collection (another writer, a crash between
-        the two, an older version); a damaged file is rebuilt from the collection, not fatal."""
-        path = self._lexical_path
-        index, damaged = None, False
-        self._lexical_seen = _stamp(path)
-        if path is not None and path.exists():
+    def _open_lexical(self, lexical_path, tokenizer: str) -> LexicalIndex:
+        """The BM25 index: under the store (embedded), at ``lexical_path`` (server mode; a folder every
+        replica shares), else in this process's memory (built from the collection at open). An index
+        of the old one-JSON-file format is migrated; a damaged one is rebuilt from the collection."""
+        old_json = None
+        if lexical_path is not None:
+            directory = Path(lexical_path)
+            if directory.suffix == ".json":  # the old flag value named the JSON file
+                old_json, directory = directory, directory.with_suffix("")
+            else:
+                old_json = directory.with_name(directory.name + ".json")
+        elif self.path is not None:
+            directory, old_json = lexical_dir(self.path, self.name), lexical_file(self.path, self.name)
+        else:
+            directory = None
+            warnings.warn("server mode without lexical_path: this process builds BM25 in memory from the whole "
+                          "collection (Kiwi over every document); give lexical_path (a folder shared by every "
+                          "replica) so it is built once", stacklevel=3)
+        try:
+            index = LexicalIndex(directory, tokenizer)
+        except ValueError as exc:
+            if "tokenizer" in str(exc):
+                raise
+            warnings.warn(f"{exc}; rebuilding the BM25 index from the collection", stacklevel=3)
+            _retire(directory)
+            index = LexicalIndex(directory, tokenizer)
+        self.lexical = index
+        lock = contextlib.nullcontext() if directory is None else _try_lock(index)
+        if lock is None:
+            return index  # a writer holds the store: it catches BM25 up itself; readers do not wait for it
+        with lock:
+            self._holding += 1
             try:
-                index = KoreanBM25.load(path)
-            except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-                warnings.warn(f"{path}: BM25 index unreadable ({exc!r}); rebuilding it from the collection",
-                              stacklevel=3)
-                damaged = True
-        index = index or KoreanBM25(self._bm25_tokenizer)
-        if index.sync(self.all_ids(), lambda ids: [d.text for d in self.get(ids)]) or damaged:
-            self._save_lexical(index)
+                if old_json is not None and old_json.exists() and not index.snapshot().manifest["segments"]:
+                    try:
+                        migrate_json(old_json, index)
+                    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+                        warnings.warn(f"{old_json}: BM25 index unreadable ({exc!r}); rebuilding it from the "
+                                      "collection", stacklevel=3)
+                        os.replace(old_json, old_json.with_name(old_json.name + ".damaged"))
+                    index.set_state(chroma_seq=None)
+                self._catch_up()
+            finally:
+                self._holding -= 1
         return index
-
-    def _save_lexical(self, index: KoreanBM25 | None = None) -> None:
-        if self._lexical_path is not None:
-            (index or self.lexical).save(self._lexical_path)
-            self._lexical_seen = _stamp(self._lexical_path)
 
     @contextlib.contextmanager
     def _writing(self):
-        """One writer at a time per store (an exclusive lock on a file beside the BM25 index, held by
-        the process while it writes): two processes indexing into one store used to keep only the
-        last writer's BM25 entries. Inside, the BM25 index is first caught up with what another
-        writer saved since we read it."""
-        lock = self._lock_path()
-        if lock is None:
-            yield
+        """One writer at a time per store (an exclusive lock beside the BM25 index, held by the process
+        while it writes). Inside, our Chroma client is first reopened if another process wrote since
+        it opened (writing from a stale client would lose their vectors) and BM25 caught up."""
+        lock = self.lexical.write_lock() if self.lexical is not None else (self._write_lock_file or
+                                                                            contextlib.nullcontext())
+        with self._write_mutex, lock:
+            self._holding += 1
+            try:
+                if self._holding == 1:
+                    if self._feed is not None and self._feed.seq(force=True) != self._known_seq:
+                        self._reopen()
+                    if self.lexical is not None:
+                        self._catch_up()
+                yield
+            finally:
+                self._holding -= 1
+
+    # ------------------------------------------------------ keeping in step
+    def _catch_up(self) -> None:
+        """Under the write lock: make BM25 hold exactly the collection. In embedded mode Chroma's change
+        counter names what changed since BM25's mark (a writer killed between Chroma and BM25, another
+        Chroma client's upsert); a killed writer's note names its batch; with neither (first open over a
+        collection, server mode) ids are compared. Only new or changed texts are tokenised."""
+        index = self.lexical
+        index._remove_unreferenced()  # a killed writer's half-written segment
+        pending = self._read_pending()
+        mark = index.chroma_seq
+        if self._feed is not None:
+            seq = self._feed.seq(force=True)
+            if mark is None or mark > seq:
+                self._reconcile_all()
+            elif seq > mark:
+                self._reconcile(self._feed.changed_since(mark) + pending)
+                if len(index) != self._feed.count():
+                    self._reconcile_all()
+            elif pending:
+                self._reconcile(pending)
+            if index.chroma_seq != seq:
+                index.set_state(chroma_seq=seq)
+        else:
+            if mark is None:
+                self._reconcile_all()
+                index.set_state(chroma_seq=0)  # reconciled once; later, writers' notes and counts
+            elif pending:
+                self._reconcile(pending)
+            if len(index) != self.collection.count():
+                self._reconcile_all()
+        if pending:
+            self._note_pending(None)
+
+    def _lexical_lagging(self, force: bool = False) -> bool:
+        if self._feed is None or self.lexical is None:
+            return False
+        mark = self.lexical.chroma_seq
+        return mark is not None and self._feed.seq(force=force) > mark
+
+    def _reconcile_all(self) -> None:
+        index = self.lexical
+        stored = set(self._feed.ids()) if self._feed is not None else self.all_ids()
+        held = index.ids
+        stale = held - stored
+        if stale:
+            index.commit(None, delete=sorted(stale))
+        missing = sorted(stored - held)
+        self._reconcile(missing, progress=len(missing) >= 2000)
+
+    def _reconcile(self, ids: list[str], progress: bool = False) -> None:
+        """Bring ``ids`` in BM25 to what Chroma holds for them: tokenise new and changed texts, drop gone ids."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
             return
-        with _exclusive(lock):
-            if self.lexical is not None and self._lexical_seen != _stamp(self._lexical_path):
-                self.lexical = self._open_lexical()
-            yield
+        index = self.lexical
+        bar = _progress(len(ids), progress, "BM25 catching up")
+        for start in range(0, len(ids), self._max_batch):
+            chunk = ids[start : start + self._max_batch]
+            docs = self.get(chunk)
+            known = index.snapshot().texthashes(chunk)
+            changed = [d for d in docs if known.get(d.id) != text_key(d.text)]
+            gone = sorted(set(known) - {d.id for d in docs})
+            if changed or gone:
+                batch = prepare([d.id for d in changed], [d.text for d in changed], index.tokenizer) if changed else None
+                index.commit(batch, delete=gone)
+            bar.update(len(chunk))
+        bar.close()
 
-    def _lock_path(self) -> Path | None:
-        if self._lexical_path is not None:
-            return self._lexical_path.with_suffix(".lock")
-        return self.path / "rag_rerank.lock" if self.path is not None else None
+    def _pending_path(self) -> Path | None:
+        return self.lexical.directory / "pending.json" if self.lexical is not None and self.lexical.directory else None
 
+    def _note_pending(self, ids: list[str] | None) -> None:
+        path = self._pending_path()
+        if path is None:
+            return
+        if ids is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(f"pending.json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
 
-def _stamp(path: Path | None):
-    try:
-        st = os.stat(path)
-    except (OSError, TypeError):
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
-@contextlib.contextmanager
-def _exclusive(lock: Path):
-    """Hold an exclusive advisory lock on ``lock`` (made if missing) for the block."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here; one writer per store is then the caller's rule
-        yield
-        return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    def _read_pending(self) -> list[str]:
+        path = self._pending_path()
+        if path is None or not path.exists():
+            return []
         try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            ids = json.loads(path.read_text(encoding="utf-8"))
+            return [str(i) for i in ids] if isinstance(ids, list) else []
+        except (ValueError, OSError):
+            return []  # a note cut short by a kill: the change counter / the id comparison still catch up
+
+    def _fresh(self) -> None:
+        """Before a search: BM25 at the newest manifest (one stat); if another process changed the
+        collection, reopen our Chroma client (and catch BM25 up) in the background - this search
+        answers from what we had, the next ones from the new view."""
+        if self.lexical is not None:
+            self.lexical.refresh()
+        if self._feed is None or self._holding:
+            return
+        if self._feed.seq() != self._known_seq or self._lexical_lagging():
+            with _REFRESH_GUARD:
+                if self._refresher is None or not self._refresher.is_alive():
+                    self._refresher = threading.Thread(target=self._refresh_in_background, daemon=True,
+                                                       name="rag-rerank-store-refresh")
+                    self._refresher.start()
+
+    def _refresh_in_background(self) -> None:
+        try:
+            if self._feed.seq(force=True) != self._known_seq and not self._holding:
+                self._reopen()
+            if self._lexical_lagging(force=True):
+                lock = _try_lock(self.lexical)
+                if lock is not None:  # else a writer holds the store, and catches BM25 up itself
+                    with lock:
+                        self._holding += 1
+                        try:
+                            self._catch_up()
+                        finally:
+                            self._holding -= 1
+        except Exception as exc:  # noqa: BLE001 - searches go on from the view we have; say why it is old
+            warnings.warn(f"could not catch up with other writers ({exc!r}); searching what was loaded",
+                          stacklevel=1)
+
+    def _reopen(self) -> None:
+        """A new embedded Chroma client for this directory: Chroma's caches do not see another process's
+        writes, a new client does. Searches in flight finish on the old one."""
+        import chromadb
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        seq = self._feed.seq(force=True)
+        with _REFRESH_GUARD:
+            SharedSystemClient._identifier_to_system.pop(str(self.path), None)
+            client = chromadb.PersistentClient(path=str(self.path))
+        collection = client.get_collection(self.collection_name)
+        self.client, self.collection, self._known_seq = client, collection, seq
+
+
+_REFRESH_GUARD = threading.Lock()
+
+
+def _try_lock(index: LexicalIndex):
+    """The index's write lock as a context, if free now; else None."""
+    return index.try_write_lock()
+
+
+def _retire(directory: Path | None) -> None:
+    if directory is not None and directory.exists():
+        os.replace(directory, directory.with_name(f"{directory.name}.damaged-{int(time.time())}"))
+
+
+class _ChromaFeed:
+    """What changed in an embedded collection, read from Chroma's own SQLite file (read-only): its
+    metadata segment's sequence number (every add, upsert and delete advances it) and which ids
+    carry a number above a mark. A stat of the file first, so an idle check costs one system call."""
+
+    def __init__(self, db: Path, segment: str, conn: sqlite3.Connection) -> None:
+        self.db, self.segment, self._conn = db, segment, conn
+        self._lock = threading.Lock()
+        self._stamp, self._seq = None, 0
+
+    @classmethod
+    def open(cls, path: Path, collection_id) -> "_ChromaFeed | None":
+        db = path / "chroma.sqlite3"
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+            row = conn.execute("SELECT id FROM segments WHERE collection = ? AND scope = 'METADATA'",
+                               (str(collection_id),)).fetchone()
+        except sqlite3.Error as exc:
+            warnings.warn(f"{db}: cannot read Chroma's change counter ({exc}); other processes' writes are "
+                          "seen when this store is reopened", stacklevel=3)
+            return None
+        return cls(db, row[0], conn) if row else None
+
+    def seq(self, force: bool = False) -> int:
+        try:
+            st = os.stat(self.db)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            stamp = None
+        if not force and stamp is not None and stamp == self._stamp:
+            return self._seq
+        with self._lock:
+            row = self._conn.execute("SELECT seq_id FROM max_seq_id WHERE segment_id = ?", (self.segment,)).fetchone()
+        self._stamp, self._seq = stamp, int(row[0]) if row else 0
+        return self._seq
+
+    def changed_since(self, seq: int) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute(
+                "SELECT embedding_id FROM embeddings WHERE segment_id = ? AND seq_id > ?", (self.segment, seq))]
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT embedding_id FROM embeddings WHERE segment_id = ?",
+                                                     (self.segment,))]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM embeddings WHERE segment_id = ?",
+                                          (self.segment,)).fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
 
 
 def _similarity(distance: float, space: str) -> float:
