@@ -14,9 +14,9 @@ import pytest
 
 from rag_rerank import Reranker
 from rag_rerank.cli import run as run_cli
-from rag_rerank.lexical import KoreanBM25
+from rag_rerank.lexical_index import LexicalIndex
 from rag_rerank.pipeline import TwoStageRetriever
-from rag_rerank.store import ChromaStore, iter_documents, lexical_file
+from rag_rerank.store import ChromaStore, iter_documents, lexical_dir
 from rag_rerank.train import data as train_data
 from rag_rerank.types import Document
 
@@ -212,17 +212,18 @@ def test_huge_document_is_tokenised_in_pieces():
 
 def test_collection_names_cannot_leave_the_store(tmp_path):
     for name in ("../../etc/passwd", "a/../../b", "..", "한국어 컬렉션"):
-        path = lexical_file(tmp_path, name)
+        path = lexical_dir(tmp_path, name)
         assert path.parent == tmp_path / "bm25" and ".." not in path.name and "/" not in path.name
 
 
 def test_damaged_bm25_is_rebuilt_from_the_collection(store):
-    path = store._lexical_path
+    path = store.lexical.directory / "manifest.json"
     path.write_text("{not json", encoding="utf-8")
-    with pytest.warns(UserWarning, match="rebuilding it from the collection"):
+    with pytest.warns(UserWarning, match="rebuilding the BM25 index from the collection"):
         again = ChromaStore(store.path, "faults", encoder=store.encoder)
     assert again.lexical.ids == store.all_ids() and again.search_lexical("부산", 2)[0].text == "부산은 항구 도시이다."
-    assert KoreanBM25.load(path).ids == store.all_ids()  # and saved whole
+    assert LexicalIndex(path.parent, "kiwi").ids == store.all_ids()  # and saved whole
+    assert list(path.parent.parent.glob("*.damaged-*"))  # the damaged folder is kept aside, not deleted
 
 
 def test_cli_exit_codes(tmp_path, tiny_ce):
@@ -236,39 +237,52 @@ def test_cli_exit_codes(tmp_path, tiny_ce):
 
 INGEST = textwrap.dedent("""
     import os, signal, sys
-    from rag_rerank.lexical import KoreanBM25
+    from rag_rerank import lexical_index
     from rag_rerank.store import ChromaStore
     store_dir, encoder, crash = sys.argv[1], sys.argv[2], sys.argv[3]
     store = ChromaStore(store_dir, "crash", encoder=encoder)
     store._max_batch = 7  # several write batches
     docs = [f"{i}번 문서: 서울과 부산의 날씨 {i % 5}" for i in range(40)]
+    calls = []
     if crash == "mid-batch":  # killed after the third batch reached Chroma, before the fourth
-        real, calls = store.collection.add, []
+        real = store.collection.add
         def add(**kw):
             calls.append(1)
             if len(calls) == 4:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(**kw)
         store.collection.add = add
-    if crash == "bm25-save":  # killed while the BM25 file is being written
-        def save(self, path):
-            with open(str(path) + ".tmp", "w") as fh:
-                fh.write('{"version": 1, "tok')
-                fh.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        KoreanBM25.save = save
+    if crash == "after-chroma":  # the fourth batch is in Chroma, killed before its BM25 commit
+        real_commit = lexical_index.LexicalIndex.commit
+        def commit(self, batch, *a, **kw):
+            if batch is not None and len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if batch is not None:
+                calls.append(1)
+            return real_commit(self, batch, *a, **kw)
+        lexical_index.LexicalIndex.commit = commit
+    if crash == "bm25-write":  # killed while a BM25 segment's files are being written
+        real_write = lexical_index.Segment.write
+        def write(path, arrays):
+            calls.append(1)
+            if len(calls) == 3:
+                path.mkdir(parents=True)
+                (path / "terms.npy").write_bytes(b"half")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_write(path, arrays)
+        lexical_index.Segment.write = staticmethod(write)
     store.add(docs)
     print(store.count())
 """)
 
 
 def test_killed_ingest_recovers_exactly_on_rerun(tmp_path, tiny_encoder):
-    """SIGKILL mid write batch (one store), SIGKILL while the BM25 file is written (another; the two
-    ingests run side by side); re-running each ingest (here, in-process) leaves every document once in
-    Chroma and the BM25 index in step with it."""
+    """SIGKILL mid write batch, between a batch's Chroma write and its BM25 commit, and while a BM25
+    segment is written (three stores, the ingests side by side): opening the store again finds BM25 in
+    step with Chroma, and re-running the ingest leaves every document once in both."""
     script = tmp_path / "ingest.py"
     script.write_text(INGEST, encoding="utf-8")
-    crashes = ("mid-batch", "bm25-save")
+    crashes = ("mid-batch", "after-chroma", "bm25-write")
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / crash), str(tiny_encoder), crash],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "TQDM_DISABLE": "1"}) for crash in crashes]  # one store each
@@ -276,11 +290,14 @@ def test_killed_ingest_recovers_exactly_on_rerun(tmp_path, tiny_encoder):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == -signal.SIGKILL, err[-2000:]
     for crash in crashes:
-        store = ChromaStore(tmp_path / crash, "crash", encoder=str(tiny_encoder))  # the re-run, in this process
-        store.add([f"{i}번 문서: 서울과 부산의 날씨 {i % 5}" for i in range(40)])
+        store = ChromaStore(tmp_path / crash, "crash", encoder=str(tiny_encoder))  # opened after the kill
+        stored = store.all_ids()
+        assert 0 < len(stored) < 40 and store.lexical.ids == stored, crash  # in step before any re-run
+        store.add([f"{i}번 문서: 서울과 부산의 날씨 {i % 5}" for i in range(40)])  # the re-run, in this process
         ids = store.all_ids()
         assert store.count() == 40 == len(ids), crash  # every document once: no loss, no duplicate
-        assert store.lexical.ids == ids and KoreanBM25.load(lexical_file(tmp_path / crash, "crash")).ids == ids
+        assert store.lexical.ids == ids and LexicalIndex(store.lexical.directory, "kiwi").ids == ids, crash
+        assert len(store.search_lexical("39번 문서", 40)) == 40 and not list(store.lexical.directory.glob("tmp-*"))
 
 
 def test_two_writers_keep_every_bm25_entry(store):
@@ -290,5 +307,5 @@ def test_two_writers_keep_every_bm25_entry(store):
     store.add(["광주는 빛고을이다."])
     other.add(["대전은 과학 도시이다."])
     ids = store.all_ids()
-    assert len(ids) == 5 and KoreanBM25.load(store._lexical_path).ids == ids
+    assert len(ids) == 5 and LexicalIndex(store.lexical.directory, "kiwi").ids == ids
     assert other.search_lexical("광주", 2)[0].text == "광주는 빛고을이다."

@@ -97,7 +97,7 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["rag_rerank.first_stage", "rag_rerank.store", "rag_rerank.encoder",
-                                    "rag_rerank.lexical", "rag_rerank.types", "rag_rerank.fusion",
+                                    "rag_rerank.lexical", "rag_rerank.lexical_index", "rag_rerank.types", "rag_rerank.fusion",
                                     "rag_rerank.model_settings", "rag_rerank.known_queries"])
 def test_no_arrow_from_the_first_stage_or_fusion_to_the_reranker(module):
     assert "rag_rerank.reranker" not in _reachable(_graph(), module)

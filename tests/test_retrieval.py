@@ -30,7 +30,7 @@ def backend(request, tmp_path_factory, encoder):
     lex = tmp_path_factory.mktemp("lex")
     suffix = uuid.uuid4().hex[:8]  # the server outlives the module: fresh collections per run
     return lambda name="kornli", **kw: ChromaStore.connect(
-        host, port, f"{name}-{suffix}", encoder=encoder, lexical_path=lex / f"{name}.json", **kw)
+        host, port, f"{name}-{suffix}", encoder=encoder, lexical_path=lex / name, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_restart_returns_same_results(tmp_path, encoder, kornli):
     assert again.count() == len(set(premises[:300]))
     assert [(h.id, round(h.score, 6)) for h in again.search(query, 5)] == before
     assert [(h.id, h.score) for h in again.search_lexical(query, 5)] == before_lex
-    assert (tmp_path / "db" / "bm25" / "restart.json").exists()
+    assert (tmp_path / "db" / "bm25" / "restart" / "manifest.json").exists()
 
 
 def test_bm25_catches_up_with_writes_it_did_not_see(tmp_path, encoder):
