@@ -224,6 +224,10 @@ def _cmd_serve(args) -> int:
     if not host or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
     store = _open_store(args) if args.store or args.host else None
+    if store is not None and store.lexical is not None:
+        from .lexical import warm_up
+
+        warm_up()  # Kiwi's model (seconds) loads while the reranker does, not on the first /search
     reranker = Reranker(args.reranker, device=args.device, quantize=args.quantize, compile=args.compile,
                         **_model_options(args))
     limits = Limits(max_documents=args.max_documents, max_document_chars=args.max_document_chars,

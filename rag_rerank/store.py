@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -162,18 +163,16 @@ class ChromaStore:
                       "rag_rerank_dim": self.encoder.dimension})
         self._max_batch = int(client.get_max_batch_size())
         self._feed = _ChromaFeed.open(self.path, self.collection.id) if self.path is not None else None
-        self._known_seq = self._feed.seq() if self._feed is not None else None  # what our client's view holds
+        if self._feed is not None:
+            _views(client).setdefault(self._feed.segment, self._feed.seq())
         self._refresher: threading.Thread | None = None
+        self._marker_stamp, self._marker = None, None
         self._holding = 0  # > 0 while this store holds its write lock
         self._write_mutex = threading.RLock()  # this store's own writers, one at a time
         self.last_ingest: dict[str, float] = {}
         self.lexical: LexicalIndex | None = None
         self._write_lock_file = None
         if lexical:
-            if bm25_tokenizer == "kiwi":
-                from .lexical import warm_up
-
-                warm_up()  # Kiwi's model loads while the index opens and the caller loads its models
             self.lexical = self._open_lexical(lexical_path, bm25_tokenizer)
         if self.path is not None and self.lexical is None:
             from .lexical_index import _FileLock
@@ -298,8 +297,10 @@ class ChromaStore:
         if self._feed is None:
             return "keep"
         seq = self._feed.seq(force=True)
-        in_step = self._known_seq == before
-        self._known_seq = seq if in_step else self._known_seq
+        # Under the write lock our system is current (reopened at the lock if another process wrote):
+        # it holds this write too. Other processes learn of it from the marker.
+        _views(self.client)[self._feed.segment] = seq
+        self._mark_write(seq)
         if self.lexical is not None and self.lexical.chroma_seq == before:
             return seq
         return "keep"
@@ -428,7 +429,7 @@ class ChromaStore:
     def refresh(self) -> None:
         """Catch up now with what other processes and Chroma clients wrote, waiting for it (searches
         do this by themselves: BM25 at once, dense search within one client reopen)."""
-        if self._feed is not None and self._feed.seq(force=True) != self._known_seq and not self._holding:
+        if self._feed is not None and self._other_process_wrote() and not self._holding:
             self._reopen()
         if self.lexical is not None:
             if self._feed is None or self._lexical_lagging(force=True):
@@ -545,7 +546,7 @@ class ChromaStore:
             self._holding += 1
             try:
                 if self._holding == 1:
-                    if self._feed is not None and self._feed.seq(force=True) != self._known_seq:
+                    if self._feed is not None and self._other_process_wrote():
                         self._reopen()
                     if self.lexical is not None:
                         self._catch_up()
@@ -653,7 +654,7 @@ class ChromaStore:
             self.lexical.refresh()
         if self._feed is None or self._holding:
             return
-        if self._feed.seq() != self._known_seq or self._lexical_lagging():
+        if self._other_process_wrote() or self._lexical_lagging():
             with _REFRESH_GUARD:
                 if self._refresher is None or not self._refresher.is_alive():
                     self._refresher = threading.Thread(target=self._refresh_in_background, daemon=True,
@@ -662,7 +663,7 @@ class ChromaStore:
 
     def _refresh_in_background(self) -> None:
         try:
-            if self._feed.seq(force=True) != self._known_seq and not self._holding:
+            if self._other_process_wrote() and not self._holding:
                 self._reopen()
             if self._lexical_lagging(force=True):
                 lock = _try_lock(self.lexical)
@@ -677,26 +678,88 @@ class ChromaStore:
             warnings.warn(f"could not catch up with other writers ({exc!r}); searching what was loaded",
                           stacklevel=1)
 
+    def _marker_path(self) -> Path:
+        return self.path / ".rag_rerank" / f"writes-{self.collection_name}.json"
+
+    def _mark_write(self, seq: int) -> None:
+        """Note (process id, change count) of our write beside the store: other processes' stores read
+        it to know their Chroma view is old. Writes by another client in this process share our Chroma
+        system and need no reopen (BM25 still catches up with them, by the change count)."""
+        path = self._marker_path()
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "seq": seq}), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _other_process_wrote(self) -> bool:
+        """Whether another process's rag-rerank store wrote this collection beyond what our Chroma
+        system holds (one stat when nothing changed)."""
+        path = self._marker_path()
+        stamp = _stat(path)
+        if stamp != self._marker_stamp:
+            try:
+                mark = json.loads(path.read_text(encoding="utf-8"))
+                self._marker = (int(mark["pid"]), int(mark["seq"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                self._marker = None
+            self._marker_stamp = stamp
+        if self._marker is None:
+            return False
+        pid, seq = self._marker
+        known = self._known_seq
+        return pid != os.getpid() and (known is None or seq > known)
+
+    @property
+    def _known_seq(self) -> int | None:
+        """The change count our Chroma system's view holds (stores of one process on one directory
+        share one system, and so see each other's writes; only other processes' writes make it old)."""
+        return _views(self.client).get(self._feed.segment)
+
     def _reopen(self) -> None:
-        """A new embedded Chroma client for this directory: Chroma's caches do not see another process's
-        writes, a new client does. Searches in flight finish on the old one."""
+        """A Chroma client that sees other processes' writes (Chroma's caches do not; a new system
+        does). Another store of this process may have made one already: then it is shared, never a
+        second system per directory beside a current one. Searches in flight finish on the old one."""
         import chromadb
         from chromadb.api.shared_system_client import SharedSystemClient
 
-        seq = self._feed.seq(force=True)
+        key = str(self.path)
         with _REFRESH_GUARD:
-            SharedSystemClient._identifier_to_system.pop(str(self.path), None)
-            client = chromadb.PersistentClient(path=str(self.path))
-        collection = client.get_collection(self.collection_name)
-        self.client, self.collection, self._known_seq = client, collection, seq
+            seq = self._feed.seq(force=True)
+            current = SharedSystemClient._identifier_to_system.get(key)
+            if current is None or _SYSTEM_SEQ.get(current, {}).get(self._feed.segment) != seq:
+                SharedSystemClient._identifier_to_system.pop(key, None)
+                client = chromadb.PersistentClient(path=key)
+                _views(client)[self._feed.segment] = seq
+            else:
+                client = chromadb.PersistentClient(path=key)
+            collection = client.get_collection(self.collection_name)
+            self.client, self.collection = client, collection
 
 
-_REFRESH_GUARD = threading.Lock()
+_REFRESH_GUARD = threading.RLock()
+# Chroma system -> {collection's metadata segment: the change count the system's view holds}
+_SYSTEM_SEQ: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _views(client) -> dict:
+    system = getattr(client, "_system", client)
+    with _REFRESH_GUARD:
+        if system not in _SYSTEM_SEQ:
+            _SYSTEM_SEQ[system] = {}
+        return _SYSTEM_SEQ[system]
 
 
 def _try_lock(index: LexicalIndex):
     """The index's write lock as a context, if free now; else None."""
     return index.try_write_lock()
+
+
+def _stat(path: Path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _retire(directory: Path | None) -> None:

@@ -67,7 +67,7 @@ def tiny_albert_cross_encoder(path: str | Path, texts: Iterable[str], *, seed: i
 
 
 def tiny_bert_encoder(path: str | Path, texts: Iterable[str], *, seed: int = 0, vocab_size: int = 800,
-                      hidden_size: int = 32) -> Path:
+                      hidden_size: int = 32, layers: int = 1, heads: int = 2) -> Path:
     """Write a tiny BERT sentence encoder (mean pooling, unit vectors) to ``path``: a bi-encoder
     ``BiEncoder(path)`` and ``ChromaStore(encoder=path)`` load in a second. Its vectors are random
     but deterministic, enough for code paths where e5's quality is not the point."""
@@ -79,8 +79,8 @@ def tiny_bert_encoder(path: str | Path, texts: Iterable[str], *, seed: int = 0, 
     path = Path(path)
     tokenizer = train_unigram_tokenizer(texts, vocab_size=vocab_size)
     torch.manual_seed(seed)
-    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=2 * hidden_size,
+    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
+                                 num_attention_heads=heads, intermediate_size=(2 if layers == 1 else 4) * hidden_size,
                                  max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id))
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))

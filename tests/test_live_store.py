@@ -214,6 +214,27 @@ def test_another_process_writes_are_seen(tmp_path, tiny_encoder):
     assert store.get(["seoul"])[0].text.startswith("울릉도") and len(store.lexical) == store.count() == 3
 
 
+def test_stores_of_one_process_share_one_view_and_do_not_reopen(tmp_path, tiny_encoder):
+    """Two stores of one process on one directory see each other's writes through the Chroma system
+    they share: no client reopen (a reopen per write made long-lived processes pile up Chroma systems),
+    while another process's write is noted beside the store and does make the reader reopen."""
+    a = ChromaStore(tmp_path / "db", "live", encoder=str(tiny_encoder))
+    b = ChromaStore(tmp_path / "db", "live", encoder=str(tiny_encoder), create=False)
+    client = b.client
+    a.add(["서울의 지하철은 복잡하다."], ids=["seoul"])
+    assert [h.id for h in b.search("서울의 지하철은 복잡하다.", 1)] == ["seoul"]
+    assert b.search_lexical("지하철", 1)[0].id == "seoul"
+    b.refresh()
+    assert b.client is client and not b._other_process_wrote()
+    mark = json.loads((tmp_path / "db" / ".rag_rerank" / "writes-live.json").read_text(encoding="utf-8"))
+    assert mark["pid"] == os.getpid()
+    _writer(tmp_path, tiny_encoder, "add")
+    assert b._other_process_wrote()
+    b.refresh()
+    assert b.client is not client and "jeju" in {h.id for h in b.search("제주도의 감귤은 겨울에 달다.", 3)}
+    assert not b._other_process_wrote()
+
+
 def test_readers_never_wait_for_a_writer(tmp_path, tiny_encoder):
     store = ChromaStore(tmp_path / "db", "live", encoder=str(tiny_encoder))
     store.add(["서울의 지하철은 복잡하다."], ids=["seoul"])
