@@ -1,0 +1,433 @@
+"""Scale of the store (issue 34): ingest, disk, memory, open, candidate latency and freshness at
+10k / 100k / 1M synthetic Korean passages, with the old one-JSON-file BM25 index as the baseline and
+the lexical engines tried side by side.
+
+Passages are built from the shared data's sentences (KorQuAD paragraphs cut at sentence ends, KorNLI,
+KorSTS, chatbot questions and answers): 2 to 5 random sentences each, so Kiwi pays its real cost and
+the vocabulary is real Korean. Queries: 200 passages' sentences cut to their first 60 % of words.
+
+Every phase runs in its own process (peak RSS is that phase's):
+  ingest    ChromaStore.add of the corpus: passages/s end to end, busy seconds per stage, disk
+  open      a fresh process opens the store: open time, first and steady dense / bm25 / hybrid candidate
+            latency (top 50, no reranker), first query after a write (this process, and another's)
+  baseline  the index of main 7ede8b7 (KoreanBM25: tokens in JSON, rewritten whole per write batch, a
+            matrix rebuilt on the first query after a write), fed the same tokens in store-sized batches
+  engines   lexical engines alone over the same tokens: numpy segments (ours) vs tantivy (pre-tokenised
+            field, whitespace tokenizer), build / open / query / disk / RSS
+
+    python bench/scale.py --sizes 10000,100000 [--data ../shared/data] [--encoder NAME --backend openvino]
+                          [--baseline] [--engines numpy,tantivy] [--work DIR] [--out bench/results/scale.json]
+
+(tantivy is not a dependency of the package: `pip install tantivy` for its engine rows.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BASELINE_COMMIT = "7ede8b7"
+
+
+# ------------------------------------------------------------------ corpus
+def sentences(data: Path) -> list[str]:
+    out: list[str] = []
+    squad = json.loads((data / "korquad" / "KorQuAD_v1.0_dev_part.json").read_text(encoding="utf-8"))
+    for article in squad["data"]:
+        for para in article["paragraphs"]:
+            out += [s.strip() for s in re.split(r"(?<=[.!?])\s+", para["context"]) if len(s.strip()) > 15]
+    for name in ("xnli.dev.ko.tsv", "xnli.test.ko.tsv"):
+        for line in (data / "kornli" / name).read_text(encoding="utf-8").splitlines()[1:]:
+            out += [c for c in line.split("\t")[:2] if len(c) > 15]
+    for line in (data / "korsts" / "sts-dev.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        out += [c for c in line.split("\t")[5:7] if len(c) > 15]
+    import csv
+
+    with open(data / "chatbot" / "ChatbotData.csv", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out += [row["Q"], row["A"]]
+    return sorted(set(s for s in out if s))
+
+
+def corpus(data: Path, n: int, seed: int = 0) -> list[str]:
+    pool = sentences(data)
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(pool) for _ in range(rng.randint(2, 5))) for _ in range(n)]
+
+
+def queries(passages: list[str], n: int = 200, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for p in rng.sample(passages, n):
+        words = rng.choice(re.split(r"(?<=[.!?])\s+", p)).split()
+        out.append(" ".join(words[: max(2, int(len(words) * 0.6))]))
+    return out
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def du_gb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e9
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def stand_in_encoder(args) -> str:
+    """``--encoder tiny384``: a one-layer 384-d BERT built here (``e5arch``: twelve layers, e5-small's
+    compute per token, for a GPU machine without the e5 weights) (e5-small's width, so Chroma stores and
+    searches vectors of the real size) for rows where e5 on a CPU would take hours to embed; the open
+    phase then embeds queries with ``--query-encoder`` (e5) so latencies are a real user's."""
+    if args.encoder not in ("tiny384", "e5arch"):
+        return args.encoder
+    from rag_rerank.testing import tiny_bert_encoder
+
+    path = Path(args.work) / args.encoder
+    if not (path / "config.json").exists():  # e5arch: e5-small's shape (12 layers, 384 wide), random weights
+        shape = dict(layers=12, heads=12) if args.encoder == "e5arch" else {}
+        tiny_bert_encoder(path, sentences(Path(args.data))[:5000], hidden_size=384, vocab_size=8000, **shape)
+    return str(path)
+
+
+def encoder_options(args) -> dict:
+    opts = {}
+    if args.backend != "torch":
+        opts["backend"] = args.backend
+    if args.device:
+        opts["device"] = args.device
+    if args.batch_size:
+        opts["batch_size"] = args.batch_size
+    return opts
+
+
+# ------------------------------------------------------------------ phases
+def phase_ingest(args) -> dict:
+    from rag_rerank.store import ChromaStore
+    from rag_rerank.types import Document
+
+    docs = corpus(Path(args.data), args.size)
+    store_dir = Path(args.work) / f"store-{args.size}"
+    tokens_file = Path(args.work) / f"tokens-{args.size}.jsonl"
+    if not args.resume:
+        shutil.rmtree(store_dir, ignore_errors=True)
+        tokens_file.unlink(missing_ok=True)
+    start = time.perf_counter()
+    store = ChromaStore(store_dir, "scale", encoder=stand_in_encoder(args), encoder_options=encoder_options(args))
+    opened = time.perf_counter() - start
+    if args.keep_tokens:  # the same tokens for the baseline and engine phases (Kiwi once)
+        real, fh = store.lexical.tokenizer, open(tokens_file, "a", encoding="utf-8")
+
+        def recording(texts):
+            out = real(texts)
+            if len(texts) > 1:
+                fh.write("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in out))
+            return out
+
+        store.lexical.tokenizer = recording
+    before = store.count()
+    start = time.perf_counter()
+    store.add([Document(t, {"n": i % 97}, f"p{i}") for i, t in enumerate(docs)], show_progress=args.progress)
+    wall = time.perf_counter() - start
+    added = store.count() - before
+    stats = store.last_ingest
+    store.close()
+    lexical_path = stats["bm25_s"] + stats["wait_tokenize_s"]
+    return {"phase": "ingest", "size": args.size, "already_stored": before, "added": added, "open_s": opened,
+            "wall_s": wall, "passages_per_s": added / wall if wall else None, "stages_busy_s": stats,
+            "lexical_critical_path_s": lexical_path, "lexical_share": lexical_path / wall if wall else None,
+            "disk_gb": du_gb(store_dir), "bm25_disk_gb": du_gb(store_dir / "bm25"), "peak_rss_gb": peak_rss_gb()}
+
+
+WRITER = """
+import sys
+from rag_rerank.store import ChromaStore
+store = ChromaStore(sys.argv[1], "scale", encoder=sys.argv[2])
+store.add([sys.argv[4]], ids=[f"other-{sys.argv[3]}"])
+"""
+
+
+def phase_open(args) -> dict:
+    from rag_rerank.first_stage import StoreFirstStage
+    from rag_rerank.store import ChromaStore
+
+    docs = corpus(Path(args.data), args.size)
+    qs = queries(docs)
+    store_dir = Path(args.work) / f"store-{args.size}"
+    start = time.perf_counter()
+    encoder = args.query_encoder or stand_in_encoder(args)
+    store = ChromaStore(store_dir, "scale", encoder=encoder, encoder_options=encoder_options(args), create=False)
+    from rag_rerank.lexical import warm_up
+
+    warm_up()  # as `rag-rerank serve` does at start: Kiwi loads beside the other models
+    open_s = time.perf_counter() - start
+    in_step = len(store.lexical) == store.count()  # after a killed ingest too: the open caught BM25 up
+    hybrid_fs = StoreFirstStage(store, "hybrid")
+    modes = {"dense": lambda q: store.search(q, 50), "bm25": lambda q: store.search_lexical(q, 50),
+             "hybrid": lambda q: hybrid_fs.candidates(q, 50)}
+    first = {}
+    for mode, fn in modes.items():
+        t = time.perf_counter()
+        fn(qs[0])
+        first[mode] = time.perf_counter() - t
+    ready_s = time.perf_counter() - start
+    lat = {m: [] for m in modes}
+    for q in qs:
+        for mode, fn in modes.items():
+            t = time.perf_counter()
+            fn(q)
+            lat[mode].append(time.perf_counter() - t)
+    latency = {m: {"p50_ms": 1000 * pct(v, 0.5), "p99_ms": 1000 * pct(v, 0.99)} for m, v in lat.items()}
+    # a write here, then the first query: BM25 searches the new segment at once (no rebuild)
+    after_write = []
+    for i in range(5):
+        store.add([f"방금 추가한 문서 {i} 번째 울릉도 오징어 이야기"], ids=[f"fresh-{i}"])
+        t = time.perf_counter()
+        hits = hybrid_fs.candidates(f"울릉도 오징어 {i} 번째", 50)
+        after_write.append(time.perf_counter() - t)
+        assert any(h.id == f"fresh-{i}" for h in hits), "a document just written is not found"
+    # another process writes; how long until this open store finds it, by BM25 and by dense search
+    seen = {}
+    proc_start = time.perf_counter()
+    # a text of its own each run: near-copies that earlier runs added and deleted stay in Chroma's HNSW graph as
+    # tombstones, and there a search of the very text missed it even at k=100 (probed at 100k; k=1000 found it)
+    other_text = f"{random.Random(time.time_ns()).choice(docs)} 제주도 감귤 이야기"
+    subprocess.run([sys.executable, "-c", WRITER, str(store_dir), encoder, "0", other_text], check=True,
+                   env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True)
+    written = time.perf_counter()
+    deadline = written + 120
+    while len(seen) < 2 and time.perf_counter() < deadline:
+        if "bm25" not in seen and any(h.id == "other-0" for h in store.search_lexical("제주도 감귤 이야기", 20)):
+            seen["bm25"] = time.perf_counter() - written
+        if "dense" not in seen and any(h.id == "other-0" for h in store.search(other_text, 20)):
+            seen["dense"] = time.perf_counter() - written
+        time.sleep(0.01)
+    out = {"phase": "open", "size": args.size, "count": store.count(), "bm25_in_step_at_open": in_step, "open_s": open_s,
+           "first_query_s": first, "ready_s": ready_s, "latency": latency,
+           "first_query_after_write_ms": {"p50": 1000 * pct(after_write, 0.5), "max": 1000 * max(after_write)},
+           "other_process_write_s": round(written - proc_start, 2), "other_process_write_seen_after_s": seen,
+           "segments": len(store.lexical.snapshot().segments), "peak_rss_gb": peak_rss_gb()}
+    store.delete(["other-0"] + [f"fresh-{i}" for i in range(5)])  # the next run sees the corpus as built
+    store.close()
+    return out
+
+
+def load_tokens(args) -> list[list[str]]:
+    """The ingest's Kiwi tokens; ``--tokens-from N`` reuses a smaller size's tokens, repeated up to
+    ``--size`` (engines at 1M on a machine where Kiwi over 1M passages would take an hour)."""
+    path = Path(args.work) / f"tokens-{args.tokens_from or args.size}.jsonl"
+    with open(path, encoding="utf-8") as fh:
+        tokens = [json.loads(line) for line in fh]
+    return [tokens[i % len(tokens)] for i in range(args.size)]
+
+
+def token_queries(tokens: list[list[str]], n: int = 200, seed: int = 1) -> list[list[str]]:
+    """Index-only queries: six consecutive tokens of a random passage (the morphemes Kiwi makes of a query)."""
+    rng = random.Random(seed)
+    out = []
+    for toks in rng.sample([t for t in tokens if len(t) >= 6], n):
+        start = rng.randrange(len(toks) - 5)
+        out.append(toks[start : start + 6])
+    return out
+
+
+def phase_baseline(args) -> dict:
+    source = subprocess.run(["git", "show", f"{BASELINE_COMMIT}:rag_rerank/lexical.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    source = source.replace("from .types", "from rag_rerank.types")
+    namespace: dict = {"__name__": "old_lexical"}
+    exec(compile(source, "old_lexical.py", "exec"), namespace)
+    tokens = load_tokens(args)
+    ids = [f"p{i}" for i in range(len(tokens))]
+    index = namespace["KoreanBM25"]("whitespace")
+    path = Path(args.work) / f"old-{args.size}.json"
+    saves = []
+    for start in range(0, len(ids), 5461):  # what the store did per write batch: add, then save whole
+        for i in range(start, min(start + 5461, len(ids))):
+            index._tokens[ids[i]] = tokens[i]
+        index._matrix = None
+        t = time.perf_counter()
+        index.save(path)
+        saves.append(time.perf_counter() - t)
+    del index
+    t = time.perf_counter()
+    index = namespace["KoreanBM25"].load(path)
+    load_s = time.perf_counter() - t
+    qs = [" ".join(q) for q in token_queries(tokens)]
+    t = time.perf_counter()
+    index.search(qs[0], 50)
+    first = time.perf_counter() - t
+    lat = []
+    for q in qs:
+        t = time.perf_counter()
+        index.search(q, 50)
+        lat.append(time.perf_counter() - t)
+    index.add(["new"], ["방금 추가한 문서"])
+    t = time.perf_counter()
+    index.search(qs[1], 50)
+    after = time.perf_counter() - t
+    return {"phase": "baseline", "size": args.size, "save_first_s": saves[0], "save_last_s": saves[-1],
+            "save_total_s": sum(saves), "file_gb": path.stat().st_size / 1e9, "load_s": load_s,
+            "first_query_s": first, "bm25_p50_ms": 1000 * pct(lat, 0.5), "bm25_p99_ms": 1000 * pct(lat, 0.99),
+            "first_query_after_write_s": after, "peak_rss_gb": peak_rss_gb(),
+            "note": "queries: six Kiwi tokens of a passage, joined by spaces (index-only timing; Kiwi's query cost is the same for both)"}
+
+
+def phase_engine(args) -> dict:
+    tokens = load_tokens(args)
+    ids = [f"p{i}" for i in range(len(tokens))]
+    qs = token_queries(tokens)
+    folder = Path(args.work) / f"engine-{args.engine}-{args.size}"
+    shutil.rmtree(folder, ignore_errors=True)
+    batch = 5461
+    if args.engine == "numpy":
+        from rag_rerank.lexical_index import LexicalIndex, prepare
+
+        index = LexicalIndex(folder, "whitespace")
+        commits = []
+        t0 = time.perf_counter()
+        for start in range(0, len(ids), batch):
+            p = prepare(ids[start : start + batch], tokens=tokens[start : start + batch])
+            t = time.perf_counter()
+            index.commit(p)
+            commits.append(time.perf_counter() - t)
+        index.wait_merges()
+        build = time.perf_counter() - t0
+        segments = len(index.snapshot().segments)
+        del index
+        t = time.perf_counter()
+        index = LexicalIndex(folder, "whitespace")
+        open_s = time.perf_counter() - t
+
+        def search(q):
+            return index.search(" ".join(q), 50)
+    else:
+        import tantivy
+
+        sb = tantivy.SchemaBuilder()
+        sb.add_text_field("id", stored=True, tokenizer_name="raw")
+        sb.add_text_field("body", stored=False, tokenizer_name="whitespace")
+        schema = sb.build()
+        folder.mkdir(parents=True)
+        index = tantivy.Index(schema, path=str(folder))
+        writer = index.writer(heap_size=256_000_000)
+        commits = []
+        t0 = time.perf_counter()
+        for start in range(0, len(ids), batch):
+            t = time.perf_counter()
+            for i in range(start, min(start + batch, len(ids))):
+                writer.add_document(tantivy.Document(id=ids[i], body=" ".join(tokens[i])))
+            writer.commit()
+            commits.append(time.perf_counter() - t)
+        writer.wait_merging_threads()
+        build = time.perf_counter() - t0
+        segments = None
+        del writer, index
+        t = time.perf_counter()
+        index = tantivy.Index.open(str(folder))
+        index.reload()
+        searcher = index.searcher()
+        open_s = time.perf_counter() - t
+
+        def search(q):
+            query = tantivy.Query.boolean_query(
+                [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "body", w)) for w in dict.fromkeys(q)])
+            return [searcher.doc(a)["id"][0] for _, a in searcher.search(query, 50).hits]
+    lat = []
+    for q in qs:
+        t = time.perf_counter()
+        search(q)
+        lat.append(time.perf_counter() - t)
+    return {"phase": "engine", "engine": args.engine, "size": args.size, "build_s": build,
+            "commit_first_s": commits[0], "commit_last_s": commits[-1], "open_s": open_s,
+            "p50_ms": 1000 * pct(lat, 0.5), "p99_ms": 1000 * pct(lat, 0.99), "disk_gb": du_gb(folder),
+            "segments": segments, "peak_rss_gb": peak_rss_gb()}
+
+
+# ------------------------------------------------------------------ driver
+def run_phase(argv: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
+                          env={**os.environ, "TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1")})
+    if proc.returncode != 0:
+        raise SystemExit(f"phase {argv} failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(result, ensure_ascii=False), flush=True)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("RAG_RERANK_DATA", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--sizes", default="10000,100000")
+    p.add_argument("--encoder", default="intfloat/multilingual-e5-small")
+    p.add_argument("--query-encoder", help="the open phase's encoder, if not --encoder (with --encoder tiny384)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"])
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--work", default=str(ROOT / "runs" / "scale"))
+    p.add_argument("--baseline", action="store_true", help="also the old JSON index, fed the same tokens")
+    p.add_argument("--engines", default="", help="comma list of numpy,tantivy (lexical engines alone)")
+    p.add_argument("--phases", default="ingest,open", help="which store phases to run (ingest,open)")
+    p.add_argument("--resume", action="store_true", help="ingest into the existing store (skips what it holds)")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--out")
+    p.add_argument("--phase", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--engine", help=argparse.SUPPRESS)
+    p.add_argument("--keep-tokens", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--tokens-from", type=int, help="engines/baseline: reuse this size's saved tokens, repeated")
+    args = p.parse_args(argv)
+    if args.phase:  # a child process
+        fn = {"ingest": phase_ingest, "open": phase_open, "baseline": phase_baseline, "engine": phase_engine}
+        print(json.dumps(fn[args.phase](args), ensure_ascii=False))
+        return 0
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    common = ["--tokens-from", str(args.tokens_from)] if args.tokens_from else []
+    common += ["--data", args.data, "--encoder", args.encoder, "--backend", args.backend, "--work", args.work]
+    common += ["--device", args.device] if args.device else []
+    common += ["--query-encoder", args.query_encoder] if args.query_encoder else []
+    common += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        gpu = None
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "gpu": gpu},
+               "encoder": args.encoder, "query_encoder": args.query_encoder or args.encoder,
+               "backend": args.backend, "runs": []}
+    keep = args.baseline or bool(args.engines)
+    for size in [int(s) for s in args.sizes.split(",")]:
+        sz = ["--size", str(size)]
+        if "ingest" in args.phases:
+            results["runs"].append(run_phase(["--phase", "ingest", *common, *sz, *(["--keep-tokens"] if keep else []),
+                                              *(["--resume"] if args.resume else []),
+                                              *(["--progress"] if args.progress else [])]))
+        if "open" in args.phases:
+            results["runs"].append(run_phase(["--phase", "open", *common, *sz]))
+        if args.baseline:
+            results["runs"].append(run_phase(["--phase", "baseline", *common, *sz]))
+        for engine in filter(None, args.engines.split(",")):
+            results["runs"].append(run_phase(["--phase", "engine", *common, *sz, "--engine", engine]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
