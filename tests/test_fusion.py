@@ -39,7 +39,7 @@ def test_depth_reranks_only_the_head_and_keeps_the_tail_in_order():
 
 
 def test_bad_values_rejected():
-    for kwargs in ({"weight": 1.5}, {"weight": -0.1}, {"rrf_k": -1}, {"depth": 0}):
+    for kwargs in ({"weight": 1.5}, {"weight": -0.1}, {"rrf_k": -1}, {"depth": 0}, {"weight": None}):
         with pytest.raises(ValueError):
             Fusion(**kwargs)
 
@@ -85,6 +85,42 @@ def test_tune_leans_on_the_first_stage_when_the_reranker_errs_on_close_calls():
     best, report = fusion.tune_reranker(cands, scores, [{f"p{i}"} for i in range(20)], mrr)
     assert not best.is_plain and best.weight < 1.0
     assert report["best_value"] == 1.0 and report["plain_value"] == 0.5 and report["first_stage_value"] == 1.0
+
+
+def test_score_interpolation_by_hand_keeps_the_rerankers_confidence():
+    """fused = w * p + (1 - w) * (k + 1) / (k + rank): a sure reranker overrides the first stage, a
+    guessing one (scores bunched) leaves its order; rank fusion moves both alike."""
+    f = Fusion(weight=0.5, rrf_k=1, method="score")
+    assert f.fused_scores([0.1, 0.9, 0.5]) == pytest.approx([0.5 * 0.1 + 0.5, 0.5 * 0.9 + 0.5 * 2 / 3,
+                                                             0.5 * 0.5 + 0.5 * 2 / 4])
+    assert f.order([0.02, 0.98, 0.05]) == [1, 0, 2]  # sure: the reranker's first goes first
+    assert f.order([0.30, 0.31, 0.29]) == [0, 1, 2]  # guessing: first-stage order stays
+    assert Fusion(weight=0.6, rrf_k=1).order([0.30, 0.31, 0.29]) == [1, 0, 2]  # rank fusion follows the guess
+    assert Fusion(weight=0.5, rrf_k=1, method="score").order([-4.0, 3.0]) == [1, 0]  # raw logits: a sigmoid
+    assert fusion.probabilities([0.0, 0.5]) == [0.0, 0.5] and fusion.probabilities([0.0, 2.0])[0] == 0.5
+    tail = Fusion(weight=0.9, rrf_k=2, depth=2, method="score").fused_scores([0.0, 0.0], total=5)
+    assert min(tail[:2]) >= max(tail[2:]) and Fusion(0.3, 2.0, 2, None, "score").order([0.0, 0.0], 4) == [0, 1, 2, 3]
+    assert Fusion(weight=0.0, method="score").order([0.1, 0.9]) == [0, 1]
+
+
+def test_score_method_saves_and_old_files_read_as_rank(tmp_path):
+    f = Fusion(0.4, 10.0, 20, "held-out tasks", "score")
+    model_settings.ModelSettings(fusion=f).save(tmp_path)
+    assert model_settings.load(tmp_path).fusion == f and f.describe() == "score w=0.4 k=10 top 20"
+    assert "method" not in Fusion(0.4).to_dict() and Fusion.from_dict({"weight": 0.4}).method == "rank"
+    for kwargs in ({"method": "mean"}, {"weight": "0.5"}, {"depth": 2.5}, {"rrf_k": float("nan")}, {"depth": True}):
+        with pytest.raises(ValueError, match="fusion (method|weight|depth|rrf_k)"):
+            Fusion(**kwargs)
+
+
+def test_a_fusion_validation_barely_supports_is_not_kept():
+    """The best setting must gain the margin and win the paired bootstrap: one lucky query of 40 is noise."""
+    cands = [[f"p{i}", f"n{i}", f"m{i}"] for i in range(40)]
+    scores = [[0.9, 0.1, 0.1] for _ in range(40)]  # the reranker is right on all but one query
+    scores[0] = [0.50, 0.51, 0.1]  # where the first stage is right and the reranker narrowly wrong
+    best, report = fusion.tune_reranker(cands, scores, [{f"p{i}"} for i in range(40)], mrr)
+    assert best.is_plain and report["kept"] == "plain reranking" and "bootstrap" in report["why"]
+    assert report["best_gain"] == pytest.approx(0.5 / 40) and report["best_win_rate"] < 0.9
 
 
 def test_rerank_fused_scores_only_the_depth(tiny_reranker):
