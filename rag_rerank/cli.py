@@ -168,7 +168,7 @@ def _cmd_eval(args) -> int:
         label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
         first_row, candidates, sides = evaluate.first_stage_row(first_stage, groups, depth, f"{label} (top {depth})")
     if args.save_candidates:
-        saved = [train_data.Group(g.query, g.positives, g.negatives, list(c), s)
+        saved = [train_data.Group(g.query, g.positives, g.negatives, list(c), s, g.topic)
                  for g, c, s in zip(groups, candidates, sides)]
         train_data.save_jsonl(train_data.TrainingData(saved), args.save_candidates)
     rerankers = [(name, Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size,

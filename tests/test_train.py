@@ -319,6 +319,31 @@ def test_validation_is_carved_by_document_so_questions_on_one_passage_stay_toget
         data.split(0.1, by="passage")
 
 
+def test_validation_holds_whole_topics_out_when_rows_name_them(tmp_path):
+    """Rows with a topic (an article): validation takes whole topics, so no article is on both sides -
+    carved by passage, validation asked about articles training had read and promised more than
+    unseen articles gave. The topic survives saving, mining's rewrite and a reload."""
+    from rag_rerank.train.data import save_jsonl
+
+    rows = [{"query": f"a{a} p{p} 질문 {j}", "positive": f"article {a} passage {p}", "topic": f"article {a}"}
+            for a in range(12) for p in range(4) for j in range(3)]
+    rows += [{"query": "번호 주제", "positive": "숫자 주제 문서", "topic": 7}]  # a numeric topic reads as text
+    f = tmp_path / "topics.jsonl"
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    data = load(f)
+    assert data.groups[0].topic == "article 0" and data.groups[-1].topic == "7"
+    for seed in range(4):
+        train_part, val = data.split(0.2, seed=seed)
+        assert val.groups and {g.topic for g in train_part.groups}.isdisjoint({g.topic for g in val.groups})
+    by_document = [data.split(0.2, seed=s, by="document") for s in range(4)]
+    assert any({g.topic for g in t.groups} & {g.topic for g in v.groups} for t, v in by_document)
+    save_jsonl(data, tmp_path / "saved.jsonl.gz")
+    assert [g.topic for g in load(tmp_path / "saved.jsonl.gz").groups] == [g.topic for g in data.groups]
+    f.write_text(json.dumps({"query": "q", "positive": "d", "topic": ""}), encoding="utf-8")
+    with pytest.raises(DataError, match=r"topics.jsonl:1: topic is empty"):
+        load(f)
+
+
 def test_extra_data_is_mixed_in_at_most_its_share_with_groups_whole():
     from rag_rerank.train.data import Group, ScoredPair, TrainingData, mix_in
 

@@ -37,6 +37,8 @@ class Group:
     # a hybrid first stage's two rankings before fusion ({"dense": [...], "bm25": [...]}): kept so
     # the hybrid can be re-weighted later (rag-rerank train tunes it) without the store
     sides: dict[str, list[str]] = field(default_factory=dict)
+    # what the query is about (an article, a source, a customer): validation holds whole topics out
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class ScoredPair:
     query: str
     document: str
     label: float
+    topic: str | None = None
 
 
 @dataclass
@@ -55,24 +58,31 @@ class TrainingData:
         return len(self.groups) + len(self.pairs)
 
     def split(self, fraction: float, seed: int = 0, min_queries: int = 0, max_fraction: float = 0.25,
-              by: str = "document") -> tuple["TrainingData", "TrainingData"]:
-        """Carve a validation part off: all rows of a query land on one side, and with ``by="document"``
-        (the default) so do all queries that share a relevant document.
+              by: str = "auto") -> tuple["TrainingData", "TrainingData"]:
+        """Carve a validation part off: all rows of a query land on one side; with ``by="document"``
+        so do all queries that share a relevant document, and with ``by="topic"`` also all queries
+        of one topic (rows' ``topic`` field: an article, a source). ``"auto"`` (the default) is
+        ``"topic"`` where rows carry topics, else ``"document"``.
 
         Several questions are often written about one passage (KorQuAD: about 6 per paragraph); split
         by query, validation would hold questions whose passage training already taught, overrate the
-        reranker and tune the fusion on that. ``fraction`` of the queries, but at least
+        reranker and tune the fusion on that. Split by passage, it still holds passages of articles
+        training read: validation promised 0.978 MRR@10 where unseen articles gave 0.936 (issue 35).
+        Topics held out whole measure what a user's new documents will see. ``fraction`` of the
+        queries, but at least
         ``min_queries`` (capped at ``max_fraction``): on small data 10 % is too few queries to choose
         anything on. A cluster of queries larger than what is left to carve (one answer shared by
         hundreds of chatbot questions) stays in training.
         """
         if not 0 < fraction < 1:
             raise ValueError("validation fraction must be in (0, 1)")
-        if by not in ("document", "query"):
-            raise ValueError(f"split by 'document' or 'query', got {by!r}")
+        if by not in ("auto", "topic", "document", "query"):
+            raise ValueError(f"split by 'auto', 'topic', 'document' or 'query', got {by!r}")
+        if by == "auto":
+            by = "topic" if self.topics() else "document"
         queries = sorted({g.query for g in self.groups} | {p.query for p in self.pairs})
         count = max(int(len(queries) * fraction), min(min_queries, int(len(queries) * max_fraction)), 1)
-        units = self._query_clusters(queries) if by == "document" else [[q] for q in queries]
+        units = self._query_clusters(queries, by == "topic") if by != "query" else [[q] for q in queries]
         random.Random(seed).shuffle(units)
         held: set[str] = set()
         for unit in units:
@@ -87,9 +97,13 @@ class TrainingData:
         val = TrainingData([g for g in self.groups if g.query in held], [p for p in self.pairs if p.query in held])
         return train, val
 
-    def _query_clusters(self, queries: list[str]) -> list[list[str]]:
-        """Queries linked by a shared relevant document (a positive, or a pair labelled >= 0.5), as
-        sorted lists in a deterministic order."""
+    def topics(self) -> set[str]:
+        """The topics rows name (empty: no row carries one)."""
+        return {g.topic for g in self.groups if g.topic} | {p.topic for p in self.pairs if p.topic}
+
+    def _query_clusters(self, queries: list[str], by_topic: bool = False) -> list[list[str]]:
+        """Queries linked by a shared relevant document (a positive, or a pair labelled >= 0.5) and,
+        ``by_topic``, by a shared topic, as sorted lists in a deterministic order."""
         parent = {q: q for q in queries}
 
         def root(q: str) -> str:
@@ -101,6 +115,9 @@ class TrainingData:
         first_query: dict[str, str] = {}
         links = [(g.query, d) for g in self.groups for d in g.positives]
         links += [(p.query, p.document) for p in self.pairs if p.label >= 0.5]
+        if by_topic:  # a topic links its queries like a document they share (keys apart from texts)
+            links += [(g.query, ("topic", g.topic)) for g in self.groups if g.topic]
+            links += [(p.query, ("topic", p.topic)) for p in self.pairs if p.topic]
         for query, document in links:
             other = first_query.setdefault(document, query)
             a, b = root(query), root(other)
@@ -115,14 +132,15 @@ class TrainingData:
         """Everything as (query, doc, label) rows: positives 1.0, negatives 0.0."""
         out = list(self.pairs)
         for g in self.groups:
-            out += [ScoredPair(g.query, d, 1.0) for d in g.positives]
-            out += [ScoredPair(g.query, d, 0.0) for d in g.negatives]
+            out += [ScoredPair(g.query, d, 1.0, g.topic) for d in g.positives]
+            out += [ScoredPair(g.query, d, 0.0, g.topic) for d in g.negatives]
         return out
 
 
 _QUERY_KEYS = ("query", "question", "anchor", "sentence1", "q")
 _DOC_KEYS = ("document", "passage", "text", "sentence2", "answer", "a")
 _LABEL_KEYS = ("label", "score")
+_TOPIC_KEYS = ("topic", "source", "article")
 
 
 def _text(value, where: str, what: str) -> str:
@@ -159,6 +177,11 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
     if query is None:
         raise DataError(f"{where}: no query column (one of {', '.join(_QUERY_KEYS)}); got {sorted(row)}")
     query = _text(query, where, "query")
+    topic = _first(row, _TOPIC_KEYS)
+    if topic is not None:
+        if isinstance(topic, (int, float)) and not isinstance(topic, bool):
+            topic = str(topic)
+        topic = _text(topic, where, "topic")
     if "positives" in row or "positive" in row:
         positives = _texts(row.get("positives", row.get("positive")), where, "positive")
         raw_neg = row.get("negatives", row.get("negative", []))
@@ -170,7 +193,7 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
         sides = {side: _texts(row[side], where, side) if row[side] else [] for side in SIDES if side in row}
         if sides and set(sides) != set(SIDES):
             raise DataError(f"{where}: a hybrid's saved rankings need both {' and '.join(SIDES)}")
-        return Group(query, positives, negatives, candidates, sides)
+        return Group(query, positives, negatives, candidates, sides, topic)
     document = _first(row, _DOC_KEYS)
     if document is None:
         raise DataError(f"{where}: no document column (one of {', '.join(_DOC_KEYS)} or positive/positives); "
@@ -178,12 +201,12 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
     document = _text(document, where, "document")
     key = next((k for k in _LABEL_KEYS if k in row), None)
     if key is None:
-        return Group(query, [document])  # a plain (query, positive) row: no label column at all
+        return Group(query, [document], topic=topic)  # a plain (query, positive) row: no label column at all
     label = row[key]
     if label is None or (isinstance(label, str) and not label.strip()):
         # a label column left empty is a missing value, not a positive
         raise DataError(f"{where}: '{key}' is empty; give the row a label, or drop the column for positives-only data")
-    return ScoredPair(query, document, _label(label, where, label_scale))
+    return ScoredPair(query, document, _label(label, where, label_scale), topic)
 
 
 def load(path: str | Path, *, label_scale: float | None = None) -> TrainingData:
@@ -359,6 +382,11 @@ def save_jsonl(data: TrainingData, path: str | Path, *, by_id: bool = True) -> N
                 if g.candidates:
                     row["candidates"] = g.candidates
                 row.update(g.sides)
+            if g.topic:
+                row["topic"] = g.topic
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         for p in data.pairs:
-            fh.write(json.dumps({"query": p.query, "document": p.document, "label": p.label}, ensure_ascii=False) + "\n")
+            row = {"query": p.query, "document": p.document, "label": p.label}
+            if p.topic:
+                row["topic"] = p.topic
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -92,5 +92,5 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
                 taken.add(doc)
         ranked_texts = list(dict.fromkeys(h.text for h in hits[:k]))
         groups.append(Group(group.query, list(group.positives), group.negatives + hard + randoms, ranked_texts,
-                            group_sides))
+                            group_sides, group.topic))
     return TrainingData(groups, list(data.pairs))

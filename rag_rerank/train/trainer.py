@@ -220,8 +220,14 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
 
     config, base_path = resolve_base(config, notes)
     if eval_data is None and config.validation_fraction > 0:
+        topics = train_data.topics()
         train_data, eval_data = train_data.split(config.validation_fraction, seed=config.seed,
                                                  min_queries=config.validation_min_queries)
+        held = eval_data.topics()
+        _say(notes, f"validation: {len(eval_data.groups) + len(eval_data.pairs)} rows carved off, "
+                    + (f"whole topics held out ({len(held)} of {len(topics)})" if topics else
+                       "whole documents held out (rows carry no 'topic' field: give one - an article, a "
+                       "source - and validation holds whole topics out, as new documents will be)"))
     hybrid, hybrid_tuning = None, None
     if config.tune_hybrid and first_stage is not None and eval_data is not None and eval_data.groups:
         first_stage, hybrid, hybrid_tuning = _tune_hybrid(config, first_stage, eval_data, notes)
@@ -412,6 +418,8 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
     _say(notes, f"fusion chosen on validation: {'plain reranking' if best.is_plain else best.describe()} (MRR@10 "
                 f"{tuning['best_value']:.4f} vs plain reranking {tuning['plain_value']:.4f}, first stage "
                 f"{tuning['first_stage_value']:.4f})")
+    if "why" in tuning:
+        _say(notes, f"fusion not kept: {tuning['why']}")
     reports = {"fusion": tuning}
     if config.known_queries and train_data is not None:
         known_row, reports["known_queries"] = tune_known_queries(config, train_data, eval_data, rankings, candidates,
