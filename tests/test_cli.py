@@ -391,3 +391,19 @@ def test_backend_flags_run_the_bi_encoder_and_the_reranker_on_a_cpu_backend(tmp_
     assert out.returncode == 0 and len(json.loads(out.stdout)) == 4, out.stderr
     out = run_cli("index", str(src), *store, "--threads", "2")
     assert out.returncode == 2 and "--threads sets --backend onnx/openvino's threads" in out.stderr
+
+
+def test_version_flag_and_typed_distributions(capsys):
+    from pathlib import Path
+
+    import rag_rerank
+    from rag_rerank import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"rag-rerank {rag_rerank.__version__}"
+    root = Path(rag_rerank.__file__).resolve().parent
+    integrations = root.parent / "integrations"
+    for package in (root, integrations / "langchain-rag-rerank" / "langchain_rag_rerank",
+                    *sorted((integrations / "llama-index-rag-rerank" / "llama_index").glob("*/rag_rerank"))):
+        assert (package / "py.typed").exists(), package

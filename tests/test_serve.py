@@ -61,7 +61,6 @@ def test_tei_shape_raw_scores_and_text(client, reranker):
     ({"query": 3, "documents": DOCS}, 422, "'query' must be str"),
     ({"query": QUERY, "documents": [DOCS[0], 7]}, 422, "'documents[1]' must be a string or an object"),
     ({"query": QUERY, "documents": [DOCS[0], {"txt": "x"}]}, 422, "'documents[1]'"),
-    ({"query": QUERY, "documents": ["  "]}, 422, "'documents[0]' is empty"),
     ({"query": QUERY, "documents": DOCS, "top_n": 0}, 422, "'top_n' must be >= 1"),
     ({"query": QUERY, "documents": DOCS, "top_n": "2"}, 422, "'top_n' must be an integer"),
     ({"query": QUERY, "texts": DOCS, "raw_scores": "yes"}, 422, "'raw_scores' must be bool"),
@@ -190,3 +189,140 @@ def test_serve_command_answers_over_http(tiny_ce, unused_port):
     r = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS},
                    headers={"Authorization": "Bearer k"}, timeout=30)
     assert r.status_code == 200 and len(r.json()["results"]) == 3
+
+
+@pytest.fixture(scope="module")
+def served(reranker):
+    """The app on a real loopback port (uvicorn in a thread), for third-party clients."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = uvicorn.Server(uvicorn.Config(create_app(reranker), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_cohere_sdk_v1_and_v2_clients_unchanged(served, reranker):
+    """cohere's v1 Client (POST /v1/rerank) and current ClientV2 (POST /v2/rerank) parse the answers."""
+    import cohere
+
+    want = [d.index for d in reranker.rerank(QUERY, DOCS)]
+    v1 = cohere.Client(api_key="unused", base_url=served).rerank(query=QUERY, documents=DOCS, model="any", top_n=2,
+                                                                  return_documents=True)
+    assert [r.index for r in v1.results] == want[:2] and v1.results[0].document.text == DOCS[want[0]]
+    assert v1.id and v1.meta.api_version.version == "1"
+    v2 = cohere.ClientV2(api_key="unused", base_url=served).rerank(model="any", query=QUERY, documents=DOCS)
+    assert [r.index for r in v2.results] == want and v2.meta.billed_units.search_units == 1
+    assert [r.relevance_score for r in v2.results] == pytest.approx([d.score for d in reranker.rerank(QUERY, DOCS)],
+                                                                    abs=1e-5)
+
+
+def test_langchain_cohere_and_llama_index_cohere_rerank_unchanged(served, reranker):
+    from langchain_cohere import CohereRerank as LangChainCohere
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+    from llama_index.postprocessor.cohere_rerank import CohereRerank as LlamaCohere
+
+    want = [DOCS[d.index] for d in reranker.rerank(QUERY, DOCS)]
+    lc = LangChainCohere(cohere_api_key="unused", base_url=served, model="any", top_n=2)
+    got = lc.compress_documents([Document(page_content=t) for t in DOCS], QUERY)
+    assert [d.page_content for d in got] == want[:2] and 0 <= got[0].metadata["relevance_score"] <= 1
+    li = LlamaCohere(api_key="unused", base_url=served, model="any", top_n=2)
+    nodes = li.postprocess_nodes([NodeWithScore(node=TextNode(text=t), score=1.0) for t in DOCS], QueryBundle(QUERY))
+    assert [n.node.get_content() for n in nodes] == want[:2]
+
+
+def test_v2_shape_info_usage_empty_texts_and_the_documented_shapes(client, reranker):
+    """An empty document is scored, as in-process (a low score, not a 422); Jina's usage counts tokens;
+    TEI's /info describes the model; /openapi.json documents every request shape."""
+    in_process = reranker.score(QUERY, [DOCS[0], ""])
+    body = client.post("/v2/rerank", json={"model": "x", "query": QUERY, "documents": [DOCS[0], ""],
+                                           "max_tokens_per_doc": 512}).json()
+    assert {r["index"]: r["relevance_score"] for r in body["results"]} == pytest.approx(dict(enumerate(in_process)))
+    assert body["meta"]["api_version"]["version"] == "2" and "document" not in body["results"][0]
+    tei = client.post("/rerank", json={"query": QUERY, "texts": ["", DOCS[1]]}).json()
+    assert sorted(r["index"] for r in tei) == [0, 1]
+    v1 = client.post("/rerank", json={"query": QUERY, "documents": DOCS}).json()
+    tokenizer = reranker._tokenizer
+    query_tokens = len(tokenizer(QUERY, add_special_tokens=False)["input_ids"])
+    assert v1["usage"]["total_tokens"] == sum(query_tokens + len(tokenizer(d, add_special_tokens=False)["input_ids"])
+                                              for d in DOCS)
+    info = client.get("/info").json()
+    assert info["max_input_length"] == reranker.max_length and info["max_client_batch_size"] == 5
+    spec = client.get("/openapi.json").json()
+    v2 = spec["paths"]["/v2/rerank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"query", "documents", "top_n", "max_tokens_per_doc"} <= set(v2["properties"])
+    v1_body = spec["paths"]["/v1/rerank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"documents", "texts", "raw_scores", "return_documents"} <= set(v1_body["properties"])
+    assert {"TextObject", "RerankResponse", "CohereV2Response"} <= set(spec["components"]["schemas"])
+    assert client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 0}).status_code == 422
+
+
+def test_serve_binds_before_announcing_and_a_bad_or_busy_port_exits_1(tiny_ce, capsys):
+    import socket
+
+    from rag_rerank import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert cli.main(["serve", "--reranker", str(tiny_ce), "--listen", f"127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{port}" in err.err and "rag-rerank serve:" not in err.out
+    assert cli.main(["serve", "--reranker", str(tiny_ce), "--listen", "127.0.0.1:70000"]) == 1
+    assert "a port is 1-65535" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port):
+    """SIGTERM under load: the service stops taking connections, finishes what it holds (0 failed), then exits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(tiny_ce), "--listen",
+                             f"127.0.0.1:{unused_port}", "--max-documents", "2000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    try:
+        assert "rag-rerank serve:" in proc.stdout.readline()  # announced once bound: answers from here on
+        url = f"http://127.0.0.1:{unused_port}"
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        docs = [f"{DOCS[i % 3]} {i}번째 문단은 조금 더 길게 이어진다." for i in range(1500)]
+        results: list = []
+
+        def ask():
+            try:
+                results.append(httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": docs},
+                                          timeout=120).status_code)
+            except httpx.HTTPError as exc:
+                results.append(repr(exc))
+
+        threads = [threading.Thread(target=ask) for _ in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # every request sent and held by the service
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=180)
+        assert results == [200] * 6
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+    finally:
+        proc.kill()
+        proc.wait()

@@ -34,9 +34,9 @@ class TrainResult:
 
 
 def _say(notes: list[str], message: str) -> None:
+    """A note for the report, logged once (``rag_rerank.train`` at INFO; the CLI shows them on stderr)."""
     notes.append(message)
     log.info(message)
-    print(f"[rag-rerank train] {message}")
 
 
 OFFLINE_BASE = "intfloat/multilingual-e5-small"  # materialised from pip weights when the hub is unreachable
