@@ -191,7 +191,8 @@ def _cmd_eval(args) -> int:
     rows = evaluate.evaluate(groups, candidates, first_row, rerankers,
                              fusion="auto" if args.fusion == "auto" else None,
                              known_queries="auto" if args.known_queries == "auto" else None,
-                             hybrid="auto" if args.hybrid == "auto" else None, first_stage=first_stage, depth=depth)
+                             hybrid="auto" if args.hybrid == "auto" else None, first_stage=first_stage, depth=depth,
+                             progress=True)  # a bar on stderr: reranking thousands of queries takes minutes on a CPU
     if args.json:
         print(json.dumps([{"system": r.name, **r.metrics, "seconds": r.seconds} for r in rows], indent=2,
                          ensure_ascii=False))

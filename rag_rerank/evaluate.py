@@ -74,12 +74,25 @@ def first_stage_row(first_stage: "FirstStage", groups: Sequence["Group"], candid
     return ranking_row(name, groups, candidates, time.perf_counter() - start), candidates, sides
 
 
+PROGRESS_CHUNK = 256  # queries a scoring call takes when a progress bar shows (thousands of pairs: full batches)
+
+
 def score_candidates(reranker, groups: Sequence["Group"], candidates: Sequence[Sequence[str]],
-                     name: str) -> tuple[EvalRow, list[list[float]]]:
+                     name: str, progress: bool = False) -> tuple[EvalRow, list[list[float]]]:
     """Plain reranking of each query's candidates; returns the row and the reranker's scores
-    (reused by every fused row and by the tuners)."""
+    (reused by every fused row and by the tuners). ``progress``: a bar on stderr (queries scored)."""
     start = time.perf_counter()
-    scores = reranker.score_many([g.query for g in groups], [list(c) for c in candidates])
+    queries, docs = [g.query for g in groups], [list(c) for c in candidates]
+    if progress and len(queries) > PROGRESS_CHUNK:
+        from tqdm.auto import tqdm
+
+        scores = []
+        with tqdm(total=len(queries), desc=f"reranking ({name.removeprefix('+ ')})", unit="query") as bar:
+            for i in range(0, len(queries), PROGRESS_CHUNK):
+                scores += reranker.score_many(queries[i:i + PROGRESS_CHUNK], docs[i:i + PROGRESS_CHUNK])
+                bar.update(len(queries[i:i + PROGRESS_CHUNK]))
+    else:
+        scores = reranker.score_many(queries, docs)
     row = ranking_row(name, groups, fused_rankings(candidates, scores, PLAIN), time.perf_counter() - start)
     return row, scores
 
@@ -97,7 +110,7 @@ def known_rankings(rankings: Sequence[Sequence[str]], known: Sequence[Sequence[s
 
 def reranker_rows(reranker, groups: Sequence["Group"], candidates: Sequence[Sequence[str]], label: str, *,
                   fusion: Fusion | str | None = "auto", known_queries: KnownQueries | str | None = "auto",
-                  first_stage: "FirstStage | None" = None) -> list[EvalRow]:
+                  first_stage: "FirstStage | None" = None, progress: bool = False) -> list[EvalRow]:
     """Plain reranking, then (where the model carries them, or as given) its fusion with the first
     stage and its known queries: over the first stage alone and over the fused pipeline (the
     default pipeline). Known-query documents count only if ``first_stage`` holds them (without
@@ -105,7 +118,7 @@ def reranker_rows(reranker, groups: Sequence["Group"], candidates: Sequence[Sequ
     settings = model_settings.load(reranker.path)
     fusion = fusion_lib.resolve(fusion, lambda: settings.fusion) or PLAIN
     known_queries = _resolve_known(known_queries, reranker)
-    plain, scores = score_candidates(reranker, groups, candidates, label)
+    plain, scores = score_candidates(reranker, groups, candidates, label, progress)
     rows = [plain]
     pipeline = fused_rankings(candidates, scores, fusion)
     if not fusion.is_plain:
@@ -132,7 +145,7 @@ def _resolve_known(value, reranker) -> KnownQueries | None:
 def evaluate(groups: Sequence["Group"], candidates: Sequence[Sequence[str]], first_row: EvalRow,
              rerankers: Sequence[tuple[str, object]] = (), *, fusion: str | None = "auto",
              known_queries: str | None = "auto", hybrid: str | None = "auto",
-             first_stage: "FirstStage | None" = None, depth: int = 50) -> list[EvalRow]:
+             first_stage: "FirstStage | None" = None, depth: int = 50, progress: bool = False) -> list[EvalRow]:
     """The first stage's row, then each ``(label, reranker)``'s rows over the same candidates.
 
     With ``hybrid="auto"`` a model that carries tuned hybrid weights is evaluated on the
@@ -148,7 +161,7 @@ def evaluate(groups: Sequence["Group"], candidates: Sequence[Sequence[str]], fir
                                                   f"hybrid {weights.describe()}, {label}'s (top {depth})")
             rows.append(row)
         rows += reranker_rows(reranker, groups, own_candidates, f"+ {label}", fusion=fusion,
-                              known_queries=known_queries, first_stage=own_stage)
+                              known_queries=known_queries, first_stage=own_stage, progress=progress)
     return rows
 
 

@@ -645,8 +645,7 @@ class _FileLock:
         with self._mutex:
             if self._depth == 0:
                 self._fh = self._open()
-                if _fcntl is not None:
-                    _fcntl.flock(self._fh.fileno(), _fcntl.LOCK_EX)
+                _lock(self._fh, blocking=True)
             self._depth += 1
         return self
 
@@ -668,12 +667,11 @@ class _FileLock:
                 fh = self._open()
             except OSError:  # a read-only mount (a serve replica): never a writer
                 return False
-            if _fcntl is not None:
-                try:
-                    _fcntl.flock(fh.fileno(), _fcntl.LOCK_EX | _fcntl.LOCK_NB)
-                except OSError:
-                    fh.close()
-                    return False
+            try:
+                _lock(fh, blocking=False)
+            except OSError:
+                fh.close()
+                return False
             self._fh, self._depth = fh, 1
             return True
         finally:
@@ -686,8 +684,28 @@ class _FileLock:
 
 try:
     import fcntl as _fcntl
-except ImportError:  # Windows: no advisory locks; one writer per store is the caller's rule there
+except ImportError:  # Windows
     _fcntl = None
+
+
+def _lock(fh, blocking: bool) -> None:
+    """An exclusive lock on the open file ``fh``, released when it is closed: ``flock`` on POSIX,
+    ``msvcrt.locking`` of its first byte on Windows (polled while ``blocking``: msvcrt gives up after
+    ten seconds of its own). OSError when ``blocking`` is False and another holds it."""
+    if _fcntl is not None:
+        _fcntl.flock(fh.fileno(), _fcntl.LOCK_EX | (0 if blocking else _fcntl.LOCK_NB))
+        return
+    import msvcrt
+
+    fh.seek(0)
+    while True:
+        try:
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+            return
+        except OSError:
+            if not blocking:
+                raise
+            time.sleep(0.05)
 
 
 def _stamp(path: Path):

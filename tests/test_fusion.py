@@ -193,3 +193,18 @@ def test_tune_hybrid_leans_on_the_stronger_side_and_keeps_equal_weights_otherwis
     same = [[f"p{i}", f"y{i}"] for i in range(20)]
     best, report = tune_hybrid(_TwoSides(same, same), [f"q{i}" for i in range(20)], relevant, mrr)
     assert (best.weight, best.rrf_k) == (EQUAL.weight, EQUAL.rrf_k)  # nothing gains: equal weights stay
+
+
+def test_eval_progress_scores_in_chunks_with_the_same_result(tiny_reranker, capsys, monkeypatch):
+    from rag_rerank import evaluate
+    from rag_rerank.train.data import Group
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(evaluate, "PROGRESS_CHUNK", 4)
+    groups = [Group(f"질문 {i}", [f"답 {i}"]) for i in range(10)]
+    candidates = [[f"답 {i}", f"다른 답 {i}", "공통"] for i in range(10)]
+    quiet_row, quiet = evaluate.score_candidates(tiny_reranker, groups, candidates, "+ m")
+    shown_row, shown = evaluate.score_candidates(tiny_reranker, groups, candidates, "+ m", progress=True)
+    assert [x for row in shown for x in row] == pytest.approx([x for row in quiet for x in row], abs=1e-6)
+    assert shown_row.metrics == quiet_row.metrics
+    assert "reranking (m)" in capsys.readouterr().err

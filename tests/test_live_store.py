@@ -272,3 +272,29 @@ def test_an_old_json_store_migrates_without_kiwi(tmp_path, tiny_encoder, kiwi_ca
     for q in ("서울 날씨", "광주 음식 이야기", "교통"):
         assert [(h.text, round(h.score, 9)) for h in store.search_lexical(q, 5)] == \
             [(h.text, round(h.score, 9)) for h in fresh.search_lexical(q, 5)]
+
+
+def test_the_store_lock_on_windows_takes_turns(tmp_path, monkeypatch):
+    """Without fcntl (Windows) the lock is msvcrt's byte lock: a second holder is refused while the first
+    holds it, and waits its turn when it blocks. msvcrt is stood in for by a lock of the same semantics."""
+    import fcntl
+    import threading
+    import types
+
+    from rag_rerank import lexical_index
+
+    fake = types.SimpleNamespace(LK_NBLCK=2)
+    fake.locking = lambda fd, mode, n: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    monkeypatch.setitem(sys.modules, "msvcrt", fake)
+    monkeypatch.setattr(lexical_index, "_fcntl", None)
+    first, second = lexical_index._FileLock(tmp_path / "w.lock"), lexical_index._FileLock(tmp_path / "w.lock")
+    with first:
+        assert not second.try_acquire()
+        got = threading.Event()
+        waiter = threading.Thread(target=lambda: (second.__enter__(), got.set()))
+        waiter.start()
+        assert not got.wait(0.3)  # blocked while the first holds it
+    assert got.wait(10)
+    waiter.join()
+    second.__exit__(None, None, None)
+    assert first.try_acquire()
