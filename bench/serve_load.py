@@ -4,10 +4,15 @@ without micro-batching, one run.
 Each request is a chatbot backend's call: one question of the Korean chatbot Q/A set and ``--docs``
 candidate answers (its own and random others), in the Cohere shape. The server is the real console
 command in a subprocess; the client keeps ``--concurrency`` requests in flight (httpx, asyncio) until
-``--requests`` are done. Reported: requests/s, latency p50/p95/p99, errors (any non-200 or a wrong
-result count), and the server's own count of requests per scoring call (its /metrics).
+``--requests`` are done. Reported: requests/s, pairs/s, latency p50/p95/p99, errors (any non-200 or a wrong
+result count), and the server's own count of requests per scoring call (its /metrics). Beside them, in the
+same run: the in-process ``Reranker`` scoring the same pairs (``score_many`` of every request at once: the
+engine's pairs/s, what HTTP is measured against), ``--workers`` settings, and an open-loop run at
+``--rate-fraction`` of the best closed-loop rate (requests sent on a fixed schedule, so latency is the
+service's under a steady load, not the client's queue).
 
     python bench/serve_load.py --out bench/results/serve_cpu/serve_load
+    python bench/serve_load.py --device cuda --concurrency 64 --workers 1 2 4 --wait-ms 5 --out ...
 """
 from __future__ import annotations
 
@@ -43,9 +48,10 @@ def requests_from_chatbot(n: int, docs: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def start_server(args, port: int, max_wait_ms: float) -> subprocess.Popen:
+def start_server(args, port: int, max_wait_ms: float, workers: int = 1) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "rag_rerank.cli", "serve", "--listen", f"127.0.0.1:{port}",
-           "--max-wait-ms", str(max_wait_ms)] + (["--reranker", args.reranker] if args.reranker else []) \
+           "--max-wait-ms", str(max_wait_ms), "--workers", str(workers)] \
+        + (["--reranker", args.reranker] if args.reranker else []) \
         + (["--device", args.device] if args.device else []) + args.server_arg
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -97,6 +103,59 @@ async def load(url: str, bodies: list[dict], concurrency: int) -> dict:
             "requests_per_scoring_call": _per_call(metrics)}
 
 
+async def paced(url: str, bodies: list[dict], rate: float) -> dict:
+    """Open loop: request i is sent at i / rate seconds, whatever the answers before it took."""
+    import httpx
+
+    latencies, errors = [], 0
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=300) as client:
+        async def one(i: int, body: dict):
+            nonlocal errors
+            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+            start = time.perf_counter()
+            try:
+                r = await client.post(f"{url}/v1/rerank", json=body)
+                ok = r.status_code == 200 and len(r.json()["results"]) == len(body["documents"])
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+
+        begin = time.perf_counter()
+        await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+        wall = time.perf_counter() - begin
+    lat = sorted(latencies)
+    pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    return {"requests": len(bodies), "errors": errors, "offered_per_s": rate, "requests_per_s": len(bodies) / wall,
+            "p50_ms": 1000 * statistics.median(lat), "p95_ms": pick(0.95), "p99_ms": pick(0.99)}
+
+
+def in_process(args, bodies: list[dict]) -> dict:
+    """The engine alone on the same pairs: every request's (query, documents) in one score_many call,
+    after a warm-up, best of three."""
+    from rag_rerank import Reranker
+
+    reranker = Reranker(args.reranker, device=args.device) if args.reranker else Reranker(device=args.device)
+    queries, docs = [b["query"] for b in bodies], [b["documents"] for b in bodies]
+    reranker.score_many(queries[:64], docs[:64])
+    best = None
+    for _ in range(3):
+        start = time.perf_counter()
+        reranker.score_many(queries, docs)
+        took = time.perf_counter() - start
+        best = took if best is None else min(best, took)
+    pairs = sum(len(d) for d in docs)
+    del reranker
+    try:
+        import torch
+
+        torch.cuda.empty_cache()
+    except Exception:
+        pass
+    return {"pairs": pairs, "seconds": best, "pairs_per_s": pairs / best}
+
+
 def _per_call(metrics: str) -> float | None:
     """Mean requests per scoring call, from the server's rag_rerank_batch_requests histogram."""
     total = count = None
@@ -117,27 +176,54 @@ def main(argv=None) -> int:
     p.add_argument("--docs", type=int, default=5, help="candidate answers a request")
     p.add_argument("--wait-ms", type=float, nargs="+", default=[5.0, 0.0],
                    help="micro-batching waits to compare (0: off)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1], help="serve --workers settings to compare")
+    p.add_argument("--rate-fraction", type=float, default=0.7,
+                   help="open-loop run at this share of the best closed-loop rate (0: none)")
+    p.add_argument("--no-in-process", action="store_true", help="skip the in-process engine figure")
     p.add_argument("--server-arg", action="append", default=[], help="more serve flags, e.g. --server-arg=--backend=onnx")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--out")
     args = p.parse_args(argv)
     bodies = requests_from_chatbot(args.requests, args.docs)
-    rows = []
-    for wait in args.wait_ms:
-        proc = start_server(args, args.port, wait)
-        url = f"http://127.0.0.1:{args.port}"
+    engine = None if args.no_in_process else in_process(args, bodies)
+    if engine:
+        print(json.dumps({"in_process": engine}), flush=True)
+    rows, best = [], None
+    url = f"http://127.0.0.1:{args.port}"
+    for workers in args.workers:
+        for wait in args.wait_ms:
+            proc = start_server(args, args.port, wait, workers)
+            try:
+                asyncio.run(wait_healthy(url, proc))
+                asyncio.run(load(url, bodies[: min(256, len(bodies))], args.concurrency))  # warm-up, not counted
+                row = asyncio.run(load(url, bodies, args.concurrency))
+                row.update(micro_batching=f"on, wait {wait:g} ms" if wait > 0 else "off", workers=workers,
+                           pairs_per_s=row["requests_per_s"] * args.docs)
+                if engine:
+                    row["of_in_process"] = row["pairs_per_s"] / engine["pairs_per_s"]
+                if best is None or row["requests_per_s"] > best[0]["requests_per_s"]:
+                    best = (row, workers, wait)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    steady = None
+    if args.rate_fraction > 0 and best is not None:
+        row, workers, wait = best
+        proc = start_server(args, args.port, wait, workers)
         try:
             asyncio.run(wait_healthy(url, proc))
-            asyncio.run(load(url, bodies[: min(64, len(bodies))], args.concurrency))  # warm-up, not counted
-            row = asyncio.run(load(url, bodies, args.concurrency))
+            asyncio.run(load(url, bodies[: min(256, len(bodies))], args.concurrency))
+            steady = asyncio.run(paced(url, bodies, args.rate_fraction * row["requests_per_s"]))
+            steady.update(workers=workers, micro_batching=row["micro_batching"], fraction=args.rate_fraction)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-        row["micro_batching"] = f"on, wait {wait:g} ms" if wait > 0 else "off"
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({"steady": steady}), flush=True)
     result = {"machine": _machine(args.device), "concurrency": args.concurrency, "docs_per_request": args.docs,
-              "reranker": args.reranker or "default (shipped)", "server_args": args.server_arg, "rows": rows}
+              "reranker": args.reranker or "default (shipped)", "server_args": args.server_arg, "rows": rows,
+              "in_process": engine, "steady": steady}
     text = table(result)
     print(text)
     if args.out:
@@ -158,15 +244,28 @@ def _machine(device: str | None) -> str:
 
 def table(result: dict) -> str:
     base = result["rows"][-1]["requests_per_s"]
+    engine = result.get("in_process")
     lines = [f"Machine: **{result['machine']}**. `rag-rerank serve` on loopback, {result['rows'][0]['requests']} "
              f"requests of 1 question x {result['docs_per_request']} chatbot answers, concurrency "
-             f"{result['concurrency']}; reranker {result['reranker']} {' '.join(result['server_args'])}.", "",
-             "| micro-batching | requests/s | vs off | p50 (ms) | p95 (ms) | p99 (ms) | errors | requests a scoring call |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{result['concurrency']}; reranker {result['reranker']} {' '.join(result['server_args'])}.", ""]
+    if engine:
+        lines += [f"In-process `Reranker.score_many` of the same {engine['pairs']} pairs (one call, best of 3): "
+                  f"**{engine['pairs_per_s']:.0f} pairs/s**.", ""]
+    lines += ["| workers | micro-batching | requests/s | pairs/s | of in-process | vs last row | p50 (ms) | p95 (ms) "
+              "| p99 (ms) | errors | requests a scoring call |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        per = f"{r['requests_per_scoring_call']:.1f}" if r["requests_per_scoring_call"] else "-"
-        lines.append(f"| {r['micro_batching']} | {r['requests_per_s']:.1f} | {r['requests_per_s'] / base:.2f}x | "
-                     f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {per} |")
+        per = f"{r['requests_per_scoring_call']:.1f}" if r.get("requests_per_scoring_call") else "-"
+        share = f"{100 * r['of_in_process']:.0f} %" if r.get("of_in_process") else "-"
+        lines.append(f"| {r.get('workers', 1)} | {r['micro_batching']} | {r['requests_per_s']:.1f} | "
+                     f"{r.get('pairs_per_s', 0):.0f} | {share} | {r['requests_per_s'] / base:.2f}x | {r['p50_ms']:.0f} | "
+                     f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {per} |")
+    steady = result.get("steady")
+    if steady:
+        lines += ["", f"Steady load at {100 * steady['fraction']:.0f} % of the best rate ({steady['workers']} workers, "
+                  f"{steady['micro_batching']}): {steady['offered_per_s']:.1f} requests/s offered, "
+                  f"{steady['requests_per_s']:.1f} served; p50 {steady['p50_ms']:.0f} ms, p95 {steady['p95_ms']:.0f} ms, "
+                  f"p99 {steady['p99_ms']:.0f} ms (p99 / p50 {steady['p99_ms'] / steady['p50_ms']:.1f}); "
+                  f"errors {steady['errors']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -232,15 +232,26 @@ def _cmd_mine(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from .reranker import Reranker
-    from .serve import Limits, serve
-
-    from .serve import listen
+    from .serve import listen, serve, serve_workers
 
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
     sock = listen(host.strip("[]"), int(port))  # before any model loads: a busy or bad port fails at once
+    if args.workers > 1:  # each worker process loads its own model (on one GPU: that many copies, see README)
+        serve_workers(args.argv, sock, args.workers, announce=f"rag-rerank serve: {args.workers} workers, "
+                      f"{args.reranker} on http://{host}:{port}")
+        return 0
+    app, announce = _serve_app(args)
+    serve(None, app=app, sock=sock, announce=f"{announce} on http://{host}:{port}")
+    return 0
+
+
+def _serve_app(args):
+    """The app ``serve``'s flags describe (the reranker and the store loaded), and how to announce it."""
+    from .reranker import Reranker
+    from .serve import Limits, create_app
+
     store = _open_store(args) if args.store or args.host else None
     if store is not None and store.lexical is not None:
         from .lexical import warm_up
@@ -251,11 +262,17 @@ def _cmd_serve(args) -> int:
     limits = Limits(max_documents=args.max_documents, max_document_chars=args.max_document_chars,
                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     given = dict(mode=args.mode, candidate_k=args.candidate_k, top_n=args.top_n)  # unset: TwoStageRetriever's
-    serve(reranker, sock=sock, api_key=args.api_key, store=store, limits=limits, max_wait_ms=args.max_wait_ms,
-          retriever_options={k: v for k, v in given.items() if v is not None},
-          announce=f"rag-rerank serve: {reranker!r} on http://{host}:{port}"
-                   + (f", /search over collection {store.name!r}" if store is not None else ""))
-    return 0
+    app = create_app(reranker, api_key=args.api_key or os.environ.get("RAG_RERANK_API_KEY") or None, store=store,
+                     limits=limits, max_wait_ms=args.max_wait_ms,
+                     retriever_options={k: v for k, v in given.items() if v is not None})
+    return app, (f"rag-rerank serve: {reranker!r}"
+                 + (f", /search over collection {store.name!r}" if store is not None else ""))
+
+
+def worker_app():
+    """A serve worker's app (``--workers N``): built in the worker process from the parent's flags."""
+    argv = json.loads(os.environ["RAG_RERANK_SERVE_ARGV"])
+    return _serve_app(build_parser().parse_args(argv))[0]
 
 
 def _cmd_demo(args) -> int:
@@ -432,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; tens of seconds at start)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="micro-batching: how long a request waits for others to share its pass (0: off)")
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="HTTP worker processes on the one port, each with its own model copy (on one GPU they "
+                        "share it: more parsing and tokenising in parallel, the passes take turns)")
     p.add_argument("--max-documents", type=_positive, default=1000, help="documents a request may carry (413 past it)")
     p.add_argument("--max-document-chars", type=_positive, default=20_000)
     p.add_argument("--max-body-mb", type=float, default=16.0)
@@ -488,7 +508,9 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except UsageError as exc:

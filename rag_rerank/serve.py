@@ -46,7 +46,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .types import check_query, check_unicode
 
-__all__ = ["Limits", "MicroBatcher", "create_app", "listen", "serve"]
+__all__ = ["Limits", "MicroBatcher", "create_app", "listen", "serve", "serve_workers"]
 
 API_KEY_ENV = "RAG_RERANK_API_KEY"
 logger = logging.getLogger(__name__)
@@ -525,8 +525,28 @@ def listen(host: str, port: int):
     return sock
 
 
+def serve_workers(argv: list[str], sock, workers: int, announce: str | None = None,
+                  drain_seconds: float = 30.0) -> None:
+    """``workers`` processes serving on ``sock`` (uvicorn's supervisor), each building its app from the
+    serve command's ``argv`` (:func:`rag_rerank.cli.worker_app`). A worker that dies is restarted."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ["RAG_RERANK_SERVE_ARGV"] = json.dumps(argv)
+    config = uvicorn.Config("rag_rerank.cli:worker_app", factory=True, workers=workers, log_level="warning",
+                            timeout_graceful_shutdown=drain_seconds)
+    if announce:
+        print(announce, flush=True)
+    import inspect
+
+    if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn before 0.50
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+    else:
+        Multiprocess(config, sockets=[sock]).run()
+
+
 def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None, sock=None,
-          announce: str | None = None, drain_seconds: float = 30.0, **options) -> None:
+          announce: str | None = None, drain_seconds: float = 30.0, app=None, **options) -> None:
     """Run the app with uvicorn until interrupted. ``api_key`` falls back to ``$RAG_RERANK_API_KEY``.
 
     The socket is bound first (``sock``, or :func:`listen` on ``host:port``), then ``announce`` is
@@ -535,7 +555,8 @@ def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str |
     import uvicorn
 
     sock = sock if sock is not None else listen(host, port)
-    app = create_app(reranker, api_key=api_key or os.environ.get(API_KEY_ENV) or None, **options)
+    if app is None:
+        app = create_app(reranker, api_key=api_key or os.environ.get(API_KEY_ENV) or None, **options)
     if announce:
         print(announce, flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=drain_seconds)

@@ -326,3 +326,35 @@ def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.slow
+def test_workers_share_one_port(tiny_ce, unused_port):
+    """--workers 2: two processes, each with its model, answer on the one port (uvicorn's supervisor)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(tiny_ce), "--listen",
+                             f"127.0.0.1:{unused_port}", "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    try:
+        assert "2 workers" in proc.stdout.readline()
+        url = f"http://127.0.0.1:{unused_port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        answers = [httpx.post(f"{url}/v2/rerank", json={"query": QUERY, "documents": DOCS}, timeout=60)
+                   for _ in range(8)]
+        assert [a.status_code for a in answers] == [200] * 8
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        proc.kill()
+        proc.wait()
