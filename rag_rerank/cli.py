@@ -66,7 +66,7 @@ def _cmd_search(args) -> int:
         raise UsageError("give the corpus to search: --store DIR, --host/--port or --corpus FILE")
     reranker = None if args.no_rerank else _reranker(args.reranker, args)
     retriever = TwoStageRetriever(first_stage, reranker, candidate_k=_given(args.candidate_k, 50), top_n=args.top_n)
-    hits = retriever.retrieve(args.query, where=json.loads(args.where) if args.where else None)
+    hits = retriever.retrieve(args.query, where=_where_arg(args.where))
     if args.json:
         print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
         return 0
@@ -162,6 +162,18 @@ def _show_notes() -> None:
         logger.setLevel(logging.INFO)
 
 
+def _where_arg(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        where = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--where {text!r} is not JSON ({exc}); e.g. --where '{{\"source\": \"faq\"}}'") from None
+    if not isinstance(where, dict):
+        raise UsageError(f"--where must be a JSON object, got {text!r}")
+    return where
+
+
 def _cmd_eval(args) -> int:
     from . import evaluate
     from .reranker import Reranker
@@ -237,6 +249,10 @@ def _cmd_serve(args) -> int:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
+    if not 0 < args.max_body_mb <= 4096:  # inf, NaN and negatives too
+        raise UsageError(f"--max-body-mb must be in (0, 4096], got {args.max_body_mb}")
+    if not 0 <= args.max_wait_ms <= 10_000:
+        raise UsageError(f"--max-wait-ms must be in [0, 10000], got {args.max_wait_ms}")
     sock = listen(host.strip("[]"), int(port))  # before any model loads: a busy or bad port fails at once
     if args.workers > 1:  # each worker process loads its own model (on one GPU: that many copies, see README)
         serve_workers(args.argv, sock, args.workers, announce=f"rag-rerank serve: {args.workers} workers, "

@@ -117,7 +117,7 @@ class DenseAndLexical(_Base, ABC):
         """Each query's top ``k`` hits and, in hybrid mode, the two rankings they were fused from
         (``{"dense": hits, "bm25": hits}``; ``{}`` in the other modes)."""
         queries = [check_query(q) for q in queries]
-        check_k(k)
+        k = check_k(k)
         if self.mode == "bm25":
             return self._lexical_many(queries, k, where), [{} for _ in queries]
         if self.mode == "dense":
@@ -292,7 +292,7 @@ class SavedCandidates(DenseAndLexical):
         self._no_filter(where)
         if self._reweighted:
             return super().candidates_and_sides_many(queries, k)
-        check_k(k)
+        k = check_k(k)
         hits = [_replayed(self._saved(self._ranked, q)[:k]) for q in queries]
         sides = [{side: _replayed(texts[:k]) for side, texts in self._saved(self._sides, q).items()} for q in queries]
         return hits, sides

@@ -59,20 +59,44 @@ _KNOWN_KEYS = ("fusion", "known_queries", "hybrid", "first_stage", "candidate_k"
 
 
 def load(model_dir: str | Path | None) -> ModelSettings:
-    """The settings saved with a model; empty settings for a model trained elsewhere."""
+    """The settings saved with a model; empty settings for a model trained elsewhere (no file). A file
+    that is there but unreadable, or holds values of the wrong kind, is an error naming it: a model
+    whose trained fusion silently turned off would rank differently from what its training measured."""
     if model_dir is None:
         return ModelSettings()
+    path = Path(model_dir) / CONFIG_FILE
     try:
-        data = json.loads((Path(model_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return ModelSettings()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the model's settings ({exc}); restore it, or delete it to run the "
+                         "model with no saved fusion") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); restore it, or delete it to run the model with no saved "
+                         "fusion") from None
     if not isinstance(data, dict):
-        return ModelSettings()
-    known = data.get("known_queries") or None
-    return ModelSettings(
-        fusion=Fusion.from_dict(data["fusion"]) if data.get("fusion") else None,
-        known_queries=Fusion.from_dict(known) if known else None,
-        hybrid=Fusion.from_dict(data["hybrid"]) if data.get("hybrid") else None,
-        first_stage=data.get("first_stage"), candidate_k=data.get("candidate_k"),
-        known_query_count=known.get("queries") if known else None,
-        extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS})
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    try:
+        known = data.get("known_queries") or None
+        for key in ("fusion", "hybrid", "known_queries"):
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise ValueError(f"'{key}' must be an object, got {data[key]!r}")
+        candidate_k = data.get("candidate_k")
+        if candidate_k is not None:
+            from .types import check_int
+
+            candidate_k = check_int(candidate_k, "candidate_k", minimum=1)
+        if data.get("first_stage") not in (None, "dense", "bm25", "hybrid"):
+            raise ValueError(f"'first_stage' must be dense, bm25 or hybrid, got {data['first_stage']!r}")
+        return ModelSettings(
+            fusion=Fusion.from_dict(data["fusion"]) if data.get("fusion") else None,
+            known_queries=Fusion.from_dict(known) if known else None,
+            hybrid=Fusion.from_dict(data["hybrid"]) if data.get("hybrid") else None,
+            first_stage=data.get("first_stage"), candidate_k=candidate_k,
+            known_query_count=known.get("queries") if known else None,
+            extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -37,7 +37,7 @@ from . import add_norm, fused, models, onnx_backend, packed
 from .devices import resolve_device, resolve_dtype, staged
 from .models import DEFAULT_RERANKER
 from .pairs import PairEncoder, TokenCache, Windows
-from .types import RankedDoc, check_docs, check_query
+from .types import RankedDoc, check_docs, check_int, check_number, check_query
 
 __all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
 Aggregate = Literal["max", "mean", "first"]
@@ -130,12 +130,12 @@ class Reranker:
                                cache_tokens=cache_tokens)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
-        if not 0 <= window_overlap < 1:
-            raise ValueError("window_overlap must be in [0, 1)")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if cache_tokens < 0:
-            raise ValueError(f"cache_tokens must be >= 0 (0: keep no token ids), got {cache_tokens}")
+        window_overlap = check_number(window_overlap, "window_overlap", 0, 1, high_open=True)
+        max_query_fraction = check_number(max_query_fraction, "max_query_fraction", 0, 1, low_open=True)
+        max_length = check_int(max_length, "max_length")  # one too small for a document is refused below
+        if batch_size is not None:
+            batch_size = check_int(batch_size, "batch_size", minimum=1)
+        cache_tokens = check_int(cache_tokens, "cache_tokens", minimum=0)  # 0: keep no token ids
         if compile and backend in onnx_backend.CPU_BACKENDS:
             raise ValueError(f"compile applies to backend='torch' ({backend!r} compiles the exported graph itself)")
         cpu_backend = onnx_backend.check_options(backend, device, quantize, threads)
@@ -235,6 +235,9 @@ class Reranker:
         """Batch form of :meth:`score`: all pairs of all queries share length-sorted batches."""
         if isinstance(queries, str):
             raise TypeError("queries must be a sequence of strings, not a single string")
+        if isinstance(docs_per_query, (str, bytes)):
+            raise TypeError("docs_per_query must be a sequence of document lists")
+        queries, docs_per_query = list(queries), list(docs_per_query)  # generators read once, here
         if len(queries) != len(docs_per_query):
             raise ValueError(f"{len(queries)} queries but {len(docs_per_query)} document lists")
         groups = [(check_query(q), check_docs(d)) for q, d in zip(queries, docs_per_query)]
@@ -242,8 +245,11 @@ class Reranker:
 
     def rerank_many(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
                     top_n: int | None = None) -> list[list[RankedDoc]]:
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-            raise ValueError(f"top_n must be a positive integer or None (all), got {top_n!r}")
+        if top_n is not None:
+            try:
+                top_n = check_int(top_n, "top_n", minimum=1)  # numpy integers too
+            except ValueError:
+                raise ValueError(f"top_n must be a positive integer or None (all), got {top_n!r}") from None
         if isinstance(docs_per_query, (str, bytes)):
             raise TypeError("docs_per_query must be a sequence of document lists")
         docs_per_query = [check_docs(d) for d in docs_per_query]  # generators read once, here

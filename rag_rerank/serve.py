@@ -64,6 +64,14 @@ class Limits:
     max_document_chars: int = 20_000
     max_query_chars: int = 4_000
     max_body_bytes: int = 16 * 1024 * 1024
+    read_timeout_s: float = 30.0  # a body that stops arriving for this long gets 408
+
+    def __post_init__(self) -> None:
+        from .types import check_int, check_number
+
+        for name in ("max_documents", "max_document_chars", "max_query_chars", "max_body_bytes"):
+            check_int(getattr(self, name), name, minimum=1)
+        check_number(self.read_timeout_s, "read_timeout_s", 0, 3600, low_open=True)
 
 
 class RequestError(ValueError):
@@ -80,15 +88,27 @@ class MicroBatcher:
     """
 
     def __init__(self, reranker, max_wait_ms: float = 5.0, max_batch_pairs: int = 2048, metrics=None) -> None:
+        from .types import check_int, check_number
+
+        max_wait_ms = check_number(max_wait_ms, "max_wait_ms", 0, 10_000)
+        max_batch_pairs = check_int(max_batch_pairs, "max_batch_pairs", minimum=1)
         self.reranker, self.max_wait, self.max_pairs = reranker, max_wait_ms / 1000, max_batch_pairs
         self.metrics = metrics
+        self.error: BaseException | None = None  # what stopped the worker, if anything did
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="rag-rerank-batcher", daemon=True)
         self._worker.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._worker.is_alive() and self.error is None
+
     def submit(self, query: str, docs: Sequence[str]) -> Future:
         """A future of the documents' raw logits, in input order."""
         future: Future = Future()
+        if not self.alive:
+            future.set_exception(RuntimeError(f"the scoring worker has stopped ({self.error!r})"))
+            return future
         self._queue.put((query, list(docs), future))
         return future
 
@@ -97,6 +117,20 @@ class MicroBatcher:
         self._worker.join(timeout=10)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # never silently: health reports it and every waiting request fails
+            self.error = exc
+            logger.exception("the scoring worker stopped")
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+                if item is not None:
+                    item[2].set_exception(RuntimeError(f"the scoring worker has stopped ({exc!r})"))
+
+    def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -299,6 +333,9 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
     """The FastAPI app serving ``reranker`` (a loaded :class:`~rag_rerank.Reranker`); with ``store``
     (a :class:`~rag_rerank.store.ChromaStore`) also ``/search``. ``max_wait_ms=0`` turns micro-batching off."""
     limits = limits or Limits()
+    from .types import check_number
+
+    max_wait_ms = check_number(max_wait_ms, "max_wait_ms", 0, 10_000)
     metrics = _Metrics()
     batcher = MicroBatcher(reranker, max_wait_ms, max_batch_pairs, metrics) if max_wait_ms > 0 else None
     retriever = None
@@ -331,13 +368,28 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
             raise RequestError(413, f"the body has {declared} bytes; the limit is {limits.max_body_bytes}")
-        raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            raise RequestError(413, f"the body has {len(raw)} bytes; the limit is {limits.max_body_bytes}")
+        # read as it arrives (chunked bodies declare no length): stop at the limit, and at a body that stalls
+        chunks, size = [], 0
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), timeout=limits.read_timeout_s)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise RequestError(408, f"the body stopped arriving ({limits.read_timeout_s:g} s without data)") from None
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise RequestError(413, f"the body has more than {limits.max_body_bytes} bytes; the limit is "
+                                        f"{limits.max_body_bytes}")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RequestError(422, f"the body is not JSON: {exc}") from None
+        except RecursionError:
+            raise RequestError(422, "the body is nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(422, f"the body must be a JSON object, got {type(body).__name__}")
         return body
@@ -442,6 +494,9 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
 
     @app.get("/health")
     def health():
+        if batcher is not None and not batcher.alive:  # a balancer takes this replica out
+            return JSONResponse({"status": "down", "detail": f"the scoring worker has stopped ({batcher.error!r})"},
+                                503)
         return {"status": "ok", "model": reranker.model_name, "device": str(reranker.device),
                 "store": store is not None}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import sqlite3
@@ -82,6 +83,9 @@ def sanitize_metadata(metadata: Mapping[str, Any] | None, position: int) -> dict
         if not isinstance(value, _SCALARS):
             raise ValueError(f"metadata[{position}][{key!r}] is a {type(value).__name__}; Chroma stores only "
                              "str, int, float and bool values (flatten or JSON-encode nested data)")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"metadata[{position}][{key!r}] is {value}; Chroma cannot store inf or NaN "
+                             "(it would keep another number)")
         clean[key] = value
     return clean or None
 
@@ -112,8 +116,49 @@ def _as_documents(items, metadatas, ids) -> list[Document]:
         meta = sanitize_metadata(meta, i)
         if ids is not None:
             doc_id = ids[i]
+        if doc_id is not None and (not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool) or doc_id == ""):
+            raise TypeError(f"ids[{i}] is {doc_id!r}; an id is a non-empty string")
         docs.append(Document(text, meta or {}, str(doc_id) if doc_id is not None else content_id(text, meta)))
+    first: dict[str, int] = {}
+    for i, doc in enumerate(docs):  # one id twice with other content: which one to keep is not ours to guess
+        j = first.setdefault(doc.id, i)
+        if j != i and (docs[j].text, docs[j].metadata) != (doc.text, doc.metadata):
+            raise ValueError(f"id {doc.id!r} is given twice in one call (documents[{j}] and documents[{i}]) with "
+                             "different text or metadata; give each document its own id")
     return docs
+
+
+@contextlib.contextmanager
+def _where_errors(where):
+    """Chroma's refusals of a ``where`` filter (its InvalidArgumentError, or a bare ValueError deep in its
+    validation) as one ValueError that names the filter."""
+    if where is not None and not isinstance(where, dict):
+        raise ValueError(f"where must be a dict (a Chroma metadata filter, e.g. {{'source': 'faq'}}), got {where!r}")
+    try:
+        yield
+    except Exception as exc:
+        from chromadb.errors import ChromaError, InvalidArgumentError
+
+        if where is not None and (isinstance(exc, (InvalidArgumentError, ValueError, TypeError))
+                                  or (isinstance(exc, ChromaError) and "where" in str(exc).lower())):
+            raise ValueError(f"where {json.dumps(where, ensure_ascii=False, default=str)}: {exc}") from None
+        raise
+
+
+def _id_list(ids, name: str = "ids") -> list[str]:
+    """``ids`` as a list of strings; one string is one id (as Chroma reads it), never its characters."""
+    if isinstance(ids, str):
+        return [ids]
+    if isinstance(ids, (bytes, Mapping)):
+        raise TypeError(f"{name} must be a string or a sequence of strings, got {type(ids).__name__}")
+    try:
+        out = list(ids)
+    except TypeError:
+        raise TypeError(f"{name} must be a string or a sequence of strings, got {type(ids).__name__}") from None
+    for i, value in enumerate(out):
+        if not isinstance(value, str):
+            raise TypeError(f"{name}[{i}] is {type(value).__name__}; ids are strings")
+    return out
 
 
 class ChromaStore:
@@ -309,9 +354,10 @@ class ChromaStore:
         if ids is None and where is None:
             raise ValueError("delete() needs ids or a where filter")
         with self._writing():
-            doomed = list(ids or [])
+            doomed = _id_list(ids) if ids is not None else []
             if where is not None:
-                doomed += self.collection.get(where=where, include=[])["ids"]
+                with _where_errors(where):
+                    doomed += self.collection.get(where=where, include=[])["ids"]
             self._delete_ids(doomed)
 
     def _delete_ids(self, doomed: list[str]) -> None:
@@ -367,10 +413,12 @@ class ChromaStore:
 
     def get(self, ids: Sequence[str] | None = None, where: dict | None = None,
             limit: int | None = None, offset: int | None = None) -> list[Document]:
+        ids = _id_list(ids) if ids is not None else None
         if ids is not None and len(ids) == 0:
             return []
-        res = self.collection.get(ids=list(ids) if ids is not None else None, where=where, limit=limit,
-                                  offset=offset, include=["documents", "metadatas"])
+        with _where_errors(where):
+            res = self.collection.get(ids=ids, where=where, limit=limit, offset=offset,
+                                      include=["documents", "metadatas"])
         by_id = {i: Document(t, m or {}, i) for i, t, m in zip(res["ids"], res["documents"], res["metadatas"])}
         order = list(ids) if ids is not None else res["ids"]
         return [by_id[i] for i in order if i in by_id]
@@ -379,8 +427,9 @@ class ChromaStore:
         """The stored document whose text is exactly each of ``texts`` (None where there is none)."""
         found: list[Document | None] = []
         for text in texts:
-            res = self.collection.get(where_document={"$contains": text}, where=where,
-                                      include=["documents", "metadatas"])
+            with _where_errors(where):
+                res = self.collection.get(where_document={"$contains": text}, where=where,
+                                          include=["documents", "metadatas"])
             match = next(((i, m) for i, t, m in zip(res["ids"], res["documents"], res["metadatas"]) if t == text),
                          None)
             found.append(Document(text, match[1] or {}, match[0]) if match else None)
@@ -391,11 +440,12 @@ class ChromaStore:
         return self.search_vector(self.encoder.embed_query(check_query(query)), k, where)
 
     def search_vector(self, vector, k: int = 10, where: dict | None = None) -> list[Hit]:
-        check_k(k)
+        k = check_k(k)
         self._fresh()
         # no count() first: Chroma answers fewer than k (or none) by itself, and the count cost a query
-        res = self.collection.query(query_embeddings=[list(map(float, vector))], n_results=k, where=where,
-                                    include=["documents", "metadatas", "distances"])
+        with _where_errors(where):
+            res = self.collection.query(query_embeddings=[list(map(float, vector))], n_results=k, where=where,
+                                        include=["documents", "metadatas", "distances"])
         hits, space = [], _space(self.collection)
         for rank, (i, t, m, d) in enumerate(zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
                                                 res["distances"][0]), 1):
@@ -406,11 +456,12 @@ class ChromaStore:
     def search_lexical(self, query: str, k: int = 10, where: dict | None = None) -> list[Hit]:
         """BM25 (Kiwi) search; ``score`` is the raw BM25 score."""
         check_query(query)
-        check_k(k)
+        k = check_k(k)
         if self.lexical is None:
             raise ValueError("this store was opened with lexical=False")
         self._fresh()
-        allowed = self.collection.get(where=where, include=[])["ids"] if where else None
+        with _where_errors(where):
+            allowed = self.collection.get(where=where, include=[])["ids"] if where else None
         ranked = self.lexical.search(query, k, allowed)
         docs = {d.id: d for d in self.get([i for i, _ in ranked])}
         return [Hit(i, docs[i].text, docs[i].metadata, s, s, r)

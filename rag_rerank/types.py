@@ -94,9 +94,42 @@ def check_unicode(text: str, name: str) -> None:
 
 
 def check_k(k: int, name: str = "k") -> int:
-    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {k!r}")
-    return k
+    try:
+        return check_int(k, name, minimum=1)  # numpy integers too
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, got {k!r}") from None
+
+
+def check_int(value, name: str, minimum: int | None = None) -> int:
+    """``value`` as an int (numpy integers too; never a bool, a float or a string), at least ``minimum``;
+    ValueError naming ``name`` otherwise."""
+    import operator
+
+    if isinstance(value, (bool, float, str, bytes)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_number(value, name: str, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> float:
+    """``value`` as a float in the range [low, high] (ends open as asked); ValueError naming ``name``
+    for a string, a bool, NaN or a value outside."""
+    import math
+
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if math.isnan(value) or not inside:
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, "
+                         f"got {value}")
+    return value
 
 
 def json_lines(lines: Iterable[str], path, error: type[ValueError] = ValueError) -> Iterator[tuple[str, dict]]:

@@ -126,7 +126,61 @@ CASES = [
     ("train label out of range", lambda rr, s, ce, tmp: train_data.load(_file(tmp, "t.jsonl", '{"query": "q", '
                                                                              '"document": "d", "label": 3}\n')),
      ValueError, "outside [0, 1]"),
+    # issue 37: the second probe
+    ("add one id twice, other texts", lambda rr, s, *_: s.add(["가 문서", "나 문서"], ids=["dup", "dup"]), ValueError,
+     "id 'dup' is given twice in one call (documents[0] and documents[1])"),
+    ("metadata inf", lambda rr, s, *_: s.add(["가 문서"], metadatas=[{"x": float("inf")}], ids=["inf"]), ValueError,
+     "metadata[0]['x'] is inf"),
+    ("metadata nan", lambda rr, s, *_: s.add(["가 문서"], metadatas=[{"x": float("nan")}], ids=["nan"]), ValueError,
+     "is nan"),
+    ("id None in ids", lambda rr, s, *_: s.get(["a", None]), TypeError, "ids[1] is NoneType"),
+    ("ids bytes", lambda rr, s, *_: s.delete(b"doc1"), TypeError, "ids must be a string or a sequence"),
+    ("where not a dict", lambda rr, s, *_: s.search("서울", 2, where="source=faq"), ValueError, "where must be a dict"),
+    ("where bad operator", lambda rr, s, *_: s.search("서울", 2, where={"$bad": 1}), ValueError, 'where {"$bad": 1}'),
+    ("where two operators", lambda rr, s, *_: s.get(where={"a": {"$gt": 1, "$lt": 5}}), ValueError, "where {"),
+    ("max_query_fraction 0", lambda rr, s, ce, tmp: Reranker(str(ce), max_query_fraction=0), ValueError,
+     "max_query_fraction must be in (0, 1]"),
+    ("max_query_fraction -1", lambda rr, s, ce, tmp: Reranker(str(ce), max_query_fraction=-1), ValueError,
+     "max_query_fraction must be in (0, 1]"),
+    ("max_query_fraction nan", lambda rr, s, ce, tmp: Reranker(str(ce), max_query_fraction=float("nan")), ValueError,
+     "max_query_fraction must be in (0, 1]"),
+    ("batch_size a string", lambda rr, s, ce, tmp: Reranker(str(ce), batch_size="8"), ValueError,
+     "batch_size must be an integer, got '8'"),
+    ("max_length a string", lambda rr, s, ce, tmp: Reranker(str(ce), max_length="512"), ValueError,
+     "max_length must be an integer, got '512'"),
+    ("window_overlap a string", lambda rr, s, ce, tmp: Reranker(str(ce), window_overlap="0.2"), ValueError,
+     "window_overlap must be a number"),
+    ("settings truncated", lambda rr, s, ce, tmp: _settings(ce, tmp, '{"fusion": {"weight": 0.'), ValueError,
+     "rag_rerank.json: not valid JSON"),
+    ("settings string weight", lambda rr, s, ce, tmp: _settings(ce, tmp, '{"fusion": {"weight": "0.5"}}'), ValueError,
+     "rag_rerank.json: fusion weight must be a number"),
+    ("settings fractional depth", lambda rr, s, ce, tmp: _settings(ce, tmp, '{"fusion": {"depth": 2.5}}'), ValueError,
+     "rag_rerank.json: fusion depth must be a whole number"),
+    ("settings candidate_k", lambda rr, s, ce, tmp: _settings(ce, tmp, '{"candidate_k": "30"}'), ValueError,
+     "rag_rerank.json: candidate_k must be an integer"),
+    ("serve max-wait inf", lambda rr, *_: _app(rr, max_wait_ms=float("inf")), ValueError,
+     "max_wait_ms must be in [0, 10000]"),
+    ("serve limits negative", lambda rr, *_: _app(rr, limits=__import__("rag_rerank.serve").serve.Limits(
+        max_body_bytes=-1)), ValueError, "max_body_bytes must be >= 1"),
 ]
+
+
+def _settings(ce, tmp, text):
+    """A model directory whose rag_rerank.json holds ``text``, loaded as the pipeline would."""
+    import shutil
+
+    from rag_rerank import model_settings
+
+    model = tmp / "model-with-settings"
+    shutil.copytree(ce, model, dirs_exist_ok=True)
+    (model / model_settings.CONFIG_FILE).write_text(text, encoding="utf-8")
+    return model_settings.load(model)
+
+
+def _app(rr, **kw):
+    from rag_rerank.serve import create_app
+
+    return create_app(rr, **kw)
 
 
 def _llama(rr, **kw):
@@ -191,6 +245,23 @@ def test_defined_results(rr, store, tmp_path):
     # the same through index_sources: a row of an edited source that keeps its id is its new version
     counts = replaced.index_sources([Document("대구 이야기", {"source": "f"}, "k")])
     assert [d.text for d in replaced.get(["k"])] == ["대구 이야기"] and counts["kept"] == 0
+
+
+def test_second_probe_defined_results(rr, store, tmp_path):
+    """Issue 37: one string is one id (never its letters); identical duplicates in one call are one
+    document; numpy integers and generators are taken; a reopened store's BM25 tokenizer is checked."""
+    import numpy as np
+
+    store.add(["가 문서", "가 문서"], ids=["doc1", "doc1"])  # the same document twice: stored once
+    store.add(["d 문서", "o 문서"], ids=["d", "o"])
+    assert [d.id for d in store.get("doc1")] == ["doc1"]
+    store.delete("doc1")
+    assert store.get(["doc1"]) == [] and [d.id for d in store.get(["d", "o"])] == ["d", "o"]  # d and o kept
+    assert len(rr.rerank("q", _docs(), top_n=np.int64(2))) == 2
+    assert len(store.search("서울", np.int32(2))) == 2
+    assert len(rr.score_many((q for q in ["가", "나"]), (d for d in [_docs(2), _docs(1)]))) == 2
+    with pytest.raises(ValueError, match="tokenizer"):
+        ChromaStore(store.path, "faults", encoder=store.encoder, bm25_tokenizer="whitespace", create=False)
 
 
 def test_latin_words_match_whole(store):

@@ -358,3 +358,72 @@ def test_workers_share_one_port(tiny_ce, unused_port):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_limits_are_enforced_while_reading_and_stalled_bodies_time_out(reranker):
+    """A chunked body (no length) past the limit is refused once the limit is crossed, not read whole; a
+    body that stops arriving gets 408; deeply nested JSON is a 422, not a 500."""
+    import socket
+
+    import uvicorn
+
+    sent = []
+
+    def chunks():
+        for _ in range(50):
+            sent.append(1)
+            yield b"x" * 1000
+
+    limits = Limits(max_documents=5, max_document_chars=200, max_body_bytes=4000, read_timeout_s=0.5)
+    with TestClient(create_app(reranker, limits=limits)) as c:
+        r = c.post("/rerank", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "limit is 4000" in r.json()["detail"]
+        r = c.post("/rerank", content=b"[" * 3000 + b"]" * 3000, headers={"content-type": "application/json"})
+        assert r.status_code in (413, 422)
+    with TestClient(create_app(reranker)) as c:
+        r = c.post("/rerank", content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "nested too deeply" in r.json()["detail"]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = uvicorn.Server(uvicorn.Config(create_app(reranker, limits=limits), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"query\":")  # then nothing more
+            answer = conn.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and "stopped arriving" in answer
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:  # chunked: no length to check
+            conn.sendall(b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            for _ in range(5):  # 5,000 bytes sent, the body not finished: the answer comes before the end
+                conn.sendall(b"3e8\r\n" + b"x" * 1000 + b"\r\n")
+            answer = conn.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 413") and "limit is 4000" in answer
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_dead_scoring_worker_is_reported_not_hidden(reranker, monkeypatch):
+    def broken(self):
+        raise RuntimeError("worker broke")
+
+    monkeypatch.setattr(MicroBatcher, "_loop", broken)
+    with TestClient(create_app(reranker)) as c:
+        for _ in range(100):
+            if c.get("/health").status_code == 503:
+                break
+            time.sleep(0.02)
+        health = c.get("/health")
+        assert health.status_code == 503 and "worker broke" in health.json()["detail"]
+        r = c.post("/rerank", json={"query": QUERY, "documents": DOCS})
+        assert r.status_code == 500 and "scoring worker has stopped" in r.json()["detail"]
