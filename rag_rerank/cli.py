@@ -121,7 +121,9 @@ def _train_config(args):
     overrides.update({switch: True for switch, on in (("lora", args.lora), ("gradient_checkpointing",
                       args.gradient_checkpointing), ("memory_report", args.memory_report)) if on})
     for item in args.set or []:
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"--set {item!r}: give KEY=VALUE, e.g. --set learning_rate=2e-5")
         overrides[key.replace("-", "_")] = _parse_value(value)
     return config.replace(**overrides)
 

@@ -158,6 +158,18 @@ CASES = [
      "rag_rerank.json: fusion depth must be a whole number"),
     ("settings candidate_k", lambda rr, s, ce, tmp: _settings(ce, tmp, '{"candidate_k": "30"}'), ValueError,
      "rag_rerank.json: candidate_k must be an integer"),
+    ("train epochs -1", lambda *_: __import__("rag_rerank.train", fromlist=["TrainConfig"]).TrainConfig(epochs=-1),
+     ValueError, "training option epochs must be > 0"),
+    ("train batch 0", lambda *_: __import__("rag_rerank.train", fromlist=["TrainConfig"]).TrainConfig(
+        per_device_batch_size=0), ValueError, "training option per_device_batch_size must be > 0"),
+    ("train lr a word", lambda *_: __import__("rag_rerank.train", fromlist=["TrainConfig"]).TrainConfig().replace(
+        learning_rate="fast"), ValueError, "training option learning_rate must be a finite number, got 'fast'"),
+    ("train negative is the positive", lambda rr, s, ce, tmp: train_data.load(_file(tmp, "np.jsonl", json.dumps(
+        {"query": "q", "positive": "같은 문서", "negatives": ["다른 문서", "같은 문서"]}, ensure_ascii=False))),
+     ValueError, "np.jsonl:1: '같은 문서' is both a positive and a negative"),
+    ("train file cp949", lambda rr, s, ce, tmp: train_data.load(_file(tmp, "k.tsv", "query\tdocument\nq\td\n".encode()
+                                                                    + "질문\t문서\n".encode("cp949"), raw=True)),
+     ValueError, "k.tsv:3: not UTF-8 text"),
     ("serve max-wait inf", lambda rr, *_: _app(rr, max_wait_ms=float("inf")), ValueError,
      "max_wait_ms must be in [0, 10000]"),
     ("serve limits negative", lambda rr, *_: _app(rr, limits=__import__("rag_rerank.serve").serve.Limits(
@@ -304,6 +316,18 @@ def test_cli_exit_codes(tmp_path, tiny_ce):
     assert rc == 2 and "give the corpus" in err  # flags that do not make a command
     rc, _, err = run_cli(["search", "q", "--store", str(tmp_path), "-k", "0"])
     assert rc == 2 and "must be >= 1" in err  # argparse's usage error
+    rc, _, err = run_cli(["train", "--data", str(tmp_path / "d.jsonl"), "--set", "lr"])
+    assert rc == 2 and "give KEY=VALUE" in err
+    rc, _, err = run_cli(["serve", "--max-wait-ms", "inf"])
+    assert rc == 2 and "--max-wait-ms must be in [0, 10000]" in err
+    rc, _, err = run_cli(["serve", "--max-body-mb", "-1"])
+    assert rc == 2 and "--max-body-mb must be in (0, 4096]" in err
+    from rag_rerank.cli import _where_arg, UsageError
+
+    with pytest.raises(UsageError, match="--where '{source: faq}' is not JSON"):
+        _where_arg("{source: faq}")
+    with pytest.raises(UsageError, match="--where must be a JSON object"):
+        _where_arg('["faq"]')
 
 
 INGEST = textwrap.dedent("""

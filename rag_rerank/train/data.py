@@ -188,6 +188,9 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
         negatives = _texts(raw_neg, where, "negative") if raw_neg not in (None, "", []) else []
         if not positives:
             raise DataError(f"{where}: no positive document")
+        both = [n for n in negatives if n in set(positives)]
+        if both:
+            raise DataError(f"{where}: {both[0][:60]!r} is both a positive and a negative of this query")
         raw_cand = row.get("candidates")
         candidates = _texts(raw_cand, where, "candidates") if raw_cand not in (None, "", []) else []
         sides = {side: _texts(row[side], where, side) if row[side] else [] for side in SIDES if side in row}
@@ -222,12 +225,30 @@ def load(path: str | Path, *, label_scale: float | None = None) -> TrainingData:
     if not path.exists():
         raise FileNotFoundError(f"training data {path} does not exist")
     data = TrainingData()
-    for row, where, scale in _rows(path, label_scale):
-        item = parse_row(row, where, scale)
-        (data.groups if isinstance(item, Group) else data.pairs).append(item)
+    try:
+        for row, where, scale in _rows(path, label_scale):
+            item = parse_row(row, where, scale)
+            (data.groups if isinstance(item, Group) else data.pairs).append(item)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:{_bad_utf8_line(path)}: not UTF-8 text (cp949/EUC-KR? re-save the file as UTF-8, "
+                        "e.g. iconv -f cp949 -t utf-8)") from None
     if not len(data):
         raise DataError(f"{path}: no rows")
     return data
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """The line of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        raw = gzip.decompress(raw)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return raw[: exc.start].count(b"\n") + 1
+    return 1
 
 
 def _open_text(path: Path, mode: str = "r"):

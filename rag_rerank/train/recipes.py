@@ -93,6 +93,44 @@ class TrainConfig:
     memory_report: bool = False
     push_to_hub: str | None = None
 
+    def __post_init__(self) -> None:
+        """Every option checked as it enters (flags, --set, config files, Python): a kind from the field's
+        type, and the ranges an option has, each error naming the option."""
+        import math
+
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("int"):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"training option {f.name} must be an integer, got {value!r}")
+            elif kind.startswith("float"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"training option {f.name} must be a finite number, got {value!r}")
+            elif kind.startswith("bool") and not isinstance(value, bool):
+                raise ValueError(f"training option {f.name} must be true or false, got {value!r}")
+            elif kind.startswith("str") and not isinstance(value, str):
+                raise ValueError(f"training option {f.name} must be a string, got {value!r}")
+        positive = ("learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "max_length",
+                    "candidate_k", "lora_r")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"training option {name} must be > 0, got {getattr(self, name)!r}")
+        if self.epochs is not None and (self.epochs < 0 or self.epochs == 0 and self.max_steps <= 0):
+            raise ValueError(f"training option epochs must be > 0 (0 only with max_steps set), got {self.epochs!r}: "
+                             "no training would run, and the base model would be saved as fine-tuned")
+        for name in ("warmup_steps", "weight_decay", "skip_top_negatives", "freeze_bottom_layers", "dataloader_workers",
+                     "validation_min_queries", "lora_dropout", "min_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"training option {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_steps < -1 or self.max_steps == 0:
+            raise ValueError(f"training option max_steps must be -1 (no cap) or > 0, got {self.max_steps}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"training option validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 0 < self.extra_data_share < 1:
+            raise ValueError(f"training option extra_data_share must be in (0, 1), got {self.extra_data_share}")
+
     def replace(self, **overrides: Any) -> "TrainConfig":
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
