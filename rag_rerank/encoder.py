@@ -62,11 +62,13 @@ class BiEncoder:
             if max_length:
                 self.model.max_seq_length = max_length
             saved = self.model.prompts or {}
-        is_e5 = "e5" in self.model_name.lower() or "e5" in self.path.name.lower()
+        is_e5 = is_e5_name(self.model_name) or is_e5_name(self.path.name)
+        # prompts a model saved (sentence-transformers 6 fills empty defaults and says "document" for passages)
+        saved = {k: v for k, v in (saved or {}).items() if isinstance(v, str) and v}
         self.query_prompt = query_prompt if query_prompt is not None else saved.get(
             "query", "query: " if is_e5 else "")
         self.passage_prompt = passage_prompt if passage_prompt is not None else saved.get(
-            "passage", "passage: " if is_e5 else "")
+            "passage", saved.get("document", "passage: " if is_e5 else ""))
         self.batch_size = batch_size
         # SentenceTransformer.encode shares one fast tokenizer: serialise calls.
         self._lock = threading.Lock()
@@ -160,3 +162,11 @@ def as_bi_encoder(encoder: "BiEncoder | str", options: dict | None) -> "BiEncode
                              f"(pass {sorted(options)} to BiEncoder(...) instead)")
         return encoder
     return BiEncoder(encoder, **(options or {}))
+
+
+def is_e5_name(name: str) -> bool:
+    """Whether a model name or folder names an e5 model ("intfloat/multilingual-e5-small", "my-e5-tuned"):
+    "e5" as a word of it, not any "e5" inside another word or a cache hash."""
+    import re
+
+    return re.search(r"(^|[/_\-.])(multilingual-)?e5([/_\-.]|$)", str(name).lower()) is not None

@@ -154,9 +154,18 @@ class KnownQueries:
         path = Path(model_dir) / DATA_FILE
         if fusion is None or fusion.is_off or not path.exists():
             return None
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
-        return cls([(r["query"], r["positives"]) for r in rows], fusion)
+        rows, n = [], 0
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        row = json.loads(line)
+                        rows.append((row["query"], row["positives"]))
+        except (OSError, EOFError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{n + 1 if isinstance(exc, (OSError, EOFError)) else n}: the model's known "
+                             f"queries are damaged ({type(exc).__name__}: {exc}); restore the file, or delete it to "
+                             "run the model without them") from None
+        return cls(rows, fusion)
 
     def __repr__(self) -> str:
         return f"KnownQueries({len(self)} queries, {'off' if self.fusion.is_off else self.fusion.describe()})"

@@ -158,6 +158,10 @@ class Reranker:
                              "(tokenizer.save_pretrained(path))")
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(str(self.path), trust_remote_code=trust_remote_code)
+        vocab = getattr(config, "vocab_size", None)
+        if isinstance(vocab, int) and len(self._tokenizer) > vocab:
+            raise ValueError(f"{self.path}: the tokenizer has {len(self._tokenizer)} tokens but the model's embeddings "
+                             f"{vocab} (config.json vocab_size): the tokenizer belongs to another model")
         self.num_labels = config.num_labels
         if self.num_labels > 2:
             raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
@@ -169,8 +173,20 @@ class Reranker:
                                             dtype=dtype)
             self.dtype = resolve_dtype(self._graph.computes_in, self.device)
         else:
-            net, info = AutoModelForSequenceClassification.from_pretrained(
-                str(self.path), dtype=self.dtype, trust_remote_code=trust_remote_code, output_loading_info=True)
+            try:
+                net, info = AutoModelForSequenceClassification.from_pretrained(
+                    str(self.path), dtype=self.dtype, trust_remote_code=trust_remote_code, output_loading_info=True)
+            except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
+                raise ValueError(f"{self.path}: the weights could not be loaded ({type(exc).__name__}: "
+                                 f"{str(exc)[:300]}); is the weights file complete?") from exc
+            except Exception as exc:  # safetensors' own error for a truncated or empty file, and the like
+                raise ValueError(f"{self.path}: the weights could not be loaded ({type(exc).__name__}: "
+                                 f"{str(exc)[:300]}); is the weights file complete?") from exc
+            missing = [k for k in info.get("missing_keys", []) if not ("classifier" in k or "score" in k)]
+            if missing:
+                raise ValueError(f"{self.path}: config.json describes a {config.model_type!r} model, but the weights "
+                                 f"lack {len(missing)} of its tensors (first: {missing[0]}): the config and the "
+                                 "weights belong to different models (loading would score with random weights)")
             fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
             if fresh:
                 warnings.warn(f"{self.model_name}: no trained classification head ({', '.join(fresh)} newly "

@@ -276,6 +276,63 @@ def test_second_probe_defined_results(rr, store, tmp_path):
         ChromaStore(store.path, "faults", encoder=store.encoder, bm25_tokenizer="whitespace", create=False)
 
 
+def test_model_directories_are_checked_before_they_score(tiny_ce, tmp_path):
+    """A config naming another architecture, a tokenizer larger than the embeddings, a truncated or empty
+    weights file, a truncated known-queries file: each an error naming the directory or file."""
+    import shutil
+
+    from rag_rerank.encoder import is_e5_name
+    from rag_rerank.known_queries import DATA_FILE, KnownQueries
+
+    def copy(name):
+        return shutil.copytree(tiny_ce, tmp_path / name)
+
+    wrong = copy("wrong-type")
+    config = json.loads((wrong / "config.json").read_text())
+    config.update(model_type="bert", architectures=["BertForSequenceClassification"])
+    (wrong / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json describes a 'bert' model, but the weights lack"):
+        Reranker(str(wrong))
+    small = copy("small-vocab")
+    config = json.loads((small / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps({**config, "vocab_size": 10}))
+    with pytest.raises(ValueError, match="the tokenizer has .* tokens but the model's embeddings 10"):
+        Reranker(str(small))
+    for name, cut in (("truncated", lambda b: b[: len(b) // 2]), ("empty", lambda b: b"")):
+        broken = copy(name)
+        weights = broken / "model.safetensors"
+        weights.write_bytes(cut(weights.read_bytes()))
+        with pytest.raises(ValueError, match=f"{name}: the weights could not be loaded"):
+            Reranker(str(broken))
+    known = copy("known")
+    (known / "rag_rerank.json").write_text('{"known_queries": {"weight": 0.3, "rrf_k": 60}}')
+    (known / DATA_FILE).write_bytes(gzip.compress(b'{"query": "q", "positives": ["d"]}\n{"query": "q2", "posi'))
+    with pytest.raises(ValueError, match=r"known_queries.jsonl.gz:2: the model's known queries are damaged"):
+        KnownQueries.load(known)
+    assert is_e5_name("intfloat/multilingual-e5-small") and is_e5_name("/models/my-e5-tuned")
+    assert not is_e5_name("/cache/models--x--bge5-ko/snapshots/3e5a1") and not is_e5_name("tree5")
+
+
+def test_e5_prompts_without_saved_ones_under_sentence_transformers_defaults(tiny_encoder, tmp_path, monkeypatch):
+    """sentence-transformers 6 fills empty default prompts: an e5 folder still gets both e5 prompts."""
+    import shutil
+
+    from rag_rerank.encoder import BiEncoder
+
+    folder = shutil.copytree(tiny_encoder, tmp_path / "tiny-e5")
+    from sentence_transformers import SentenceTransformer
+
+    real = SentenceTransformer.__init__
+
+    def with_defaults(self, *a, **kw):
+        real(self, *a, **kw)
+        self.prompts = {"query": "", "document": ""}
+
+    monkeypatch.setattr(SentenceTransformer, "__init__", with_defaults)
+    enc = BiEncoder(str(folder))
+    assert (enc.query_prompt, enc.passage_prompt) == ("query: ", "passage: ")
+
+
 def test_latin_words_match_whole(store):
     """Kiwi splits a Latin word that ends a sentence ('PayPal.' -> 'P' + 'ayPal.'): BM25 takes them whole."""
     hits = store.search_lexical("PayPal 결제", 3)
