@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 from rag_rerank.fusion import Fusion
 from rag_rerank.integrations.langchain import (KoreanChromaRetriever, KoreanCrossEncoder,
                                                KoreanCrossEncoderReranker, KoreanEmbeddings)
-from rag_rerank.pipeline import TwoStageRetriever
+from rag_rerank.pipeline import SecondStage, TwoStageRetriever
 from rag_rerank.store import ChromaStore
 
 
@@ -59,12 +59,14 @@ def test_lcel_chain_with_compression_retriever(compression_retriever, store, e5_
     assert out["answer"] == "세종대왕입니다."
     docs = out["docs"]
     candidates = TwoStageRetriever(store, mode="hybrid", candidate_k=10).candidates(query)
-    expected = e5_reranker.rerank(query, [c.text for c in candidates], top_n=3)
-    assert [d.page_content for d in docs] == [r.text for r in expected]
+    # the second stage with the shipped model's saved fusion (score interpolation with the order received)
+    expected = SecondStage(e5_reranker).rank(query, [c.text for c in candidates])[:3]
+    assert [d.page_content for d in docs] == [candidates[i].text for i, _, _ in expected]
     assert premise in [d.page_content for d in docs]
     by_text = {c.text: c for c in candidates}
-    for d, r in zip(docs, expected):
-        assert d.metadata["relevance_score"] == pytest.approx(r.score)
+    for d, (_, final, rerank) in zip(docs, expected):
+        assert d.metadata["relevance_score"] == pytest.approx(final)
+        assert d.metadata["rerank_score"] == pytest.approx(rerank)
         assert type(d.metadata["relevance_score"]) is float
         assert d.id == by_text[d.page_content].id  # ids survive the round trip
         assert d.metadata["row"] == by_text[d.page_content].metadata["row"]
@@ -120,8 +122,8 @@ def test_compressor_empty_and_bad_query(compressor):
 
 def test_compressor_top_n_threshold_and_async(compressor, e5_reranker):
     query = "한국의 수도는 어디인가요?"
-    scores = e5_reranker.score(query, [d.page_content for d in _docs()])
-    cut = sorted(scores)[1]
+    scores = [final for _, final, _ in SecondStage(e5_reranker).rank(query, [d.page_content for d in _docs()])]
+    cut = sorted(scores)[1]  # the threshold cuts the final (fused) score, as TwoStageRetriever's does
     strict = KoreanCrossEncoderReranker(reranker=e5_reranker, top_n=3, score_threshold=cut)
     assert len(strict.compress_documents(_docs(), query)) == 2
     one = KoreanCrossEncoderReranker(reranker=e5_reranker, top_n=1)
@@ -165,7 +167,7 @@ def test_compressor_pickles_for_worker_processes(compressor):
 def test_classic_cross_encoder_reranker_uses_our_model(e5_reranker):
     query = "한국의 수도는 어디인가요?"
     classic = CrossEncoderReranker(model=KoreanCrossEncoder(reranker=e5_reranker), top_n=2)
-    ours = KoreanCrossEncoderReranker(reranker=e5_reranker, top_n=2)
+    ours = KoreanCrossEncoderReranker(reranker=e5_reranker, top_n=2, fusion=None)  # plain reranking, as classic's
     assert [d.id for d in classic.compress_documents(_docs(), query)] == \
         [d.id for d in ours.compress_documents(_docs(), query)]
 

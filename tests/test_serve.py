@@ -114,6 +114,8 @@ def test_search_over_a_store(reranker, tmp_path, tiny_encoder):
         assert len(hits) == 2 and {"id", "text", "score", "rerank_score", "first_stage_score"} <= set(hits[0])
         assert len(c.post("/search", json={"query": QUERY, "top_n": 1}).json()["results"]) == 1
         assert c.post("/search", json={"query": QUERY, "where": "x"}).status_code == 422
+        bad = c.post("/search", json={"query": QUERY, "where": {"$bad": 1}})  # Chroma refuses it: the caller's to fix
+        assert bad.status_code == 422 and "where" in bad.json()["detail"]
 
 
 def test_a_failing_model_is_a_500_with_json(reranker, monkeypatch):
