@@ -160,8 +160,13 @@ class Reranker:
         config = AutoConfig.from_pretrained(str(self.path), trust_remote_code=trust_remote_code)
         vocab = getattr(config, "vocab_size", None)
         if isinstance(vocab, int) and len(self._tokenizer) > vocab:
-            raise ValueError(f"{self.path}: the tokenizer has {len(self._tokenizer)} tokens but the model's embeddings "
-                             f"{vocab} (config.json vocab_size): the tokenizer belongs to another model")
+            # text may reach any ordinary token; a special one past the table (a <mask> added last) never comes
+            special = set(self._tokenizer.all_special_tokens)
+            beyond = [t for t, i in self._tokenizer.get_vocab().items() if i >= vocab and t not in special]
+            if beyond:
+                raise ValueError(f"{self.path}: the tokenizer has {len(self._tokenizer)} tokens but the model's "
+                                 f"embeddings {vocab} (config.json vocab_size; {beyond[0]!r} is past them): the "
+                                 "tokenizer belongs to another model")
         self.num_labels = config.num_labels
         if self.num_labels > 2:
             raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
