@@ -57,7 +57,11 @@ def test_preset_runs_and_writes_everything(name, tiny_ce, tmp_path, pairs, bm25)
         assert metrics["fusion"]["best"] == saved["fusion"]
         assert model_settings.load(out).fusion == Fusion(**saved["fusion"])
     assert any("eval_val_ndcg@10" in h for h in metrics["history"])  # ranking evaluator ran in training
-    assert "fp32" in (out / "report.md").read_text() and "rag-rerank training" in (out / "README.md").read_text()
+    report_text, card = (out / "report.md").read_text(), (out / "README.md").read_text()
+    assert "fp32" in report_text and "fine-tuned with `rag-rerank train`" in card
+    assert "## Base model" in card and str(tiny_ce) in card and "Unknown" not in card  # the project's own card
+    assert not any(q in card or d in card for q, d in pairs)  # the user's rows never copied into it
+    assert "reranking the first stage's candidates" in report_text  # the plot says what it measures
     assert any("needs a CUDA GPU" in n for n in result.notes)  # the precision fallback was announced
     # a finished run keeps the model, not the optimizer checkpoints (--resume needs them only mid-run)
     assert not list(out.glob("checkpoint-*")) and any("removed 2 training checkpoint" in n for n in result.notes)

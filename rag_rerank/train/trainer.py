@@ -297,6 +297,8 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                   "device": str(dev), "fp16": fp16, "bf16": bf16},
         "config": config.to_dict(),
         "history": trainer.state.log_history,
+        "validation_during_training": _evaluator_kind(eval_data) if evaluator is not None else None,
+        "base_path": str(base_path),
         "notes": notes,
     }
     if config.memory_report:
@@ -347,6 +349,13 @@ def _tune_hybrid(config: TrainConfig, first_stage, eval_data: TrainingData, note
                 f"{report['best_value']:.4f} vs equal weights {report['baseline_value']:.4f}; dense alone "
                 f"{report['dense_value']:.4f}, BM25 alone {report['bm25_value']:.4f})")
     return first_stage.with_hybrid(best), best, report
+
+
+def _evaluator_kind(eval_data: TrainingData) -> str:
+    """What the metrics logged during training measure (the plots say it beside their names)."""
+    if any(g.candidates for g in eval_data.groups):
+        return "reranking the first stage's candidates (as the table's '+ fine-tuned' row)"
+    return "ranking each query's positives among its negatives (positives always present: above the table's rows)"
 
 
 def _evaluator(config: TrainConfig, eval_data: TrainingData):
