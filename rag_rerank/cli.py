@@ -237,7 +237,7 @@ def _cmd_mine(args) -> int:
         print(f"negatives per query: {why}")
     mined = mine_hard_negatives(
         data, first_stage, num_hard=num_hard, num_random=num_random, candidate_k=candidate_k,
-        skip_top=_given(args.skip_top, recipe.skip_top_negatives), seed=_given(args.seed, recipe.seed))
+        skip_top=_given(args.skip_top, recipe.skip_top_negatives), seed=_given(args.seed, recipe.seed), progress=True)
     train_data.save_jsonl(mined, args.output)
     found = sum(any(p in g.candidates for p in g.positives) for g in mined.groups)
     print(f"mined {len(mined.groups)} queries ({args.mode}, top {candidate_k}): positive among the "

@@ -621,3 +621,15 @@ def test_saved_hybrid_keeps_both_sides_and_reweights_like_the_live_first_stage(t
                          encoding="utf-8")
     with pytest.raises(DataError, match="one.jsonl:1.*both dense and bm25"):
         load(one_sided)
+
+
+def test_mining_progress_shows_and_mines_the_same(bm25, pairs, monkeypatch, capsys):
+    from rag_rerank.train import mining
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(mining, "PROGRESS_CHUNK", 3)
+    data = from_pairs(pairs)
+    quiet = mining.mine_hard_negatives(data, bm25, num_hard=2, num_random=0)
+    shown = mining.mine_hard_negatives(data, bm25, num_hard=2, num_random=0, progress=True)
+    assert [(g.negatives, g.candidates) for g in shown.groups] == [(g.negatives, g.candidates) for g in quiet.groups]
+    assert "mining" in capsys.readouterr().err

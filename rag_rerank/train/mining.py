@@ -57,9 +57,12 @@ def choose_mix(first_stage: FirstStage, groups: Sequence[Group], candidate_k: in
     return (hard if num_hard is None else num_hard), (rand if num_random is None else num_random), why
 
 
+PROGRESS_CHUNK = 512  # queries a first-stage call takes while a progress bar shows
+
+
 def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: Sequence[str] | None = None,
                         num_hard: int = 4, num_random: int = 1, candidate_k: int = 30, skip_top: int = 0,
-                        seed: int = 0) -> TrainingData:
+                        seed: int = 0, progress: bool = False) -> TrainingData:
     """Return new data whose groups carry ``num_hard`` mined + ``num_random`` random negatives.
 
     ``first_stage`` is any :class:`~rag_rerank.first_stage.FirstStage`; ``corpus`` (texts) feeds
@@ -75,7 +78,19 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
     if num_random and not pool:
         raise ValueError("random negatives need a corpus: pass corpus=[...] or num_random=0")
     k = candidate_k + skip_top
-    ranked, sides = candidates_and_sides(first_stage, [g.query for g in data.groups], k) if data.groups else ([], [])
+    queries = [g.query for g in data.groups]
+    if progress and len(queries) > PROGRESS_CHUNK:  # a bar on stderr: thousands of queries take minutes on a CPU
+        from tqdm.auto import tqdm
+
+        ranked, sides = [], []
+        with tqdm(total=len(queries), desc="mining", unit="query") as bar:
+            for i in range(0, len(queries), PROGRESS_CHUNK):
+                r, sd = candidates_and_sides(first_stage, queries[i:i + PROGRESS_CHUNK], k)
+                ranked += r
+                sides += sd
+                bar.update(len(r))
+    else:
+        ranked, sides = candidates_and_sides(first_stage, queries, k) if queries else ([], [])
     groups = []
     for group, hits, group_sides in zip(data.groups, ranked, sides):
         banned = set(group.positives) | set(group.negatives)
