@@ -22,7 +22,7 @@ from .known_queries import resolve as resolve_known
 
 if TYPE_CHECKING:
     from .first_stage import FirstStage
-    from .train.data import Group
+    from .types import Group
 
 METRICS = ("MRR@10", "NDCG@10", "R@1", "R@10")
 

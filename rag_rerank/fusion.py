@@ -33,7 +33,9 @@ what keeps the default pipeline from falling below its own first stage on data t
 never saw (BENCHMARKS.md, issue 35).
 
 The knobs are chosen on a validation split by :func:`tune` and saved next to the model by
-:mod:`rag_rerank.model_settings`, so retrievers apply them with no tuning by the user.
+:mod:`rag_rerank.model_settings`, so retrievers apply them with no tuning by the user. This module
+is arithmetic only: it never calls a model (the second stage that scores and then fuses is
+:func:`rag_rerank.pipeline.rerank_fused`).
 """
 from __future__ import annotations
 
@@ -180,22 +182,6 @@ def resolve(value: Fusion | str | None, auto: Callable[[], Fusion | None]) -> Fu
     if value is not None and not isinstance(value, Fusion):
         raise ValueError(f"expected 'auto', None or a Fusion, got {value!r}")
     return value
-
-
-def rerank_fused(reranker, queries: Sequence[str], candidates: Sequence[Sequence[str]],
-                 fusion: Fusion | None = None) -> list[list[tuple[int, float, float | None]]]:
-    """Rerank first-stage candidate lists (all queries share length-sorted batches) and fuse.
-
-    Returns per query ``(candidate index, final score, reranker score or None)`` best first; the
-    reranker scores only the top ``fusion.depth`` candidates (None for the rest).
-    """
-    fusion = fusion or PLAIN
-    heads = [list(c[: fusion.head(len(c))]) for c in candidates]
-    out = []
-    for cands, scores in zip(candidates, reranker.score_many(list(queries), heads)):
-        final = fusion.fused_scores(scores, len(cands))
-        out.append([(i, final[i], scores[i] if i < len(scores) else None) for i in fusion.order(scores, len(cands))])
-    return out
 
 
 # ------------------------------------------------------------------------ tuning

@@ -24,6 +24,23 @@ if TYPE_CHECKING:
     from .store import ChromaStore
 
 
+def rerank_fused(reranker, queries: Sequence[str], candidates: Sequence[Sequence[str]],
+                 fusion: Fusion | None = None) -> list[list[tuple[int, float, float | None]]]:
+    """The second stage: rerank first-stage candidate lists (all queries share length-sorted batches)
+    and fuse with the first stage's order (:class:`~rag_rerank.fusion.Fusion`'s arithmetic).
+
+    Returns per query ``(candidate index, final score, reranker score or None)`` best first; the
+    reranker scores only the top ``fusion.depth`` candidates (None for the rest). ``rag-rerank eval``
+    runs the same arithmetic on the scores it computes once (:func:`rag_rerank.evaluate.fused_rankings`)."""
+    fusion = fusion or fusion_lib.PLAIN
+    heads = [list(c[: fusion.head(len(c))]) for c in candidates]
+    out = []
+    for cands, scores in zip(candidates, reranker.score_many(list(queries), heads)):
+        final = fusion.fused_scores(scores, len(cands))
+        out.append([(i, final[i], scores[i] if i < len(scores) else None) for i in fusion.order(scores, len(cands))])
+    return out
+
+
 class SecondStage:
     """A reranker and its fusion with the order candidates arrive in: the part of the pipeline the
     framework adapters run on the ranking their retriever hands them.
@@ -51,7 +68,7 @@ class SecondStage:
         """``(candidate index, final score, rerank score or None)`` best first, for ``texts`` in
         first-stage order (None: below the fusion's depth, not scored)."""
         texts = list(texts)
-        return fusion_lib.rerank_fused(self.reranker, [query], [texts], self.fusion)[0] if texts else []
+        return rerank_fused(self.reranker, [query], [texts], self.fusion)[0] if texts else []
 
 
 class TwoStageRetriever:

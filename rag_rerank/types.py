@@ -146,3 +146,28 @@ def json_lines(lines: Iterable[str], path, error: type[ValueError] = ValueError)
         if not isinstance(row, dict):
             raise error(f"{where}: each line must be a JSON object")
         yield where, row
+
+
+# ------------------------------------------------------------- queries with relevance
+@dataclass
+class Group:
+    """A query, its relevant documents, negatives, and optionally the first stage's
+    ranked candidates for it (what the reranker will see at query time)."""
+
+    query: str
+    positives: list[str]
+    negatives: list[str] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)
+    # a hybrid first stage's two rankings before fusion ({"dense": [...], "bm25": [...]}): kept so
+    # the hybrid can be re-weighted later (rag-rerank train tunes it) without the store
+    sides: dict[str, list[str]] = field(default_factory=dict)
+    # what the query is about (an article, a source, a customer): validation holds whole topics out
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoredPair:
+    query: str
+    document: str
+    label: float
+    topic: str | None = None

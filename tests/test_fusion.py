@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from rag_rerank import fusion, model_settings
+from rag_rerank.pipeline import rerank_fused
 from rag_rerank.evaluate import mrr
 from rag_rerank.fusion import Fusion, weighted_rrf
 
@@ -133,7 +134,7 @@ def test_rerank_fused_scores_only_the_depth(tiny_reranker):
 
     tiny_reranker.score_many = spy
     try:
-        out = fusion.rerank_fused(tiny_reranker, ["질문", "다른 질문"], [["가", "나", "다", "라"], ["마", "바"]],
+        out = rerank_fused(tiny_reranker, ["질문", "다른 질문"], [["가", "나", "다", "라"], ["마", "바"]],
                                   Fusion(depth=3))
     finally:
         del tiny_reranker.score_many
@@ -162,7 +163,7 @@ def test_fused_row_from_plain_scores_equals_rescoring_with_the_fusion(tiny_reran
     plain, scores = evaluate.score_candidates(tiny_reranker, groups, candidates, "plain")
     for f in (Fusion(weight=0.5, rrf_k=2), Fusion(weight=0.3, rrf_k=10, depth=2), Fusion(weight=0.0)):
         derived = evaluate.fused_rankings(candidates, scores, f)
-        rescored = fusion.rerank_fused(tiny_reranker, [g.query for g in groups], candidates, f)
+        rescored = rerank_fused(tiny_reranker, [g.query for g in groups], candidates, f)
         assert derived == [[c[i] for i, _, _ in row] for c, row in zip(candidates, rescored)]
 
 

@@ -145,3 +145,15 @@ def test_integrations_are_their_own_packages_named_like_their_ecosystems():
     assert (llama_index.KoreanReranker, llama_index.ChromaBiEncoderRetriever, llama_index.KoreanEmbedding) == \
         (KoreanReranker, ChromaBiEncoderRetriever, KoreanEmbedding)
     assert langchain.KoreanCrossEncoderReranker is KoreanCrossEncoderReranker
+
+
+def test_fusion_is_arithmetic_and_no_layer_reaches_back_into_training():
+    """fusion calls no model (the second stage that scores and fuses is pipeline.rerank_fused), and the
+    inference layers take their shared types from types, not from train/ (only the CLI drives training)."""
+    graph = _graph()
+    assert not {"rag_rerank.reranker", "rag_rerank.pipeline"} & _reachable(graph, "rag_rerank.fusion")
+    inference = [m for m in graph if not m.startswith(("rag_rerank.train", "rag_rerank.cli", "rag_rerank.integrations"))
+                 and m != "rag_rerank"]
+    assert not [m for m in inference if any(d.startswith("rag_rerank.train") for d in graph[m])]
+    evaluate = (PACKAGE / "evaluate.py").read_text(encoding="utf-8")
+    assert "train" not in "".join(line for line in evaluate.splitlines() if "import" in line)

@@ -18,35 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..types import json_lines
+from ..types import Group, ScoredPair, json_lines  # the shared types live in types (re-exported here)
 
 
 class DataError(ValueError):
     """A training or evaluation file is malformed; the message names the line."""
 
 
-@dataclass
-class Group:
-    """A query, its relevant documents, negatives, and optionally the first stage's
-    ranked candidates for it (what the reranker will see at query time)."""
-
-    query: str
-    positives: list[str]
-    negatives: list[str] = field(default_factory=list)
-    candidates: list[str] = field(default_factory=list)
-    # a hybrid first stage's two rankings before fusion ({"dense": [...], "bm25": [...]}): kept so
-    # the hybrid can be re-weighted later (rag-rerank train tunes it) without the store
-    sides: dict[str, list[str]] = field(default_factory=dict)
-    # what the query is about (an article, a source, a customer): validation holds whole topics out
-    topic: str | None = None
-
-
-@dataclass(frozen=True)
-class ScoredPair:
-    query: str
-    document: str
-    label: float
-    topic: str | None = None
 
 
 @dataclass
