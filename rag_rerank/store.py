@@ -714,7 +714,7 @@ class ChromaStore:
 
     def _refresh_in_background(self) -> None:
         try:
-            if self._other_process_wrote() and not self._holding:
+            if (self._other_process_wrote() or self._unseen_foreign_add()) and not self._holding:
                 self._reopen()
             if self._lexical_lagging(force=True):
                 lock = _try_lock(self.lexical)
@@ -728,6 +728,34 @@ class ChromaStore:
         except Exception as exc:  # noqa: BLE001 - searches go on from the view we have; say why it is old
             warnings.warn(f"could not catch up with other writers ({exc!r}); searching what was loaded",
                           stacklevel=1)
+
+    def _unseen_foreign_add(self) -> bool:
+        """Whether another Chroma client (LangChain, LlamaIndex, chromadb itself) added documents our
+        Chroma view does not hold. No rag-rerank marker tells of those; a client of this process shares
+        our view and needs no reopen, one of another process does not. Up to three of the changed ids
+        are probed: our view can read their vectors only if it holds them. (A foreign in-place update
+        or delete is not detected this way: dense search sees it after the next reopen.)"""
+        known, seq = self._known_seq, self._feed.seq(force=True)
+        if known is None or seq <= known:
+            return False
+        probe = self._feed.changed_since(known)[:3]
+        if not probe:
+            return False
+        try:
+            got = self.collection.get(ids=probe, include=["embeddings"])
+            held = all(self.collection.query(query_embeddings=[list(map(float, e))], n_results=1,
+                                             include=[])["ids"][0][:1] == [i]
+                       for i, e in zip(got["ids"], got["embeddings"]))
+        except Exception:  # noqa: BLE001 - our view lacks them (Chroma: "Error finding id")
+            held = False
+        if held and len(got["ids"]) == len(probe):
+            _views(self.client)[self._feed.segment] = seq  # a client of this process: our view has it
+            return False
+        now = time.monotonic()
+        if now - getattr(self, "_last_foreign_reopen", 0.0) < 1.0:  # at most one such reopen a second
+            return False
+        self._last_foreign_reopen = now
+        return True
 
     def _marker_path(self) -> Path:
         return self.path / ".rag_rerank" / f"writes-{self.collection_name}.json"

@@ -169,6 +169,11 @@ WRITER = textwrap.dedent("""
         col = chromadb.PersistentClient(path).get_collection("live")
         old = col.get(ids=["seoul"], include=["embeddings"])["embeddings"][0]
         col.upsert(ids=["seoul"], documents=["울릉도의 오징어는 가을에 잡힌다."], embeddings=[list(old)])
+    elif what == "raw-add":  # another Chroma client in another process adds a document (no rag-rerank marker)
+        import chromadb
+        col = chromadb.PersistentClient(path).get_collection("live")
+        old = col.get(ids=["seoul"], include=["embeddings"])["embeddings"][0]
+        col.add(ids=["raw"], documents=["광주의 무등산은 가을 단풍이 곱다."], embeddings=[[-x for x in old]])
     elif what == "hold":  # a writer in the middle of a long ingest
         store = ChromaStore(path, "live", encoder=encoder)
         with store._writing():
@@ -233,6 +238,24 @@ def test_stores_of_one_process_share_one_view_and_do_not_reopen(tmp_path, tiny_e
     b.refresh()
     assert b.client is not client and "jeju" in {h.id for h in b.search("제주도의 감귤은 겨울에 달다.", 3)}
     assert not b._other_process_wrote()
+
+
+def test_another_chroma_clients_add_is_seen_by_dense_search(tmp_path, tiny_encoder):
+    """A document another process adds through chromadb itself (as LangChain or LlamaIndex would) leaves
+    no rag-rerank marker: the store sees Chroma's change count move, finds its own view lacks the new
+    vectors, and reopens - dense search finds it, as BM25 does."""
+    store = ChromaStore(tmp_path / "db", "live", encoder=str(tiny_encoder))
+    store.add(["서울의 지하철은 복잡하다.", "부산의 바다는 넓다."], ids=["seoul", "busan"])
+    vector = store.collection.get(ids=["seoul"], include=["embeddings"])["embeddings"][0]
+    assert store.search("지하철", 2)
+    _writer(tmp_path, tiny_encoder, "raw-add")
+
+    def dense_finds():
+        hits = store.search_vector([-float(x) for x in vector], 1)
+        return [h.id for h in hits] == ["raw"]
+
+    assert _within(30, dense_finds)
+    assert _within(30, lambda: store.search_lexical("무등산 단풍", 1)[:1] and store.search_lexical("무등산 단풍", 1)[0].id == "raw")
 
 
 def test_readers_never_wait_for_a_writer(tmp_path, tiny_encoder):
