@@ -73,6 +73,26 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -
     raise SystemExit("server did not come up")
 
 
+async def _timed_post(client, url: str, body: dict) -> tuple[float, bool]:
+    """One Cohere-shaped rerank request: (seconds, answered 200 with one result per document)."""
+    import httpx
+
+    start = time.perf_counter()
+    try:
+        r = await client.post(f"{url}/v1/rerank", json=body)
+        ok = r.status_code == 200 and len(r.json()["results"]) == len(body["documents"])
+    except httpx.HTTPError:
+        ok = False
+    return time.perf_counter() - start, ok
+
+
+def _percentiles(latencies: list[float]) -> dict:
+    """p50 / p95 / p99 in milliseconds of latencies in seconds."""
+    lat = sorted(latencies)
+    pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    return {"p50_ms": 1000 * statistics.median(lat), "p95_ms": pick(0.95), "p99_ms": pick(0.99)}
+
+
 def _client_part(job) -> tuple[list[float], int]:
     """One load-generating process: its share of the bodies at its share of the concurrency."""
     url, bodies, concurrency = job
@@ -93,14 +113,12 @@ def load_many(url: str, bodies: list[dict], concurrency: int, clients: int) -> d
         start = time.perf_counter()
         results = pool.map(_client_part, parts)
         wall = time.perf_counter() - start
-    latencies = sorted(x for lat, _ in results for x in lat)
     errors = sum(e for _, e in results)
-    pick = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
     import httpx
 
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     return {"requests": len(bodies), "errors": errors, "wall_s": wall, "requests_per_s": len(bodies) / wall,
-            "p50_ms": 1000 * statistics.median(latencies), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
+            **_percentiles([x for lat, _ in results for x in lat]),
             "requests_per_scoring_call": _per_call(metrics), "clients": clients}
 
 
@@ -114,13 +132,8 @@ async def load(url: str, bodies: list[dict], concurrency: int, raw: bool = False
         async def worker():
             nonlocal errors
             for body in todo:
-                start = time.perf_counter()
-                try:
-                    r = await client.post(f"{url}/v1/rerank", json=body)
-                    ok = r.status_code == 200 and len(r.json()["results"]) == len(body["documents"])
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - start)
+                seconds, ok = await _timed_post(client, url, body)
+                latencies.append(seconds)
                 errors += not ok
 
         start = time.perf_counter()
@@ -129,11 +142,8 @@ async def load(url: str, bodies: list[dict], concurrency: int, raw: bool = False
         if raw:
             return {"latencies": latencies, "errors": errors, "wall_s": wall}
         metrics = (await client.get(f"{url}/metrics")).text
-    lat = sorted(latencies)
-    pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
     return {"requests": len(bodies), "errors": errors, "wall_s": wall, "requests_per_s": len(bodies) / wall,
-            "p50_ms": 1000 * statistics.median(lat), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
-            "requests_per_scoring_call": _per_call(metrics)}
+            **_percentiles(latencies), "requests_per_scoring_call": _per_call(metrics)}
 
 
 async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False) -> dict:
@@ -146,13 +156,8 @@ async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False) ->
         async def one(i: int, body: dict):
             nonlocal errors
             await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
-            start = time.perf_counter()
-            try:
-                r = await client.post(f"{url}/v1/rerank", json=body)
-                ok = r.status_code == 200 and len(r.json()["results"]) == len(body["documents"])
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - start)
+            seconds, ok = await _timed_post(client, url, body)
+            latencies.append(seconds)
             errors += not ok
 
         begin = time.perf_counter()
@@ -160,10 +165,8 @@ async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False) ->
         wall = time.perf_counter() - begin
     if raw:
         return {"latencies": latencies, "errors": errors}
-    lat = sorted(latencies)
-    pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
     return {"requests": len(bodies), "errors": errors, "offered_per_s": rate, "requests_per_s": len(bodies) / wall,
-            "p50_ms": 1000 * statistics.median(lat), "p95_ms": pick(0.95), "p99_ms": pick(0.99)}
+            **_percentiles(latencies)}
 
 
 def _paced_part(job) -> dict:
@@ -182,11 +185,8 @@ def paced_many(url: str, bodies: list[dict], rate: float, clients: int) -> dict:
         start = time.perf_counter()
         results = pool.map(_paced_part, parts)
         wall = time.perf_counter() - start
-    lat = sorted(x for r in results for x in r["latencies"])
-    pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
     return {"requests": len(bodies), "errors": sum(r["errors"] for r in results), "offered_per_s": rate,
-            "requests_per_s": len(bodies) / wall, "p50_ms": 1000 * statistics.median(lat), "p95_ms": pick(0.95),
-            "p99_ms": pick(0.99)}
+            "requests_per_s": len(bodies) / wall, **_percentiles([x for r in results for x in r["latencies"]])}
 
 
 def in_process(args, bodies: list[dict]) -> dict:

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .encoder import BiEncoder, as_bi_encoder
 from .lexical import text_key
-from .lexical_index import LexicalIndex, migrate_json, prepare
+from .lexical_index import LexicalIndex, _stamp, migrate_json, prepare
 from .models import DEFAULT_ENCODER
 from .types import Document, Hit, check_k, check_query, json_lines
 
@@ -774,7 +774,7 @@ class ChromaStore:
         """Whether another process's rag-rerank store wrote this collection beyond what our Chroma
         system holds (one stat when nothing changed)."""
         path = self._marker_path()
-        stamp = _stat(path)
+        stamp = _stamp(path)
         if stamp != self._marker_stamp:
             try:
                 mark = json.loads(path.read_text(encoding="utf-8"))
@@ -831,14 +831,6 @@ def _views(client) -> dict:
 def _try_lock(index: LexicalIndex):
     """The index's write lock as a context, if free now; else None."""
     return index.try_write_lock()
-
-
-def _stat(path: Path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _retire(directory: Path | None) -> None:

@@ -172,6 +172,18 @@ def test_a_failing_batch_fails_its_requests_not_the_worker(reranker):
     batcher.close()
 
 
+def _wait_healthy(url: str, tries: int, timeout: float) -> None:
+    """Poll /health until it answers 200 (a server starting in a thread or a process)."""
+    import httpx
+
+    for _ in range(tries):
+        try:
+            if httpx.get(f"{url}/health", timeout=timeout).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
 def test_serve_command_answers_over_http(tiny_ce, unused_port):
     """The console command's path: the CLI parses, loads, and uvicorn serves on loopback."""
     import httpx
@@ -182,12 +194,7 @@ def test_serve_command_answers_over_http(tiny_ce, unused_port):
                                                      f"127.0.0.1:{unused_port}", "--api-key", "k"],), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{unused_port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    _wait_healthy(url, tries=100, timeout=1)
     r = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS},
                    headers={"Authorization": "Bearer k"}, timeout=30)
     assert r.status_code == 200 and len(r.json()["results"]) == 3
@@ -346,12 +353,7 @@ def test_workers_share_one_port(tiny_ce, unused_port):
     try:
         assert "2 workers" in proc.stdout.readline()
         url = f"http://127.0.0.1:{unused_port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        _wait_healthy(url, tries=300, timeout=2)
         answers = [httpx.post(f"{url}/v2/rerank", json={"query": QUERY, "documents": DOCS}, timeout=60)
                    for _ in range(8)]
         assert [a.status_code for a in answers] == [200] * 8
