@@ -19,6 +19,7 @@ from .first_stage import candidates_and_sides, holds
 from .fusion import PLAIN, Fusion
 from .known_queries import KnownQueries, combine
 from .known_queries import resolve as resolve_known
+from .types import in_chunks
 
 if TYPE_CHECKING:
     from .first_stage import FirstStage
@@ -83,16 +84,9 @@ def score_candidates(reranker, groups: Sequence["Group"], candidates: Sequence[S
     (reused by every fused row and by the tuners). ``progress``: a bar on stderr (queries scored)."""
     start = time.perf_counter()
     queries, docs = [g.query for g in groups], [list(c) for c in candidates]
-    if progress and len(queries) > PROGRESS_CHUNK:
-        from tqdm.auto import tqdm
-
-        scores = []
-        with tqdm(total=len(queries), desc=f"reranking ({name.removeprefix('+ ')})", unit="query") as bar:
-            for i in range(0, len(queries), PROGRESS_CHUNK):
-                scores += reranker.score_many(queries[i:i + PROGRESS_CHUNK], docs[i:i + PROGRESS_CHUNK])
-                bar.update(len(queries[i:i + PROGRESS_CHUNK]))
-    else:
-        scores = reranker.score_many(queries, docs)
+    parts = in_chunks(lambda a, b: reranker.score_many(queries[a:b], docs[a:b]), len(queries), PROGRESS_CHUNK,
+                      f"reranking ({name.removeprefix('+ ')})", progress)
+    scores = [row for part in parts for row in part]
     row = ranking_row(name, groups, fused_rankings(candidates, scores, PLAIN), time.perf_counter() - start)
     return row, scores
 

@@ -148,6 +148,22 @@ def json_lines(lines: Iterable[str], path, error: type[ValueError] = ValueError)
         yield where, row
 
 
+def in_chunks(call, total: int, size: int, desc: str, progress: bool) -> list:
+    """``call(start, stop)`` over ``total`` items: once for all of them, or - with ``progress`` and more than
+    ``size`` items - in consecutive chunks of ``size`` under a progress bar on stderr. Returns the results of
+    the calls, in order (one for a single call)."""
+    if not (progress and total > size):
+        return [call(0, total)]
+    from tqdm.auto import tqdm
+
+    out = []
+    with tqdm(total=total, desc=desc, unit="query") as bar:
+        for start in range(0, total, size):
+            out.append(call(start, min(start + size, total)))
+            bar.update(min(start + size, total) - start)
+    return out
+
+
 # ------------------------------------------------------------- queries with relevance
 @dataclass
 class Group:

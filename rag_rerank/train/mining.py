@@ -11,6 +11,7 @@ from typing import Sequence
 
 from ..first_stage import FirstStage, candidates_and_sides
 from .data import Group, TrainingData
+from ..types import in_chunks
 
 
 RANDOM_POOL = 20000  # texts random negatives are drawn from (a large store is sampled, not read whole)
@@ -79,18 +80,11 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
         raise ValueError("random negatives need a corpus: pass corpus=[...] or num_random=0")
     k = candidate_k + skip_top
     queries = [g.query for g in data.groups]
-    if progress and len(queries) > PROGRESS_CHUNK:  # a bar on stderr: thousands of queries take minutes on a CPU
-        from tqdm.auto import tqdm
-
-        ranked, sides = [], []
-        with tqdm(total=len(queries), desc="mining", unit="query") as bar:
-            for i in range(0, len(queries), PROGRESS_CHUNK):
-                r, sd = candidates_and_sides(first_stage, queries[i:i + PROGRESS_CHUNK], k)
-                ranked += r
-                sides += sd
-                bar.update(len(r))
-    else:
-        ranked, sides = candidates_and_sides(first_stage, queries, k) if queries else ([], [])
+    # a bar on stderr with progress: thousands of queries take minutes on a CPU
+    parts = in_chunks(lambda a, b: candidates_and_sides(first_stage, queries[a:b], k), len(queries), PROGRESS_CHUNK,
+                      "mining", progress) if queries else []
+    ranked = [row for r, _ in parts for row in r]
+    sides = [side for _, sd in parts for side in sd]
     groups = []
     for group, hits, group_sides in zip(data.groups, ranked, sides):
         banned = set(group.positives) | set(group.negatives)
