@@ -10,6 +10,8 @@ Every phase runs in its own process (peak RSS is that phase's):
   ingest    ChromaStore.add of the corpus: passages/s end to end, busy seconds per stage, disk
   open      a fresh process opens the store: open time, first and steady dense / bm25 / hybrid candidate
             latency (top 50, no reranker), first query after a write (this process, and another's)
+  replica   a `serve` replica in server mode: `chroma run` over the store, then connect with the shared
+            BM25 folder: ready time and candidate latency through the server
   baseline  the index of main 7ede8b7 (KoreanBM25: tokens in JSON, rewritten whole per write batch, a
             matrix rebuilt on the first query after a write), fed the same tokens in store-sized batches
   engines   lexical engines alone over the same tokens: numpy segments (ours) vs tantivy (pre-tokenised
@@ -226,6 +228,67 @@ def phase_open(args) -> dict:
     return out
 
 
+def phase_replica(args) -> dict:
+    """A ``serve`` replica in server mode over the same store: one Chroma server (``chroma run`` on the
+    store's directory), and this process connects to it with the shared BM25 folder, as README's topology
+    does - nothing is re-tokenised. Ready = connect + first query of each kind (the server already up);
+    the server's own start is timed apart."""
+    import socket
+    import urllib.request
+
+    from rag_rerank.first_stage import StoreFirstStage
+    from rag_rerank.lexical import warm_up
+    from rag_rerank.store import ChromaStore, lexical_dir
+
+    docs = corpus(Path(args.data), args.size)
+    qs = queries(docs)
+    store_dir = Path(args.work) / f"store-{args.size}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-c", "import sys; from chromadb.cli.cli import app; sys.exit(app())",
+                               "run", "--path", str(store_dir), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.perf_counter() - start > 300:
+                    raise SystemExit("chroma run did not come up over the store")
+                time.sleep(0.2)
+        server_up = time.perf_counter() - start
+        start = time.perf_counter()
+        store = ChromaStore.connect("127.0.0.1", port, "scale", encoder=args.query_encoder or stand_in_encoder(args),
+                                    encoder_options=encoder_options(args), create=False,
+                                    lexical_path=lexical_dir(store_dir, "scale"))
+        warm_up()
+        connect_s = time.perf_counter() - start
+        hybrid_fs = StoreFirstStage(store, "hybrid")
+        modes = {"dense": lambda q: store.search(q, 50), "bm25": lambda q: store.search_lexical(q, 50),
+                 "hybrid": lambda q: hybrid_fs.candidates(q, 50)}
+        for fn in modes.values():
+            fn(qs[0])
+        ready_s = time.perf_counter() - start
+        lat = {m: [] for m in modes}
+        for q in qs:
+            for mode, fn in modes.items():
+                t = time.perf_counter()
+                fn(q)
+                lat[mode].append(time.perf_counter() - t)
+        count = store.count()
+        store.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {"phase": "replica", "size": args.size, "count": count, "chroma_server_up_s": server_up,
+            "connect_s": connect_s, "ready_s": ready_s,
+            "latency": {m: {"p50_ms": 1000 * pct(v, 0.5), "p99_ms": 1000 * pct(v, 0.99)} for m, v in lat.items()},
+            "peak_rss_gb": peak_rss_gb()}
+
+
 def load_tokens(args) -> list[list[str]]:
     """The ingest's Kiwi tokens; ``--tokens-from N`` reuses a smaller size's tokens, repeated up to
     ``--size`` (engines at 1M on a machine where Kiwi over 1M passages would take an hour)."""
@@ -360,10 +423,12 @@ def phase_engine(args) -> dict:
 
 # ------------------------------------------------------------------ driver
 def run_phase(argv: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
-                          env={**os.environ, "TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1")})
+    progress = "--progress" in argv  # the child's progress bar goes to this stderr
+    env = dict(os.environ) if progress else {**os.environ, "TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1")}
+    proc = subprocess.run([sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True, env=env,
+                          stderr=None if progress else subprocess.PIPE)
     if proc.returncode != 0:
-        raise SystemExit(f"phase {argv} failed:\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"phase {argv} failed:\n{(proc.stderr or '')[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(json.dumps(result, ensure_ascii=False), flush=True)
     return result
@@ -381,7 +446,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=str(ROOT / "runs" / "scale"))
     p.add_argument("--baseline", action="store_true", help="also the old JSON index, fed the same tokens")
     p.add_argument("--engines", default="", help="comma list of numpy,tantivy (lexical engines alone)")
-    p.add_argument("--phases", default="ingest,open", help="which store phases to run (ingest,open)")
+    p.add_argument("--phases", default="ingest,open",
+                   help="which store phases to run (ingest,open,replica: a replica over a Chroma server on the store)")
     p.add_argument("--resume", action="store_true", help="ingest into the existing store (skips what it holds)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out")
@@ -392,7 +458,8 @@ def main(argv=None) -> int:
     p.add_argument("--tokens-from", type=int, help="engines/baseline: reuse this size's saved tokens, repeated")
     args = p.parse_args(argv)
     if args.phase:  # a child process
-        fn = {"ingest": phase_ingest, "open": phase_open, "baseline": phase_baseline, "engine": phase_engine}
+        fn = {"ingest": phase_ingest, "open": phase_open, "replica": phase_replica, "baseline": phase_baseline,
+              "engine": phase_engine}
         print(json.dumps(fn[args.phase](args), ensure_ascii=False))
         return 0
     Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -419,6 +486,8 @@ def main(argv=None) -> int:
                                               *(["--progress"] if args.progress else [])]))
         if "open" in args.phases:
             results["runs"].append(run_phase(["--phase", "open", *common, *sz]))
+        if "replica" in args.phases:
+            results["runs"].append(run_phase(["--phase", "replica", *common, *sz]))
         if args.baseline:
             results["runs"].append(run_phase(["--phase", "baseline", *common, *sz]))
         for engine in filter(None, args.engines.split(",")):
