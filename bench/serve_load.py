@@ -3,7 +3,8 @@ without micro-batching, one run.
 
 Each request is a chatbot backend's call: one question of the Korean chatbot Q/A set and ``--docs``
 candidate answers (its own and random others), in the Cohere shape. The server is the real console
-command in a subprocess; the client keeps ``--concurrency`` requests in flight (httpx, asyncio) until
+command in a subprocess; the client keeps ``--concurrency`` requests in flight (raw keep-alive HTTP/1.1 on
+asyncio, bodies encoded before the clock starts, so the client is not what is measured) until
 ``--requests`` are done. Reported: requests/s, pairs/s, latency p50/p95/p99, errors (any non-200 or a wrong
 result count), and the server's own count of requests per scoring call (its /metrics). Beside them, in the
 same run: the in-process ``Reranker`` scoring the same pairs (``score_many`` of every request at once: the
@@ -73,19 +74,6 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -
     raise SystemExit("server did not come up")
 
 
-async def _timed_post(client, url: str, body: dict) -> tuple[float, bool]:
-    """One Cohere-shaped rerank request: (seconds, answered 200 with one result per document)."""
-    import httpx
-
-    start = time.perf_counter()
-    try:
-        r = await client.post(f"{url}/v1/rerank", json=body)
-        ok = r.status_code == 200 and len(r.json()["results"]) == len(body["documents"])
-    except httpx.HTTPError:
-        ok = False
-    return time.perf_counter() - start, ok
-
-
 def _percentiles(latencies: list[float]) -> dict:
     """p50 / p95 / p99 in milliseconds of latencies in seconds."""
     lat = sorted(latencies)
@@ -123,70 +111,147 @@ def load_many(url: str, bodies: list[dict], concurrency: int, clients: int) -> d
 
 
 async def load(url: str, bodies: list[dict], concurrency: int, raw: bool = False) -> dict:
+    """Closed loop: ``concurrency`` keep-alive connections, each sending its next request when the last is
+    answered (the raw client below: bodies encoded before the clock starts)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or 80
+    todo = iter([(_request(host, port, b), len(b["documents"])) for b in bodies])
+    latencies, errors = [], 0
+
+    async def worker():
+        nonlocal errors
+        conn = None
+        for request, n_docs in todo:
+            start = time.perf_counter()
+            try:
+                conn = conn or await _Conn.open(host, port)
+                status, payload = await conn.post(request)
+                ok = status == 200 and len(json.loads(payload)["results"]) == n_docs
+            except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, StopIteration):
+                ok, conn = False, None
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+        if conn is not None:
+            conn.writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    if raw:
+        return {"latencies": latencies, "errors": errors, "wall_s": wall}
     import httpx
 
-    latencies, errors = [], 0
-    todo = iter(bodies)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=300) as client:
-        async def worker():
-            nonlocal errors
-            for body in todo:
-                seconds, ok = await _timed_post(client, url, body)
-                latencies.append(seconds)
-                errors += not ok
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-        if raw:
-            return {"latencies": latencies, "errors": errors, "wall_s": wall}
+    async with httpx.AsyncClient(timeout=30) as client:
         metrics = (await client.get(f"{url}/metrics")).text
     return {"requests": len(bodies), "errors": errors, "wall_s": wall, "requests_per_s": len(bodies) / wall,
             **_percentiles(latencies), "requests_per_scoring_call": _per_call(metrics)}
 
 
-async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False) -> dict:
-    """Open loop: request i is sent at i / rate seconds, whatever the answers before it took."""
-    import httpx
+class _Conn:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for a JSON POST: the open-loop
+    generator's client, so that its own cost per request is a socket write and a read (httpx's ~5 ms of Python
+    per request made one process the bottleneck near 200 requests/s and its queue the measured latency)."""
 
-    latencies, errors = [], 0
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-    async with httpx.AsyncClient(limits=limits, timeout=300) as client:
-        async def one(i: int, body: dict):
-            nonlocal errors
-            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
-            seconds, ok = await _timed_post(client, url, body)
-            latencies.append(seconds)
-            errors += not ok
+    def __init__(self, reader, writer) -> None:
+        self.reader, self.writer = reader, writer
 
-        begin = time.perf_counter()
-        await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
-        wall = time.perf_counter() - begin
+    @classmethod
+    async def open(cls, host: str, port: int) -> "_Conn":
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(v) for k, _, v in (h.partition(":") for h in lines[1:]) if k.lower() == "content-length")
+        return status, await self.reader.readexactly(length)
+
+
+def _request(host: str, port: int, body: dict) -> bytes:
+    data = json.dumps(body, ensure_ascii=False).encode()
+    return (f"POST /v1/rerank HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False, begin_at: float | None = None) -> dict:
+    """Open loop: request i is due at ``i / rate`` seconds, whatever the answers before it took. Bodies are
+    encoded before the clock starts; each request takes a free keep-alive connection or opens one. Per request
+    ``lag`` (sent after its due time) tells whether this generator kept its schedule: a run whose lag p99 is
+    over 5 ms measured its own queue, and says so (``generator_kept_schedule``). Latency is counted from the
+    due time (a late send counts against the service, no coordinated omission) and from the send."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or 80
+    requests = [_request(host, port, b) for b in bodies]
+    free: list[_Conn] = []
+    latencies, from_send, lags, errors = [], [], [], 0
+
+    async def one(i: int, request: bytes, n_docs: int) -> None:
+        nonlocal errors
+        due = begin + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        sent = time.perf_counter()
+        lags.append(sent - due)
+        conn = free.pop() if free else None
+        try:
+            conn = conn or await _Conn.open(host, port)
+            status, payload = await conn.post(request)
+            ok = status == 200 and len(json.loads(payload)["results"]) == n_docs
+            free.append(conn)
+        except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, StopIteration):
+            ok = False
+        done = time.perf_counter()
+        latencies.append(done - due)
+        from_send.append(done - sent)
+        errors += not ok
+
+    if begin_at is not None:  # several generator processes share one start
+        await asyncio.sleep(max(0.0, begin_at - time.time()))
+    begin = time.perf_counter()
+    await asyncio.gather(*(one(i, r, len(b["documents"])) for i, (r, b) in enumerate(zip(requests, bodies))))
+    wall = time.perf_counter() - begin
+    for conn in free:
+        conn.writer.close()
     if raw:
-        return {"latencies": latencies, "errors": errors}
-    return {"requests": len(bodies), "errors": errors, "offered_per_s": rate, "requests_per_s": len(bodies) / wall,
-            **_percentiles(latencies)}
+        return {"latencies": latencies, "from_send": from_send, "lags": lags, "errors": errors}
+    return _paced_summary(len(bodies), rate, wall, latencies, from_send, lags, errors, connections=len(free))
+
+
+def _paced_summary(n, rate, wall, latencies, from_send, lags, errors, **extra) -> dict:
+    lag = sorted(lags)
+    lag_p99 = 1000 * lag[min(len(lag) - 1, int(0.99 * len(lag)))]
+    summary = _percentiles(latencies)
+    return {"requests": n, "errors": errors, "offered_per_s": rate, "requests_per_s": n / wall, **summary,
+            "p99_over_p50": summary["p99_ms"] / summary["p50_ms"],
+            "from_send": _percentiles(from_send), "send_lag_p99_ms": lag_p99,
+            "generator_kept_schedule": lag_p99 <= 5.0, **extra}
 
 
 def _paced_part(job) -> dict:
-    url, bodies, rate = job
-    return asyncio.run(paced(url, bodies, rate, raw=True))
+    url, bodies, rate, begin_at = job
+    return asyncio.run(paced(url, bodies, rate, raw=True, begin_at=begin_at))
 
 
 def paced_many(url: str, bodies: list[dict], rate: float, clients: int) -> dict:
-    """The open-loop schedule split over ``clients`` processes, each offering ``rate / clients``."""
+    """The open-loop schedule split over ``clients`` processes, each offering ``rate / clients`` from one
+    shared start time (so the offered rates add up from the first request)."""
     if clients <= 1:
         return asyncio.run(paced(url, bodies, rate))
     import multiprocessing
 
-    parts = [(url, bodies[i::clients], rate / clients) for i in range(clients)]
     with multiprocessing.get_context("spawn").Pool(clients) as pool:
-        start = time.perf_counter()
+        pool.map(abs, range(clients))  # the processes up before the clock starts
+        begin_at = time.time() + 1.0
+        parts = [(url, bodies[i::clients], rate / clients, begin_at) for i in range(clients)]
         results = pool.map(_paced_part, parts)
-        wall = time.perf_counter() - start
-    return {"requests": len(bodies), "errors": sum(r["errors"] for r in results), "offered_per_s": rate,
-            "requests_per_s": len(bodies) / wall, **_percentiles([x for r in results for x in r["latencies"]])}
+        wall = time.time() - begin_at
+    return _paced_summary(len(bodies), rate, wall, [x for r in results for x in r["latencies"]],
+                          [x for r in results for x in r["from_send"]], [x for r in results for x in r["lags"]],
+                          sum(r["errors"] for r in results), clients=clients)
 
 
 def in_process(args, bodies: list[dict]) -> dict:
@@ -323,8 +388,10 @@ def table(result: dict) -> str:
         lines += ["", f"Steady load at {100 * steady['fraction']:.0f} % of the best rate ({steady['workers']} workers, "
                   f"{steady['micro_batching']}): {steady['offered_per_s']:.1f} requests/s offered, "
                   f"{steady['requests_per_s']:.1f} served; p50 {steady['p50_ms']:.0f} ms, p95 {steady['p95_ms']:.0f} ms, "
-                  f"p99 {steady['p99_ms']:.0f} ms (p99 / p50 {steady['p99_ms'] / steady['p50_ms']:.1f}); "
-                  f"errors {steady['errors']}."]
+                  f"p99 {steady['p99_ms']:.0f} ms (p99 / p50 {steady['p99_ms'] / steady['p50_ms']:.1f}; latency from each "
+                  f"request's due time); errors {steady['errors']}; the generator's send lag p99 "
+                  f"{steady['send_lag_p99_ms']:.1f} ms ({'kept' if steady['generator_kept_schedule'] else 'MISSED'} "
+                  "its schedule)."]
     return "\n".join(lines) + "\n"
 
 

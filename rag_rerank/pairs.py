@@ -15,6 +15,7 @@ passages come back query after query, and a passage seen before need not be toke
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -166,7 +167,7 @@ class PairEncoder:
             bounds = [0, *cuts, len(text)]
             parts += [text[a:b] for a, b in zip(bounds, bounds[1:])]
             counts.append(len(bounds) - 1)
-        ids = [np.asarray(e.ids, dtype=np.int32) for e in self.backend.encode_batch_fast(parts, add_special_tokens=False)]
+        ids = [np.asarray(e.ids, dtype=np.int32) for e in encode_parts(self.backend, parts)]
         out, i = [], 0
         for n in counts:
             out.append(ids[i] if n == 1 else np.concatenate(ids[i : i + n]))
@@ -250,6 +251,58 @@ class PairEncoder:
 
         types = [self.types(w, k) for k in idx] if self.with_types else None
         return inputs([self.ids(w, k) for k in idx], types, position_offset, spans)
+
+
+# ---------------------------------------------------------------- the tokenizer's threads
+# A call's texts go to the Rust tokenizer in one ``encode_batch_fast``, which spreads them over its own
+# (rayon) threads - unless its parallelism is off: TOKENIZERS_PARALLELISM=false, which users and
+# frameworks set to silence its fork warning, and which the tokenizers library itself sets in a process
+# forked after it ran (a server's workers, a DataLoader's). Then one 1 x 50 KorQuAD call tokenises on one
+# core: ~30 ms on a slow-cored GPU host, six times the H100's forward (issue 39). So then the texts are
+# cut into contiguous slices of about equal characters, one call each on this module's threads: the
+# Rust call releases the GIL and encodes with shared, read-only state (rayon calls it from many threads
+# the same way), so the ids are exactly one call's (tested). Calls of fewer characters stay one call.
+PARALLEL_MIN_CHARS = 4000  # ~1,400 XLM-R tokens: below it a thread hand-off costs more than it saves
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def tokenizer_threads() -> int:
+    """Threads for one call's texts when the tokenizer's own parallelism is off (0: it is on)."""
+    if os.environ.get("TOKENIZERS_PARALLELISM", "").strip().lower() not in ("false", "0", "off", "no", "f", "n"):
+        return 0
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def encode_parts(backend, parts: Sequence[str]) -> list:
+    """``backend.encode_batch_fast(parts)`` (no special tokens), on several threads where the tokenizer's
+    own are off and the call is long enough to gain."""
+    global _pool
+    threads = tokenizer_threads()
+    if threads < 2 or len(parts) < 2 or sum(map(len, parts)) < PARALLEL_MIN_CHARS:
+        return backend.encode_batch_fast(list(parts), add_special_tokens=False)
+    with _pool_lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="rag-rerank-tokenizer")
+    bounds = _slices([len(t) for t in parts], min(threads, len(parts)))
+    futures = [_pool.submit(backend.encode_batch_fast, list(parts[a:b]), add_special_tokens=False)
+               for a, b in zip(bounds, bounds[1:])]
+    return [e for f in futures for e in f.result()]
+
+
+def _slices(sizes: Sequence[int], n: int) -> list[int]:
+    """Bounds of ``n`` contiguous slices of about equal total size (every slice non-empty)."""
+    total, bounds, run = sum(sizes), [0], 0
+    for i, size in enumerate(sizes):
+        run += size
+        left = len(sizes) - i - 1
+        if len(bounds) < n and run >= total * len(bounds) / n and left >= n - len(bounds):
+            bounds.append(i + 1)
+        elif left == n - len(bounds) and len(bounds) < n:
+            bounds.append(i + 1)
+    return bounds + [len(sizes)] if bounds[-1] != len(sizes) else bounds
 
 
 # Pre-tokenizers that split a text at its whitespace before the model sees it, and ones that only split

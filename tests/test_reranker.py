@@ -99,6 +99,49 @@ def test_pairs_are_the_tokenizers_own_encoding(fixture, request, korean_sentence
     assert w.owners.count((0, len(docs) - 1)) > 1  # the long document has more windows
 
 
+def test_tokenizing_on_our_threads_when_the_tokenizers_are_off(e5_cross_encoder, korean_sentences, monkeypatch):
+    """With TOKENIZERS_PARALLELISM=false (set by users, frameworks, and by tokenizers itself in a forked
+    process) one call's passages are cut into slices encoded on the package's threads: the ids are exactly
+    one call's, the scores the same, and short calls stay one call."""
+    from rag_rerank import pairs
+
+    r = Reranker(str(e5_cross_encoder), max_length=128)
+    docs = [" ".join(korean_sentences[i : i + 5]) for i in range(0, 60, 3)]
+    query = "한국의 수도는 어디인가?"
+    reference = r.score(query, docs)
+    want = [e.ids for e in r._pairs.backend.encode_batch_fast(docs, add_special_tokens=False)]
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setattr(pairs, "PARALLEL_MIN_CHARS", 100)
+    monkeypatch.setattr(pairs.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)  # 4 cores
+    calls = []
+    real = r._pairs.backend.encode_batch_fast
+
+    class Spy:  # the Rust tokenizer, counting its calls and their threads
+        def __getattr__(self, name):
+            return getattr(r._pairs.backend_real, name)
+
+        def encode_batch_fast(self, texts, add_special_tokens):
+            import threading
+
+            calls.append((len(texts), threading.current_thread().name))
+            return real(texts, add_special_tokens=add_special_tokens)
+
+    r._pairs.backend_real, r._pairs.backend = r._pairs.backend, Spy()
+    assert [list(x) for x in r._pairs.encode(docs)] == want
+    assert pairs.tokenizer_threads() == 4 and len(calls) == 4 and sum(n for n, _ in calls) == len(docs)
+    assert all(name.startswith("rag-rerank-tokenizer") for _, name in calls)
+    r.token_cache.clear()
+    np.testing.assert_allclose(r.score(query, docs), reference, rtol=1e-5, atol=1e-5)
+    calls.clear()
+    r._pairs.encode(["짧은 문장", "또 하나"])  # under PARALLEL_MIN_CHARS: one call, this thread
+    assert len(calls) == 1 and not calls[0][1].startswith("rag-rerank-tokenizer")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # the tokenizer's own threads: one call
+    assert pairs.tokenizer_threads() == 0
+    calls.clear()
+    r._pairs.encode(docs)
+    assert len(calls) == 1
+
+
 def _wordpiece_tokenizer(texts):
     """A BERT-style fast tokenizer (BertNormalizer, BertPreTokenizer, WordPiece) trained on ``texts``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
