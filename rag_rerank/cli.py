@@ -302,9 +302,10 @@ def _cmd_demo(args) -> int:
 
 def _inference_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference backend (the bi-encoder and the reranker a command loads)")
-    g.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
-                   help="torch (CPU or GPU); on a CPU, openvino (bf16 where the CPU has bf16 units: 3-4x torch fp32 on "
-                        "2 cores, BENCHMARKS.md) or onnx (ONNX Runtime fp32); both export the model once, beside it")
+    g.add_argument("--backend", choices=["auto", "torch", "onnx", "openvino"], default="auto",
+                   help="auto (default): torch on a GPU; on a CPU openvino where installed (bf16 where the CPU has bf16 "
+                        "units: 4x sentence-transformers on 2 cores, BENCHMARKS.md), else onnx (ONNX Runtime fp32), "
+                        "else torch; RAG_RERANK_BACKEND overrides auto. The CPU backends export the model once, beside it")
     g.add_argument("--threads", type=_positive, help="with --backend onnx/openvino: their threads (default: one per core)")
 
 
@@ -312,7 +313,9 @@ def _model_options(args) -> dict:
     """Keyword arguments for every BiEncoder and Reranker a command loads."""
     if args.threads is not None and args.backend == "torch":
         raise UsageError("--threads sets --backend onnx/openvino's threads; torch uses the process's (OMP_NUM_THREADS)")
-    return {"backend": args.backend, "threads": args.threads} if args.backend != "torch" else {}
+    if args.backend == "auto" and args.threads is None:
+        return {}  # every model's own default: auto
+    return {"backend": args.backend, "threads": args.threads} if args.backend != "torch" else {"backend": "torch"}
 
 
 def _reranker(name: str, args):

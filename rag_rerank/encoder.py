@@ -2,6 +2,7 @@
 run by ONNX Runtime or OpenVINO)."""
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Literal, Sequence
@@ -11,10 +12,11 @@ import numpy as np
 from . import models
 from .devices import resolve_device, resolve_dtype
 from .models import DEFAULT_ENCODER
-from .onnx_backend import check_options
+from .onnx_backend import check_options, choose_backend
 from .types import check_docs, check_query
 
 __all__ = ["DEFAULT_ENCODER", "BiEncoder"]
+log = logging.getLogger("rag_rerank")
 
 
 class BiEncoder:
@@ -38,15 +40,28 @@ class BiEncoder:
     def __init__(self, model: str = DEFAULT_ENCODER, *, device: str | None = None, batch_size: int = 64,
                  query_prompt: str | None = None, passage_prompt: str | None = None,
                  max_length: int | None = None, trust_remote_code: bool = False,
-                 local_files_only: bool | None = None, backend: Literal["torch", "onnx", "openvino"] = "torch",
+                 local_files_only: bool | None = None, backend: Literal["auto", "torch", "onnx", "openvino"] = "auto",
                  quantize: bool = False, threads: int | None = None, dtype: str | None = None) -> None:
+        asked = backend
+        backend, self.backend_reason = choose_backend(backend, device, quantize=quantize,
+                                                      trust_remote_code=trust_remote_code)
         cpu_backend = check_options(backend, device, quantize, threads)
         self.model_name = str(model)
         self.backend = backend
         self.path = models.resolve(model, local_files_only=local_files_only)
         self.device = resolve_device("cpu" if cpu_backend else device)
         if cpu_backend:
-            self.model, self._graph = None, _GraphEncoder(self.path, backend, max_length, quantize, threads, dtype)
+            try:
+                self.model, self._graph = None, _GraphEncoder(self.path, backend, max_length, quantize, threads, dtype)
+            except Exception as exc:
+                if asked != "auto":
+                    raise
+                # chosen, not asked for: a model the CPU backends cannot run (other modules, no export) loads in torch
+                log.warning("BiEncoder: %s could not run %s (%s: %s); using torch", backend, self.model_name,
+                            type(exc).__name__, str(exc)[:200])
+                cpu_backend, backend, self.backend_reason = False, "torch", f"the {backend} load failed"
+                self.backend = backend
+        if cpu_backend:
             self.dtype = resolve_dtype(self._graph.graph.computes_in, self.device)
             saved = self._graph.prompts
         else:

@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["CPU_BACKENDS", "Runtime", "Task", "check_options", "exported", "load"]
+__all__ = ["BACKEND_ENV", "CPU_BACKENDS", "Runtime", "Task", "check_options", "choose_backend", "exported", "load"]
 Task = Literal["classifier", "encoder"]  # sequence-classification logits | token embeddings
 Runtime = Literal["onnx", "openvino"]  # ONNX Runtime | OpenVINO
 CPU_BACKENDS = ("onnx", "openvino")
@@ -164,6 +164,49 @@ def _export(model_dir: Path, task: Task, out: Path) -> None:
         # The TorchScript exporter: the dynamo one needs onnxscript and gains nothing for these graphs.
         torch.onnx.export(Graph(), tuple(sample[k] for k in names), str(out), dynamo=False, input_names=names,
                           output_names=[output], dynamic_axes=axes, opset_version=OPSET)
+
+
+BACKEND_ENV = "RAG_RERANK_BACKEND"  # what backend="auto" takes instead of choosing (torch | onnx | openvino)
+
+
+def choose_backend(backend: str, device, *, quantize: bool = False, compile: bool | str = False,
+                   trust_remote_code: bool = False) -> tuple[str, str]:
+    """``backend`` as given, or for ``"auto"`` (the default) the fastest this machine runs a model on:
+    (backend, why).
+
+    - a GPU (``device`` naming one, or none named and CUDA/MPS present), ``compile=True`` or remote code:
+      ``"torch"`` (the packed CUDA path; the CPU backends run exported graphs of known architectures);
+    - a CPU: ``"openvino"`` where it is installed (bf16 on CPUs with bf16 units - AVX512-BF16 or AMX -
+      fp32 elsewhere; 4.0x sentence-transformers on a 2-core AVX512-BF16 EPYC without AMX, BENCHMARKS.md),
+      else ``"onnx"`` (ONNX Runtime fp32, 1.8x) where that is, else ``"torch"``; ``quantize=True`` asks for
+      ONNX Runtime's int8, so ``"onnx"``.
+
+    ``RAG_RERANK_BACKEND`` (torch | onnx | openvino), when set, is taken instead of choosing."""
+    if backend != "auto":
+        return backend, "asked for"
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if forced:
+        if forced not in ("torch", *CPU_BACKENDS):
+            raise ValueError(f"{BACKEND_ENV}={forced!r}: must be 'torch', 'onnx' or 'openvino'")
+        return forced, f"{BACKEND_ENV}={forced}"
+    if compile:
+        return "torch", "compile=True is torch's"
+    if trust_remote_code:
+        return "torch", "remote code runs in torch only"
+    from .devices import resolve_device
+
+    where = resolve_device(device)
+    if where.type != "cpu":
+        return "torch", f"a {where.type} device"
+    import importlib.util
+
+    if quantize:
+        return "onnx", "quantize=True is ONNX Runtime's int8"
+    if importlib.util.find_spec("openvino") is not None:
+        return "openvino", "a CPU, OpenVINO installed"
+    if importlib.util.find_spec("onnxruntime") is not None:
+        return "onnx", "a CPU, ONNX Runtime installed (OpenVINO is not)"
+    return "torch", "a CPU without OpenVINO or ONNX Runtime installed"
 
 
 def check_options(backend: str, device, quantize: bool, threads: int | None) -> bool:

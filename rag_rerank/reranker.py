@@ -23,6 +23,7 @@ model. What it adds over a bare ``CrossEncoder.predict``:
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import threading
 import warnings
@@ -41,7 +42,8 @@ from .types import RankedDoc, check_docs, check_int, check_number, check_query
 
 __all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
 Aggregate = Literal["max", "mean", "first"]
-Backend = Literal["torch", "onnx", "openvino"]
+log = logging.getLogger("rag_rerank")
+Backend = Literal["auto", "torch", "onnx", "openvino"]
 
 
 class Reranker:
@@ -69,10 +71,13 @@ class Reranker:
         aggregate: how a long document's window scores combine: max, mean or first.
         max_query_fraction: share of ``max_length`` a long query may use; the rest is
             left for the document.
-        backend: ``"torch"`` (any device), ``"onnx"`` (CPU: ONNX Runtime) or ``"openvino"`` (CPU:
-            OpenVINO, ``pip install 'rag-rerank[openvino]'``); the CPU backends run the model exported
-            once to ONNX and cached beside the weights. On a 2-core CPU with bf16 units OpenVINO is the
-            fastest (bench/rerank_speed.py measures each against sentence-transformers).
+        backend: ``"auto"`` (default: :func:`~rag_rerank.onnx_backend.choose_backend` - torch on a GPU; on
+            a CPU OpenVINO where installed, else ONNX Runtime, else torch; ``RAG_RERANK_BACKEND`` overrides
+            it; ``self.backend`` and ``self.backend_reason`` say what it chose and why), ``"torch"`` (any
+            device), ``"onnx"`` (CPU: ONNX Runtime) or ``"openvino"`` (CPU: OpenVINO, ``pip install
+            'rag-rerank[openvino]'``); the CPU backends run the model exported once to ONNX (tens of seconds
+            at the first load) and cached beside the weights. On 2 CPU cores OpenVINO is the fastest:
+            4.0x sentence-transformers with bf16 units (AVX512-BF16, no AMX), bench/rerank_speed.py.
         quantize: with ``backend="onnx"``, int8 weights (dynamic quantisation, per channel): about
             1.6x faster again on 2 cores, but scores move (check the ranking on your data); default fp32.
         threads: with a CPU backend, its intra-op threads (default: one per core).
@@ -115,7 +120,7 @@ class Reranker:
                  window_overlap: float = 0.25, aggregate: Aggregate = "max",
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
                  revision: str | None = None, local_files_only: bool | None = None,
-                 backend: Backend = "torch", quantize: bool = False, threads: int | None = None,
+                 backend: Backend = "auto", quantize: bool = False, threads: int | None = None,
                  compile: bool | str = False, pack: bool = True, cuda_graphs: bool = True,
                  fused_ffn: bool = True, fused_norm: bool = True, cache_tokens: int = 2_000_000) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -138,6 +143,9 @@ class Reranker:
         cache_tokens = check_int(cache_tokens, "cache_tokens", minimum=0)  # 0: keep no token ids
         if compile and backend in onnx_backend.CPU_BACKENDS:
             raise ValueError(f"compile applies to backend='torch' ({backend!r} compiles the exported graph itself)")
+        chosen, self.backend_reason = onnx_backend.choose_backend(backend, device, quantize=quantize, compile=compile,
+                                                                  trust_remote_code=trust_remote_code)
+        backend = chosen
         cpu_backend = onnx_backend.check_options(backend, device, quantize, threads)
         self.model_name = str(model)
         self.backend = backend
@@ -174,8 +182,19 @@ class Reranker:
         self.model, self._graph = None, None  # torch module | exported graph run by a CPU backend
         self._packed, self._graphs, self._fused, self._fused_norms = False, None, 0, 0
         if cpu_backend:
-            self._graph = onnx_backend.load(self.path, "classifier", backend, quantize=quantize, threads=threads,
-                                            dtype=dtype)
+            try:
+                self._graph = onnx_backend.load(self.path, "classifier", backend, quantize=quantize, threads=threads,
+                                                dtype=dtype)
+            except Exception as exc:
+                if self._init_args["backend"] != "auto":
+                    raise
+                # chosen, not asked for: a model the exporter cannot take still loads, in torch
+                log.warning("Reranker: %s could not run %s (%s: %s); using torch", backend, self.model_name,
+                            type(exc).__name__, str(exc)[:200])
+                self.backend_reason = f"the {backend} load failed"
+                backend, cpu_backend, self.backend = "torch", False, "torch"
+                self.dtype = resolve_dtype(dtype, self.device)
+        if cpu_backend:
             self.dtype = resolve_dtype(self._graph.computes_in, self.device)
         else:
             try:
@@ -235,6 +254,8 @@ class Reranker:
         self._split_small_calls = self._graphs is not None
         if self.model is not None and self.device.type == "cuda":
             self._warm_up()
+        log.info("Reranker %s: backend=%s (%s), dtype=%s", self.model_name, self.backend, self.backend_reason,
+                 str(self.dtype).replace("torch.", ""))
 
     # ------------------------------------------------------------------ API
     def score(self, query: str, docs: Sequence[str], *, raw: bool = False) -> list[float]:

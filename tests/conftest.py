@@ -7,6 +7,11 @@ from pathlib import Path
 # before anything imports triton.language (transformers does): its own @jit helpers (tl.sum, ...) are
 # built interpreted or compiled at that import, and compiled ones cannot run in the interpreter.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# backend="auto" (every model's default) would run each test's model through OpenVINO on this CPU: an ONNX
+# export per model and bf16 scores. The suite pins torch, whose numerics the tests check against
+# sentence-transformers and transformers; the CPU backends have tests of their own, and so does the auto
+# choice (test_auto_backend_*), which clears this variable. Set before any test or subprocess starts.
+os.environ["RAG_RERANK_BACKEND"] = "torch"
 
 import pytest  # noqa: E402
 

@@ -389,8 +389,10 @@ def test_backend_flags_run_the_bi_encoder_and_the_reranker_on_a_cpu_backend(tmp_
     assert all(abs(h["rerank_score"] - by_text[h["text"]]) < 1e-4 for h in reranked["onnx"])
     out = run_cli("rerank", "서울", *rows, "--model", str(ce), "--backend", "onnx", "--json")
     assert out.returncode == 0 and len(json.loads(out.stdout)) == 4, out.stderr
-    out = run_cli("index", str(src), *store, "--threads", "2")
+    out = run_cli("index", str(src), *store, "--threads", "2", "--backend", "torch")
     assert out.returncode == 2 and "--threads sets --backend onnx/openvino's threads" in out.stderr
+    out = run_cli("index", str(src), *store, "--threads", "2")  # auto, and the suite pins it to torch: refused too
+    assert out.returncode == 1 and "threads sets the CPU backends' threads" in out.stderr
 
 
 def test_version_flag_and_typed_distributions(capsys):

@@ -189,3 +189,63 @@ def test_reduced_precision_reranker_ranks_korean_like_the_reference(e5_cross_enc
     graph = onnx.load(str(onnx_backend.exported(e5_cross_encoder, "classifier", quantize=True)))  # cached: no export
     ops = [n.op_type for n in graph.graph.node]
     assert ops.count("Attention") + ops.count("QAttention") == 12 and "SkipLayerNormalization" in ops  # fused
+
+
+def test_auto_backend_is_the_default_and_takes_the_fastest_installed(ce_copy, tiny_encoder, korean_sentences,
+                                                                     monkeypatch, caplog):
+    """backend="auto" (the default a CPU-only user gets): OpenVINO where installed, else ONNX Runtime, else
+    torch; quantize asks for ONNX Runtime; a GPU, compile or remote code keep torch; RAG_RERANK_BACKEND
+    overrides (the suite itself pins torch with it); the choice and its reason are on the object and logged."""
+    import importlib.util
+    import logging
+
+    from rag_rerank.onnx_backend import choose_backend
+
+    monkeypatch.delenv("RAG_RERANK_BACKEND")
+    query, docs = korean_sentences[0], korean_sentences[1:20]
+    with caplog.at_level(logging.INFO, logger="rag_rerank"):
+        auto = Reranker(str(ce_copy), max_length=96)
+    assert auto.backend == "openvino" and auto.model is None and "OpenVINO installed" in auto.backend_reason
+    assert any("backend=openvino" in r.getMessage() for r in caplog.records)
+    # what backend="openvino" computes (its numerics against torch: the tests above, and the e5 ranking test)
+    asked = Reranker(str(ce_copy), max_length=96, backend="openvino")
+    assert auto.dtype == asked.dtype and auto.score(query, docs, raw=True) == asked.score(query, docs, raw=True)
+    assert BiEncoder(str(tiny_encoder)).backend == "openvino"
+    assert choose_backend("auto", None, quantize=True)[0] == "onnx"
+    assert choose_backend("auto", None, compile=True)[0] == "torch"
+    assert choose_backend("auto", None, trust_remote_code=True)[0] == "torch"
+    assert choose_backend("onnx", None) == ("onnx", "asked for")  # an explicit backend is never re-chosen
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real_find(name, *a))
+    assert choose_backend("auto", "cpu")[0] == "onnx"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("openvino", "onnxruntime")
+                        else real_find(name, *a))
+    assert choose_backend("auto", "cpu")[0] == "torch"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_backend("auto", None) == ("torch", "a cuda device")
+    monkeypatch.undo()
+    monkeypatch.setenv("RAG_RERANK_BACKEND", "onnx")
+    assert Reranker(str(ce_copy), max_length=96).backend == "onnx"
+    monkeypatch.setenv("RAG_RERANK_BACKEND", "tensorrt")
+    with pytest.raises(ValueError, match="RAG_RERANK_BACKEND='tensorrt'"):
+        Reranker(str(ce_copy))
+
+
+def test_auto_backend_falls_back_to_torch_where_the_export_fails(ce_copy, tiny_encoder, monkeypatch, caplog):
+    """A model the CPU backends cannot take still loads under "auto" (torch, with a warning saying why);
+    asked for by name, the backend's failure is the caller's error."""
+    monkeypatch.delenv("RAG_RERANK_BACKEND")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an operator the exporter does not know")
+
+    monkeypatch.setattr(onnx_backend, "load", broken)
+    with caplog.at_level("WARNING", logger="rag_rerank"):
+        r = Reranker(str(ce_copy), max_length=96)
+        e = BiEncoder(str(tiny_encoder))
+    assert (r.backend, r.backend_reason, r.model is not None) == ("torch", "the openvino load failed", True)
+    assert e.backend == "torch" and e.backend_reason == "the openvino load failed"
+    assert sum("could not run" in m.getMessage() and "using torch" in m.getMessage() for m in caplog.records) == 2
+    assert len(r.score("질문", ["문서 하나", "문서 둘"])) == 2
+    with pytest.raises(RuntimeError, match="does not know"):
+        Reranker(str(ce_copy), backend="openvino")
