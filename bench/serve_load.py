@@ -89,8 +89,8 @@ def _client_part(job) -> tuple[list[float], int]:
 
 
 def load_many(url: str, bodies: list[dict], concurrency: int, clients: int) -> dict:
-    """``clients`` processes keep ``concurrency`` requests in flight between them: one Python client tops out
-    near 200 requests/s (httpx's own cost), below what the service answers."""
+    """``clients`` processes keep ``concurrency`` requests in flight between them, so that the generator's
+    own Python per request (one process, one core) stays below what the service answers."""
     if clients <= 1:
         return asyncio.run(load(url, bodies, concurrency))
     import multiprocessing
@@ -113,11 +113,8 @@ def load_many(url: str, bodies: list[dict], concurrency: int, clients: int) -> d
 async def load(url: str, bodies: list[dict], concurrency: int, raw: bool = False) -> dict:
     """Closed loop: ``concurrency`` keep-alive connections, each sending its next request when the last is
     answered (the raw client below: bodies encoded before the clock starts)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host, port = parts.hostname, parts.port or 80
-    todo = iter([(_request(host, port, b), len(b["documents"])) for b in bodies])
+    address = _address(url)
+    todo = iter([(_request(address, b), len(b["documents"])) for b in bodies])
     latencies, errors = [], 0
 
     async def worker():
@@ -125,12 +122,7 @@ async def load(url: str, bodies: list[dict], concurrency: int, raw: bool = False
         conn = None
         for request, n_docs in todo:
             start = time.perf_counter()
-            try:
-                conn = conn or await _Conn.open(host, port)
-                status, payload = await conn.post(request)
-                ok = status == 200 and len(json.loads(payload)["results"]) == n_docs
-            except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, StopIteration):
-                ok, conn = False, None
+            conn, ok = await _answered(conn, address, request, n_docs)
             latencies.append(time.perf_counter() - start)
             errors += not ok
         if conn is not None:
@@ -150,8 +142,8 @@ async def load(url: str, bodies: list[dict], concurrency: int, raw: bool = False
 
 
 class _Conn:
-    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for a JSON POST: the open-loop
-    generator's client, so that its own cost per request is a socket write and a read (httpx's ~5 ms of Python
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for a JSON POST: both loops'
+    client, so that the generator's own cost per request is a socket write and a read (httpx's ~5 ms of Python
     per request made one process the bottleneck near 200 requests/s and its queue the measured latency)."""
 
     def __init__(self, reader, writer) -> None:
@@ -170,10 +162,29 @@ class _Conn:
         return status, await self.reader.readexactly(length)
 
 
-def _request(host: str, port: int, body: dict) -> bytes:
+def _address(url: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname, parts.port or 80
+
+
+def _request(address: tuple[str, int], body: dict) -> bytes:
     data = json.dumps(body, ensure_ascii=False).encode()
-    return (f"POST /v1/rerank HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    return (f"POST /v1/rerank HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+async def _answered(conn: "_Conn | None", address: tuple[str, int], request: bytes,
+                    n_docs: int) -> "tuple[_Conn | None, bool]":
+    """One rerank request on ``conn`` (opened first if None): (the connection, None if it broke; whether the
+    answer was 200 with one result per document)."""
+    try:
+        conn = conn or await _Conn.open(*address)
+        status, payload = await conn.post(request)
+        return conn, status == 200 and len(json.loads(payload)["results"]) == n_docs
+    except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, StopIteration):
+        return None, False
 
 
 async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False, begin_at: float | None = None) -> dict:
@@ -182,11 +193,8 @@ async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False, be
     ``lag`` (sent after its due time) tells whether this generator kept its schedule: a run whose lag p99 is
     over 5 ms measured its own queue, and says so (``generator_kept_schedule``). Latency is counted from the
     due time (a late send counts against the service, no coordinated omission) and from the send."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host, port = parts.hostname, parts.port or 80
-    requests = [_request(host, port, b) for b in bodies]
+    address = _address(url)
+    requests = [_request(address, b) for b in bodies]
     free: list[_Conn] = []
     latencies, from_send, lags, errors = [], [], [], 0
 
@@ -196,14 +204,9 @@ async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False, be
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         sent = time.perf_counter()
         lags.append(sent - due)
-        conn = free.pop() if free else None
-        try:
-            conn = conn or await _Conn.open(host, port)
-            status, payload = await conn.post(request)
-            ok = status == 200 and len(json.loads(payload)["results"]) == n_docs
+        conn, ok = await _answered(free.pop() if free else None, address, request, n_docs)
+        if conn is not None:
             free.append(conn)
-        except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, StopIteration):
-            ok = False
         done = time.perf_counter()
         latencies.append(done - due)
         from_send.append(done - sent)
@@ -222,8 +225,7 @@ async def paced(url: str, bodies: list[dict], rate: float, raw: bool = False, be
 
 
 def _paced_summary(n, rate, wall, latencies, from_send, lags, errors, **extra) -> dict:
-    lag = sorted(lags)
-    lag_p99 = 1000 * lag[min(len(lag) - 1, int(0.99 * len(lag)))]
+    lag_p99 = _percentiles(lags)["p99_ms"]
     summary = _percentiles(latencies)
     return {"requests": n, "errors": errors, "offered_per_s": rate, "requests_per_s": n / wall, **summary,
             "p99_over_p50": summary["p99_ms"] / summary["p50_ms"],

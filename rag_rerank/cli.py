@@ -315,7 +315,7 @@ def _model_options(args) -> dict:
         raise UsageError("--threads sets --backend onnx/openvino's threads; torch uses the process's (OMP_NUM_THREADS)")
     if args.backend == "auto" and args.threads is None:
         return {}  # every model's own default: auto
-    return {"backend": args.backend, "threads": args.threads} if args.backend != "torch" else {"backend": "torch"}
+    return {"backend": args.backend, "threads": args.threads}
 
 
 def _reranker(name: str, args):

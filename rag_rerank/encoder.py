@@ -2,7 +2,6 @@
 run by ONNX Runtime or OpenVINO)."""
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 from typing import Literal, Sequence
@@ -12,11 +11,10 @@ import numpy as np
 from . import models
 from .devices import resolve_device, resolve_dtype
 from .models import DEFAULT_ENCODER
-from .onnx_backend import check_options, choose_backend
+from .onnx_backend import check_options, choose_backend, torch_instead
 from .types import check_docs, check_query
 
 __all__ = ["DEFAULT_ENCODER", "BiEncoder"]
-log = logging.getLogger("rag_rerank")
 
 
 class BiEncoder:
@@ -53,14 +51,9 @@ class BiEncoder:
         if cpu_backend:
             try:
                 self.model, self._graph = None, _GraphEncoder(self.path, backend, max_length, quantize, threads, dtype)
-            except Exception as exc:
-                if asked != "auto":
-                    raise
-                # chosen, not asked for: a model the CPU backends cannot run (other modules, no export) loads in torch
-                log.warning("BiEncoder: %s could not run %s (%s: %s); using torch", backend, self.model_name,
-                            type(exc).__name__, str(exc)[:200])
-                cpu_backend, backend, self.backend_reason = False, "torch", f"the {backend} load failed"
-                self.backend = backend
+            except Exception as exc:  # chosen, not asked for: a model the CPU backends cannot run loads in torch
+                self.backend_reason = torch_instead("BiEncoder", asked, backend, self.model_name, exc)
+                cpu_backend, backend, self.backend = False, "torch", "torch"
         if cpu_backend:
             self.dtype = resolve_dtype(self._graph.graph.computes_in, self.device)
             saved = self._graph.prompts

@@ -32,7 +32,8 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["BACKEND_ENV", "CPU_BACKENDS", "Runtime", "Task", "check_options", "choose_backend", "exported", "load"]
+__all__ = ["BACKEND_ENV", "CPU_BACKENDS", "Runtime", "Task", "check_options", "choose_backend", "exported", "load",
+           "torch_instead"]
 Task = Literal["classifier", "encoder"]  # sequence-classification logits | token embeddings
 Runtime = Literal["onnx", "openvino"]  # ONNX Runtime | OpenVINO
 CPU_BACKENDS = ("onnx", "openvino")
@@ -207,6 +208,17 @@ def choose_backend(backend: str, device, *, quantize: bool = False, compile: boo
     if importlib.util.find_spec("onnxruntime") is not None:
         return "onnx", "a CPU, ONNX Runtime installed (OpenVINO is not)"
     return "torch", "a CPU without OpenVINO or ONNX Runtime installed"
+
+
+def torch_instead(who: str, asked: str, backend: str, model: str, exc: Exception) -> str:
+    """A CPU backend that ``backend="auto"`` chose failed to load ``model``: log that torch runs it instead
+    and return the reason the wrapper keeps (``backend_reason``). Asked for by name, ``exc`` is re-raised:
+    the caller's backend failing is the caller's error."""
+    if asked != "auto":
+        raise exc
+    log.warning("%s: %s could not run %s (%s: %s); using torch", who, backend, model, type(exc).__name__,
+                str(exc)[:200])
+    return f"the {backend} load failed"
 
 
 def check_options(backend: str, device, quantize: bool, threads: int | None) -> bool:

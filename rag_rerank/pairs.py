@@ -293,16 +293,17 @@ def encode_parts(backend, parts: Sequence[str]) -> list:
 
 
 def _slices(sizes: Sequence[int], n: int) -> list[int]:
-    """Bounds of ``n`` contiguous slices of about equal total size (every slice non-empty)."""
-    total, bounds, run = sum(sizes), [0], 0
-    for i, size in enumerate(sizes):
-        run += size
-        left = len(sizes) - i - 1
-        if len(bounds) < n and run >= total * len(bounds) / n and left >= n - len(bounds):
-            bounds.append(i + 1)
-        elif left == n - len(bounds) and len(bounds) < n:
-            bounds.append(i + 1)
-    return bounds + [len(sizes)] if bounds[-1] != len(sizes) else bounds
+    """Bounds of ``n`` contiguous slices of about equal total size (every slice non-empty): slice k ends at
+    the first item where the running total reaches k/n of the whole."""
+    import bisect
+    import itertools
+
+    running = list(itertools.accumulate(sizes))
+    bounds = [0]
+    for k in range(1, n):
+        end = bisect.bisect_left(running, running[-1] * k / n) + 1
+        bounds.append(min(max(end, bounds[-1] + 1), len(sizes) - (n - k)))
+    return bounds + [len(sizes)]
 
 
 # Pre-tokenizers that split a text at its whitespace before the model sees it, and ones that only split

@@ -185,13 +185,9 @@ class Reranker:
             try:
                 self._graph = onnx_backend.load(self.path, "classifier", backend, quantize=quantize, threads=threads,
                                                 dtype=dtype)
-            except Exception as exc:
-                if self._init_args["backend"] != "auto":
-                    raise
-                # chosen, not asked for: a model the exporter cannot take still loads, in torch
-                log.warning("Reranker: %s could not run %s (%s: %s); using torch", backend, self.model_name,
-                            type(exc).__name__, str(exc)[:200])
-                self.backend_reason = f"the {backend} load failed"
+            except Exception as exc:  # chosen, not asked for: a model the exporter cannot take loads in torch
+                self.backend_reason = onnx_backend.torch_instead("Reranker", self._init_args["backend"], backend,
+                                                                 self.model_name, exc)
                 backend, cpu_backend, self.backend = "torch", False, "torch"
                 self.dtype = resolve_dtype(dtype, self.device)
         if cpu_backend:
@@ -200,10 +196,7 @@ class Reranker:
             try:
                 net, info = AutoModelForSequenceClassification.from_pretrained(
                     str(self.path), dtype=self.dtype, trust_remote_code=trust_remote_code, output_loading_info=True)
-            except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
-                raise ValueError(f"{self.path}: the weights could not be loaded ({type(exc).__name__}: "
-                                 f"{str(exc)[:300]}); is the weights file complete?") from exc
-            except Exception as exc:  # safetensors' own error for a truncated or empty file, and the like
+            except Exception as exc:  # OSError, ValueError, safetensors' own error for a truncated or empty file
                 raise ValueError(f"{self.path}: the weights could not be loaded ({type(exc).__name__}: "
                                  f"{str(exc)[:300]}); is the weights file complete?") from exc
             missing = [k for k in info.get("missing_keys", []) if not ("classifier" in k or "score" in k)]
