@@ -188,6 +188,13 @@ class Block:
         return (docs, tfs) if len(docs) else None
 
 
+def query_terms(tokenizer, query: str, k: int) -> list[str]:
+    """A search's query terms (``k`` checked first: a bad ``k`` is an error even on an empty index)."""
+    if k <= 0:
+        raise ValueError("k must be >= 1")
+    return tokenizer([query])[0]
+
+
 def bm25_top(blocks: Sequence[Block], keys: np.ndarray, k: int, *, k1: float, b: float, n_live: int,
              avgdl: float, total_rows: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
     """Okapi BM25 (Lucene's non-negative idf) of the query term ``keys`` over ``blocks``: the top ``k``
@@ -275,13 +282,9 @@ class KoreanBM25:
     # -------------------------------------------------------------- search
     def search(self, query: str, k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
         """Top ``k`` (id, score) pairs with score > 0, best first; ties by id order of insertion."""
-        if k <= 0:
-            raise ValueError("k must be >= 1")
+        terms = query_terms(self.tokenizer, query, k)
         ids, block, avgdl = self._index()
-        if not ids:
-            return []
-        terms = self.tokenizer([query])[0]
-        if not terms:
+        if not ids or not terms:
             return []
         mask = None
         if allowed is not None:

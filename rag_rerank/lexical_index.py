@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .lexical import Block, bm25_top, make_tokenizer, postings, term_keys, text_key
+from .lexical import Block, bm25_top, make_tokenizer, postings, query_terms, term_keys, text_key
 
 FORMAT = 2
 MANIFEST = "manifest.json"
@@ -265,13 +265,9 @@ class LexicalIndex:
     def search(self, query: str, k: int, allowed: Iterable[str] | None = None) -> list[tuple[str, float]]:
         """Top ``k`` (id, score) pairs with score > 0, best first; ties by insertion order.
         ``allowed``: only these ids (a metadata filter's result)."""
-        if k <= 0:
-            raise ValueError("k must be >= 1")
+        terms = query_terms(self.tokenizer, query, k)
         snap = self.snapshot()
-        if snap.live == 0:
-            return []
-        terms = self.tokenizer([query])[0]
-        if not terms:
+        if snap.live == 0 or not terms:
             return []
         mask = None
         if allowed is not None:
