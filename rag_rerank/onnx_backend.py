@@ -102,13 +102,40 @@ def exported(model_dir: str | os.PathLike, task: Task, *, quantize: bool = False
             # (correlation 0.92 vs 0.86 per tensor, bench/results/speed_cpu) at the same speed.
             # The fused operators (com.microsoft domain) carry no inferred output types: say float.
             quantize_dynamic(str(made), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                             use_external_data_format=_external(made),
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             made = quantized
+        made = _one_data_file(made, tmp / target.name, f"{target.name}.data")
+        if made.with_name(f"{target.name}.data").exists():
+            os.replace(made.with_name(f"{target.name}.data"), target.with_name(f"{target.name}.data"))
         os.replace(made, target)
         stamp_file.write_text(json.dumps(stamp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _external(graph: Path) -> bool:
+    """Whether ``graph`` keeps its weights in files beside it (models over protobuf's 2 GB: the exporter
+    writes one file per tensor then, e.g. XLM-R-large rerankers)."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _one_data_file(graph: Path, out: Path, location: str) -> Path:
+    """``graph`` as it is where its weights are inside it; else saved again as ``out`` with every weight in
+    one file ``location`` beside it, which moves into the cache with the graph (the per-tensor files the
+    exporter wrote stay in the temp folder and go with it)."""
+    if not _external(graph):
+        return graph
+    import onnx
+
+    model = onnx.load(str(graph))  # reads the weights from the files beside it
+    onnx.save_model(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+                    size_threshold=1024)
+    return out
 
 
 def _fused(model_dir: Path, plain: Path, out: Path) -> Path:

@@ -87,6 +87,34 @@ def test_precision_options_that_a_backend_cannot_honour_are_refused(ce_copy, tin
     assert not (ce_copy / "onnx").exists()  # refused before any export
 
 
+def test_a_model_over_two_gigabytes_exports_with_its_weights_in_one_file_beside_the_graph(
+        ce_copy, korean_sentences, monkeypatch):
+    """Models over protobuf's 2 GB (XLM-R-large rerankers: bge-reranker-v2-m3) export with every tensor in a
+    file of its own beside the graph; the cache keeps them as one data file that moves with the graph (they
+    were left in the temp folder, so OpenVINO found no weights: 'invalid external data')."""
+    import onnx
+
+    export = onnx_backend._export
+
+    def as_if_large(model_dir, task, out):  # what torch.onnx.export writes for a model over 2 GB
+        export(model_dir, task, out)
+        onnx.save_model(onnx.load(str(out)), str(out), save_as_external_data=True, all_tensors_to_one_file=False,
+                        size_threshold=0)
+
+    monkeypatch.setattr(onnx_backend, "_export", as_if_large)
+    query, docs = korean_sentences[0], korean_sentences[1:12]
+    reference = np.array(Reranker(str(ce_copy), max_length=96).score(query, docs, raw=True))
+    for backend in ("openvino", "onnx"):
+        got = Reranker(str(ce_copy), max_length=96, backend=backend, dtype="fp32").score(query, docs, raw=True)
+        np.testing.assert_allclose(got, reference, atol=1e-4)
+    assert (ce_copy / "onnx" / "classifier.plain.onnx.data").stat().st_size > 0
+    # ONNX Runtime's fused graph is saved whole (the optimizer read the weights in; over 2 GB its save fails
+    # and the plain graph, one data file beside it, is used); no temp folders, no per-tensor files are left
+    assert sorted(p.name for p in (ce_copy / "onnx").iterdir()) == [
+        "classifier.json", "classifier.onnx", "classifier.plain.json", "classifier.plain.onnx",
+        "classifier.plain.onnx.data"]
+
+
 def test_openvino_reranker_scores_like_torch_and_reuses_the_plain_export(ce_copy, korean_sentences):
     import onnx
     import torch
