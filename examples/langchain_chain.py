@@ -7,7 +7,7 @@ retrieved (with their relevance_score) are the real output.
 """
 import asyncio
 
-from _common import PASSAGES, QUESTIONS, parse_args, store_dir
+from _common import PASSAGES, QUESTIONS, parse_args, show, store_dir
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
@@ -36,11 +36,9 @@ def main() -> None:
     chain = RunnableParallel(docs=retriever, question=RunnablePassthrough()).assign(answer=answer)
     for question in QUESTIONS:
         out = chain.invoke(question)
-        print(f"\n질문: {question}\n답변: {out['answer']}")
-        for rank, doc in enumerate(out["docs"], 1):
-            # relevance_score: the final score (the reranker fused with the retriever's order)
-            print(f"  {rank}. relevance {doc.metadata['relevance_score']:.3f} (rerank "
-                  f"{doc.metadata['rerank_score']:.3f})  {doc.page_content}")
+        # relevance_score: the final score (the reranker fused with the retriever's order)
+        show(question, [(f"relevance {d.metadata['relevance_score']:.3f} (rerank {d.metadata['rerank_score']:.3f})",
+                         d.page_content) for d in out["docs"]], answer=out["answer"])
     out = asyncio.run(chain.ainvoke(QUESTIONS[0]))
     print(f"\n(ainvoke) {QUESTIONS[0]} -> {out['docs'][0].page_content}")
 

@@ -7,7 +7,7 @@ engine hands to the LLM: the reranked top 3 of 10 hybrid (dense + Kiwi BM25) can
 """
 import asyncio
 
-from _common import PASSAGES, QUESTIONS, parse_args, store_dir
+from _common import PASSAGES, QUESTIONS, parse_args, show, store_dir
 from llama_index.core import get_response_synthesizer
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
@@ -29,11 +29,10 @@ def main() -> None:
     )
     for question in QUESTIONS:
         response = engine.query(question)
-        print(f"\n질문: {question}")
-        for rank, node in enumerate(response.source_nodes, 1):
-            meta = node.node.metadata  # the final (fused) score, and what each stage gave it
-            print(f"  {rank}. score {node.score:.3f} (rerank {meta['rerank_score']:.3f}, first stage "
-                  f"{meta['first_stage_score']:.3f})  {node.node.get_content()}")
+        # the final (fused) score, and what each stage gave it
+        show(question, [(f"score {n.score:.3f} (rerank {n.node.metadata['rerank_score']:.3f}, first stage "
+                         f"{n.node.metadata['first_stage_score']:.3f})", n.node.get_content())
+                        for n in response.source_nodes])
     answer = asyncio.run(engine.aquery(QUESTIONS[0]))
     print(f"\n(async) {QUESTIONS[0]} -> {answer.source_nodes[0].node.get_content()}")
 

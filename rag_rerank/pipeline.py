@@ -53,6 +53,18 @@ class SecondStage:
         self.reranker = reranker
         self.fusion = fusion_lib.resolve(fusion, lambda: model_settings.load(reranker.path).fusion)
 
+    @staticmethod
+    def adapter_fields(reranker: "Reranker | None", data: dict) -> dict:
+        """A framework adapter's fields: ``model`` names the given ``reranker`` unless the caller set it."""
+        return data if reranker is None else {"model": reranker.model_name, **data}
+
+    @classmethod
+    def of(cls, adapter, reranker: "Reranker | None") -> "SecondStage":
+        """The second stage of a framework adapter (its ``model``, ``fusion``, ``device``, ``max_length`` and
+        ``batch_size`` fields): ``reranker`` shared as given, else loaded from those fields."""
+        return cls.load(reranker, adapter.model, adapter.fusion, device=adapter.device,
+                        max_length=adapter.max_length, batch_size=adapter.batch_size)
+
     @classmethod
     def load(cls, reranker: "Reranker | None", model: str, fusion: Fusion | str | None = "auto",
              **options) -> "SecondStage":

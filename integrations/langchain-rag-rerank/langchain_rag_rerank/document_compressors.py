@@ -41,11 +41,8 @@ class KoreanCrossEncoderReranker(BaseDocumentCompressor):
     _stage: SecondStage = PrivateAttr()
 
     def __init__(self, reranker: Optional[Reranker] = None, **data: Any) -> None:
-        if reranker is not None:
-            data.setdefault("model", reranker.model_name)
-        super().__init__(**data)
-        self._stage = SecondStage.load(reranker, self.model, self.fusion, device=self.device,
-                                       max_length=self.max_length, batch_size=self.batch_size)
+        super().__init__(**SecondStage.adapter_fields(reranker, data))
+        self._stage = SecondStage.of(self, reranker)
 
     def compress_documents(self, documents: Sequence[Document], query: str,
                            callbacks: Optional[Callbacks] = None) -> Sequence[Document]:

@@ -16,16 +16,10 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 
 from rag_rerank.fusion import Fusion
-from rag_rerank.integrations.langchain import (KoreanChromaRetriever, KoreanCrossEncoder,
+from langchain_rag_rerank import (KoreanChromaRetriever, KoreanCrossEncoder,
                                                KoreanCrossEncoderReranker, KoreanEmbeddings)
 from rag_rerank.pipeline import SecondStage, TwoStageRetriever
 from rag_rerank.store import ChromaStore
-
-
-@pytest.fixture(scope="module")
-def qa(kornli, faq_corpus):
-    pairs, _ = kornli["test"]
-    return next((h, p) for h, p in pairs if p in faq_corpus[8:] and len(h) > 15)
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,20 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from rag_rerank.fusion import Fusion
-from rag_rerank.integrations.llama_index import ChromaBiEncoderRetriever, KoreanEmbedding, KoreanReranker
+from llama_index.embeddings.rag_rerank import KoreanEmbedding
+from llama_index.postprocessor.rag_rerank import KoreanReranker
+from llama_index.retrievers.rag_rerank import ChromaBiEncoderRetriever
 from rag_rerank.pipeline import TwoStageRetriever
 from rag_rerank.store import ChromaStore
 
-QUERY = ANSWER = None  # set by the `qa` fixture: a KorNLI test hypothesis and its premise
+QUERY = ANSWER = None  # set from the shared `qa` fixture: a demo question and the paragraph it was written on
 
 
 @pytest.fixture(scope="module", autouse=True)
-def qa(kornli, faq_corpus):
+def _qa(qa):
     global QUERY, ANSWER
-    pairs, _ = kornli["test"]
-    QUERY, ANSWER = next((h, p) for h, p in pairs if p in faq_corpus[8:] and len(h) > 15)
-    return QUERY, ANSWER
+    QUERY, ANSWER = qa
+    return qa
 
 
 class Recorder(BaseEventHandler):
