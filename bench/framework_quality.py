@@ -44,8 +44,8 @@ def cli_row(args) -> dict:
 def first_stage(args, reranker):
     """The same first stage the CLI evaluates: the model's tuned hybrid over the saved sides."""
     from rag_rerank import model_settings
-    from rag_rerank.first_stage import SavedCandidates
-    from rag_rerank.store import iter_documents
+    from rag_rerank.retrieval.first_stage import SavedCandidates
+    from rag_rerank.retrieval.store import iter_documents
     from rag_rerank.train import data
 
     corpus = [d.text for d in iter_documents(args.corpus)]

@@ -2,7 +2,7 @@
 
 Equal-weight RRF of dense e5 and Kiwi BM25 fell below BM25 alone on KorQuAD-style passages (the
 held-out check: hybrid 0.874 vs BM25 0.914 MRR@10). `rag-rerank train` now chooses BM25's share
-on its validation part (rag_rerank.first_stage.tune_hybrid). This runs that tuner the same way:
+on its validation part (rag_rerank.retrieval.first_stage.tune_hybrid). This runs that tuner the same way:
 the articles split as bench/quality.py splits them (fixed shuffle; 20 % test, 10 % validation),
 corpus = every paragraph; weights chosen on the validation articles' questions only, then every
 first stage scored on the test articles' questions, side by side in one process.
@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     import quality  # the task split of the quality benchmark, so both use the same articles
 
     from rag_rerank.evaluate import METRICS, mrr, ranking_metrics
-    from rag_rerank.first_stage import EQUAL, InMemoryCorpus, tune_hybrid
-    from rag_rerank.fusion import Fusion
+    from rag_rerank.retrieval.first_stage import EQUAL, InMemoryCorpus, tune_hybrid
+    from rag_rerank.retrieval.fusion import Fusion
 
     quality.DATA = Path(args.data)
     _, validation, test, corpus = quality._korquad()

@@ -130,7 +130,7 @@ def encoder_options(args) -> dict:
 
 # ------------------------------------------------------------------ phases
 def phase_ingest(args) -> dict:
-    from rag_rerank.store import ChromaStore
+    from rag_rerank.retrieval.store import ChromaStore
     from rag_rerank.types import Document
 
     docs = corpus(Path(args.data), args.size)
@@ -168,15 +168,15 @@ def phase_ingest(args) -> dict:
 
 WRITER = """
 import sys
-from rag_rerank.store import ChromaStore
+from rag_rerank.retrieval.store import ChromaStore
 store = ChromaStore(sys.argv[1], "scale", encoder=sys.argv[2])
 store.add([sys.argv[4]], ids=[f"other-{sys.argv[3]}"])
 """
 
 
 def phase_open(args) -> dict:
-    from rag_rerank.first_stage import StoreFirstStage
-    from rag_rerank.store import ChromaStore
+    from rag_rerank.retrieval.first_stage import StoreFirstStage
+    from rag_rerank.retrieval.store import ChromaStore
 
     docs = corpus(Path(args.data), args.size)
     qs = queries(docs)
@@ -184,7 +184,7 @@ def phase_open(args) -> dict:
     start = time.perf_counter()
     encoder = args.query_encoder or stand_in_encoder(args)
     store = ChromaStore(store_dir, "scale", encoder=encoder, encoder_options=encoder_options(args), create=False)
-    from rag_rerank.lexical import warm_up
+    from rag_rerank.retrieval.lexical import warm_up
 
     warm_up()  # as `rag-rerank serve` does at start: Kiwi loads beside the other models
     open_s = time.perf_counter() - start
@@ -241,9 +241,9 @@ def phase_replica(args) -> dict:
     import socket
     import urllib.request
 
-    from rag_rerank.first_stage import StoreFirstStage
-    from rag_rerank.lexical import warm_up
-    from rag_rerank.store import ChromaStore, lexical_dir
+    from rag_rerank.retrieval.first_stage import StoreFirstStage
+    from rag_rerank.retrieval.lexical import warm_up
+    from rag_rerank.retrieval.store import ChromaStore, lexical_dir
 
     docs = corpus(Path(args.data), args.size)
     qs = queries(docs)
@@ -357,7 +357,7 @@ def phase_engine(args) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     batch = 5461
     if args.engine == "numpy":
-        from rag_rerank.lexical_index import LexicalIndex, prepare
+        from rag_rerank.retrieval.lexical_index import LexicalIndex, prepare
 
         index = LexicalIndex(folder, "whitespace")
         commits = []

@@ -2,7 +2,7 @@
 
     python bench/ship_reranker.py TRAINED_DIR BASE_DIR OUT_DIR [--rank 16]
 
-Writes OUT_DIR: the delta against BASE_DIR (rag_rerank.model_delta: the merged LoRA updates as
+Writes OUT_DIR: the delta against BASE_DIR (rag_rerank.models.delta: the merged LoRA updates as
 rank-r fp16 factors + the head, and the files a loader reads beside the weights: config,
 sentence-transformers files, rag_rerank.json with the tuned fusion and hybrid), the
 training metrics, and reference.json: raw logits of the TRAINED model on Korean pairs from the
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag_rerank import demo  # noqa: E402
-from rag_rerank.model_delta import DELTA_FILE, export_delta  # noqa: E402
+from rag_rerank.models.delta import DELTA_FILE, export_delta  # noqa: E402
 
 
 def reference_pairs() -> list[tuple[str, str]]:

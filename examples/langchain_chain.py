@@ -16,8 +16,8 @@ from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 
 from rag_rerank import Reranker
 from rag_rerank.integrations.langchain import KoreanChromaRetriever, KoreanCrossEncoderReranker
-from rag_rerank.pipeline import TwoStageRetriever
-from rag_rerank.store import ChromaStore
+from rag_rerank.retrieval.pipeline import TwoStageRetriever
+from rag_rerank.retrieval.store import ChromaStore
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 
 from rag_rerank import Reranker
 from rag_rerank.integrations.llama_index import ChromaBiEncoderRetriever, KoreanReranker
-from rag_rerank.pipeline import TwoStageRetriever
-from rag_rerank.store import ChromaStore
+from rag_rerank.retrieval.pipeline import TwoStageRetriever
+from rag_rerank.retrieval.store import ChromaStore
 
 
 def main() -> None:

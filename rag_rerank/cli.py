@@ -33,7 +33,7 @@ def _cmd_rerank(args) -> int:
 def _open_store(args, lexical: bool = True, create: bool = False):
     """The store the flags name. Only ``index`` creates one: a reading command given a mistyped
     --store or --collection must say so, not answer from a new empty store."""
-    from .store import ChromaStore, lexical_dir
+    from .retrieval.store import ChromaStore, lexical_dir
 
     kwargs = dict(collection=args.collection, encoder=args.encoder, encoder_options=_model_options(args),
                   lexical=lexical, create=create)
@@ -46,7 +46,7 @@ def _open_store(args, lexical: bool = True, create: bool = False):
 
 
 def _cmd_index(args) -> int:
-    from .store import iter_documents
+    from .retrieval.store import iter_documents
 
     docs = list(iter_documents(args.source))
     if not docs:
@@ -59,7 +59,7 @@ def _cmd_index(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    from .pipeline import TwoStageRetriever
+    from .retrieval.pipeline import TwoStageRetriever
 
     first_stage = _first_stage(args)
     if first_stage is None:
@@ -82,8 +82,8 @@ def _first_stage(args):
     """The first stage the flags name (see :func:`_first_stage_args`), or None when they name none:
     the rankings saved in --candidates (with --corpus: the corpus they were searched in), an
     in-memory corpus (--corpus), or a store (--store / --host)."""
-    from . import first_stage as fs
-    from .store import iter_documents
+    from .retrieval import first_stage as fs
+    from .retrieval.store import iter_documents
 
     corpus = [d.text for d in iter_documents(args.corpus)] if args.corpus else None
     if args.candidates:
@@ -272,7 +272,7 @@ def _serve_app(args):
 
     store = _open_store(args) if args.store or args.host else None
     if store is not None and store.lexical is not None:
-        from .lexical import warm_up
+        from .retrieval.lexical import warm_up
 
         warm_up()  # Kiwi's model (seconds) loads while the reranker does, not on the first /search
     reranker = Reranker(args.reranker, device=args.device, quantize=args.quantize, compile=args.compile,

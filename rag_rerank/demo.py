@@ -120,9 +120,9 @@ def run_demo(*, quick: bool = False, store: str | None = None, model: str | None
 def _run(quick: bool, store: str | None, model: str | None, device: str | None) -> int:
     from .evaluate import ranking_metrics
     from .models import DEFAULT_RERANKER
-    from .pipeline import TwoStageRetriever
+    from .retrieval.pipeline import TwoStageRetriever
     from .reranker import Reranker
-    from .store import ChromaStore
+    from .retrieval.store import ChromaStore
 
     start = time.perf_counter()
     n = QUICK_QUESTIONS if quick else QUESTIONS

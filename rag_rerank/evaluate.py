@@ -13,16 +13,16 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from . import fusion as fusion_lib
-from . import model_settings
-from .first_stage import candidates_and_sides, holds
-from .fusion import PLAIN, Fusion
-from .known_queries import KnownQueries, combine
-from .known_queries import resolve as resolve_known
+from .retrieval import fusion as fusion_lib
+from .models import settings as model_settings
+from .retrieval.first_stage import candidates_and_sides, holds
+from .retrieval.fusion import PLAIN, Fusion
+from .retrieval.known_queries import KnownQueries, combine
+from .retrieval.known_queries import resolve as resolve_known
 from .types import in_chunks
 
 if TYPE_CHECKING:
-    from .first_stage import FirstStage
+    from .retrieval.first_stage import FirstStage
     from .types import Group
 
 METRICS = ("MRR@10", "NDCG@10", "R@1", "R@10")
@@ -161,7 +161,7 @@ def evaluate(groups: Sequence["Group"], candidates: Sequence[Sequence[str]], fir
 
 def _own_hybrid(hybrid: str | None, reranker, first_stage) -> Fusion | None:
     """The hybrid weights a model saved, where they differ from the first stage's and it can use them."""
-    from .first_stage import DenseAndLexical
+    from .retrieval.first_stage import DenseAndLexical
 
     if (first_stage is None or first_stage.mode != "hybrid" or not isinstance(first_stage, DenseAndLexical)
             or not first_stage.reweightable or reranker.path is None):

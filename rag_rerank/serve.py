@@ -340,7 +340,7 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
     batcher = MicroBatcher(reranker, max_wait_ms, max_batch_pairs, metrics) if max_wait_ms > 0 else None
     retriever = None
     if store is not None:
-        from .pipeline import TwoStageRetriever
+        from .retrieval.pipeline import TwoStageRetriever
 
         retriever = TwoStageRetriever(store, reranker, **(retriever_options or {}))
 

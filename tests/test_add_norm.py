@@ -1,4 +1,4 @@
-"""Residual add + LayerNorm in one Triton kernel (rag_rerank.add_norm): the kernel itself, run by
+"""Residual add + LayerNorm in one Triton kernel (rag_rerank.reranker.cuda.add_norm): the kernel itself, run by
 Triton's interpreter on the CPU, against eager ``LayerNorm(x + residual)``; the block swap, family by
 family, against the model's own logits and state-dict keys. The GPU bench's drift column checks it on CUDA."""
 from __future__ import annotations

@@ -204,7 +204,7 @@ def test_heldout_bench_pages_and_the_safe_choice():
     """bench/heldout.py: pages keep an article's paragraphs in order under a heading, each paragraph on one
     page; the choice takes the setting whose worst gain over the best first stage is highest."""
     import heldout
-    from rag_rerank.fusion import Fusion
+    from rag_rerank.retrieval.fusion import Fusion
 
     paras = [{"context": "가" * 500}, {"context": "나" * 400}, {"context": "다" * 100}, {"context": "라" * 900}]
     pages, where = heldout._pages([{"title": "제목_하나", "paragraphs": paras}])

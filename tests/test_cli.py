@@ -98,8 +98,8 @@ def test_index_and_search_commands(tmp_path, model_home, e5_dir, tiny_ce):
     # labelled as such, and a --where filter holds for it too
     import shutil
 
-    from rag_rerank.fusion import Fusion
-    from rag_rerank.known_queries import KnownQueries
+    from rag_rerank.retrieval.fusion import Fusion
+    from rag_rerank.retrieval.known_queries import KnownQueries
 
     model = tmp_path / "known-model"
     shutil.copytree(tiny_ce, model)
@@ -147,7 +147,7 @@ def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     rows = json.loads(out.stdout)
     assert [r["system"] for r in rows][:2] == ["bm25 (top 50)", f"+ {tmp_path / 'model'}"]
     from rag_rerank import model_settings
-    from rag_rerank.known_queries import KnownQueries
+    from rag_rerank.retrieval.known_queries import KnownQueries
 
     fusion = model_settings.load(tmp_path / "model").fusion
     # a tuned fusion adds its row; known queries two (over the first stage, over the pipeline)
@@ -260,7 +260,7 @@ def test_hybrid_tuned_from_saved_rankings_is_what_eval_measures(tmp_path, tiny_c
     assert [r["system"] for r in rows][:3] == ["hybrid (top 50)", own, f"+ {model}"]
     live = json.loads(run_cli("eval", "--data", str(test_file), *first_stage, "--json").stdout)[0]
     assert rows[0]["MRR@10"] == live["MRR@10"]  # replayed as saved
-    from rag_rerank.first_stage import InMemoryCorpus
+    from rag_rerank.retrieval.first_stage import InMemoryCorpus
     from rag_rerank.evaluate import first_stage_row
 
     groups = load(test_file).groups

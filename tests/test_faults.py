@@ -14,9 +14,9 @@ import pytest
 
 from rag_rerank import Reranker
 from rag_rerank.cli import run as run_cli
-from rag_rerank.lexical_index import LexicalIndex
-from rag_rerank.pipeline import TwoStageRetriever
-from rag_rerank.store import ChromaStore, iter_documents, lexical_dir
+from rag_rerank.retrieval.lexical_index import LexicalIndex
+from rag_rerank.retrieval.pipeline import TwoStageRetriever
+from rag_rerank.retrieval.store import ChromaStore, iter_documents, lexical_dir
 from rag_rerank.train import data as train_data
 from rag_rerank.types import Document
 
@@ -209,8 +209,8 @@ CASES = [
     ("serve limits float", lambda rr, *_: __import__("rag_rerank.serve").serve.Limits(max_query_chars=1.5), ValueError, "max_query_chars must be an integer"),
     ("batcher pairs 0", lambda rr, *_: __import__("rag_rerank.serve").serve.MicroBatcher(rr, 5, 0), ValueError, "max_batch_pairs must be >= 1"),
     ("batcher wait -1", lambda rr, *_: __import__("rag_rerank.serve").serve.MicroBatcher(rr, -1), ValueError, "max_wait_ms must be in [0, 10000]"),
-    ("fusion depth float", lambda *_: __import__("rag_rerank.fusion").fusion.Fusion(depth=2.0), ValueError, "fusion depth must be a whole number"),
-    ("fusion method", lambda *_: __import__("rag_rerank.fusion").fusion.Fusion(method="max"), ValueError, "fusion method must be one of"),
+    ("fusion depth float", lambda *_: __import__("rag_rerank.retrieval.fusion").fusion.Fusion(depth=2.0), ValueError, "fusion depth must be a whole number"),
+    ("fusion method", lambda *_: __import__("rag_rerank.retrieval.fusion").fusion.Fusion(method="max"), ValueError, "fusion method must be one of"),
     ("train topic a list", lambda rr, s, ce, tmp: train_data.load(_file(tmp, "tp.jsonl", '{"query": "q", "positive": "d", "topic": ["a"]}')), ValueError, "tp.jsonl:1: topic is empty or not a string"),
     ("serve max-wait inf", lambda rr, *_: _app(rr, max_wait_ms=float("inf")), ValueError,
      "max_wait_ms must be in [0, 10000]"),
@@ -323,8 +323,8 @@ def test_model_directories_are_checked_before_they_score(tiny_ce, tmp_path):
     weights file, a truncated known-queries file: each an error naming the directory or file."""
     import shutil
 
-    from rag_rerank.encoder import is_e5_name
-    from rag_rerank.known_queries import DATA_FILE, KnownQueries
+    from rag_rerank.retrieval.encoder import is_e5_name
+    from rag_rerank.retrieval.known_queries import DATA_FILE, KnownQueries
 
     def copy(name):
         return shutil.copytree(tiny_ce, tmp_path / name)
@@ -359,7 +359,7 @@ def test_e5_prompts_without_saved_ones_under_sentence_transformers_defaults(tiny
     """sentence-transformers 6 fills empty default prompts: an e5 folder still gets both e5 prompts."""
     import shutil
 
-    from rag_rerank.encoder import BiEncoder
+    from rag_rerank.retrieval.encoder import BiEncoder
 
     folder = shutil.copytree(tiny_encoder, tmp_path / "tiny-e5")
     from sentence_transformers import SentenceTransformer
@@ -384,7 +384,7 @@ def test_latin_words_match_whole(store):
 def test_huge_document_is_tokenised_in_pieces():
     import time
 
-    from rag_rerank.lexical import KiwiTokenizer
+    from rag_rerank.retrieval.lexical import KiwiTokenizer
 
     text = "대한민국의 수도는 서울이다. " * 30000 + "마지막단어"  # ~0.5 MB in one string
     start = time.perf_counter()
@@ -432,7 +432,7 @@ def test_cli_exit_codes(tmp_path, tiny_ce):
 INGEST = textwrap.dedent("""
     import os, signal, sys
     from rag_rerank import lexical_index
-    from rag_rerank.store import ChromaStore
+    from rag_rerank.retrieval.store import ChromaStore
     store_dir, encoder, crash = sys.argv[1], sys.argv[2], sys.argv[3]
     store = ChromaStore(store_dir, "crash", encoder=encoder)
     store._max_batch = 7  # several write batches

@@ -1,4 +1,4 @@
-"""Feed-forward bias + activation in the GEMM epilogue (rag_rerank.fused): the model's own logits,
+"""Feed-forward bias + activation in the GEMM epilogue (rag_rerank.reranker.cuda.fused): the model's own logits,
 its own parameters and state-dict keys, family by family. On a CPU ``torch._addmm_activation``
 computes exact GELU (cuBLASLt's is the tanh approximation: the GPU bench's drift column checks it)."""
 from __future__ import annotations

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from rag_rerank import fusion, model_settings
-from rag_rerank.pipeline import rerank_fused
+from rag_rerank.retrieval.pipeline import rerank_fused
 from rag_rerank.evaluate import mrr
-from rag_rerank.fusion import Fusion, weighted_rrf
+from rag_rerank.retrieval.fusion import Fusion, weighted_rrf
 
 
 def test_plain_fusion_is_reranking_and_zero_weight_is_the_first_stage():
@@ -183,7 +183,7 @@ class _TwoSides:
 
 
 def test_tune_hybrid_leans_on_the_stronger_side_and_keeps_equal_weights_otherwise():
-    from rag_rerank.first_stage import EQUAL, tune_hybrid
+    from rag_rerank.retrieval.first_stage import EQUAL, tune_hybrid
 
     relevant = [{f"p{i}"} for i in range(20)]
     dense = [[f"x{i}", f"y{i}", f"z{i}", f"w{i}", f"p{i}"] for i in range(20)]  # the answer 5th

@@ -1,4 +1,4 @@
-"""CUDA graphs of packed passes (rag_rerank.graphs), without a GPU: the recording is replaced by a
+"""CUDA graphs of packed passes (rag_rerank.reranker.engine.graphs), without a GPU: the recording is replaced by a
 "graph" that re-runs the recorded pass on its static inputs, so what is tested is what the class
 itself does: buckets, copying each pass's inputs in, one recording per bucket, the real pairs'
 logits out, and turning itself off when a replay disagrees with the eager pass."""
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rag_rerank.graphs import PackedGraphs
-from rag_rerank.packed import inputs
+from rag_rerank.reranker.engine.graphs import PackedGraphs
+from rag_rerank.reranker.engine.packed import inputs
 
 
 class _PairSums(torch.nn.Module):

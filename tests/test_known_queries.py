@@ -7,8 +7,8 @@ import pytest
 
 from rag_rerank import known_queries, model_settings
 from rag_rerank.evaluate import mrr
-from rag_rerank.fusion import Fusion
-from rag_rerank.known_queries import KnownQueries, char_bigrams, combine
+from rag_rerank.retrieval.fusion import Fusion
+from rag_rerank.retrieval.known_queries import KnownQueries, char_bigrams, combine
 
 QA = [("오늘 날씨 어때", ["맑고 따뜻해요."]), ("점심 뭐 먹지", ["김밥 어때요?"]),
       ("주말에 뭐 하지", ["등산 가세요.", "영화 보세요."]), ("점심 메뉴 추천해줘", ["김밥 어때요?"])]

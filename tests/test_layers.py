@@ -45,7 +45,7 @@ def test_console_script_help_loads_no_torch():
 
 def test_lazy_names_resolve_to_the_real_objects():
     import rag_rerank
-    from rag_rerank.pipeline import TwoStageRetriever
+    from rag_rerank.retrieval.pipeline import TwoStageRetriever
     from rag_rerank.types import Document
 
     assert rag_rerank.TwoStageRetriever is TwoStageRetriever and rag_rerank.Document is Document
@@ -96,17 +96,40 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("module", ["rag_rerank.first_stage", "rag_rerank.store", "rag_rerank.encoder",
-                                    "rag_rerank.lexical", "rag_rerank.lexical_index", "rag_rerank.types", "rag_rerank.fusion",
-                                    "rag_rerank.model_settings", "rag_rerank.known_queries"])
+@pytest.mark.parametrize("module", ["rag_rerank.retrieval.first_stage", "rag_rerank.retrieval.store",
+                                    "rag_rerank.retrieval.encoder", "rag_rerank.retrieval.lexical",
+                                    "rag_rerank.retrieval.lexical_index", "rag_rerank.types", "rag_rerank.retrieval.fusion",
+                                    "rag_rerank.models.settings", "rag_rerank.retrieval.known_queries"])
 def test_no_arrow_from_the_first_stage_or_fusion_to_the_reranker(module):
-    assert "rag_rerank.reranker" not in _reachable(_graph(), module)
+    assert not [m for m in _reachable(_graph(), module) if m.startswith("rag_rerank.reranker")]
 
 
 def test_the_reranker_imports_no_later_stage():
-    later = {"rag_rerank.pipeline", "rag_rerank.fusion", "rag_rerank.known_queries", "rag_rerank.first_stage",
-             "rag_rerank.store", "rag_rerank.evaluate", "rag_rerank.model_settings"}
-    assert not _reachable(_graph(), "rag_rerank.reranker") & later
+    graph = _graph()
+    reranker = [m for m in graph if m.startswith("rag_rerank.reranker")]
+    reached = set().union(*(_reachable(graph, m) for m in reranker))
+    later = {m for m in graph if m.startswith("rag_rerank.retrieval")} | {"rag_rerank.evaluate", "rag_rerank.models.settings"}
+    assert reranker and not reached & later
+
+
+def test_the_folders_show_the_layers_and_the_old_paths_still_import():
+    """Top level: the shared types, the entry points and one folder a layer (retrieval/, reranker/, models/,
+    train/); the modules' first homes (rag_rerank.store, rag_rerank.fusion, ...) answer with the same module."""
+    import importlib
+
+    import rag_rerank
+
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__", "_lazy", "cli", "demo", "evaluate", "serve", "types"]
+    assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} == {
+        "retrieval", "reranker", "models", "train", "integrations", "testing"}
+    for old, new in rag_rerank.MOVED.items():
+        assert importlib.import_module(f"rag_rerank.{old}") is importlib.import_module(f"rag_rerank.{new}"), old
+    from rag_rerank import fusion, model_settings
+    from rag_rerank.store import ChromaStore
+
+    assert (fusion.__name__, model_settings.__name__) == ("rag_rerank.retrieval.fusion", "rag_rerank.models.settings")
+    assert ChromaStore is rag_rerank.ChromaStore
 
 
 def test_the_core_imports_no_framework():
@@ -151,7 +174,7 @@ def test_fusion_is_arithmetic_and_no_layer_reaches_back_into_training():
     """fusion calls no model (the second stage that scores and fuses is pipeline.rerank_fused), and the
     inference layers take their shared types from types, not from train/ (only the CLI drives training)."""
     graph = _graph()
-    assert not {"rag_rerank.reranker", "rag_rerank.pipeline"} & _reachable(graph, "rag_rerank.fusion")
+    assert not {"rag_rerank.reranker", "rag_rerank.retrieval.pipeline"} & _reachable(graph, "rag_rerank.retrieval.fusion")
     inference = [m for m in graph if not m.startswith(("rag_rerank.train", "rag_rerank.cli", "rag_rerank.integrations"))
                  and m != "rag_rerank"]
     assert not [m for m in inference if any(d.startswith("rag_rerank.train") for d in graph[m])]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from rag_rerank import lexical
-from rag_rerank.lexical import KiwiTokenizer, KoreanBM25
-from rag_rerank.lexical_index import LexicalIndex, prepare
-from rag_rerank.store import ChromaStore, lexical_dir, lexical_file
+from rag_rerank.retrieval.lexical import KiwiTokenizer, KoreanBM25
+from rag_rerank.retrieval.lexical_index import LexicalIndex, prepare
+from rag_rerank.retrieval.store import ChromaStore, lexical_dir, lexical_file
 
 WORDS = [f"w{i}" for i in range(120)]
 
@@ -161,7 +161,7 @@ WRITER = textwrap.dedent("""
     import sys, time
     path, encoder, what = sys.argv[1:4]
     if what != "upsert":
-        from rag_rerank.store import ChromaStore
+        from rag_rerank.retrieval.store import ChromaStore
     if what == "add":
         ChromaStore(path, "live", encoder=encoder).add(["제주도의 감귤은 겨울에 달다."], ids=["jeju"])
     elif what == "upsert":  # another Chroma client (LangChain, LlamaIndex) changes a text in place

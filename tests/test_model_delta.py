@@ -1,11 +1,11 @@
-"""The compact delta (rag_rerank.model_delta): a merged LoRA fine-tune stored as low-rank fp16 factors
+"""The compact delta (rag_rerank.models.delta): a merged LoRA fine-tune stored as low-rank fp16 factors
 + its head, rebuilt on the base it came from, and refused on any other base."""
 import json
 
 import pytest
 import torch
 
-from rag_rerank.model_delta import DELTA_FILE, DELTA_INFO, apply_delta, export_delta
+from rag_rerank.models.delta import DELTA_FILE, DELTA_INFO, apply_delta, export_delta
 
 
 def _fine_tune_like_lora(base, out, rank, seed=0):
@@ -92,6 +92,6 @@ def test_update_above_the_rank_is_stored_whole(tiny_encoder, tmp_path):
 
 def test_the_pipeline_files_travel_with_the_delta():
     from rag_rerank import known_queries, model_settings
-    from rag_rerank.model_delta import MODEL_FILES
+    from rag_rerank.models.delta import MODEL_FILES
 
     assert {model_settings.CONFIG_FILE, known_queries.DATA_FILE} <= set(MODEL_FILES)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rag_rerank import Reranker, onnx_backend
-from rag_rerank.encoder import BiEncoder
+from rag_rerank.retrieval.encoder import BiEncoder
 from rag_rerank.evaluate import mrr
 from rag_rerank.testing import tiny_albert_cross_encoder
 
@@ -80,7 +80,7 @@ def test_precision_options_that_a_backend_cannot_honour_are_refused(ce_copy, tin
         Reranker(str(ce_copy), threads=2)  # torch: was silently ignored
     with pytest.raises(ValueError, match="threads sets the CPU backends' threads"):
         BiEncoder(str(tiny_encoder), threads=2)
-    from rag_rerank.first_stage import InMemoryCorpus
+    from rag_rerank.retrieval.first_stage import InMemoryCorpus
 
     with pytest.raises(ValueError, match="encoder_options apply to an encoder given by name"):  # not dropped
         InMemoryCorpus(["가", "나"], mode="dense", encoder=BiEncoder(str(tiny_encoder)), encoder_options={"backend": "onnx"})
@@ -227,7 +227,7 @@ def test_auto_backend_is_the_default_and_takes_the_fastest_installed(ce_copy, ti
     import importlib.util
     import logging
 
-    from rag_rerank.onnx_backend import choose_backend
+    from rag_rerank.models.export import choose_backend
 
     monkeypatch.delenv("RAG_RERANK_BACKEND")
     query, docs = korean_sentences[0], korean_sentences[1:20]

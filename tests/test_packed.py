@@ -1,4 +1,4 @@
-"""Padding-free passes (rag_rerank.packed): the same logits as padded passes, family by family."""
+"""Padding-free passes (rag_rerank.reranker.engine.packed): the same logits as padded passes, family by family."""
 from __future__ import annotations
 
 import pytest
@@ -66,7 +66,7 @@ def test_packed_passes_fill_a_token_budget_of_real_tokens(tiny_ce, korean_senten
 def test_packed_inputs_restart_positions_and_mark_pairs():
     import numpy as np
 
-    from rag_rerank.packed import inputs
+    from rag_rerank.reranker.engine.packed import inputs
 
     ids = [np.array([5, 6, 7]), np.array([8]), np.array([9, 10])]
     out = inputs(ids, [np.zeros(3, int), np.ones(1, int), np.zeros(2, int)], offset=2, spans=True)
@@ -100,7 +100,7 @@ def test_packing_where_it_pays(tmp_path, tokenizer):
 def test_bucketed_passes_score_like_the_pass_they_grow(family, tmp_path, tokenizer, korean_sentences):
     """A pass grown to its bucket shape (pad pairs, empty pairs, the fixed max_length_q that a CUDA
     graph records) gives every real pair the logits of the pass as it was (CPU: the per-pair loop)."""
-    from rag_rerank.packed import bucket
+    from rag_rerank.reranker.engine.packed import bucket
 
     # large weights: pair scores far apart, so a token seen across a boundary shows
     r = Reranker(_model(tmp_path, tokenizer, family, initializer_range=0.5), max_length=96, batch_size=4)
@@ -120,7 +120,7 @@ def test_bucketed_passes_score_like_the_pass_they_grow(family, tmp_path, tokeniz
 def test_buckets_are_few_and_waste_little():
     import numpy as np
 
-    from rag_rerank.packed import bucket, inputs
+    from rag_rerank.reranker.engine.packed import bucket, inputs
 
     rng = np.random.default_rng(0)
     shapes = set()

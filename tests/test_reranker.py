@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rag_rerank import RankedDoc, Reranker
-from rag_rerank.devices import resolve_device, resolve_dtype
+from rag_rerank.models.devices import resolve_device, resolve_dtype
 from rag_rerank.models import ModelNotFoundError
 
 
@@ -165,7 +165,7 @@ def test_long_documents_are_cut_for_the_tokenizers_threads_and_encode_as_a_whole
     for Metaspace unigram (ALBERT, XLM-R / e5) and BERT WordPiece tokenizers."""
     from transformers import AutoTokenizer
 
-    from rag_rerank.pairs import PairEncoder, _cut_points
+    from rag_rerank.reranker.pairs import PairEncoder, _cut_points
 
     tok = (_wordpiece_tokenizer(korean_sentences) if fixture == "wordpiece"
            else AutoTokenizer.from_pretrained(str(request.getfixturevalue(fixture))))
@@ -180,7 +180,7 @@ def test_long_documents_are_cut_for_the_tokenizers_threads_and_encode_as_a_whole
 
 
 def test_cut_points_are_single_spaces_between_letters_or_digits():
-    from rag_rerank.pairs import _cut_points
+    from rag_rerank.reranker.pairs import _cut_points
 
     text = "가나다 " * 200 + "끝"
     cuts = _cut_points(text, 100)
@@ -195,7 +195,7 @@ def test_cut_points_are_single_spaces_between_letters_or_digits():
 def test_tokenizers_whose_parts_may_differ_from_their_whole_are_never_cut():
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
-    from rag_rerank.pairs import _cuts_exactly
+    from rag_rerank.reranker.pairs import _cuts_exactly
 
     def tok(pre, norm=None):
         t = Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))
@@ -226,7 +226,7 @@ def test_tokenizers_whose_parts_may_differ_from_their_whole_are_never_cut():
 
 
 def test_token_cache_is_bounded_and_drops_the_least_recently_used_first():
-    from rag_rerank.pairs import TokenCache
+    from rag_rerank.reranker.pairs import TokenCache
 
     ids = lambda n: np.arange(n, dtype=np.int32)  # noqa: E731
     cache = TokenCache(10)

@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 
-from rag_rerank.lexical import KoreanBM25
-from rag_rerank.first_stage import hybrid
-from rag_rerank.fusion import Fusion
-from rag_rerank.pipeline import TwoStageRetriever
-from rag_rerank.store import ChromaStore, collection_name, content_id
+from rag_rerank.retrieval.lexical import KoreanBM25
+from rag_rerank.retrieval.first_stage import hybrid
+from rag_rerank.retrieval.fusion import Fusion
+from rag_rerank.retrieval.pipeline import TwoStageRetriever
+from rag_rerank.retrieval.store import ChromaStore, collection_name, content_id
 from rag_rerank.types import Document, Hit
 
 N_QUERIES = 120
@@ -227,7 +227,7 @@ def test_bm25_catches_up_with_writes_it_did_not_see(tmp_path, encoder):
 
 
 def test_encoder_mismatch_is_refused(tmp_path, encoder):
-    from rag_rerank.encoder import BiEncoder
+    from rag_rerank.retrieval.encoder import BiEncoder
 
     ChromaStore(tmp_path / "db", "dims", encoder=encoder).add(["문서"])
 
@@ -299,7 +299,7 @@ def test_two_stage_applies_the_rerankers_saved_fusion(premises_store, tiny_ce, q
     import shutil
 
     from rag_rerank import Reranker, fusion
-    from rag_rerank.model_settings import ModelSettings
+    from rag_rerank.models.settings import ModelSettings
 
     model = tmp_path / "model"
     shutil.copytree(tiny_ce, model)
@@ -333,8 +333,8 @@ def test_two_stage_fuses_in_the_rerankers_known_queries(premises_store, tiny_ce,
     import shutil
 
     from rag_rerank import Reranker
-    from rag_rerank.fusion import Fusion
-    from rag_rerank.known_queries import KnownQueries
+    from rag_rerank.retrieval.fusion import Fusion
+    from rag_rerank.retrieval.known_queries import KnownQueries
 
     _, premises = kornli["test"]
     target, absent = premises[7], "이 답은 저장소에 없다."

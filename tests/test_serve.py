@@ -105,7 +105,7 @@ def test_bearer_token(reranker):
 
 
 def test_search_over_a_store(reranker, tmp_path, tiny_encoder):
-    from rag_rerank.store import ChromaStore
+    from rag_rerank.retrieval.store import ChromaStore
 
     store = ChromaStore(tmp_path / "store", "serve-test", encoder=str(tiny_encoder))
     store.add(DOCS + ["훈민정음은 1443년에 만들어졌다."])

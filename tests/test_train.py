@@ -11,8 +11,8 @@ pytest.importorskip("peft")
 
 from rag_rerank import Reranker
 from rag_rerank import model_settings
-from rag_rerank.first_stage import InMemoryCorpus, SavedCandidates
-from rag_rerank.fusion import Fusion
+from rag_rerank.retrieval.first_stage import InMemoryCorpus, SavedCandidates
+from rag_rerank.retrieval.fusion import Fusion
 from rag_rerank.train import DataError, from_pairs, load, load_config, preset, train
 from rag_rerank.train import model_setup
 from rag_rerank.evaluate import ranking_metrics
@@ -570,9 +570,9 @@ def test_default_base_falls_back_to_the_offline_e5_when_the_hub_cannot_deliver(m
 def test_training_tunes_the_hybrid_on_validation_and_the_retriever_uses_it(tiny_ce, tiny_encoder, tmp_path, kornli):
     """A hybrid first stage: BM25's share is chosen on the validation queries before mining, saved
     with the model, and a TwoStageRetriever over a store takes it from the model (hybrid='auto')."""
-    from rag_rerank.first_stage import EQUAL
-    from rag_rerank.pipeline import TwoStageRetriever
-    from rag_rerank.store import ChromaStore
+    from rag_rerank.retrieval.first_stage import EQUAL
+    from rag_rerank.retrieval.pipeline import TwoStageRetriever
+    from rag_rerank.retrieval.store import ChromaStore
 
     premises = kornli["dev"][1]
     corpus = InMemoryCorpus(premises, mode="hybrid", encoder=str(tiny_encoder))  # a random dense side
@@ -594,7 +594,7 @@ def test_saved_hybrid_keeps_both_sides_and_reweights_like_the_live_first_stage(t
     """A hybrid's saved file carries its dense and BM25 rankings: replayed as saved, and after
     with_hybrid fused anew exactly as the live first stage fuses them (what lets training on the
     GPU machine, which has no store, tune the hybrid)."""
-    from rag_rerank.first_stage import EQUAL
+    from rag_rerank.retrieval.first_stage import EQUAL
     from rag_rerank.train.data import save_jsonl
 
     live = InMemoryCorpus(kornli["dev"][1], mode="hybrid", encoder=str(tiny_encoder))

@@ -362,7 +362,7 @@ def save_jsonl(data: TrainingData, path: str | Path, *, by_id: bool = True) -> N
     ``by_id`` (the default) writes each distinct text of the groups once, in a header line, and
     the groups' positives, negatives and candidates as ids into it; :func:`load` reads both forms.
     """
-    from ..first_stage import text_id
+    from ..retrieval.first_stage import text_id
 
     with _open_text(Path(path), "w") as fh:
         if by_id and data.groups:

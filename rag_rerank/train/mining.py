@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from ..first_stage import FirstStage, candidates_and_sides
+from ..retrieval.first_stage import FirstStage, candidates_and_sides
 from .data import Group, TrainingData
 from ..types import in_chunks
 

@@ -75,7 +75,7 @@ def append_model_card(out: Path, metrics: dict, rows: list[EvalRow], data_descri
     """The model's README.md, the project's own (it replaces sentence-transformers' stock card, which named
     the base model "Unknown" and pasted rows of the training data in): base model, data (described, never
     quoted), recipe, validation metrics, the saved pipeline settings, how to load it, what to check."""
-    from .. import model_settings
+    from ..models import settings as model_settings
 
     cfg = metrics["config"]
     base = cfg["base_model"]

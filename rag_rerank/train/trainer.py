@@ -13,13 +13,13 @@ from typing import Sequence
 import torch
 
 from .. import models
-from ..devices import resolve_device
+from ..models.devices import resolve_device
 from .. import evaluate
 from . import memory, model_setup, report
 from .data import TrainingData, mix_in
 from .fast import PairTokenizingCollator, RerankerTrainer, length_grouped_sampler
 from .mining import choose_mix, mine_hard_negatives
-from ..model_settings import ModelSettings
+from ..models.settings import ModelSettings
 from .recipes import TrainConfig
 
 log = logging.getLogger("rag_rerank.train")
@@ -333,7 +333,7 @@ def _tune_hybrid(config: TrainConfig, first_stage, eval_data: TrainingData, note
     """A hybrid first stage that searches both sides itself: BM25's share chosen on the validation
     queries before mining, so negatives, validation candidates and the saved model all use the
     tuned hybrid. Returns (first stage, the fusion or None, its report or None)."""
-    from ..first_stage import DenseAndLexical, tune_hybrid
+    from ..retrieval.first_stage import DenseAndLexical, tune_hybrid
 
     if first_stage.mode != "hybrid":
         return first_stage, None, None
@@ -388,7 +388,7 @@ def before_after(config: TrainConfig, eval_data: TrainingData, out: Path, notes:
     import random
     import warnings
 
-    from .. import fusion
+    from ..retrieval import fusion
     from ..reranker import Reranker
 
     groups = eval_data.groups
@@ -446,8 +446,8 @@ def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data:
     """Known queries: does fusing in the documents of the most similar *training* queries help the
     validation queries? Chooses the weight on validation (0 = off) and saves every query of both
     parts with the model, so the retrievers can use them. Returns (row or None, report)."""
-    from .. import known_queries
-    from ..first_stage import holds
+    from ..retrieval import known_queries
+    from ..retrieval.first_stage import holds
 
     groups = eval_data.groups
     pairs = [(g.query, g.positives) for g in train_data.groups if g.positives]
@@ -484,7 +484,7 @@ def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data:
 
 def _remove_known_queries(out: Path) -> None:
     """A model trained again into the same directory must not keep an older run's known queries."""
-    from .. import known_queries
+    from ..retrieval import known_queries
 
     (out / known_queries.DATA_FILE).unlink(missing_ok=True)
 

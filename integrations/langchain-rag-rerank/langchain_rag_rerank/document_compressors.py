@@ -9,7 +9,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from rag_rerank.models import DEFAULT_RERANKER
-from rag_rerank.pipeline import SecondStage
+from rag_rerank.retrieval.pipeline import SecondStage
 from rag_rerank.reranker import Reranker
 from rag_rerank.types import check_query
 
@@ -20,7 +20,7 @@ class KoreanCrossEncoderReranker(BaseDocumentCompressor):
     The incoming order is the first stage (the base retriever's ranking): with ``fusion="auto"``
     (the default) the reranker's ranking is fused with it as the model's training chose on
     validation (plain reranking for models without saved settings), as
-    :class:`~rag_rerank.pipeline.TwoStageRetriever` does; ``fusion=None``: plain reranking.
+    :class:`~rag_rerank.retrieval.pipeline.TwoStageRetriever` does; ``fusion=None``: plain reranking.
     ``metadata['relevance_score']`` is the final pipeline score (what ``score_threshold`` cuts
     on), ``metadata['rerank_score']`` the reranker's [0, 1] relevance (absent below the fusion's
     depth); with ``keep_retrieval_score=True`` a score the document arrived with
@@ -37,7 +37,7 @@ class KoreanCrossEncoderReranker(BaseDocumentCompressor):
     device: Optional[str] = None
     max_length: int = Field(default=512, gt=8)
     keep_retrieval_score: bool = False
-    fusion: Optional[Any] = "auto"  # 'auto' | None | rag_rerank.fusion.Fusion
+    fusion: Optional[Any] = "auto"  # 'auto' | None | rag_rerank.retrieval.fusion.Fusion
     _stage: SecondStage = PrivateAttr()
 
     def __init__(self, reranker: Optional[Reranker] = None, **data: Any) -> None:

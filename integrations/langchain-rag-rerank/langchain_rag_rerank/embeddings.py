@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from langchain_core.embeddings import Embeddings
 
-from rag_rerank.encoder import BiEncoder
+from rag_rerank.retrieval.encoder import BiEncoder
 from rag_rerank.models import DEFAULT_ENCODER
 
 

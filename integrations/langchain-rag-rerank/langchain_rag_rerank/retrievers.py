@@ -8,7 +8,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from rag_rerank.pipeline import TwoStageRetriever
+from rag_rerank.retrieval.pipeline import TwoStageRetriever
 from rag_rerank.types import Hit
 
 
@@ -20,7 +20,7 @@ def hit_to_document(hit: Hit) -> Document:
 
 
 class KoreanChromaRetriever(BaseRetriever):
-    """A LangChain retriever over a :class:`~rag_rerank.pipeline.TwoStageRetriever`.
+    """A LangChain retriever over a :class:`~rag_rerank.retrieval.pipeline.TwoStageRetriever`.
 
     How many documents, as LangChain's own retrievers take it: ``k`` (``top_n`` is accepted as its
     old name), ``search_kwargs={"k": ..., "where": {...}}`` like ``VectorStoreRetriever``, or per

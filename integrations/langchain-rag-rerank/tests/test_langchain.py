@@ -15,11 +15,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 
-from rag_rerank.fusion import Fusion
+from rag_rerank.retrieval.fusion import Fusion
 from langchain_rag_rerank import (KoreanChromaRetriever, KoreanCrossEncoder,
                                                KoreanCrossEncoderReranker, KoreanEmbeddings)
-from rag_rerank.pipeline import SecondStage, TwoStageRetriever
-from rag_rerank.store import ChromaStore
+from rag_rerank.retrieval.pipeline import SecondStage, TwoStageRetriever
+from rag_rerank.retrieval.store import ChromaStore
 
 
 @pytest.fixture(scope="module")

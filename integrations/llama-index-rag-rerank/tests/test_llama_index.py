@@ -16,12 +16,12 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from rag_rerank.fusion import Fusion
+from rag_rerank.retrieval.fusion import Fusion
 from llama_index.embeddings.rag_rerank import KoreanEmbedding
 from llama_index.postprocessor.rag_rerank import KoreanReranker
 from llama_index.retrievers.rag_rerank import ChromaBiEncoderRetriever
-from rag_rerank.pipeline import TwoStageRetriever
-from rag_rerank.store import ChromaStore
+from rag_rerank.retrieval.pipeline import TwoStageRetriever
+from rag_rerank.retrieval.store import ChromaStore
 
 QUERY = ANSWER = None  # set from the shared `qa` fixture: a demo question and the paragraph it was written on
 
@@ -81,7 +81,7 @@ def test_query_engine_uses_reranked_top_n(engine, first_stage, e5_reranker, reco
     response = engine.query(QUERY)
     candidates = first_stage.retrieve(QUERY)
     # the second stage with the shipped model's saved fusion, on the order the nodes arrive in
-    from rag_rerank.pipeline import SecondStage
+    from rag_rerank.retrieval.pipeline import SecondStage
 
     texts = [c.node.get_content() for c in candidates]
     expected = SecondStage(e5_reranker).rank(QUERY, texts)[:3]

@@ -7,16 +7,16 @@ from typing import Any, List, Optional
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from rag_rerank.encoder import BiEncoder
+from rag_rerank.retrieval.encoder import BiEncoder
 from rag_rerank.models import DEFAULT_ENCODER
 
 
 class KoreanEmbedding(BaseEmbedding):
-    """Our :class:`~rag_rerank.encoder.BiEncoder` as a LlamaIndex embedding model.
+    """Our :class:`~rag_rerank.retrieval.encoder.BiEncoder` as a LlamaIndex embedding model.
 
     Queries get the query prompt and documents the passage prompt, so a
     ``VectorStoreIndex`` + ``ChromaVectorStore`` built with it matches a
-    :class:`~rag_rerank.store.ChromaStore` built with the same model.
+    :class:`~rag_rerank.retrieval.store.ChromaStore` built with the same model.
     """
 
     model_name: str = Field(default=DEFAULT_ENCODER)

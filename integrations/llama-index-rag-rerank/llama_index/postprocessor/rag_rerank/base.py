@@ -17,7 +17,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rag_rerank.models import DEFAULT_RERANKER
-from rag_rerank.pipeline import SecondStage
+from rag_rerank.retrieval.pipeline import SecondStage
 from rag_rerank.reranker import Reranker
 
 dispatcher = get_dispatcher(__name__)
@@ -29,7 +29,7 @@ class KoreanReranker(BaseNodePostprocessor):
     The incoming order is the first stage: with ``fusion="auto"`` (the default) the reranker's
     ranking is fused with it as the model's training chose on validation (``rag_rerank.json``;
     plain reranking for models without one), so a query engine gets the ranking
-    :class:`~rag_rerank.pipeline.TwoStageRetriever` gives on the same candidates. ``fusion=None``:
+    :class:`~rag_rerank.retrieval.pipeline.TwoStageRetriever` gives on the same candidates. ``fusion=None``:
     plain reranking. A node's ``score`` is the final pipeline score (what ``score_threshold``
     cuts on); ``metadata["rerank_score"]`` the reranker's [0, 1] relevance (absent for nodes below
     the fusion's depth, which the reranker does not score) and ``metadata["first_stage_score"]``
@@ -47,7 +47,7 @@ class KoreanReranker(BaseNodePostprocessor):
     keep_retrieval_score: bool = Field(default=False,
                                        description="Copy the incoming score to metadata['retrieval_score'].")
     fusion: Optional[Any] = Field(default="auto", description="'auto' (the model's saved fusion with the incoming "
-                                  "order), None (plain reranking) or a rag_rerank.fusion.Fusion.")
+                                  "order), None (plain reranking) or a rag_rerank.retrieval.fusion.Fusion.")
     _stage: SecondStage = PrivateAttr()
 
     def __init__(self, reranker: Optional[Reranker] = None, **data: Any) -> None:

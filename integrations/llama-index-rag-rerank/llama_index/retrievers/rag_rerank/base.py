@@ -7,7 +7,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from rag_rerank.pipeline import TwoStageRetriever
+from rag_rerank.retrieval.pipeline import TwoStageRetriever
 from rag_rerank.types import Hit, check_k
 
 
@@ -23,9 +23,9 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
 
 
 class ChromaBiEncoderRetriever(BaseRetriever):
-    """A LlamaIndex retriever over a :class:`~rag_rerank.store.ChromaStore`.
+    """A LlamaIndex retriever over a :class:`~rag_rerank.retrieval.store.ChromaStore`.
 
-    Wraps a :class:`~rag_rerank.pipeline.TwoStageRetriever`; with ``rerank=False``
+    Wraps a :class:`~rag_rerank.retrieval.pipeline.TwoStageRetriever`; with ``rerank=False``
     (or a pipeline without reranker) it is the first stage alone, ready to
     feed a :class:`KoreanReranker` in a query engine.
     """

@@ -64,7 +64,7 @@ def _cache_dir(model_dir: Path) -> Path:
     beside = model_dir / "onnx"
     if os.access(model_dir, os.W_OK):
         return beside
-    from .models import default_cache_dir
+    from . import default_cache_dir
 
     key = hashlib.sha1(str(model_dir.resolve()).encode()).hexdigest()[:16]
     return default_cache_dir() / "onnx" / f"{model_dir.name}-{key}"

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Sequence
 
 from . import fusion as fusion_lib
 from . import known_queries as known_lib
-from . import model_settings
+from ..models import settings as model_settings
 from .first_stage import FirstStage, Mode, StoreFirstStage
 from .fusion import Fusion
 from .known_queries import KnownQueries
-from .types import Hit, check_k, check_query
+from ..types import Hit, check_k, check_query
 
 if TYPE_CHECKING:
-    from .reranker import Reranker
+    from ..reranker import Reranker
     from .store import ChromaStore
 
 
@@ -71,7 +71,7 @@ class SecondStage:
         """The adapters' one way in: a loaded ``reranker`` shared as given, else one loaded from
         ``model`` with ``options`` (device, max_length, batch_size)."""
         if reranker is None:
-            from .reranker import Reranker
+            from ..reranker import Reranker
 
             reranker = Reranker(model, **options)
         return cls(reranker, fusion)
@@ -118,7 +118,7 @@ class TwoStageRetriever:
         self.candidate_k = check_k(candidate_k, "candidate_k")
         self.top_n = check_k(top_n, "top_n")
         if isinstance(reranker, str):
-            from .reranker import Reranker
+            from ..reranker import Reranker
 
             reranker = Reranker(reranker)
         settings = model_settings.load(reranker.path if reranker is not None else None)

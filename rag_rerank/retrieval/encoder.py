@@ -8,11 +8,11 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from . import models
-from .devices import resolve_device, resolve_dtype
-from .models import DEFAULT_ENCODER
-from .onnx_backend import check_options, choose_backend, torch_instead
-from .types import check_docs, check_query
+from .. import models
+from ..models.devices import resolve_device, resolve_dtype
+from ..models import DEFAULT_ENCODER
+from ..models.export import check_options, choose_backend, torch_instead
+from ..types import check_docs, check_query
 
 __all__ = ["DEFAULT_ENCODER", "BiEncoder"]
 
@@ -121,7 +121,7 @@ class _GraphEncoder:
                  dtype: str | None) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
-        from . import onnx_backend
+        from ..models import export as onnx_backend
 
         modules = models.read_json(path / "modules.json") or []
         kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]

@@ -34,11 +34,14 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from . import add_norm, fused, models, onnx_backend, packed
-from .devices import resolve_device, resolve_dtype, staged
-from .models import DEFAULT_RERANKER
+from .. import models
+from ..models import export as onnx_backend
+from ..models.devices import resolve_device, resolve_dtype, staged
+from ..models import DEFAULT_RERANKER
+from ..types import RankedDoc, check_docs, check_int, check_number, check_query
+from .cuda import add_norm, fused
+from .engine import packed
 from .pairs import PairEncoder, TokenCache, Windows
-from .types import RankedDoc, check_docs, check_int, check_number, check_query
 
 __all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
 Aggregate = Literal["max", "mean", "first"]
@@ -228,7 +231,7 @@ class Reranker:
         self.token_cache = TokenCache(cache_tokens)  # shared by every thread's pair encoder
         _ = self._pairs  # built now: it refuses a max_length that leaves no room for a document
         if cuda_graphs and self._packed and self.device.type == "cuda" and not self._host_spans:
-            from .graphs import PackedGraphs
+            from .engine.graphs import PackedGraphs
 
             self._graphs = PackedGraphs(self.model, self.device, pad_id=self._pairs.pad_id,
                                         position_offset=self._position_offset, max_length=self.max_length)

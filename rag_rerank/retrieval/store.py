@@ -32,8 +32,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from .encoder import BiEncoder, as_bi_encoder
 from .lexical import text_key
 from .lexical_index import LexicalIndex, _stamp, migrate_json, prepare
-from .models import DEFAULT_ENCODER
-from .types import Document, Hit, check_k, check_query, json_lines
+from ..models import DEFAULT_ENCODER
+from ..types import Document, Hit, check_k, check_query, json_lines
 
 DEFAULT_COLLECTION = "rag_rerank"
 _VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import model_settings
+from ..models import settings as model_settings
 from .fusion import Fusion, tune as tune_fusion
 from .lexical import KoreanBM25
 

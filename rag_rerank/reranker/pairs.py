@@ -247,7 +247,7 @@ class PairEncoder:
 
     def pack(self, w: Windows, idx: Sequence[int], position_offset: int, spans: bool) -> dict:
         """Windows ``idx`` as one padding-free row (:func:`rag_rerank.packed.inputs`)."""
-        from .packed import inputs
+        from .engine.packed import inputs
 
         types = [self.types(w, k) for k in idx] if self.with_types else None
         return inputs([self.ids(w, k) for k in idx], types, position_offset, spans)

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import torch
 
-from .devices import staged
+from ...models.devices import staged
 from .packed import bucket
 
 __all__ = ["PackedGraphs"]

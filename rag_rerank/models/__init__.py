@@ -39,7 +39,7 @@ HUB_TO_OFFLINE = {
 }
 # The reranker this package ships (rag_rerank/shipped/NAME: a delta on the e5 twin, its model card beside it).
 SHIPPED_RERANKER = "ko-reranker-e5-small"
-SHIPPED_DIR = Path(__file__).parent / "shipped"
+SHIPPED_DIR = Path(__file__).parent.parent / "shipped"
 # Hub names that load a different offline model when the hub cannot deliver them. Not a twin:
 # the default reranker (bongsoo's ALBERT) is not on pip, so the shipped Korean reranker stands in,
 # and resolve() says so in one warning.
@@ -281,7 +281,7 @@ def materialize(name: str = "multilingual-e5-small", cache_dir: str | os.PathLik
 
 def _shipped_names() -> set[str]:
     """The rerankers in SHIPPED_DIR: each a folder holding a delta (rag_rerank.model_delta)."""
-    from .model_delta import DELTA_INFO
+    from .delta import DELTA_INFO
 
     return {p.name for p in SHIPPED_DIR.iterdir() if (p / DELTA_INFO).is_file()}
 
@@ -294,7 +294,7 @@ def offline_names() -> list[str]:
 def _materialize_shipped(name: str, cache_dir: str | os.PathLike | None) -> Path:
     """A reranker shipped as a delta on an offline base: base + delta, built once into the cache.
     The cache entry is named by the delta's hash, so an upgraded package never reuses an old build."""
-    from .model_delta import DELTA_FILE, DELTA_INFO, apply_delta
+    from .delta import DELTA_FILE, DELTA_INFO, apply_delta
 
     source = SHIPPED_DIR / name
     base_name = json.loads((source / DELTA_INFO).read_text())["base"]

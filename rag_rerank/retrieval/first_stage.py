@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .fusion import Fusion, tune
-from .types import Document, Hit, check_docs, check_k, check_query
+from ..types import Document, Hit, check_docs, check_k, check_query
 
 if TYPE_CHECKING:
     from .encoder import BiEncoder

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .fusion import Fusion
+from ..retrieval.fusion import Fusion
 
 CONFIG_FILE = "rag_rerank.json"
 
@@ -86,7 +86,7 @@ def load(model_dir: str | Path | None) -> ModelSettings:
                 raise ValueError(f"'{key}' must be an object, got {data[key]!r}")
         candidate_k = data.get("candidate_k")
         if candidate_k is not None:
-            from .types import check_int
+            from ..types import check_int
 
             candidate_k = check_int(candidate_k, "candidate_k", minimum=1)
         if data.get("first_stage") not in (None, "dense", "bm25", "hybrid"):
