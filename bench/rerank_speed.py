@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -39,7 +40,7 @@ DATA = Path(os.environ.get("RAG_RERANK_DATA", ROOT.parent / "shared" / "data"))
 def saved(candidates_file: str, corpus_file: str, n_queries: int, depth: int):
     """The same from files a machine without Kiwi can read: a first stage's saved candidates
     (rag-rerank eval --save-candidates, e.g. bench/quality.py's test.bm25-kiwi.jsonl.gz) and its corpus."""
-    from rag_rerank.store import iter_documents
+    from rag_rerank.retrieval.store import iter_documents
     from rag_rerank.train import data
 
     groups = [g for g in data.load(candidates_file).groups if g.candidates][:n_queries]
@@ -49,7 +50,7 @@ def saved(candidates_file: str, corpus_file: str, n_queries: int, depth: int):
 
 def korquad(n_queries: int, depth: int):
     """(questions, their relevant paragraph, BM25 top-``depth`` paragraphs per question, corpus)."""
-    from rag_rerank.first_stage import InMemoryCorpus
+    from rag_rerank.retrieval.first_stage import InMemoryCorpus
 
     sys.path.insert(0, str(ROOT / "bench"))
     from quality import _korquad
@@ -90,6 +91,10 @@ def rerank_rows(args, model_path, questions, relevant, candidates, rows: list[di
         for backend, quantize, dtype in args.backends:
             systems.append((_label("Reranker", backend, quantize, dtype), "reranker",
                             dict(backend=backend, quantize=quantize, dtype=dtype, batch_size=32)))
+    elif args.large:  # a 568M model: the baseline, ST at its best, our default, twice the baseline
+        systems += [("sentence-transformers CrossEncoder.predict (fp16, batch 128)", None, torch.float16),
+                    ("Reranker defaults (fp16, packed passes of 64 x 512 tokens, CUDA graphs)", "reranker", {}),
+                    ("sentence-transformers CrossEncoder.predict (fp32, batch 32), again last", None, torch.float32)]
     else:  # ST at its best on a GPU too, so the ratio is not fp16-vs-fp32 alone
         systems += [("sentence-transformers CrossEncoder.predict (fp16, batch 128)", None, torch.float16),
                     ("Reranker defaults (fp16, packed passes of 64 x 512 tokens, CUDA graphs)", "reranker", {}),
@@ -112,6 +117,8 @@ def rerank_rows(args, model_path, questions, relevant, candidates, rows: list[di
         # the baseline again, last: device hosts differ (ST fp32 ran 952-1,440 pairs/s on six H200s), and a
         # ratio against one ST run carries that run's luck; "vs ST" is against the mean of both
         systems.append(("sentence-transformers CrossEncoder.predict (fp32, batch 32), again last", None, torch.float32))
+    if args.only:  # the baseline (first) stays: every ratio is against it
+        systems = systems[:1] + [s for s in systems[1:] if re.search(args.only, s[0])]
     rows, base = ([] if rows is None else rows), None
     for label, spec, options in systems:
         try:
@@ -187,6 +194,9 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
 
     from rag_rerank import Reranker
 
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     compiled, backend = False, None
     if spec is None:
@@ -222,7 +232,6 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
     score_one()  # warm-up: first-call costs are reported as load, not as throughput
     if compiled:
         score_all()  # compiling the large shapes is load too
-    cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
     load = time.perf_counter() - start
@@ -254,6 +263,7 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
            "latency_warm_p50_ms": 1000 * statistics.median(warm) if warm else None,
            "latency_warm_p95_ms": _p95(warm) if warm else None,
            "MRR@10": work.mrr(scores), "load_s": load,
+           "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
            "packed": model._packed if ours else None, "fused_ffn": model._fused if ours else None,
            "fused_norms": model._fused_norms if ours else None,
            "flash": (not model._host_spans) if ours and model._packed else None,
@@ -326,12 +336,36 @@ def albert_like(out: Path, texts: list[str]) -> Path:
     return out
 
 
+# BAAI/bge-reranker-v2-m3's config.json (and its Korean fine-tunes'): XLM-RoBERTa-large, 8k positions
+BGE_M3_RERANKER = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                       hidden_act="gelu", max_position_embeddings=8194, type_vocab_size=1, layer_norm_eps=1e-5,
+                       pad_token_id=1, bos_token_id=0, eos_token_id=2, vocab_size=250002, num_labels=1)
+
+
+def xlmr_large_like(out: Path, tokenizer_from: str) -> Path:
+    """A cross-encoder of bge-reranker-v2-m3's shape (XLM-RoBERTa-large, 568M parameters) with random
+    weights, and the XLM-R tokenizer of ``tokenizer_from`` (the e5 models share it): the big Korean
+    rerankers' speed and memory, not their scores (built offline; the hub is not reachable here)."""
+    import torch
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    if not (out / "config.json").exists():
+        tok = AutoTokenizer.from_pretrained(tokenizer_from)
+        torch.manual_seed(0)
+        config = XLMRobertaConfig(**dict(BGE_M3_RERANKER, vocab_size=max(BGE_M3_RERANKER["vocab_size"], len(tok)),
+                                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                         eos_token_id=tok.eos_token_id))  # a cut vocabulary renumbers them
+        XLMRobertaForSequenceClassification(config).save_pretrained(str(out))
+        tok.save_pretrained(str(out))
+    return out
+
+
 def encode_rows(args, questions, relevant, corpus, more=None) -> list[dict]:
     """``more``: (questions, relevant) to measure dense MRR@10 on instead (--drift-queries)."""
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from rag_rerank.encoder import BiEncoder
+    from rag_rerank.retrieval.encoder import BiEncoder
 
     passages = corpus[: args.passages] if args.passages else corpus
     rows, base_mrr = [], None
@@ -401,16 +435,17 @@ def table(result: dict) -> str:
                                             if len(baselines) > 1 else ""), "",
                   "| reranker | machine | pairs/s | vs ST | 1 x {n} p50 / p95 (ms) | 1 x {n}, {q} questions' calls | "
                   "1 x {n}, passages seen before | MRR@10 | drift | score corr. with ST | of FLOP limit | "
-                  "tokenising alone (pairs/s) | one question a call (pairs/s) | load (s) |"
+                  "tokenising alone (pairs/s) | one question a call (pairs/s) | load (s) | peak GPU memory (GiB) |"
                   .format(n=result["latency_docs"], q=rows[0].get("latency_questions", "-")),
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             share = f"{100 * r['flop_fraction']:.1f} %" if r.get("flop_fraction") else "-"
             lines.append(f"| {r['system']} | {m} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f}x | "
                          f"{_latency(r, '')} | {_latency(r, 'questions_')} | {_latency(r, 'warm_')} | {r['MRR@10']:.4f} | "
                          f"{r['drift']:+.4f} | {r['score_corr']:.4f} | {share} | "
                          f"{'-' if r.get('tokenize_pairs_per_s') is None else format(r['tokenize_pairs_per_s'], '.0f')} | "
-                         f"{r['pairs_per_s_one_query_a_call']:.1f} | {r['load_s']:.1f} |")
+                         f"{r['pairs_per_s_one_query_a_call']:.1f} | {r['load_s']:.1f} | "
+                         f"{'-' if r.get('peak_gpu_gib') is None else format(r['peak_gpu_gib'], '.2f')} |")
         for r in rows:
             if r.get("latency_parts_ms"):
                 parts = ", ".join(f"{k} {v:.1f}" for k, v in r["latency_parts_ms"].items())
@@ -451,6 +486,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, help="the CPU backends' intra-op threads (default: one per core)")
     p.add_argument("--no-encode", action="store_true")
     p.add_argument("--albert", metavar="DIR", help="also time a bongsoo-shaped ALBERT with random weights (built in DIR)")
+    p.add_argument("--only", help="time only the systems whose label matches this regex (and the ST fp32 baseline)")
+    p.add_argument("--xlmr-large", metavar="DIR", help="time a bge-reranker-v2-m3-shaped XLM-R-large with random "
+                   "weights (built in DIR) instead of --model: the baseline, ST fp16 and the defaults (CPU: --backends)")
     p.add_argument("--candidates", help="saved first-stage candidates to rerank (default: Kiwi BM25 over the shared "
                    "KorQuAD test articles, computed here)")
     p.add_argument("--corpus", help="with --candidates: the corpus they were searched in")
@@ -463,13 +501,20 @@ def main(argv=None) -> int:
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     from rag_rerank import models
     args.model = args.model or models.materialize(models.SHIPPED_RERANKER)
+    args.large = bool(args.xlmr_large)
+    if args.large:
+        args.model = xlmr_large_like(Path(args.xlmr_large), str(args.model))
     args.encoder = args.encoder or models.materialize("multilingual-e5-small")
     # (backend, int8, dtype; None: the backend's choice for this machine, named in the row once loaded)
     args.backends = [("torch", False, "fp32"), ("torch", False, "bf16"), ("onnx", False, "fp32"), ("onnx", True, None),
                      ("openvino", False, None), ("openvino", False, "fp32")]
+    if args.large:  # 568M parameters on a CPU: the backend a CPU-only user gets, beside the baseline
+        args.backends = [("openvino", False, None)]
     questions, relevant, candidates, corpus = (saved(args.candidates, args.corpus, args.queries, args.depth)
                                                if args.candidates else korquad(args.queries, args.depth))
-    result = {"machine": machine(args.device), "model": str(args.model), "encoder": str(args.encoder),
+    result = {"machine": machine(args.device),
+              "model": ("bge-reranker-v2-m3 shape (XLM-R-large, random weights: speed only) " if args.large else "")
+              + str(args.model), "encoder": str(args.encoder),
               "queries": len(questions), "depth": args.depth, "corpus": len(corpus), "max_length": args.max_length,
               "distinct_passages": len({d for docs in candidates for d in docs}),
               "latency_docs": args.latency_docs, "rerank": []}

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
@@ -88,6 +89,20 @@ def variants(seed_steps: int, epochs: float) -> dict[str, dict]:
     }
 
 
+def large_variants() -> dict[str, dict]:
+    """bge-reranker-v2-m3's shape (XLM-R-large, 568M): full fine-tuning and LoRA on one GPU, fixed steps."""
+    fast = dict(preset="fast", max_length=512, show_progress=False, validation_fraction=0.05, epochs=0)
+    return {
+        "warm-up": dict(fast, max_steps=10, per_device_batch_size=16),
+        "XLM-R-large full fine-tune (fast, batch 16)": dict(fast, max_steps=80, per_device_batch_size=16,
+                                                           learning_rate=1e-5),
+        "XLM-R-large full fine-tune (fast, batch 32, checkpointed layers)": dict(
+            fast, max_steps=50, per_device_batch_size=32, gradient_checkpointing=True, learning_rate=1e-5),
+        "XLM-R-large LoRA r=16 (fast, batch 16)": dict(fast, max_steps=80, per_device_batch_size=16, lora=True,
+                                                       learning_rate=1e-4),
+    }
+
+
 def padding_stats(tokenizer, pairs: list[ScoredPair], batch: int) -> dict:
     """Share of padded tokens with random batches vs length-grouped ones (what grouping saves)."""
     import random
@@ -120,6 +135,9 @@ def main() -> None:
     ap.add_argument("--seed-steps", type=int, default=150)
     ap.add_argument("--limit", type=int, default=None, help="use only this many pairs (smoke runs)")
     ap.add_argument("--epochs", type=float, default=2.0, help="epochs of the fast variants (amortises start-up)")
+    ap.add_argument("--shape", choices=["bongsoo", "xlmr-large"], default="bongsoo",
+                    help="xlmr-large: bge-reranker-v2-m3's shape, random weights, --tokenizer's XLM-R vocabulary")
+    ap.add_argument("--tokenizer", help="with --shape xlmr-large: a model directory with an XLM-R tokenizer (e5)")
     ap.add_argument("--repeat", type=int, default=1, help="run the variant list this many times, interleaved; "
                     "the table shows the best pairs/s and the largest peak")
     args = ap.parse_args()
@@ -129,7 +147,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="train-speed-"))
     pairs = load_pairs(Path(args.data))[: args.limit]
     texts = [p.query for p in pairs] + [p.document for p in pairs]
-    model_dir = tiny_albert_cross_encoder(work / "albert-bongsoo-shape", texts, vocab_size=32000, **BONGSOO_SHAPE)
+    if args.shape == "xlmr-large":
+        from rerank_speed import xlmr_large_like
+
+        model_dir = xlmr_large_like(work / "xlmr-large-shape", args.tokenizer)
+    else:
+        model_dir = tiny_albert_cross_encoder(work / "albert-bongsoo-shape", texts, vocab_size=32000, **BONGSOO_SHAPE)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -138,7 +161,7 @@ def main() -> None:
     stats = padding_stats(tokenizer, pairs, 64)
     print(f"device: {device}; model {n_params / 1e6:.1f}M params, vocab {len(tokenizer)}; {len(pairs)} pairs; {stats}")
 
-    chosen = variants(args.seed_steps, args.epochs)
+    chosen = large_variants() if args.shape == "xlmr-large" else variants(args.seed_steps, args.epochs)
     names = args.variants.split(";") if args.variants else list(chosen)
     runs = []
     for name in ["warm-up"] * ("warm-up" not in names) + names * args.repeat:
@@ -162,7 +185,8 @@ def main() -> None:
                             peak_gib=max(r["peak_gib"] for r in same)))
 
     base = next((r["pairs_per_s"] for r in results if r["variant"] == "seed"), None)
-    lines = [f"Device: {device}. Best of {args.repeat} interleaved run(s) per variant. Model: bongsoo ALBERT shape, {n_params / 1e6:.1f}M params, max_length 512. "
+    shape = "bge-reranker-v2-m3 shape (XLM-R-large)" if args.shape == "xlmr-large" else "bongsoo ALBERT shape"
+    lines = [f"Device: {device}. Best of {args.repeat} interleaved run(s) per variant. Model: {shape}, {n_params / 1e6:.1f}M params, max_length 512. "
              f"Data: {len(pairs)} Korean pairs, {stats['mean_tokens']:.0f} tokens on average "
              f"(max {stats['max_tokens']}).", "",
              "| variant | effective batch | precision | pairs/s | x seed | peak GPU memory (GiB) | steps |",
