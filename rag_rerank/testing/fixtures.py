@@ -38,6 +38,17 @@ REAL_MODEL_FIXTURES = {"e5_dir", "e5_cross_encoder", "e5_reranker", "encoder"}
 FAQ = FACTS[:8]  # hand-written Korean facts (rag_rerank.demo)
 
 
+# One build a process: a suite run from the repository's root loads this module's fixtures in three conftests
+# (the core's and each integration package's), and pytest keeps a session fixture per conftest that defines it.
+_BUILT: dict = {}
+
+
+def _once(key, build):
+    if key not in _BUILT:
+        _BUILT[key] = build()
+    return _BUILT[key]
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         used = set(item.fixturenames)
@@ -68,7 +79,8 @@ def korean_sentences() -> list[str]:
 def tiny_ce(tmp_path_factory, korean_sentences) -> Path:
     from rag_rerank.testing import tiny_albert_cross_encoder
 
-    return tiny_albert_cross_encoder(tmp_path_factory.mktemp("tiny") / "ce", korean_sentences)
+    return _once(("tiny_ce", tuple(korean_sentences)),
+                 lambda: tiny_albert_cross_encoder(tmp_path_factory.mktemp("tiny") / "ce", korean_sentences))
 
 
 @pytest.fixture(scope="session")
@@ -76,13 +88,14 @@ def tiny_encoder(tmp_path_factory, korean_sentences) -> Path:
     """A tiny BERT bi-encoder: stores and first stages in a second where e5's quality is not the point."""
     from rag_rerank.testing import tiny_bert_encoder
 
-    return tiny_bert_encoder(tmp_path_factory.mktemp("tiny") / "encoder", korean_sentences)
+    return _once(("tiny_encoder", tuple(korean_sentences)),
+                 lambda: tiny_bert_encoder(tmp_path_factory.mktemp("tiny") / "encoder", korean_sentences))
 
 
 @pytest.fixture(scope="session")
 def model_home(tmp_path_factory) -> Path:
     """Materialised models live here for the whole run (not in the user's cache)."""
-    home = tmp_path_factory.mktemp("home")
+    home = _once("model_home", lambda: tmp_path_factory.mktemp("home"))
     old = os.environ.get("RAG_RERANK_HOME")
     os.environ["RAG_RERANK_HOME"] = str(home)
     yield home
@@ -127,7 +140,7 @@ def encoder(e5_dir):
                 return super().embed_passages([])
             return np.stack([self._memo[p] for p in passages])
 
-    return MemoBiEncoder("offline:multilingual-e5-small")
+    return _once("encoder", lambda: MemoBiEncoder("offline:multilingual-e5-small"))
 
 
 @pytest.fixture(scope="session")
@@ -173,7 +186,7 @@ def chroma_server(tmp_path_factory):
 def e5_reranker(e5_cross_encoder):
     from rag_rerank import Reranker
 
-    return Reranker(str(e5_cross_encoder))
+    return _once(("e5_reranker", str(e5_cross_encoder)), lambda: Reranker(str(e5_cross_encoder)))
 
 
 @pytest.fixture(scope="session")
