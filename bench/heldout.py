@@ -28,6 +28,7 @@ and one per task by leave-one-task-out, then reads the test parts.
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 import random
@@ -181,7 +182,7 @@ def score(args) -> None:
         path = Path(path)
         if (path / DELTA_FILE).exists():
             path = apply_delta(path, e5, Path(args.cache) / label)
-        result = json.loads(json.dumps(out))  # each model its own copy of the candidate lists
+        result = copy.deepcopy(out)  # each model its own copy of the candidate lists
         if label.startswith("no-"):  # a model trained without one set: its zero-shot tasks only
             result["tasks"] = {n: t for n, t in result["tasks"].items() if _family(n) == label[3:]}
         for variant, options in variants.items():
@@ -198,7 +199,7 @@ def score(args) -> None:
             result["seconds"][variant] = time.perf_counter() - start
             print(f"{label} {variant}: {result['seconds'][variant]:.1f} s", flush=True)
             del reranker
-        stem = "scores" if len(models) == 1 and not args.model else f"scores.{label}"
+        stem = f"scores.{label}" if args.model else "scores"
         with gzip.open(Path(args.out) / f"{stem}.json.gz", "wt", encoding="utf-8") as fh:
             json.dump(result, fh)
 
@@ -240,6 +241,15 @@ def grid():
     return list(dict.fromkeys([Fusion(1.0), Fusion(0.0), *reranker_grid(CANDIDATE_K)]))
 
 
+def _read_stages(task: dict, scored: dict) -> dict:
+    """``task`` with its scored part (candidates, reranker scores) and every first stage's rankings and MRR@10."""
+    task.update(scored)
+    task["stages"] = first_stages(task)
+    task["first"] = {s: _mrr(r, task["positives"]) for s, r in task["stages"].items()}
+    task["best_first"] = max(task["first"].values())
+    return task
+
+
 class Table:
     """MRR@10 of (task, first stage, fusion), computed once each."""
 
@@ -279,10 +289,7 @@ def report(args) -> str:
         scored = json.load(fh)
     tasks = built["tasks"]
     for name, task in tasks.items():
-        task.update(scored["tasks"][name])
-        task["stages"] = first_stages(task)
-        task["first"] = {s: _mrr(r, task["positives"]) for s, r in task["stages"].items()}
-        task["best_first"] = max(task["first"].values())
+        _read_stages(task, scored["tasks"][name])
     table = Table(tasks)
     shipped = ("hybrid 0.9", model_settings.load(ROOT / "rag_rerank" / "shipped" / "ko-reranker-e5-small").fusion)
     fusions = grid()
@@ -356,14 +363,8 @@ def loo(args) -> str:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             scored = json.load(fh)
         device = scored["device"]
-        tasks = {}
-        for name, part in scored["tasks"].items():
-            task = dict(built["tasks"][name], **part)
-            task["stages"] = first_stages(task)
-            task["first"] = {s: _mrr(r, task["positives"]) for s, r in task["stages"].items()}
-            task["best_first"] = max(task["first"].values())
-            tasks[name] = task
-        tables[label] = Table(tasks)
+        tables[label] = Table({name: _read_stages(dict(built["tasks"][name]), part)
+                               for name, part in scored["tasks"].items()})
     settings = [(stage, f) for stage in ("bm25", "dense", *(f"hybrid {w:g}" for w in HYBRIDS)) for f in grid()]
     zero_shot = {}  # validation task -> the table of the model that left its set out
     for name in ("korquad-val", "pages-val", "chatbot-val"):

@@ -502,13 +502,12 @@ def main(argv=None) -> int:
     from rag_rerank import models
     args.model = args.model or models.materialize(models.SHIPPED_RERANKER)
     args.large = bool(args.xlmr_large)
-    if args.large:
-        args.model = xlmr_large_like(Path(args.xlmr_large), str(args.model))
     args.encoder = args.encoder or models.materialize("multilingual-e5-small")
     # (backend, int8, dtype; None: the backend's choice for this machine, named in the row once loaded)
     args.backends = [("torch", False, "fp32"), ("torch", False, "bf16"), ("onnx", False, "fp32"), ("onnx", True, None),
                      ("openvino", False, None), ("openvino", False, "fp32")]
-    if args.large:  # 568M parameters on a CPU: the backend a CPU-only user gets, beside the baseline
+    if args.large:  # 568M parameters (on a CPU: the backend a CPU-only user gets, beside the baseline)
+        args.model = xlmr_large_like(Path(args.xlmr_large), str(args.model))
         args.backends = [("openvino", False, None)]
     questions, relevant, candidates, corpus = (saved(args.candidates, args.corpus, args.queries, args.depth)
                                                if args.candidates else korquad(args.queries, args.depth))
