@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from .types import Document, Hit, RankedDoc
 
 
-__getattr__, __dir__ = exports(__name__, _EXPORTS)
-
 # The modules' first homes, from before the package had folders: `from rag_rerank.store import ChromaStore`,
 # `from rag_rerank import fusion` keep working (the same module objects, imported on first use).
 MOVED = {
@@ -43,3 +41,4 @@ MOVED = {
     "graphs": "reranker.engine.graphs", "add_norm": "reranker.cuda.add_norm", "fused": "reranker.cuda.fused",
 }
 alias_moved(__name__, MOVED)
+__getattr__, __dir__ = exports(__name__, _EXPORTS, MOVED)

@@ -9,11 +9,17 @@ from importlib import import_module
 from typing import Callable
 
 
-def exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for ``package``: ``names`` maps each name to its submodule."""
+def exports(package: str, names: dict[str, str], moved: dict[str, str] | None = None
+            ) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for ``package``: ``names`` maps each name to its submodule; ``moved``
+    (old module name -> its new path) answers ``package.old`` with the moved module, imported or not."""
     namespace = import_module(package).__dict__
+    moved = moved or {}
 
     def __getattr__(name: str):
+        if name in moved:
+            value = namespace[name] = import_module(f"{package}.{moved[name]}")
+            return value
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(import_module(f"{package}.{names[name]}"), name)

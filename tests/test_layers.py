@@ -130,6 +130,13 @@ def test_the_folders_show_the_layers_and_the_old_paths_still_import():
 
     assert (fusion.__name__, model_settings.__name__) == ("rag_rerank.retrieval.fusion", "rag_rerank.models.settings")
     assert ChromaStore is rag_rerank.ChromaStore
+    # an attribute of the package, in a process that never imported the module (test order must not matter)
+    code = ("import sys, rag_rerank; m = rag_rerank.fusion; assert m is sys.modules['rag_rerank.retrieval.fusion']; "
+            "assert rag_rerank.model_settings.__name__ == 'rag_rerank.models.settings'")
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_the_core_imports_no_framework():
