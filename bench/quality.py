@@ -56,7 +56,7 @@ DEFAULT_FIRST_STAGE = "hybrid"  # the default pipeline's; training mines from it
 DEPTH = 50  # first-stage candidates handed to the reranker
 BASE = "intfloat/multilingual-e5-small"  # what `rag-rerank train` falls back to without the hub
 TRAIN_LABELS = ("entailment", "neutral", "contradiction")
-SMOKE = {"kornli": (40, 30), "chatbot": (60, 30), "korquad": (60, 30)}  # (train queries, test queries)
+SMOKE = {"kornli": (40, 12), "chatbot": (60, 12), "korquad": (60, 12)}  # (train queries, test queries)
 KORQUAD_SPLIT_SEED = 0  # which articles are test / validation / train: fixed, never chosen by results
 
 

@@ -313,7 +313,7 @@ def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port):
         assert "rag-rerank serve:" in proc.stdout.readline()  # announced once bound: answers from here on
         url = f"http://127.0.0.1:{unused_port}"
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
-        docs = [f"{DOCS[i % 3]} {i}번째 문단은 조금 더 길게 이어진다." for i in range(1500)]
+        docs = [f"{DOCS[i % 3]} {i}번째 문단은 조금 더 길게 이어진다." for i in range(600)]  # ~1-2 s a request here
         results: list = []
 
         def ask():
