@@ -166,10 +166,10 @@ def latency_parts(model, work: _Work, repeat: int, cuda: bool) -> dict:
         t0 = time.perf_counter()
         windows = model._tokenize_chunk(chunk)
         t1 = time.perf_counter()
-        for idx in model._batches(model._pairs.lengths(windows)):
-            model._pairs.pad(windows, idx)
+        for idx in model.engine.plan(model._pairs.lengths(windows)):
+            model.engine.batch(model._pairs, windows, idx)
         t2 = time.perf_counter()
-        model._forward(windows)  # pads again, runs every pass, copies the logits back
+        model._forward(windows)  # builds the batches again, runs every pass, copies the logits back
         if cuda:
             torch.cuda.synchronize()
         t3 = time.perf_counter()
@@ -264,10 +264,7 @@ def _rerank_row(args, model_path, work: _Work, label: str, spec, options) -> tup
            "latency_warm_p95_ms": _p95(warm) if warm else None,
            "MRR@10": work.mrr(scores), "load_s": load,
            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-           "packed": model._packed if ours else None, "fused_ffn": model._fused if ours else None,
-           "fused_norms": model._fused_norms if ours else None,
-           "flash": (not model._host_spans) if ours and model._packed else None,
-           "cuda_graphs": len(model._graphs) if ours and model._graphs is not None and model._graphs.enabled else None,
+           "engine": model.engine.describe() if ours else None,
            "flop_fraction": flops(model_path, work.pairs, args.max_length) / seconds / PEAK_FLOPS if cuda else None}
     del model
     if cuda:
@@ -449,7 +446,8 @@ def table(result: dict) -> str:
         for r in rows:
             if r.get("latency_parts_ms"):
                 parts = ", ".join(f"{k} {v:.1f}" for k, v in r["latency_parts_ms"].items())
-                graphs = f"; {r['cuda_graphs']} CUDA graphs recorded in all" if r.get("cuda_graphs") else ""
+                recorded = (r.get("engine") or {}).get("cuda_graphs", r.get("cuda_graphs"))  # older runs: a key of the row
+                graphs = f"; {recorded} CUDA graphs recorded in all" if recorded else ""
                 lines.append(f"\n{r['system']}, 1 x {result['latency_docs']} call (ms, medians): {parts}{graphs}.")
     if result.get("drift"):
         d = result["drift"]

@@ -131,4 +131,4 @@ def test_reranker_swaps_on_a_gpu_in_half_precision_only(tiny_ce):
     assert add_norm.available()  # the dev install brings Triton, so the tests above ran the kernel
     for dtype in ("fp32", "bf16"):
         r = Reranker(str(tiny_ce), dtype=dtype)
-        assert r._fused_norms == 0 and not any(isinstance(m, add_norm.AddNorm) for m in r.model.modules())
+        assert r.engine.describe()["fused_norms"] == 0 and not any(isinstance(m, add_norm.AddNorm) for m in r.model.modules())

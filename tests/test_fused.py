@@ -66,5 +66,5 @@ def test_an_activation_the_epilogue_lacks_is_left_alone():
 def test_reranker_fuses_on_a_gpu_in_half_precision_only(tiny_ce):
     """On a CPU (fp32) the reranker keeps the model's own activation: fp32 is the reference."""
     r = Reranker(str(tiny_ce))
-    assert r._fused == 0 and not any(isinstance(m, fused.FusedLinear) for m in r.model.modules())
-    assert Reranker(str(tiny_ce), dtype="bf16")._fused == 0  # bf16 on a CPU: no cuBLASLt epilogue to gain
+    assert r.engine.describe()["fused_ffn"] == 0 and not any(isinstance(m, fused.FusedLinear) for m in r.model.modules())
+    assert Reranker(str(tiny_ce), dtype="bf16").engine.describe()["fused_ffn"] == 0  # bf16 on a CPU: no cuBLASLt epilogue to gain

@@ -45,18 +45,19 @@ def test_packed_passes_score_like_padded_ones(family, tmp_path, tokenizer, korea
     docs = ["짧다"] + korean_sentences[:20] + [" ".join(korean_sentences[:30])]
     packed = Reranker(path, max_length=96, batch_size=4)  # 384 tokens a pass: several passes
     padded = Reranker(path, max_length=96, batch_size=4, pack=False)
-    assert packed._packed is (family != "deberta-v2") and padded._packed is False
+    assert packed.engine.describe()["engine"] == ("padded" if family == "deberta-v2" else "packed")
+    assert padded.engine.describe()["engine"] == "padded"
     for query in ("서울의 날씨는?", "한국어 질문 " * 30):  # a long query is cut to its share
         want = padded.score(query, docs, raw=True)
         assert packed.score(query, docs, raw=True) == pytest.approx(want, abs=2e-5)
-    assert len(packed._batches(packed._pairs.lengths(packed._pairs.windows([(0, 0, "질문", docs)])))) > 1
+    assert len(packed.engine.plan(packed._pairs.lengths(packed._pairs.windows([(0, 0, "질문", docs)])))) > 1
 
 
 def test_packed_passes_fill_a_token_budget_of_real_tokens(tiny_ce, korean_sentences):
     r = Reranker(str(tiny_ce), batch_size=4, max_length=64)  # 256 real tokens a pass
     docs = [s * (1 + i % 5) for i, s in enumerate(korean_sentences[:40])]
     lengths = r._pairs.lengths(r._pairs.windows([(0, 0, "질문", docs)]))
-    batches = r._batches(lengths)
+    batches = r.engine.plan(lengths)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in b) <= 256 for b in batches)
     # full: a pass ends only where the next pair would not fit
@@ -106,13 +107,15 @@ def test_bucketed_passes_score_like_the_pass_they_grow(family, tmp_path, tokeniz
     r = Reranker(_model(tmp_path, tokenizer, family, initializer_range=0.5), max_length=96, batch_size=4)
     docs = ["짧다"] + korean_sentences[:9]
     windows = r._pairs.windows([(0, 0, "서울의 날씨는?", docs)])
-    for idx in r._batches(r._pairs.lengths(windows)):
-        arrays = r._pairs.pack(windows, idx, r._position_offset, spans=True)
-        grown = bucket(arrays, r._pairs.pad_id, r._position_offset, r.max_length)
+    engine = r.engine
+    assert engine.describe()["engine"] == "packed" and engine.host_spans  # the CPU's per-pair loop
+    for idx in engine.plan(r._pairs.lengths(windows)):
+        arrays = engine.batch(r._pairs, windows, idx)
+        grown = bucket(arrays, r._pairs.pad_id, engine.position_offset, r.max_length)
         assert grown["input_ids"].shape[1] > arrays["input_ids"].shape[1]  # this test grows every pass
         with torch.inference_mode():
-            want = r.model(**r._to_device(arrays)).logits
-            got = r.model(**r._to_device(grown)).logits
+            want = r.model(**engine.to_device(arrays)).logits
+            got = r.model(**engine.to_device(grown)).logits
         assert got.shape[0] == len(grown["cu_seq_lens_q"]) - 1 > len(idx)
         assert got[: len(idx)].flatten().tolist() == pytest.approx(want.flatten().tolist(), abs=2e-5)
 

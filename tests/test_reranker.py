@@ -296,7 +296,8 @@ def test_padded_batches_are_length_sorted_and_fill_a_token_budget(tiny_ce, korea
     small = Reranker(str(tiny_ce), batch_size=4, max_length=64, pack=False)  # 256 tokens a pass, padded
     docs = [s * (1 + i % 5) for i, s in enumerate(korean_sentences[:40])]
     lengths = [len(ids) for _, ids in windows(small, "질문", docs)]
-    batches = small._batches(lengths)
+    batches = small.engine.plan(lengths)
+    assert small.engine.describe()["engine"] == "padded"
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every pair once
     flat = [lengths[i] for b in batches for i in b]
     assert flat == sorted(flat, reverse=True)  # longest first: each pass pads to its first pair
@@ -389,7 +390,7 @@ def test_non_finite_logits_raise_naming_the_dtype(tiny_ce, monkeypatch):
             out.logits = out.logits + float("inf")
             return out
 
-    r.model = Overflowing()
+    r.engine.model = Overflowing()  # what the engine runs
     with pytest.raises(FloatingPointError, match="non-finite logits in torch.float32.*dtype='bf16'"):
         r.score("질문", ["문서 하나", "문서 둘"])
 
@@ -600,3 +601,35 @@ def test_explicit_bf16_on_cpu_runs(tiny_ce):
     r = Reranker(str(tiny_ce), dtype="bf16")
     assert r.model.dtype == torch.bfloat16
     assert len(r.score("질문", ["문서"])) == 1
+
+
+def test_speed_switches_are_one_settings_object_and_the_engine_says_what_it_is(tiny_ce, korean_sentences):
+    """EngineSettings holds the speed switches; keywords of the same names are laid over it; the engine they
+    chose describes itself (what bench/ and the tests read instead of private attributes)."""
+    import pickle
+
+    from rag_rerank.reranker.engine import EngineSettings, PackedEngine, PaddedEngine
+
+    query, docs = "서울의 날씨", korean_sentences[:12] + ["가" * 400]
+    packed = Reranker(str(tiny_ce), max_length=64)
+    padded = Reranker(str(tiny_ce), max_length=64, engine=EngineSettings(pack=False, batch_size=4))
+    assert isinstance(packed.engine, PackedEngine) and type(padded.engine) is PaddedEngine
+    described = padded.engine.describe()
+    assert described == {"engine": "padded", "device": "cpu", "dtype": "float32", "batch_size": 4, "max_length": 64,
+                         "compile": False, "fused_ffn": 0}
+    assert packed.engine.describe()["engine"] == "packed" and packed.engine.describe()["cuda_graphs"] is None
+    assert padded.score(query, docs, raw=True) == pytest.approx(packed.score(query, docs, raw=True), abs=2e-5)
+    # a keyword wins over the settings object; batch_size too
+    laid = Reranker(str(tiny_ce), max_length=64, engine=EngineSettings(pack=False), pack=True, batch_size=8)
+    assert laid.engine.describe()["engine"] == "packed" and laid.batch_size == 8 == laid.engine.batch_size
+    # pickled as its arguments, settings included
+    again = pickle.loads(pickle.dumps(padded))
+    assert type(again.engine) is PaddedEngine and again.engine.batch_size == 4
+    with pytest.raises(TypeError, match="unknown engine setting 'packed'"):
+        Reranker(str(tiny_ce), packed=False)
+    with pytest.raises(TypeError, match="engine must be an EngineSettings"):
+        Reranker(str(tiny_ce), engine={"pack": False})
+    with pytest.raises(ValueError, match="pack must be True or False"):
+        EngineSettings(pack="no")
+    with pytest.raises(ValueError, match="batch_size"):
+        EngineSettings(batch_size=0)

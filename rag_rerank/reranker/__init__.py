@@ -26,7 +26,6 @@ import copy
 import logging
 import math
 import threading
-import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal, Sequence
@@ -36,14 +35,13 @@ import torch
 
 from .. import models
 from ..models import export as onnx_backend
-from ..models.devices import resolve_device, resolve_dtype, staged
+from ..models.devices import resolve_device, resolve_dtype
 from ..models import DEFAULT_RERANKER
 from ..types import RankedDoc, check_docs, check_int, check_number, check_query
-from .cuda import add_norm, fused
-from .engine import packed
+from .engine import EngineSettings, load_engine
 from .pairs import PairEncoder, TokenCache, Windows
 
-__all__ = ["DEFAULT_RERANKER", "Aggregate", "RankedDoc", "Reranker"]
+__all__ = ["DEFAULT_RERANKER", "Aggregate", "EngineSettings", "RankedDoc", "Reranker"]
 Aggregate = Literal["max", "mean", "first"]
 log = logging.getLogger("rag_rerank")
 Backend = Literal["auto", "torch", "onnx", "openvino"]
@@ -81,31 +79,11 @@ class Reranker:
             'rag-rerank[openvino]'``); the CPU backends run the model exported once to ONNX (tens of seconds
             at the first load) and cached beside the weights. On 2 CPU cores OpenVINO is the fastest:
             4.0x sentence-transformers with bf16 units (AVX512-BF16, no AMX), bench/rerank_speed.py.
-        quantize: with ``backend="onnx"``, int8 weights (dynamic quantisation, per channel): about
-            1.6x faster again on 2 cores, but scores move (check the ranking on your data); default fp32.
-        threads: with a CPU backend, its intra-op threads (default: one per core).
-        compile: with ``backend="torch"``, run the model through ``torch.compile(dynamic=True)`` (fused
-            kernels: faster passes on a GPU; compiling costs tens of seconds at load, so it is off by
-            default); a string names another ``torch.compile`` backend (``"eager"``: only traced).
-        pack: with ``backend="torch"``, padding-free passes for the model families whose code allows it
-            (BERT, ALBERT, ELECTRA, RoBERTa, XLM-R, CamemBERT), on the CPU and on CUDA in fp16/bf16 (the
-            varlen flash kernel); elsewhere passes are padded whatever this says. One question's passages
-            differ in length, and padded passes compute the short ones at the longest one's length.
-            ``False``: padded passes (what the CPU backends run).
-        cuda_graphs: with packed passes on CUDA, each pass replayed as a recorded CUDA graph (one launch
-            instead of a few hundred kernel launches a pass; ``rag_rerank.graphs``): passes are grown to a
-            few bucket shapes, a bucket recorded (and checked against an eager pass) the first time it is
-            met. Ignored elsewhere; a model whose pass cannot be recorded runs eagerly, with a warning.
-        fused_ffn: with ``backend="torch"`` on CUDA in fp16/bf16, each feed-forward layer's bias + GELU
-            (or ReLU) runs as the epilogue of its matrix multiply instead of a kernel of its own
-            (``rag_rerank.fused``; same families as ``pack``). cuBLASLt's GELU is the tanh
-            approximation: exact for ALBERT's ``gelu_new``, within ~5e-4 an activation of exact GELU (e5);
-            ``False`` keeps the model's own activation. Ignored elsewhere.
-        fused_norm: where packed passes replay CUDA graphs (``cuda_graphs``; no ``compile``, which fuses on
-            its own), each layer's residual add + LayerNorm runs as one Triton kernel instead of two
-            (``rag_rerank.add_norm``; BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT): on an H200 the pair took
-            72 us for a 32k-token pass, the kernel 30; the defaults ran 1.02-1.17x faster with it
-            (BENCHMARKS.md, session 15). Ignored elsewhere or without Triton.
+        engine: the speed switches in one object (:class:`~rag_rerank.reranker.engine.EngineSettings`:
+            ``quantize``, ``threads``, ``compile``, ``pack``, ``cuda_graphs``, ``fused_ffn``, ``fused_norm``);
+            each may also be given as a keyword of its own (``Reranker(m, pack=False)``), laid over
+            ``engine``. None of them changes what is computed beyond precision; ``self.engine`` is the
+            engine they chose and ``self.engine.describe()`` says what it is.
         cache_tokens: documents' token ids kept between calls, in tokens (int32; with the texts, about
             15 MB for the default 2M, ~7,000 KorQuAD passages), least recently used dropped first; 0
             keeps none. A first stage over one corpus returns its popular passages query after query,
@@ -123,42 +101,36 @@ class Reranker:
                  window_overlap: float = 0.25, aggregate: Aggregate = "max",
                  max_query_fraction: float = 0.5, trust_remote_code: bool = False,
                  revision: str | None = None, local_files_only: bool | None = None,
-                 backend: Backend = "auto", quantize: bool = False, threads: int | None = None,
-                 compile: bool | str = False, pack: bool = True, cuda_graphs: bool = True,
-                 fused_ffn: bool = True, fused_norm: bool = True, cache_tokens: int = 2_000_000) -> None:
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+                 backend: Backend = "auto", cache_tokens: int = 2_000_000, engine: EngineSettings | None = None,
+                 **speed) -> None:
+        from transformers import AutoConfig, AutoTokenizer
 
+        settings = EngineSettings.of(engine, **speed, **({} if batch_size is None else {"batch_size": batch_size}))
         # what pickling sends instead of weights, tokenizers and threads (see __reduce__)
         self._init_args = dict(model=str(model), device=device, dtype=dtype, max_length=max_length,
-                               batch_size=batch_size, window_overlap=window_overlap, aggregate=aggregate,
+                               window_overlap=window_overlap, aggregate=aggregate,
                                max_query_fraction=max_query_fraction, trust_remote_code=trust_remote_code,
                                revision=revision, local_files_only=local_files_only, backend=backend,
-                               quantize=quantize, threads=threads, compile=compile, pack=pack,
-                               cuda_graphs=cuda_graphs, fused_ffn=fused_ffn, fused_norm=fused_norm,
-                               cache_tokens=cache_tokens)
+                               cache_tokens=cache_tokens, engine=settings)
         if aggregate not in ("max", "mean", "first"):
             raise ValueError(f"aggregate must be 'max', 'mean' or 'first', got {aggregate!r}")
         window_overlap = check_number(window_overlap, "window_overlap", 0, 1, high_open=True)
         max_query_fraction = check_number(max_query_fraction, "max_query_fraction", 0, 1, low_open=True)
         max_length = check_int(max_length, "max_length")  # one too small for a document is refused below
-        if batch_size is not None:
-            batch_size = check_int(batch_size, "batch_size", minimum=1)
         cache_tokens = check_int(cache_tokens, "cache_tokens", minimum=0)  # 0: keep no token ids
-        if compile and backend in onnx_backend.CPU_BACKENDS:
+        if settings.compile and backend in onnx_backend.CPU_BACKENDS:
             raise ValueError(f"compile applies to backend='torch' ({backend!r} compiles the exported graph itself)")
-        chosen, self.backend_reason = onnx_backend.choose_backend(backend, device, quantize=quantize, compile=compile,
+        chosen, self.backend_reason = onnx_backend.choose_backend(backend, device, quantize=settings.quantize,
+                                                                  compile=settings.compile,
                                                                   trust_remote_code=trust_remote_code)
         backend = chosen
-        cpu_backend = onnx_backend.check_options(backend, device, quantize, threads)
+        cpu_backend = onnx_backend.check_options(backend, device, settings.quantize, settings.threads)
         self.model_name = str(model)
         self.backend = backend
         self.path = models.resolve(model, revision=revision, local_files_only=local_files_only)
         self.device = resolve_device("cpu" if cpu_backend else device)
         if dtype in (None, "auto") and self.device.type == "cuda":
             dtype = "fp16"
-        if backend == "torch":
-            self.dtype = resolve_dtype(dtype, self.device)
-        self.batch_size = batch_size or (64 if self.device.type == "cuda" else 32)
         self.window_overlap = window_overlap
         self.aggregate = aggregate
         self.max_query_fraction = max_query_fraction
@@ -182,76 +154,48 @@ class Reranker:
         if self.num_labels > 2:
             raise ValueError(f"{self.model_name} has {self.num_labels} labels; a reranker needs 1 "
                              "(a relevance logit) or 2 (not relevant / relevant)")
-        self.model, self._graph = None, None  # torch module | exported graph run by a CPU backend
-        self._packed, self._graphs, self._fused, self._fused_norms = False, None, 0, 0
-        if cpu_backend:
-            try:
-                self._graph = onnx_backend.load(self.path, "classifier", backend, quantize=quantize, threads=threads,
-                                                dtype=dtype)
-            except Exception as exc:  # chosen, not asked for: a model the exporter cannot take loads in torch
-                self.backend_reason = onnx_backend.torch_instead("Reranker", self._init_args["backend"], backend,
-                                                                 self.model_name, exc)
-                backend, cpu_backend, self.backend = "torch", False, "torch"
-                self.dtype = resolve_dtype(dtype, self.device)
-        if cpu_backend:
-            self.dtype = resolve_dtype(self._graph.computes_in, self.device)
-        else:
-            try:
-                net, info = AutoModelForSequenceClassification.from_pretrained(
-                    str(self.path), dtype=self.dtype, trust_remote_code=trust_remote_code, output_loading_info=True)
-            except Exception as exc:  # OSError, ValueError, safetensors' own error for a truncated or empty file
-                raise ValueError(f"{self.path}: the weights could not be loaded ({type(exc).__name__}: "
-                                 f"{str(exc)[:300]}); is the weights file complete?") from exc
-            missing = [k for k in info.get("missing_keys", []) if not ("classifier" in k or "score" in k)]
-            if missing:
-                raise ValueError(f"{self.path}: config.json describes a {config.model_type!r} model, but the weights "
-                                 f"lack {len(missing)} of its tensors (first: {missing[0]}): the config and the "
-                                 "weights belong to different models (loading would score with random weights)")
-            fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
-            if fresh:
-                warnings.warn(f"{self.model_name}: no trained classification head ({', '.join(fresh)} newly "
-                              "initialised); its scores are random until it is fine-tuned", stacklevel=2)
-            self.model = net.to(self.device).eval()
-            # on a GPU in half precision only: there the activation's own kernel is a memory round trip
-            # worth removing, and fp32 (the reference precision) keeps the model's exact function
-            self._fused = int(fused_ffn and self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
-                           and packed.supports(config) and fused.enable(self.model))
-            self._packed = pack and packed.enable(self.model, self.device, self.dtype)
-            if compile:
-                self.model = torch.compile(self.model, dynamic=True,
-                                           backend=compile if isinstance(compile, str) else "inductor")
-        self._activation = _activation_name(self.path, self.num_labels)
-        if self._packed:
-            self._position_offset = packed.position_offset(config)
-            self._host_spans = not packed.uses_flash(net, self.device, self.dtype)
         positions = getattr(config, "max_position_embeddings", max_length) or max_length
         tok_max = self._tokenizer.model_max_length if self._tokenizer.model_max_length < 10**6 else max_length
         self.max_length = min(max_length, positions, tok_max)
         self._local = threading.local()
         self.token_cache = TokenCache(cache_tokens)  # shared by every thread's pair encoder
-        _ = self._pairs  # built now: it refuses a max_length that leaves no room for a document
-        if cuda_graphs and self._packed and self.device.type == "cuda" and not self._host_spans:
-            from .engine.graphs import PackedGraphs
+        pad_id = self._pairs.pad_id  # built now: it refuses a max_length that leaves no room for a document
 
-            self._graphs = PackedGraphs(self.model, self.device, pad_id=self._pairs.pad_id,
-                                        position_offset=self._position_offset, max_length=self.max_length)
-            # only where passes replay graphs: Triton's launcher takes ~35 us of host time a launch (H200, 200
-            # back-to-back launches of a 6k-token kernel: 36 us each, torch's add + LayerNorm 25 us for both,
-            # bench/results/speed_h200_s15/call2/probe_norm.log), and passes launched op by op already wait on
-            # the host; the cuda_graphs=False rows with the kernel (8,635 / 6,743 pairs/s) sat below those
-            # without (7,210-13,193), within the hosts' spread. Packed CUDA passes are fp16/bf16 (flash).
-            self._fused_norms = int(fused_norm and not compile and add_norm.available() and add_norm.enable(self.model))
+        def load(on: str):
+            return load_engine(self.path, config, settings, backend=on, device=self.device,
+                               dtype=dtype if on != "torch" else resolve_dtype(dtype, self.device),
+                               max_length=self.max_length, pad_id=pad_id, num_labels=self.num_labels,
+                               trust_remote_code=trust_remote_code, name=self.model_name)
+
+        try:
+            self.engine = load(backend)
+        except Exception as exc:
+            if not cpu_backend:
+                raise
+            # chosen, not asked for: a model the exporter cannot take loads in torch
+            self.backend_reason = onnx_backend.torch_instead("Reranker", self._init_args["backend"], backend,
+                                                             self.model_name, exc)
+            self.backend = "torch"
+            self.engine = load("torch")
+        self.dtype = self.engine.dtype
+        self.batch_size = self.engine.batch_size
+        self._activation = _activation_name(self.path, self.num_labels)
         self._tokenizing = None  # the background tokenisation thread, started by the first call of 2+ chunks
         # Where passes replay CUDA graphs a call of a few dozen pairs is cut in pieces, so that each is
         # tokenised while the device runs the one before (tokenising 1 x 50 KorQuAD pairs takes as long
         # as their pass on an H200). Elsewhere one chunk: on a CPU tokenising and scoring share the cores,
         # and a pass launched op by op costs its launches again per piece (H200, 1 x 50 p50 with three
         # pieces: cuda_graphs=False 32 ms, pack=False 28-42 ms, against 20-26 and 18-25 with two).
-        self._split_small_calls = self._graphs is not None
+        self._split_small_calls = getattr(self.engine, "graphs", None) is not None
         if self.model is not None and self.device.type == "cuda":
             self._warm_up()
         log.info("Reranker %s: backend=%s (%s), dtype=%s", self.model_name, self.backend, self.backend_reason,
                  str(self.dtype).replace("torch.", ""))
+
+    @property
+    def model(self):
+        """The torch module that scores (None where an exported graph runs: ``backend`` onnx / openvino)."""
+        return self.engine.model
 
     # ------------------------------------------------------------------ API
     def score(self, query: str, docs: Sequence[str], *, raw: bool = False) -> list[float]:
@@ -307,7 +251,8 @@ class Reranker:
     def __repr__(self) -> str:
         where = f"device={str(self.device)!r}, dtype={self.dtype}"
         if self.backend != "torch":
-            where = f"backend={self.backend!r}, dtype={self.dtype}" + (", int8 weights" if self._graph.precision == "int8" else "")
+            where = f"backend={self.backend!r}, dtype={self.dtype}" + (
+                ", int8 weights" if self.engine.describe().get("precision") == "int8" else "")
         return (f"Reranker(model={self.model_name!r}, {where}, max_length={self.max_length}, "
                 f"batch_size={self.batch_size})")
 
@@ -412,44 +357,13 @@ class Reranker:
         """Every window of every (query, document) of a chunk; in whichever thread calls it."""
         return self._pairs.windows(chunk)
 
-    def _batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indices longest first, cut into passes of at most ``batch_size x max_length`` tokens (padded:
-        longest length x pairs; packed: the pairs' lengths summed): long pairs get ``batch_size`` to a
-        pass, short ones more."""
-        budget = self.batch_size * self.max_length
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batches, current, total = [], [], 0
-        for i in order:
-            longest = lengths[current[0]] if current else lengths[i]
-            tokens = total + lengths[i] if self._packed else (len(current) + 1) * longest
-            if current and tokens > budget:
-                batches.append(current)
-                current, total = [], 0
-            current.append(i)
-            total += lengths[i]
-        return batches + [current] if current else batches
-
     def _forward(self, windows: Windows) -> list[float]:
         """Every window's logit, in window order."""
         return self._collect(*self._launch(windows))
 
-    @torch.inference_mode()
     def _launch(self, windows: Windows) -> tuple[list[int], torch.Tensor | None]:
-        """Queues every pass of ``windows``: (window order of the values, one value per window,
-        left on the device until :meth:`_collect`)."""
-        if not len(windows):
-            return [], None
-        pairs = self._pairs
-        batches = self._batches(pairs.lengths(windows))
-        outs = []
-        for idx in batches:
-            if self._graph is not None:
-                out = torch.from_numpy(self._graph(pairs.pad(windows, idx)))
-            else:
-                out = self._pass(windows, idx)
-            # One scalar per pair: the logit, or for two classes the relevant-minus-other margin.
-            outs.append(out[:, 0] if self.num_labels == 1 else out[:, 1] - out[:, 0])
-        return [i for idx in batches for i in idx], torch.cat(outs)
+        """Queues every pass of ``windows`` on the engine (values left on the device until :meth:`_collect`)."""
+        return self.engine.run(self._pairs, windows)
 
     def _collect(self, order: list[int], values: torch.Tensor | None) -> list[float]:
         """The launched values on the host (the host waits for the device here), in window order."""
@@ -464,28 +378,11 @@ class Reranker:
             logits[i] = v
         return logits
 
-    def _pass(self, windows: Windows, idx: list[int]) -> torch.Tensor:
-        """One torch pass's logits, left on the device: packed (replayed from a CUDA graph where one is
-        recorded) or padded."""
-        if not self._packed:
-            return self.model(**self._to_device(self._pairs.pad(windows, idx))).logits
-        arrays = self._pairs.pack(windows, idx, self._position_offset, self._host_spans)
-        out = self._graphs(arrays) if self._graphs is not None else None
-        return self.model(**self._to_device(arrays)).logits if out is None else out
-
-    def _to_device(self, arrays: dict) -> dict:
-        """Arrays to the model's device, pinned + non_blocking on CUDA: the copy overlaps the previous
-        pass, and logits stay on the device until every pass is queued, so the host waits once per
-        call, not per pass. Host values (lengths, spans) stay as they are."""
-        cuda = self.device.type == "cuda"
-        return {k: staged(v, self.device).to(self.device, non_blocking=cuda) if isinstance(v, np.ndarray) else v
-                for k, v in arrays.items()}
-
     def _warm_up(self) -> None:
         """One short and one full-size pass at load: CUDA context, cuBLAS handles and the caching
         allocator are set up here, so the first real call is not several times slower."""
         pairs = self._pairs
-        for rows, width in ((2, 16), (self.batch_size, self.max_length)):
+        for rows, width in ((2, 16), (self.engine.batch_size, self.max_length)):
             doc = width - pairs.specials - 1
             self._forward(Windows(queries=[np.full(1, pairs.pad_id)], docs=[np.full(doc, pairs.pad_id)],
                                   query=[0] * rows, doc=[0] * rows, start=[0] * rows, end=[doc] * rows,

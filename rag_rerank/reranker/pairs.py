@@ -245,13 +245,6 @@ class PairEncoder:
             batch["token_type_ids"] = types
         return batch
 
-    def pack(self, w: Windows, idx: Sequence[int], position_offset: int, spans: bool) -> dict:
-        """Windows ``idx`` as one padding-free row (:func:`rag_rerank.packed.inputs`)."""
-        from .engine.packed import inputs
-
-        types = [self.types(w, k) for k in idx] if self.with_types else None
-        return inputs([self.ids(w, k) for k in idx], types, position_offset, spans)
-
 
 # ---------------------------------------------------------------- the tokenizer's threads
 # A call's texts go to the Rust tokenizer in one ``encode_batch_fast``, which spreads them over its own
