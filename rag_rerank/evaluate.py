@@ -93,8 +93,12 @@ def score_candidates(reranker, groups: Sequence["Group"], candidates: Sequence[S
 
 def fused_rankings(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
                    fusion: Fusion) -> list[list[str]]:
-    """Each query's candidates in the order ``fusion`` gives them from the reranker's scores."""
-    return [[cands[i] for i in fusion.order(s, len(cands))] for cands, s in zip(candidates, scores)]
+    """Each query's candidates in the order ``fusion`` gives them from the reranker's scores: the second stage
+    (:func:`~rag_rerank.retrieval.pipeline.rerank_fused`) on scores computed once."""
+    from .retrieval.pipeline import rerank_fused
+
+    ranked = rerank_fused(None, [""] * len(candidates), candidates, fusion, scores=scores)
+    return [[cands[i] for i, _final, _score in r] for cands, r in zip(candidates, ranked)]
 
 
 def known_rankings(rankings: Sequence[Sequence[str]], known: Sequence[Sequence[str]],

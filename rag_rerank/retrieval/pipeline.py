@@ -25,19 +25,24 @@ if TYPE_CHECKING:
 
 
 def rerank_fused(reranker, queries: Sequence[str], candidates: Sequence[Sequence[str]],
-                 fusion: Fusion | None = None) -> list[list[tuple[int, float, float | None]]]:
-    """The second stage: rerank first-stage candidate lists (all queries share length-sorted batches)
-    and fuse with the first stage's order (:class:`~rag_rerank.fusion.Fusion`'s arithmetic).
+                 fusion: Fusion | None = None, *, scores: Sequence[Sequence[float]] | None = None
+                 ) -> list[list[tuple[int, float, float | None]]]:
+    """The second stage, the one function the pipeline, the adapters and ``rag-rerank eval`` run: rerank
+    first-stage candidate lists (all queries share length-sorted batches) and fuse with the first stage's
+    order (:class:`~rag_rerank.fusion.Fusion`'s arithmetic).
 
     Returns per query ``(candidate index, final score, reranker score or None)`` best first; the
-    reranker scores only the top ``fusion.depth`` candidates (None for the rest). ``rag-rerank eval``
-    runs the same arithmetic on the scores it computes once (:func:`rag_rerank.evaluate.fused_rankings`)."""
+    reranker scores only the top ``fusion.depth`` candidates (None for the rest). ``scores``: the
+    reranker's scores of each list's head (or of every candidate), computed before - ``rag-rerank eval``
+    scores each candidate once and fuses those scores several ways; then no model runs."""
     fusion = fusion or fusion_lib.PLAIN
-    heads = [list(c[: fusion.head(len(c))]) for c in candidates]
+    if scores is None:
+        heads = [list(c[: fusion.head(len(c))]) for c in candidates]
+        scores = reranker.score_many(list(queries), heads)
     out = []
-    for cands, scores in zip(candidates, reranker.score_many(list(queries), heads)):
-        final = fusion.fused_scores(scores, len(cands))
-        out.append([(i, final[i], scores[i] if i < len(scores) else None) for i in fusion.order(scores, len(cands))])
+    for cands, s in zip(candidates, scores):
+        final = fusion.fused_scores(s, len(cands))
+        out.append([(i, final[i], s[i] if i < len(s) else None) for i in fusion.order(s, len(cands))])
     return out
 
 
