@@ -633,3 +633,26 @@ def test_speed_switches_are_one_settings_object_and_the_engine_says_what_it_is(t
         EngineSettings(pack="no")
     with pytest.raises(ValueError, match="batch_size"):
         EngineSettings(batch_size=0)
+
+
+def test_bf16_on_a_cpu_without_bf16_units_warns(tiny_ce, monkeypatch):
+    """torch emulates bf16 on CPUs without bf16 units (AVX2-only: a small linear layer 17x slower than fp32):
+    asking for it there says so; where the CPU has them, or for fp32, nothing is said."""
+    import platform
+    import warnings
+
+    from rag_rerank.models import devices
+
+    monkeypatch.setattr(devices, "cpu_has_bf16_units", lambda: False)
+    with pytest.warns(UserWarning, match="bf16 on a CPU without bf16 units"):
+        Reranker(str(tiny_ce), dtype="bf16")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        Reranker(str(tiny_ce), dtype="fp32")
+        monkeypatch.setattr(devices, "cpu_has_bf16_units", lambda: True)
+        Reranker(str(tiny_ce), dtype="bf16")
+    assert not any("bf16 units" in str(w.message) for w in seen)
+    monkeypatch.undo()
+    if platform.system() == "Linux" and platform.machine() == "x86_64":  # read off /proc/cpuinfo's flags
+        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+        assert devices.cpu_has_bf16_units() is ("avx512_bf16" in flags or "amx_bf16" in flags)

@@ -1,7 +1,9 @@
 """Device and dtype choice shared by every model wrapper."""
 from __future__ import annotations
 
+import functools
 import os
+import platform
 
 import torch
 
@@ -74,3 +76,25 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if device.type == "mps":
         return torch.float16
     return torch.float32
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16_units() -> bool | None:
+    """Whether this CPU computes bf16 natively (x86: AVX512-BF16 or AMX-BF16; Arm: the bf16 extension); None
+    where it cannot be told (no /proc/cpuinfo). Without them torch runs bf16 matrix products emulated: on a
+    2-core AVX2 EPYC a small bf16 linear layer took 17x its fp32 time (BENCHMARKS.md, session 19)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    if not flags:
+        return None
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return "bf16" in flags
+    return bool(flags & {"avx512_bf16", "amx_bf16"})

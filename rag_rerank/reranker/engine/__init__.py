@@ -227,9 +227,14 @@ def torch_engine(model, config, settings: EngineSettings, *, device: torch.devic
                  max_length: int, pad_id: int, num_labels: int) -> Engine:
     """The torch engine ``settings`` call for on ``device``: packed where the family allows it and it pays
     (``packed.enable``), the FFN epilogue and add + LayerNorm kernels where they pay, graphs on CUDA."""
+    from ...models.devices import cpu_has_bf16_units
     from ..cuda import add_norm, fused
     from . import packed
 
+    if device.type == "cpu" and dtype == torch.bfloat16 and cpu_has_bf16_units() is False:
+        warnings.warn("dtype=bf16 on a CPU without bf16 units (no AVX512-BF16 / AMX): torch emulates it, several "
+                      "times slower than fp32 here; use dtype='fp32', or backend='openvino', which picks fp32 on such "
+                      "a CPU", stacklevel=4)
     half = dtype in (torch.float16, torch.bfloat16)
     fused_ffn = int(settings.fused_ffn and device.type == "cuda" and half and packed.supports(config)
                     and fused.enable(model))
