@@ -15,7 +15,7 @@ _EXPORTS = {
     "Reranker": "reranker", "RankedDoc": "types", "Document": "types", "Hit": "types",
     "DEFAULT_RERANKER": "models", "DEFAULT_ENCODER": "models",
     "TwoStageRetriever": "retrieval.pipeline", "ChromaStore": "retrieval.store", "BiEncoder": "retrieval.encoder",
-    "InMemoryCorpus": "retrieval.first_stage", "Fusion": "retrieval.fusion",
+    "InMemoryCorpus": "retrieval.first_stage", "Fusion": "retrieval.fusion", "EngineSettings": "reranker.engine",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .models import DEFAULT_ENCODER, DEFAULT_RERANKER
     from .retrieval.pipeline import TwoStageRetriever
     from .reranker import Reranker
+    from .reranker.engine import EngineSettings
     from .retrieval.store import ChromaStore
     from .types import Document, Hit, RankedDoc
 
