@@ -234,7 +234,7 @@ def torch_engine(model, config, settings: EngineSettings, *, device: torch.devic
     if device.type == "cpu" and dtype == torch.bfloat16 and cpu_has_bf16_units() is False:
         warnings.warn("dtype=bf16 on a CPU without bf16 units (no AVX512-BF16 / AMX): torch emulates it, several "
                       "times slower than fp32 here; use dtype='fp32', or backend='openvino', which picks fp32 on such "
-                      "a CPU", stacklevel=4)
+                      "a CPU", stacklevel=5)  # the caller of Reranker()
     half = dtype in (torch.float16, torch.bfloat16)
     fused_ffn = int(settings.fused_ffn and device.type == "cuda" and half and packed.supports(config)
                     and fused.enable(model))
@@ -279,7 +279,8 @@ def load_torch_model(path, config, dtype: torch.dtype, device: torch.device, tru
     fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
     if fresh:
         warnings.warn(f"{name}: no trained classification head ({', '.join(fresh)} newly "
-                      "initialised); its scores are random until it is fine-tuned", stacklevel=4)
+                      "initialised); its scores are random until it is fine-tuned",
+                      stacklevel=5)  # the caller of Reranker()
     return net.to(device).eval()
 
 
