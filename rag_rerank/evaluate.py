@@ -94,10 +94,10 @@ def score_candidates(reranker, groups: Sequence["Group"], candidates: Sequence[S
 def fused_rankings(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
                    fusion: Fusion) -> list[list[str]]:
     """Each query's candidates in the order ``fusion`` gives them from the reranker's scores: the second stage
-    (:func:`~rag_rerank.retrieval.pipeline.rerank_fused`) on scores computed once."""
-    from .retrieval.pipeline import rerank_fused
+    (:func:`~rag_rerank.retrieval.pipeline.fuse_scores`) on scores computed once."""
+    from .retrieval.pipeline import fuse_scores
 
-    ranked = rerank_fused(None, [""] * len(candidates), candidates, fusion, scores=scores)
+    ranked = fuse_scores(candidates, scores, fusion)
     return [[cands[i] for i, _final, _score in r] for cands, r in zip(candidates, ranked)]
 
 

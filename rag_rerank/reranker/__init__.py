@@ -177,8 +177,6 @@ class Reranker:
                                                              self.model_name, exc)
             self.backend = "torch"
             self.engine = load("torch")
-        self.dtype = self.engine.dtype
-        self.batch_size = self.engine.batch_size
         self._activation = _activation_name(self.path, self.num_labels)
         self._tokenizing = None  # the background tokenisation thread, started by the first call of 2+ chunks
         # Where passes replay CUDA graphs a call of a few dozen pairs is cut in pieces, so that each is
@@ -196,6 +194,16 @@ class Reranker:
     def model(self):
         """The torch module that scores (None where an exported graph runs: ``backend`` onnx / openvino)."""
         return self.engine.model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """What the engine computes in (for an exported graph: the precision its runtime chose)."""
+        return self.engine.dtype
+
+    @property
+    def batch_size(self) -> int:
+        """Pairs per pass at full length (the engine's token budget is ``batch_size x max_length``)."""
+        return self.engine.batch_size
 
     # ------------------------------------------------------------------ API
     def score(self, query: str, docs: Sequence[str], *, raw: bool = False) -> list[float]:
@@ -382,7 +390,7 @@ class Reranker:
         """One short and one full-size pass at load: CUDA context, cuBLAS handles and the caching
         allocator are set up here, so the first real call is not several times slower."""
         pairs = self._pairs
-        for rows, width in ((2, 16), (self.engine.batch_size, self.max_length)):
+        for rows, width in ((2, 16), (self.batch_size, self.max_length)):
             doc = width - pairs.specials - 1
             self._forward(Windows(queries=[np.full(1, pairs.pad_id)], docs=[np.full(doc, pairs.pad_id)],
                                   query=[0] * rows, doc=[0] * rows, start=[0] * rows, end=[doc] * rows,

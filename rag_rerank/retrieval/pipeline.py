@@ -25,20 +25,22 @@ if TYPE_CHECKING:
 
 
 def rerank_fused(reranker, queries: Sequence[str], candidates: Sequence[Sequence[str]],
-                 fusion: Fusion | None = None, *, scores: Sequence[Sequence[float]] | None = None
-                 ) -> list[list[tuple[int, float, float | None]]]:
-    """The second stage, the one function the pipeline, the adapters and ``rag-rerank eval`` run: rerank
-    first-stage candidate lists (all queries share length-sorted batches) and fuse with the first stage's
-    order (:class:`~rag_rerank.fusion.Fusion`'s arithmetic).
+                 fusion: Fusion | None = None) -> list[list[tuple[int, float, float | None]]]:
+    """The second stage: rerank first-stage candidate lists (all queries share length-sorted batches)
+    and fuse with the first stage's order (:func:`fuse_scores`).
 
     Returns per query ``(candidate index, final score, reranker score or None)`` best first; the
-    reranker scores only the top ``fusion.depth`` candidates (None for the rest). ``scores``: the
-    reranker's scores of each list's head (or of every candidate), computed before - ``rag-rerank eval``
-    scores each candidate once and fuses those scores several ways; then no model runs."""
+    reranker scores only the top ``fusion.depth`` candidates (None for the rest)."""
     fusion = fusion or fusion_lib.PLAIN
-    if scores is None:
-        heads = [list(c[: fusion.head(len(c))]) for c in candidates]
-        scores = reranker.score_many(list(queries), heads)
+    heads = [list(c[: fusion.head(len(c))]) for c in candidates]
+    return fuse_scores(candidates, reranker.score_many(list(queries), heads), fusion)
+
+
+def fuse_scores(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
+                fusion: Fusion) -> list[list[tuple[int, float, float | None]]]:
+    """The second stage's ranking from the reranker's scores of each list's head (or of every candidate):
+    what :func:`rerank_fused` returns, with no model run - ``rag-rerank eval`` scores each candidate once
+    and fuses those scores several ways through here."""
     out = []
     for cands, s in zip(candidates, scores):
         final = fusion.fused_scores(s, len(cands))

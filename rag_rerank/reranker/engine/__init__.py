@@ -22,6 +22,7 @@ the engine a model, a device and those settings call for.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import warnings
 from typing import Sequence
@@ -29,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ...models.devices import staged
+from ...models.devices import resolve_dtype, staged
 from ...types import check_int
 
 __all__ = ["Engine", "EngineSettings", "ExportedEngine", "PackedEngine", "PaddedEngine", "load_engine",
@@ -94,9 +95,9 @@ class EngineSettings:
         return dataclasses.replace(settings or cls(), **switches)
 
 
-class Engine:
-    """The seam: ``plan`` / ``run`` / ``describe`` (module docstring). Subclasses build a pass's batch
-    (``batch``) and run it (``forward``: logits ``[pairs, labels]``, on the device)."""
+class Engine(abc.ABC):
+    """The seam: ``plan`` / ``run`` / ``describe`` (module docstring). Each engine builds a pass's batch
+    (``batch``) and runs it (``forward``: logits ``[pairs, labels]``, on the device)."""
 
     name = "engine"
     packed = False  # passes sized by real tokens (True) or by longest x pairs
@@ -123,11 +124,13 @@ class Engine:
             total += lengths[i]
         return passes + [current] if current else passes
 
+    @abc.abstractmethod
     def batch(self, pairs, windows, idx: list[int]) -> dict:
-        raise NotImplementedError
+        """Windows ``idx`` of ``windows`` as this engine's inputs for one pass."""
 
+    @abc.abstractmethod
     def forward(self, batch: dict) -> torch.Tensor:
-        raise NotImplementedError
+        """One pass's logits ``[pairs, labels]``, left on the device."""
 
     @torch.inference_mode()
     def run(self, pairs, windows) -> tuple[list[int], torch.Tensor | None]:
@@ -295,8 +298,6 @@ def load_engine(path, config, settings: EngineSettings, *, backend: str, device:
     if backend in export.CPU_BACKENDS:
         graph = export.load(path, "classifier", backend, quantize=settings.quantize, threads=settings.threads,
                             dtype=dtype)
-        from ...models.devices import resolve_dtype
-
         return ExportedEngine(graph, backend, batch_size=settings.batch_size or 32, max_length=max_length,
                               num_labels=num_labels, device=device, dtype=resolve_dtype(graph.computes_in, device))
     model = load_torch_model(path, config, dtype, device, trust_remote_code, name)
