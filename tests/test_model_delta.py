@@ -95,3 +95,28 @@ def test_the_pipeline_files_travel_with_the_delta():
     from rag_rerank.models.delta import MODEL_FILES
 
     assert {model_settings.CONFIG_FILE, known_queries.DATA_FILE} <= set(MODEL_FILES)
+
+
+def test_ship_packages_a_trained_model_with_reference_logits_that_the_delta_reproduces(tiny_encoder, tmp_path,
+                                                                                        capsys):
+    """`python -m rag_rerank.train.ship` (how the shipped reranker is made): the delta, the training metrics
+    less the loss curve, and the trained model's logits on Korean pairs, which the rebuilt model reproduces."""
+    from rag_rerank import Reranker
+    from rag_rerank.train import ship
+
+    fine = _fine_tune_like_lora(tiny_encoder, tmp_path / "fine", rank=4)
+    with pytest.raises(FileNotFoundError, match="TRAINED_DIR .*metrics.json"):
+        ship.main([str(fine), str(tiny_encoder), str(tmp_path / "nope")])
+    (fine / "metrics.json").write_text(json.dumps({"steps": 3, "history": [{"loss": 1.0}]}))
+    assert ship.main([str(fine), str(tiny_encoder), str(tmp_path / "out"), "--rank", "4", "--base-name", "tiny"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    out = tmp_path / "out"
+    assert printed["factored"] and printed["bytes"] == (out / DELTA_FILE).stat().st_size
+    assert json.loads((out / "training_metrics.json").read_text()) == {"steps": 3}
+    assert json.loads((out / DELTA_INFO).read_text())["base"] == "tiny"
+    reference = json.loads((out / "reference.json").read_text())["pairs"]
+    pairs = ship.reference_pairs()  # two per demo article: its paragraph and the next one
+    assert [(r["query"], r["document"]) for r in reference] == pairs and pairs[0][0] == pairs[1][0] != ""
+    rebuilt = Reranker(str(apply_delta(out, tiny_encoder, tmp_path / "rebuilt")), dtype=torch.float32)
+    got = [rebuilt.score(r["query"], [r["document"]], raw=True)[0] for r in reference[:6]]
+    assert got == pytest.approx([r["logit"] for r in reference[:6]], abs=1e-3)

@@ -1,6 +1,10 @@
 """The CPU backends (ONNX Runtime, OpenVINO) score and embed like the torch reference (issue 15)."""
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
+import json
 import shutil
 
 import numpy as np
@@ -204,13 +208,34 @@ def shipped_reranker_cut(e5_cross_encoder, kornli, tmp_path_factory):
     ONNX / OpenVINO exports take a quarter of the time (the 250k-piece embedding table is most of e5)."""
     from rag_rerank.models import SHIPPED_DIR, SHIPPED_RERANKER
     from rag_rerank.models.delta import apply_delta
-    from rag_rerank.models.subset import cut_e5
+    from rag_rerank.models import subset
 
     queries, _relevant, candidates = _kornli_ranking_task(kornli)
     d = tmp_path_factory.mktemp("cut")
-    info = cut_e5(queries + [c for cs in candidates for c in cs], d / "e5cut.bin")
+    # through the command a user runs: the texts from a plain file and a .jsonl.gz of lists
+    (d / "queries.txt").write_text("\n".join(queries) + "\n", encoding="utf-8")
+    with gzip.open(d / "candidates.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"query": q, "documents": cs}, ensure_ascii=False) + "\n"
+                      for q, cs in zip(queries, candidates))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert subset.main([str(d / "e5cut.bin"), str(d / "queries.txt"), str(d / "candidates.jsonl.gz"),
+                            "--work", str(d)]) == 0
+    info = json.loads(out.getvalue())
+    assert info["texts"] == len({"query: ", "passage: ", *queries, *(c for cs in candidates for c in cs)})
     assert info["pieces_kept"] < info["pieces_full"] // 20 and info["texts_tokenised_differently"] == 0
     return apply_delta(SHIPPED_DIR / SHIPPED_RERANKER, info["dir"], d / "shipped")
+
+
+def test_subset_texts_name_the_file_and_line_of_a_bad_row(tmp_path):
+    from rag_rerank.models.subset import read_texts
+
+    (tmp_path / "a.jsonl").write_text('{"q": "하나", "d": ["둘", {"x": "셋"}], "n": 3}\n\n{"q": \n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"a\.jsonl, line 3: not JSON"):
+        read_texts([tmp_path / "a.jsonl"])
+    (tmp_path / "a.jsonl").write_text('{"q": "하나", "d": ["둘", {"x": "셋"}], "n": 3}\n', encoding="utf-8")
+    (tmp_path / "b.txt").write_text("넷\n\n하나\n", encoding="utf-8")
+    assert read_texts([tmp_path / "a.jsonl", tmp_path / "b.txt"]) == sorted(["하나", "둘", "셋", "넷"])
 
 
 def test_the_cut_reranker_scores_its_texts_like_the_full_one(shipped_reranker_cut, e5_reranker, kornli):

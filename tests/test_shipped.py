@@ -27,7 +27,7 @@ def test_materialise_is_cached_and_named_by_the_delta(e5_cross_encoder, e5_dir):
     assert models.SHIPPED_RERANKER in models.offline_names()
     assert models.resolve(models.OFFLINE_PREFIX + models.SHIPPED_RERANKER) == e5_cross_encoder
     config = json.loads((again / "config.json").read_text())
-    # the full e5 vocabulary, not the cut twin it was trained on (bench/e5_subset.py)
+    # the full e5 vocabulary, not the cut twin it was trained on (rag_rerank.models.subset)
     assert config["vocab_size"] == json.loads((e5_dir / "config.json").read_text())["vocab_size"] > 250000
 
 

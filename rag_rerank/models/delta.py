@@ -8,7 +8,7 @@ fingerprinted, so the delta refuses to go onto a different base), changed matric
 update has rank <= r are stored as two fp16 factors, anything else changed is stored whole.
 :func:`apply_delta` rebuilds the fine-tuned model on the base directory.
 
-A delta exported from a model trained on a vocabulary-cut twin of the base (bench/e5_subset.py:
+A delta exported from a model trained on a vocabulary-cut twin of the base (rag_rerank.models.subset:
 same layer weights, fewer embedding rows) applies to the full base: embeddings are not part of
 the delta, only compared where the shapes agree.
 """

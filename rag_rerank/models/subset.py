@@ -8,11 +8,17 @@ full vocabulary (a unigram tokenizer's best segmentation stays the best when onl
 use are removed). On those texts the cut model computes exactly what the full one does.
 
 Used where the full table costs without changing a result: a GPU machine that must be sent the model
-(``bench/e5_subset.py``: the device carries at most 64 MiB), and the tests that export the shipped
-reranker to ONNX / OpenVINO (an export of the cut model takes a quarter of the time).
+(the device carries at most 64 MiB), and the tests that export the shipped reranker to ONNX / OpenVINO
+(an export of the cut model takes a quarter of the time). From the shell:
+
+    python -m rag_rerank.models.subset OUT.bin TEXT_FILE... [--work DIR]
+
+TEXT_FILE: .jsonl or .jsonl.gz (every string value, lists included) or plain text (one text a line).
 """
 from __future__ import annotations
 
+import gzip
+import json
 import shutil
 import struct
 from pathlib import Path
@@ -103,4 +109,48 @@ def cut_e5(texts: list[str], out: str | Path, *, cut_dir: str | Path | None = No
     return info
 
 
-__all__ = ["cut_e5", "e5_source", "used_pieces", "write_subset"]
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | dict):
+        for v in value.values() if isinstance(value, dict) else value:
+            yield from _strings(v)
+
+
+def read_texts(paths) -> list[str]:
+    """Every text in these files: each string value of a .jsonl / .jsonl.gz line, or each line of a text file."""
+    texts: set[str] = set()
+    for path in map(Path, paths):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                if ".jsonl" not in path.name:
+                    texts.add(line.rstrip("\n"))
+                    continue
+                try:
+                    texts.update(_strings(json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {n}: not JSON ({e.msg})") from None
+    return sorted(texts)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m rag_rerank.models.subset", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--work", default="/tmp/e5_subset", help="where the cut twin is materialised (to check it)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    print(json.dumps(cut_e5(read_texts(args.texts), out, cut_dir=Path(args.work) / out.stem)))
+    return 0
+
+
+__all__ = ["cut_e5", "e5_source", "read_texts", "used_pieces", "write_subset"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
