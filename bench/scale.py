@@ -1,6 +1,5 @@
 """Scale of the store (issue 34): ingest, disk, memory, open, candidate latency and freshness at
-10k / 100k / 1M synthetic Korean passages, with the old one-JSON-file BM25 index as the baseline and
-the lexical engines tried side by side.
+10k / 100k / 1M synthetic Korean passages.
 
 Passages are built from the shared data's sentences (KorQuAD paragraphs cut at sentence ends, KorNLI,
 KorSTS, chatbot questions and answers): 2 to 5 random sentences each, so Kiwi pays its real cost and
@@ -12,15 +11,13 @@ Every phase runs in its own process (peak RSS is that phase's):
             latency (top 50, no reranker), first query after a write (this process, and another's)
   replica   a `serve` replica in server mode: `chroma run` over the store, then connect with the shared
             BM25 folder: ready time and candidate latency through the server
-  baseline  the index of main 7ede8b7 (KoreanBM25: tokens in JSON, rewritten whole per write batch, a
-            matrix rebuilt on the first query after a write), fed the same tokens in store-sized batches
-  engines   lexical engines alone over the same tokens: numpy segments (ours) vs tantivy (pre-tokenised
-            field, whitespace tokenizer), build / open / query / disk / RSS
 
     python bench/scale.py --sizes 10000,100000 [--data ../shared/data] [--encoder NAME --backend openvino]
-                          [--baseline] [--engines numpy,tantivy] [--work DIR] [--out bench/results/scale.json]
+                          [--work DIR] [--out bench/results/scale.json]
 
-(tantivy is not a dependency of the package: `pip install tantivy` for its engine rows.)
+The phases that compared the old one-JSON-file index (main 7ede8b7) and the lexical engines (numpy
+segments vs tantivy) over the same tokens, once the index was chosen, retired: `git show
+8288d14:bench/scale.py` (--baseline, --engines) runs them again.
 """
 from __future__ import annotations
 
@@ -39,7 +36,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-BASELINE_COMMIT = "7ede8b7"
 
 
 # ------------------------------------------------------------------ corpus
@@ -135,23 +131,11 @@ def phase_ingest(args) -> dict:
 
     docs = corpus(Path(args.data), args.size)
     store_dir = Path(args.work) / f"store-{args.size}"
-    tokens_file = Path(args.work) / f"tokens-{args.size}.jsonl"
     if not args.resume:
         shutil.rmtree(store_dir, ignore_errors=True)
-        tokens_file.unlink(missing_ok=True)
     start = time.perf_counter()
     store = ChromaStore(store_dir, "scale", encoder=stand_in_encoder(args), encoder_options=encoder_options(args))
     opened = time.perf_counter() - start
-    if args.keep_tokens:  # the same tokens for the baseline and engine phases (Kiwi once)
-        real, fh = store.lexical.tokenizer, open(tokens_file, "a", encoding="utf-8")
-
-        def recording(texts):
-            out = real(texts)
-            if len(texts) > 1:
-                fh.write("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in out))
-            return out
-
-        store.lexical.tokenizer = recording
     before = store.count()
     start = time.perf_counter()
     store.add([Document(t, {"n": i % 97}, f"p{i}") for i, t in enumerate(docs)], show_progress=args.progress)
@@ -288,138 +272,6 @@ def phase_replica(args) -> dict:
             "peak_rss_gb": peak_rss_gb()}
 
 
-def load_tokens(args) -> list[list[str]]:
-    """The ingest's Kiwi tokens; ``--tokens-from N`` reuses a smaller size's tokens, repeated up to
-    ``--size`` (engines at 1M on a machine where Kiwi over 1M passages would take an hour)."""
-    path = Path(args.work) / f"tokens-{args.tokens_from or args.size}.jsonl"
-    with open(path, encoding="utf-8") as fh:
-        tokens = [json.loads(line) for line in fh]
-    return [tokens[i % len(tokens)] for i in range(args.size)]
-
-
-def token_queries(tokens: list[list[str]], n: int = 200, seed: int = 1) -> list[list[str]]:
-    """Index-only queries: six consecutive tokens of a random passage (the morphemes Kiwi makes of a query)."""
-    rng = random.Random(seed)
-    out = []
-    for toks in rng.sample([t for t in tokens if len(t) >= 6], n):
-        start = rng.randrange(len(toks) - 5)
-        out.append(toks[start : start + 6])
-    return out
-
-
-def phase_baseline(args) -> dict:
-    source = subprocess.run(["git", "show", f"{BASELINE_COMMIT}:rag_rerank/lexical.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    source = source.replace("from .types", "from rag_rerank.types")
-    namespace: dict = {"__name__": "old_lexical"}
-    exec(compile(source, "old_lexical.py", "exec"), namespace)
-    tokens = load_tokens(args)
-    ids = [f"p{i}" for i in range(len(tokens))]
-    index = namespace["KoreanBM25"]("whitespace")
-    path = Path(args.work) / f"old-{args.size}.json"
-    saves = []
-    for start in range(0, len(ids), 5461):  # what the store did per write batch: add, then save whole
-        for i in range(start, min(start + 5461, len(ids))):
-            index._tokens[ids[i]] = tokens[i]
-        index._matrix = None
-        t = time.perf_counter()
-        index.save(path)
-        saves.append(time.perf_counter() - t)
-    del index
-    t = time.perf_counter()
-    index = namespace["KoreanBM25"].load(path)
-    load_s = time.perf_counter() - t
-    qs = [" ".join(q) for q in token_queries(tokens)]
-    t = time.perf_counter()
-    index.search(qs[0], 50)
-    first = time.perf_counter() - t
-    lat = []
-    for q in qs:
-        t = time.perf_counter()
-        index.search(q, 50)
-        lat.append(time.perf_counter() - t)
-    index.add(["new"], ["방금 추가한 문서"])
-    t = time.perf_counter()
-    index.search(qs[1], 50)
-    after = time.perf_counter() - t
-    return {"phase": "baseline", "size": args.size, "save_first_s": saves[0], "save_last_s": saves[-1],
-            "save_total_s": sum(saves), "file_gb": path.stat().st_size / 1e9, "load_s": load_s,
-            "first_query_s": first, "bm25_p50_ms": 1000 * pct(lat, 0.5), "bm25_p99_ms": 1000 * pct(lat, 0.99),
-            "first_query_after_write_s": after, "peak_rss_gb": peak_rss_gb(),
-            "note": "queries: six Kiwi tokens of a passage, joined by spaces (index-only timing; Kiwi's query cost is the same for both)"}
-
-
-def phase_engine(args) -> dict:
-    tokens = load_tokens(args)
-    ids = [f"p{i}" for i in range(len(tokens))]
-    qs = token_queries(tokens)
-    folder = Path(args.work) / f"engine-{args.engine}-{args.size}"
-    shutil.rmtree(folder, ignore_errors=True)
-    batch = 5461
-    if args.engine == "numpy":
-        from rag_rerank.retrieval.lexical_index import LexicalIndex, prepare
-
-        index = LexicalIndex(folder, "whitespace")
-        commits = []
-        t0 = time.perf_counter()
-        for start in range(0, len(ids), batch):
-            p = prepare(ids[start : start + batch], tokens=tokens[start : start + batch])
-            t = time.perf_counter()
-            index.commit(p)
-            commits.append(time.perf_counter() - t)
-        index.wait_merges()
-        build = time.perf_counter() - t0
-        segments = len(index.snapshot().segments)
-        del index
-        t = time.perf_counter()
-        index = LexicalIndex(folder, "whitespace")
-        open_s = time.perf_counter() - t
-
-        def search(q):
-            return index.search(" ".join(q), 50)
-    else:
-        import tantivy
-
-        sb = tantivy.SchemaBuilder()
-        sb.add_text_field("id", stored=True, tokenizer_name="raw")
-        sb.add_text_field("body", stored=False, tokenizer_name="whitespace")
-        schema = sb.build()
-        folder.mkdir(parents=True)
-        index = tantivy.Index(schema, path=str(folder))
-        writer = index.writer(heap_size=256_000_000)
-        commits = []
-        t0 = time.perf_counter()
-        for start in range(0, len(ids), batch):
-            t = time.perf_counter()
-            for i in range(start, min(start + batch, len(ids))):
-                writer.add_document(tantivy.Document(id=ids[i], body=" ".join(tokens[i])))
-            writer.commit()
-            commits.append(time.perf_counter() - t)
-        writer.wait_merging_threads()
-        build = time.perf_counter() - t0
-        segments = None
-        del writer, index
-        t = time.perf_counter()
-        index = tantivy.Index.open(str(folder))
-        index.reload()
-        searcher = index.searcher()
-        open_s = time.perf_counter() - t
-
-        def search(q):
-            query = tantivy.Query.boolean_query(
-                [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "body", w)) for w in dict.fromkeys(q)])
-            return [searcher.doc(a)["id"][0] for _, a in searcher.search(query, 50).hits]
-    lat = []
-    for q in qs:
-        t = time.perf_counter()
-        search(q)
-        lat.append(time.perf_counter() - t)
-    return {"phase": "engine", "engine": args.engine, "size": args.size, "build_s": build,
-            "commit_first_s": commits[0], "commit_last_s": commits[-1], "open_s": open_s,
-            "p50_ms": 1000 * pct(lat, 0.5), "p99_ms": 1000 * pct(lat, 0.99), "disk_gb": du_gb(folder),
-            "segments": segments, "peak_rss_gb": peak_rss_gb()}
-
-
 # ------------------------------------------------------------------ driver
 def run_phase(argv: list[str]) -> dict:
     progress = "--progress" in argv  # the child's progress bar goes to this stderr
@@ -443,8 +295,6 @@ def main(argv=None) -> int:
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--work", default=str(ROOT / "runs" / "scale"))
-    p.add_argument("--baseline", action="store_true", help="also the old JSON index, fed the same tokens")
-    p.add_argument("--engines", default="", help="comma list of numpy,tantivy (lexical engines alone)")
     p.add_argument("--phases", default="ingest,open",
                    help="which store phases to run (ingest,open,replica: a replica over a Chroma server on the store)")
     p.add_argument("--resume", action="store_true", help="ingest into the existing store (skips what it holds)")
@@ -452,18 +302,13 @@ def main(argv=None) -> int:
     p.add_argument("--out")
     p.add_argument("--phase", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--engine", help=argparse.SUPPRESS)
-    p.add_argument("--keep-tokens", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--tokens-from", type=int, help="engines/baseline: reuse this size's saved tokens, repeated")
     args = p.parse_args(argv)
     if args.phase:  # a child process
-        fn = {"ingest": phase_ingest, "open": phase_open, "replica": phase_replica, "baseline": phase_baseline,
-              "engine": phase_engine}
+        fn = {"ingest": phase_ingest, "open": phase_open, "replica": phase_replica}
         print(json.dumps(fn[args.phase](args), ensure_ascii=False))
         return 0
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    common = ["--tokens-from", str(args.tokens_from)] if args.tokens_from else []
-    common += ["--data", args.data, "--encoder", args.encoder, "--backend", args.backend, "--work", args.work]
+    common = ["--data", args.data, "--encoder", args.encoder, "--backend", args.backend, "--work", args.work]
     common += ["--device", args.device] if args.device else []
     common += ["--query-encoder", args.query_encoder] if args.query_encoder else []
     common += ["--batch-size", str(args.batch_size)] if args.batch_size else []
@@ -476,21 +321,16 @@ def main(argv=None) -> int:
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "gpu": gpu},
                "encoder": args.encoder, "query_encoder": args.query_encoder or args.encoder,
                "backend": args.backend, "runs": []}
-    keep = args.baseline or bool(args.engines)
     for size in [int(s) for s in args.sizes.split(",")]:
         sz = ["--size", str(size)]
         if "ingest" in args.phases:
-            results["runs"].append(run_phase(["--phase", "ingest", *common, *sz, *(["--keep-tokens"] if keep else []),
+            results["runs"].append(run_phase(["--phase", "ingest", *common, *sz,
                                               *(["--resume"] if args.resume else []),
                                               *(["--progress"] if args.progress else [])]))
         if "open" in args.phases:
             results["runs"].append(run_phase(["--phase", "open", *common, *sz]))
         if "replica" in args.phases:
             results["runs"].append(run_phase(["--phase", "replica", *common, *sz]))
-        if args.baseline:
-            results["runs"].append(run_phase(["--phase", "baseline", *common, *sz]))
-        for engine in filter(None, args.engines.split(",")):
-            results["runs"].append(run_phase(["--phase", "engine", *common, *sz, "--engine", engine]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
