@@ -291,7 +291,8 @@ def report(args) -> str:
     for name, task in tasks.items():
         _read_stages(task, scored["tasks"][name])
     table = Table(tasks)
-    shipped = ("hybrid 0.9", model_settings.load(ROOT / "rag_rerank" / "shipped" / "ko-reranker-e5-small").fusion)
+    settings_ = model_settings.load(ROOT / "rag_rerank" / "shipped" / "ko-reranker-e5-small")
+    shipped = (f"hybrid {settings_.hybrid.weight:g}", settings_.fusion)  # the first stage the shipped settings name
     fusions = grid()
     settings = [(stage, f) for stage in ("bm25", "dense", *(f"hybrid {w:g}" for w in HYBRIDS)) for f in fusions]
     chosen = choose(table, CHOOSE_ON, settings)
