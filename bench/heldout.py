@@ -7,6 +7,10 @@ Tasks (from ../shared/data; nothing here is trained on by this script):
     pages-val / pages-test       the same questions -> "pages": an article's consecutive paragraphs joined to
                                  ~800-1,600 characters under a heading line (title, page n/N), the shape of a
                                  report's or a PDF's page chunks; the relevant page holds the question's paragraph
+    ocr-val / ocr-test           the same pages as an OCR'd PDF gives them (synthetic, seeded: `_ocr`): a running
+                                 header and page footer, lines broken at 30-55 characters, 6 % of spaces lost and
+                                 2 % of words split, 1 % of characters misread, and the page's numbers gathered
+                                 into a flattened table; the questions stay clean, as users type them
     kornli-test                  entailed hypothesis -> premise (the shipped model trained on the dev part)
     korsts-test                  sentence1 -> sentence2 of pairs scored >= 4 (the model trained on KorSTS train)
     chatbot-val / chatbot-test   question -> answer; a domain the shipped model never trained on (val: 800 of the
@@ -44,7 +48,7 @@ DEPTH = 50  # each side's candidates kept and scored
 CANDIDATE_K = 30  # the shipped settings' first-stage depth handed to the reranker
 PAGE_CHARS = 800  # a page closes once it holds this many characters
 CHOOSE_ON = ("chatbot-val", "pages-val")  # held-out domains: the shipped setting is chosen here only
-TESTS = ("korquad-test", "pages-test", "kornli-test", "korsts-test", "chatbot-test")
+TESTS = ("korquad-test", "pages-test", "ocr-test", "kornli-test", "korsts-test", "chatbot-test")
 VARIANTS = {  # reranker settings scored (pages tasks only for the non-default ones)
     "default": {},
     "first-window": {"aggregate": "first"},
@@ -54,6 +58,39 @@ VARIANTS = {  # reranker settings scored (pages tasks only for the non-default o
 
 
 # ------------------------------------------------------------------ tasks
+_MISREAD = dict(zip("를은의이가는다0O1l", "률온익01가논디O0l1"))  # look-alikes a Korean OCR engine swaps
+
+
+def _ocr(page: str, n: int, of: int, seed: int) -> str:
+    """``page`` as text extracted from a scanned PDF page: what a RAG user over OCR'd reports indexes. Not a
+    real OCR engine's output - a seeded imitation of its usual faults, so the same run gives the same corpus."""
+    import re
+
+    rng = random.Random(seed)
+    title, body = page.split("\n", 1)
+    numbers = re.findall(r"\d[\d,.]*\d|\d", body)[:9]
+    chars = []
+    for ch in body.replace("\n", " "):
+        if ch == " " and rng.random() < 0.06:
+            continue  # a lost space
+        if ch in _MISREAD and rng.random() < 0.01:
+            ch = _MISREAD[ch]
+        chars.append(ch)
+        if ch != " " and rng.random() < 0.02:
+            chars.append(" ")  # a word split in two
+    text, lines, width = "".join(chars), [], rng.randint(30, 55)
+    while text:
+        cut = width + rng.randint(-5, 5)
+        lines.append(text[:cut].strip())
+        text = text[cut:]
+    if len(numbers) >= 3:  # the page's figures, as a flattened table would come out
+        rows = [" | ".join(numbers[i:i + 3]) for i in range(0, len(numbers), 3)]
+        at = rng.randint(1, max(1, len(lines) - 1))
+        lines[at:at] = ["구분 | 항목 | 수치", *rows]
+    head = title.split(" (")[0]
+    return "\n".join([f"{head} 보고서", *lines, f"- {n} / {of} -"])
+
+
 def _pages(articles) -> tuple[list[str], dict[str, int]]:
     """Each article's paragraphs joined into pages of >= PAGE_CHARS characters under a heading line;
     returns the pages and paragraph -> its page's index."""
@@ -89,12 +126,22 @@ def build_tasks(data: Path) -> dict:
     _, kq_val, kq_test, paragraphs = quality._korquad()
     articles = json.loads((data / "korquad" / "KorQuAD_v1.0_dev_part.json").read_text(encoding="utf-8"))["data"]
     pages, page_of = _pages(articles)
+    counts = {}
+    for page in pages:
+        counts[page.split(" (")[0]] = counts.get(page.split(" (")[0], 0) + 1
+    seen = {}
+    ocr = []
+    for i, page in enumerate(pages):
+        head = page.split(" (")[0]
+        seen[head] = seen.get(head, 0) + 1
+        ocr.append(_ocr(page, seen[head], counts[head], seed=i))
     index = {t: i for i, t in enumerate(paragraphs)}
     for part, queries in (("val", kq_val), ("test", kq_test)):
         tasks[f"korquad-{part}"] = {"corpus": "korquad", "queries": list(queries),
                                     "positives": [[index[p] for p in ps] for ps in queries.values()]}
         tasks[f"pages-{part}"] = {"corpus": "pages", "queries": list(queries),
                                   "positives": [sorted({page_of[p] for p in ps}) for ps in queries.values()]}
+        tasks[f"ocr-{part}"] = dict(tasks[f"pages-{part}"], corpus="ocr")
     nli, premises = quality._kornli("test")
     pi = {t: i for i, t in enumerate(premises)}
     tasks["kornli-test"] = {"corpus": "kornli", "queries": list(nli), "positives": [[pi[p] for p in ps] for ps in nli.values()]}
@@ -115,7 +162,7 @@ def build_tasks(data: Path) -> dict:
     for part, queries in (("val", val), ("test", test)):
         tasks[f"chatbot-{part}"] = {"corpus": "chatbot", "queries": list(queries),
                                     "positives": [[ai[a] for a in ps] for ps in queries.values()]}
-    corpora = {"korquad": paragraphs, "pages": pages, "kornli": premises, "korsts": sts_corpus, "chatbot": answers}
+    corpora = {"korquad": paragraphs, "pages": pages, "ocr": ocr, "kornli": premises, "korsts": sts_corpus, "chatbot": answers}
     return {"corpora": corpora, "tasks": tasks}
 
 
@@ -190,7 +237,7 @@ def score(args) -> None:
             result["variants"][variant] = options
             start = time.perf_counter()
             for name in result["tasks"]:
-                if variant != "default" and not name.startswith("pages"):
+                if variant != "default" and not name.startswith(("pages", "ocr")):
                     continue
                 task = built["tasks"][name]
                 corpus = built["corpora"][task["corpus"]]
@@ -285,11 +332,15 @@ def report(args) -> str:
 
     with gzip.open(Path(args.work) / "tasks.json.gz", "rt", encoding="utf-8") as fh:
         built = json.load(fh)
-    with gzip.open(args.scores[0], "rt", encoding="utf-8") as fh:
-        scored = json.load(fh)
-    tasks = built["tasks"]
-    for name, task in tasks.items():
-        _read_stages(task, scored["tasks"][name])
+    scored = {"tasks": {}, "variants": {}, "seconds": {}}
+    for path in args.scores:  # several runs' files: their tasks together (a later file's task wins)
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            part = json.load(fh)
+        scored["device"] = part["device"]
+        for key in ("tasks", "variants", "seconds"):
+            scored[key].update(part[key])
+    tasks = {name: _read_stages(task, scored["tasks"][name]) for name, task in built["tasks"].items()
+             if name in scored["tasks"]}
     table = Table(tasks)
     settings_ = model_settings.load(ROOT / "rag_rerank" / "shipped" / "ko-reranker-e5-small")
     shipped = (f"hybrid {settings_.hybrid.weight:g}", settings_.fusion)  # the first stage the shipped settings name
@@ -323,11 +374,13 @@ def report(args) -> str:
               "| left out | chosen on the others | MRR@10 (vs its best first stage) |", "|---|---|---:|"]
     loo = {}
     for name in TESTS:
-        others = [n for n in tasks if n.split("-")[0] != name.split("-")[0]]
+        if name not in tasks:
+            continue
+        others = [n for n in tasks if _family(n) != _family(name)]  # pages / OCR pages are KorQuAD's questions
         pick = choose(table, others, settings)
         loo[name] = {"setting": [pick[0], pick[1].to_dict()], "mrr": table(name, *pick), "gain": table.gain(name, pick)}
         lines.append(f"| {name} | {label(pick)} | {cell(name, pick)} |")
-    pages = [n for n in tasks if n.startswith("pages")]
+    pages = [n for n in tasks if n.startswith(("pages", "ocr"))]
     lines += ["", "Long pages: how a page's windows are scored (plain reranking of the hybrid 0.9's top 30).", "",
               "| variant | " + " | ".join(pages) + " |", "|---|" + "---:|" * len(pages)]
     for variant in scored["variants"]:
@@ -345,7 +398,7 @@ def report(args) -> str:
 
 def _family(task: str) -> str:
     """The training set a task's queries come from (pages are KorQuAD's questions)."""
-    return {"pages": "korquad"}.get(task.split("-")[0], task.split("-")[0])
+    return {"pages": "korquad", "ocr": "korquad"}.get(task.split("-")[0], task.split("-")[0])
 
 
 def loo(args) -> str:

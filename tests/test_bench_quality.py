@@ -201,3 +201,23 @@ def test_heldout_bench_pages_and_the_safe_choice():
     table = heldout.Table(tasks)
     table.cache = {(n, st, f, "default"): v for (n, st, f), v in values.items()}
     assert heldout.choose(table, ["a", "b"], [bold, safe]) == safe  # bold gains more on b but loses 0.1 on a
+
+
+def test_heldout_ocr_pages_are_seeded_imitations_of_a_scanned_page():
+    """bench/heldout.py's OCR'd pages: the same seed gives the same page; header and page footer added, lines
+    broken, the page's numbers gathered into a flattened table, and the text itself still there (a few
+    spaces lost or added, a few look-alike characters swapped)."""
+    import heldout
+
+    body = ("1868년 4월 11일 에도 성 무혈 개성을 한 이후 신정부 군에게 양도가 약속되어 있었다. " * 6).strip()
+    page = f"반류마루 (1/2)\n{body}"
+    one, again, other = heldout._ocr(page, 1, 2, seed=3), heldout._ocr(page, 1, 2, seed=3), heldout._ocr(page, 1, 2, seed=4)
+    assert one == again and one != other
+    lines = one.split("\n")
+    assert lines[0] == "반류마루 보고서" and lines[-1] == "- 1 / 2 -"
+    assert "구분 | 항목 | 수치" in lines and "1868 | 4 | 11" in lines
+    text = [line for line in lines[1:-1] if "|" not in line]
+    assert len(text) > 5 and max(map(len, text)) <= 61  # broken into lines of 30-55 (+-5) characters
+    squeezed = "".join("".join(text).split())
+    assert abs(len(squeezed) - len("".join(body.split()))) <= 2 and squeezed[:7] == "1868년4월"
+    assert sum(a != b for a, b in zip(squeezed, "".join(body.split()))) <= 6  # a few look-alikes misread
