@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from rag_rerank.testing import tiny_albert_cross_encoder  # noqa: E402
 from rag_rerank.train import ScoredPair, TrainingData, preset, train  # noqa: E402
+from rerank_speed import PEAK_FLOPS  # noqa: E402
 
 BONGSOO_SHAPE = dict(embedding_size=128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                      intermediate_size=3072, classifier_dropout_prob=0.1, hidden_dropout_prob=0.0,
@@ -89,6 +90,66 @@ def variants(seed_steps: int, epochs: float) -> dict[str, dict]:
     }
 
 
+def korquad_pairs(path: Path) -> list[ScoredPair]:
+    """KorQuAD-length pairs: each question with its paragraph (1) and up to three other paragraphs of its
+    article (0)."""
+    pairs = []
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        contexts = [p["context"] for p in article["paragraphs"]]
+        for i, para in enumerate(article["paragraphs"]):
+            others = [c for j, c in enumerate(contexts) if j != i]
+            for k, qa in enumerate(para["qas"]):
+                pairs.append(ScoredPair(qa["question"], para["context"], 1.0))
+                pairs += [ScoredPair(qa["question"], others[(k + j) % len(others)], 0.0) for j in range(min(3, len(others)))]
+    return pairs
+
+
+def e5_variants(seed_steps: int, epochs: float) -> dict[str, dict]:
+    """The e5-small cross-encoder (issue 39 item 4): padded vs packed batches of the fast preset; the seed
+    preset as it is (it never packs)."""
+    fast = dict(preset="fast", max_length=512, show_progress=False, validation_fraction=0.05, epochs=epochs)
+    return {"seed": dict(preset="seed", max_steps=seed_steps, max_length=512, show_progress=False,
+                         validation_fraction=0.05),
+            "warm-up": dict(fast, epochs=0.3),
+            "fast, padded batches (pack false)": dict(fast, pack=False),
+            "fast (packed batches)": dict(fast),
+            "fast, packed, batch 512": dict(fast, per_device_batch_size=512, learning_rate=2e-4)}
+
+
+class StepClock:
+    """Steady-state pairs/s: the steps after the first ``skip`` (start-up, compilation) to the last, timed
+    at step ends with the GPU synchronised; the checkpoint save and final evaluation after them are left out."""
+
+    def __init__(self, skip: int = 10) -> None:
+        self.skip, self.marks = skip, {}
+
+    def __getattr__(self, name):  # every other TrainerCallback event: nothing
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in (self.skip, state.max_steps):
+            torch.cuda.synchronize() if torch.cuda.is_available() else None
+            self.marks[state.global_step] = time.perf_counter()
+
+    def pairs_per_s(self, batch: int) -> float | None:
+        (a, ta), (b, tb) = sorted(self.marks.items())[0], sorted(self.marks.items())[-1]
+        return (b - a) * batch / (tb - ta) if b > a else None
+
+
+def train_flops(tokenizer, model_dir, pairs: list[ScoredPair]) -> float:
+    """Mean training FLOPs a pair (forward + backward = 3 x forward, unpadded: bench/rerank_speed.flops'
+    count, truncated as training truncates)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    lengths = [len(x) for x in tokenizer([p.query for p in pairs], [p.document for p in pairs],
+                                         truncation="longest_first", max_length=512)["input_ids"]]
+    return 3 * sum(2 * (4 * d * d + 2 * d * ff) * layers * n + 4 * layers * n * n * d for n in lengths) / len(lengths)
+
+
 def large_variants() -> dict[str, dict]:
     """bge-reranker-v2-m3's shape (XLM-R-large, 568M): full fine-tuning and LoRA on one GPU, fixed steps."""
     fast = dict(preset="fast", max_length=512, show_progress=False, validation_fraction=0.05, epochs=0)
@@ -135,8 +196,12 @@ def main() -> None:
     ap.add_argument("--seed-steps", type=int, default=150)
     ap.add_argument("--limit", type=int, default=None, help="use only this many pairs (smoke runs)")
     ap.add_argument("--epochs", type=float, default=2.0, help="epochs of the fast variants (amortises start-up)")
-    ap.add_argument("--shape", choices=["bongsoo", "xlmr-large"], default="bongsoo",
-                    help="xlmr-large: bge-reranker-v2-m3's shape, random weights, --tokenizer's XLM-R vocabulary")
+    ap.add_argument("--shape", choices=["bongsoo", "xlmr-large", "e5-small"], default="bongsoo",
+                    help="xlmr-large: bge-reranker-v2-m3's shape, random weights, --tokenizer's XLM-R vocabulary; "
+                         "e5-small: the offline base (--e5 FILE, a cut from python -m rag_rerank.models.subset) on "
+                         "KorQuAD-length pairs (--korquad FILE)")
+    ap.add_argument("--e5", help="with --shape e5-small: the e5 weights file")
+    ap.add_argument("--korquad", help="with --shape e5-small: a KorQuAD JSON file (default: DATA/korquad/...)")
     ap.add_argument("--tokenizer", help="with --shape xlmr-large: a model directory with an XLM-R tokenizer (e5)")
     ap.add_argument("--repeat", type=int, default=1, help="run the variant list this many times, interleaved; "
                     "the table shows the best pairs/s and the largest peak")
@@ -145,9 +210,14 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="train-speed-"))
-    pairs = load_pairs(Path(args.data))[: args.limit]
+    korquad = Path(args.korquad or Path(args.data) / "korquad" / "KorQuAD_v1.0_dev_part.json")
+    pairs = (korquad_pairs(korquad) if args.shape == "e5-small" else load_pairs(Path(args.data)))[: args.limit]
     texts = [p.query for p in pairs] + [p.document for p in pairs]
-    if args.shape == "xlmr-large":
+    if args.shape == "e5-small":
+        from rag_rerank.models import materialize_file
+
+        model_dir = materialize_file(args.e5, work / "e5")
+    elif args.shape == "xlmr-large":
         from rerank_speed import xlmr_large_like
 
         model_dir = xlmr_large_like(work / "xlmr-large-shape", args.tokenizer)
@@ -159,9 +229,11 @@ def main() -> None:
     n_params = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(str(model_dir)).parameters())
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'})"
     stats = padding_stats(tokenizer, pairs, 64)
+    stats["train_flops_per_pair"] = train_flops(tokenizer, model_dir, pairs)
     print(f"device: {device}; model {n_params / 1e6:.1f}M params, vocab {len(tokenizer)}; {len(pairs)} pairs; {stats}")
 
-    chosen = large_variants() if args.shape == "xlmr-large" else variants(args.seed_steps, args.epochs)
+    chosen = {"xlmr-large": large_variants, "e5-small": lambda: e5_variants(args.seed_steps, args.epochs)}.get(
+        args.shape, lambda: variants(args.seed_steps, args.epochs))()
     names = args.variants.split(";") if args.variants else list(chosen)
     runs = []
     for name in ["warm-up"] * ("warm-up" not in names) + names * args.repeat:
@@ -169,11 +241,17 @@ def main() -> None:
         cfg = preset(spec.pop("preset"), base_model=str(model_dir), output_dir=str(work / "run"), **spec)
         shutil.rmtree(work / "run", ignore_errors=True)
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
-        res = train(cfg, TrainingData(pairs=list(pairs)))
+        clock = StepClock()
+        try:
+            res = train(cfg, TrainingData(pairs=list(pairs)), callbacks=[clock])
+        except Exception as exc:  # one variant failing (a kernel, a compiler) leaves the others' rows
+            print(json.dumps({"variant": name, "error": repr(exc)[:800]}), flush=True)
+            continue
         t = res.metrics["train"]
+        batch = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
         row = {"variant": name, "pairs_per_s": t["pairs_per_second"], "peak_gib": t["peak_memory_bytes"] / 2**30,
                "steps": t["steps"], "seconds": t["seconds"], "precision": "bf16" if t["bf16"] else "fp16" if t["fp16"] else "fp32",
-               "batch": cfg.per_device_batch_size * cfg.gradient_accumulation_steps, "notes": res.notes}
+               "batch": batch, "steady_pairs_per_s": clock.pairs_per_s(batch), "notes": res.notes}
         print(json.dumps(row), flush=True)
         if name != "warm-up":
             runs.append(row)
@@ -181,20 +259,26 @@ def main() -> None:
     for name in dict.fromkeys(r["variant"] for r in runs):
         same = [r for r in runs if r["variant"] == name]
         speeds = sorted(r["pairs_per_s"] for r in same)
-        results.append(dict(same[0], pairs_per_s=speeds[-1], all_pairs_per_s=speeds,
+        steady = sorted(r["steady_pairs_per_s"] or 0 for r in same)
+        results.append(dict(same[0], pairs_per_s=speeds[-1], all_pairs_per_s=speeds, steady_pairs_per_s=steady[-1],
                             peak_gib=max(r["peak_gib"] for r in same)))
 
     base = next((r["pairs_per_s"] for r in results if r["variant"] == "seed"), None)
-    shape = "bge-reranker-v2-m3 shape (XLM-R-large)" if args.shape == "xlmr-large" else "bongsoo ALBERT shape"
+    shape = {"xlmr-large": "bge-reranker-v2-m3 shape (XLM-R-large)", "e5-small": "multilingual-e5-small cross-encoder"
+             }.get(args.shape, "bongsoo ALBERT shape")
     lines = [f"Device: {device}. Best of {args.repeat} interleaved run(s) per variant. Model: {shape}, {n_params / 1e6:.1f}M params, max_length 512. "
              f"Data: {len(pairs)} Korean pairs, {stats['mean_tokens']:.0f} tokens on average "
              f"(max {stats['max_tokens']}).", "",
-             "| variant | effective batch | precision | pairs/s | x seed | peak GPU memory (GiB) | steps |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+             "| variant | effective batch | precision | pairs/s (whole run) | x seed | pairs/s after step 10 | "
+             "of FLOP limit (after step 10) | peak GPU memory (GiB) | steps |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         ratio = f"{r['pairs_per_s'] / base:.1f}x" if base else "-"
+        r["flop_fraction"] = (r["steady_pairs_per_s"] * stats["train_flops_per_pair"] / PEAK_FLOPS
+                              if torch.cuda.is_available() and r["steady_pairs_per_s"] else None)
+        share = f"{100 * r['flop_fraction']:.1f} %" if r["flop_fraction"] else "-"
         lines.append(f"| {r['variant']} | {r['batch']} | {r['precision']} | {r['pairs_per_s']:.0f} | {ratio} | "
-                     f"{r['peak_gib']:.2f} | {r['steps']} |")
+                     f"{r['steady_pairs_per_s']:.0f} | {share} | {r['peak_gib']:.2f} | {r['steps']} |")
     lines += ["", f"Padding with batches of 64: random order {stats['padding_random']:.0%} of tokens are padding, "
                   f"length-grouped {stats['padding_grouped']:.0%}. Tokenising one pair takes "
                   f"{stats['tokenise_us_per_pair']:.0f} us on one CPU core."]

@@ -633,3 +633,92 @@ def test_mining_progress_shows_and_mines_the_same(bm25, pairs, monkeypatch, caps
     shown = mining.mine_hard_negatives(data, bm25, num_hard=2, num_random=0, progress=True)
     assert [(g.negatives, g.candidates) for g in shown.groups] == [(g.negatives, g.candidates) for g in quiet.groups]
     assert "mining" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ packed training (train/packing.py)
+def _batch_grads(path, rows, pack: bool, lora: bool = False):
+    """Loss and every gradient of one BCE step on ``rows``, padded or packed, through the trainer's loss."""
+    from sentence_transformers import CrossEncoder
+
+    from rag_rerank.reranker.engine.packed import position_offset
+    from rag_rerank.train import packing
+    from rag_rerank.train.fast import PairTokenizingCollator
+
+    torch.manual_seed(0)
+    ce = CrossEncoder(str(path), num_labels=1, max_length=64, device="cpu")
+    if lora:
+        ce[0].model = model_setup.apply_lora(ce[0].model, 4, 8, 0.0, None)
+    ce.eval()  # dropout off (the tiny models have it): the two passes must see the same network
+    switched = packing.enable(ce) if pack else None
+    collator = (packing.PairPackingCollator(ce.tokenizer, 64, position_offset(ce[0].model.config)) if pack
+                else PairTokenizingCollator(ce.tokenizer, 64))
+    batch = collator([{"query": q, "document": d, "label": float(i % 2)} for i, (q, d) in enumerate(rows)])
+    if pack:
+        assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one row, no padding
+    loss = RerankerTrainer.compute_loss(None, ce, dict(batch))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in ce.named_parameters() if p.grad is not None}
+    predicted = ce.predict([rows[0], rows[1]], convert_to_numpy=True)  # a padded call on a packed model
+    if switched is not None:
+        switched.restore()
+    return loss.item(), grads, predicted, ce
+
+
+@pytest.mark.parametrize("model", ["bert", "albert"])
+def test_a_packed_batch_trains_exactly_as_a_padded_one(model, tiny_bert, tiny_ce, pairs):
+    """Pairs of very different lengths (a padded batch pads most of them): the packed row gives the same loss
+    and the same gradient on every weight (positions restart per pair, attention stays inside each pair,
+    the head reads each pair's first token), and the switched model still scores padded calls as before."""
+    path = tiny_bert if model == "bert" else tiny_ce
+    rows = [(q, d * (1 + i % 4)) for i, (q, d) in enumerate(pairs[:6])] + [("짧다", "짧은 문서")]
+    padded_loss, padded, padded_pred, _ = _batch_grads(path, rows, pack=False)
+    packed_loss, packed, packed_pred, ce = _batch_grads(path, rows, pack=True)
+    assert packed_loss == pytest.approx(padded_loss, abs=1e-6)
+    assert padded.keys() == packed.keys() and len(padded) > 5
+    for name in padded:
+        assert torch.allclose(packed[name], padded[name], atol=1e-5, rtol=1e-4), name
+    assert packed_pred == pytest.approx(padded_pred, abs=1e-6)
+    assert ce[0].model.config._attn_implementation != "rag_rerank_packed_train"  # switched back
+
+
+def test_packed_lora_batch_matches_padded(tiny_bert, pairs):
+    rows = [(q, d * (1 + i % 3)) for i, (q, d) in enumerate(pairs[:5])]
+    padded_loss, padded, _, _ = _batch_grads(tiny_bert, rows, pack=False, lora=True)
+    packed_loss, packed, _, _ = _batch_grads(tiny_bert, rows, pack=True, lora=True)
+    assert packed_loss == pytest.approx(padded_loss, abs=1e-6) and padded.keys() == packed.keys()
+    assert all(torch.allclose(packed[n], padded[n], atol=1e-5, rtol=1e-4) for n in padded)
+
+
+def test_pack_setting_says_where_batches_pack(tiny_bert, tiny_ce):
+    from transformers import AutoModelForSequenceClassification, DebertaV2Config, DebertaV2ForSequenceClassification
+
+    from rag_rerank.train.packing import packs
+
+    bert = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert))
+    cpu = torch.device("cpu")
+    assert packs(None, bert, cpu, False)[0] is False  # auto: the flash kernel only
+    assert packs(True, bert, cpu, False) == (True, "packed batches: no padding, attention in a per-pair loop "
+                                                   "(no flash kernel here)")
+    assert packs(False, bert, cpu, True)[0] is False
+    deberta = DebertaV2ForSequenceClassification(DebertaV2Config(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                                 num_attention_heads=2, intermediate_size=16))
+    pack, why = packs(True, deberta, cpu, False)
+    assert not pack and "deberta-v2" in why
+    assert preset("seed").pack is False and preset("fast").pack is None  # the original recipe never packs
+
+
+def test_packed_training_runs_evaluates_and_saves_an_ordinary_model(tiny_bert, tmp_path, pairs, bm25):
+    cfg = tiny_config("fast", tiny_bert, tmp_path, pack=True, learning_rate=1e-2)
+    result = train(cfg, from_pairs(pairs), first_stage=bm25)
+    out = result.output_dir
+    assert any(n.startswith("packed batches") for n in result.notes)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 4
+    assert any("eval_val_ndcg@10" in h for h in metrics["history"])  # the padded evaluator ran mid-training
+    assert any("eval_loss" in h for h in metrics["history"])  # and the packed eval loss
+    assert "rag_rerank" not in (out / "config.json").read_text()  # saved as an ordinary model
+    r = Reranker(str(out), pack=False)
+    assert r.score("질문", ["문서", "다른 문서"]) == pytest.approx(Reranker(str(out)).score("질문", ["문서", "다른 문서"]),
+                                                                abs=1e-5)
+    seed_like = train(tiny_config("fast", tiny_bert, tmp_path / "no", pack=True, pretokenize=False), from_pairs(pairs))
+    assert any("pack true needs pretokenize" in n for n in seed_like.notes)

@@ -81,7 +81,10 @@ class RerankerTrainer(CrossEncoderTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("label").float()
         device = next(model.parameters()).device  # model may be wrapped (DataParallel / DDP)
-        features = {k: v.to(device) for k, v in inputs.items()}
+        features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         logits = model(features)["scores"].view(-1).float()
+        if logits.shape != labels.shape:  # a packed row whose pair boundaries did not reach the model
+            raise RuntimeError(f"the model gave {logits.numel()} scores for a batch of {labels.numel()} pairs: its "
+                               "forward dropped the packed batch's pair boundaries (train with pack false)")
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device))
         return (loss, {}) if return_outputs else loss

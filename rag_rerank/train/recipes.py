@@ -65,6 +65,10 @@ class TrainConfig:
     # data pipeline
     group_by_length: bool = True
     pretokenize: bool = True  # tokenise in the loader workers instead of inside the loss
+    # batches as one packed row of real tokens (no padding; train/packing.py). None: where the flash kernel
+    # runs (CUDA, bf16/fp16); true: also elsewhere (a per-pair attention loop); false: padded. Needs
+    # pretokenize and loss bce
+    pack: bool | None = None
     dataloader_workers: int = 2
     # None: chosen from the first stage's validation MRR@10 (mining.default_mix: 7 hard + 1 random
     # where it is >= 0.85, as on KorQuAD passages; 1 + 7 below, as on KorNLI and the chatbot data).
@@ -147,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  metric_for_best_model="eval_loss", load_best_model_at_end=True, learning_rate=2e-5,
                  group_by_length=False, pretokenize=False, dataloader_workers=0, loss="bce", epochs=1.0,
                  optim="adamw_torch", fused_gelu=False, early_stopping_patience=None, num_hard_negatives=4,
-                 num_random_negatives=1,
+                 num_random_negatives=1, pack=False,
                  validation_min_queries=0, tune_fusion=False, tune_hybrid=False,
                  known_queries=False),
     "fast": dict(preset="fast", per_device_batch_size=256, gradient_accumulation_steps=1, warmup_steps=0.1, weight_decay=0.01, eval_steps=500, save_steps=500, logging_steps=50,

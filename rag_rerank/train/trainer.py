@@ -15,7 +15,8 @@ import torch
 from .. import models
 from ..models.devices import resolve_device
 from .. import evaluate
-from . import memory, model_setup, report
+from . import memory, model_setup, packing, report
+from ..reranker.engine.packed import position_offset
 from .data import TrainingData, mix_in
 from .fast import PairTokenizingCollator, RerankerTrainer, length_grouped_sampler
 from .mining import choose_mix, mine_hard_negatives
@@ -196,14 +197,15 @@ def pin_single_device(args, device: torch.device) -> None:
 def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData | None = None, *,
           first_stage=None, corpus=None, resume: bool = False, device: str | None = None,
           data_description: str | None = None,
-          extra_data: Sequence[tuple[str, TrainingData]] = ()) -> TrainResult:
+          extra_data: Sequence[tuple[str, TrainingData]] = (), callbacks: Sequence = ()) -> TrainResult:
     """Fine-tune a cross-encoder. See :class:`~rag_rerank.train.recipes.TrainConfig` for every knob.
 
     ``first_stage`` (a TwoStageRetriever or InMemoryCorpus) mines hard negatives for the train and
     validation groups and gives the validation candidates for the before/after table.
     ``extra_data``: ``(name, data)`` of other tasks, already mined, mixed into training only
     (:func:`~rag_rerank.train.data.mix_in`); validation, the hybrid, the fusion and the known
-    queries stay the primary task's.
+    queries stay the primary task's. ``callbacks``: transformers ``TrainerCallback`` objects, added to the
+    trainer's own.
     """
     from transformers import EarlyStoppingCallback
 
@@ -273,16 +275,19 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         config = config.replace(load_best_model_at_end=False)
     config = _resolve_epochs(config, len(train_ds), notes)
     args = _args(config, fp16, bf16, eval_ds is not None, device=dev, eval_rows=len(eval_ds) if eval_ds else None)
-    collator = (PairTokenizingCollator(ce.tokenizer, config.max_length)
-                if config.pretokenize and config.loss == "bce" else None)
+    collator, switched = _collator(config, ce, dev, fp16 or bf16, notes)
     callbacks = ([EarlyStoppingCallback(config.early_stopping_patience)]
-                 if config.early_stopping_patience and eval_ds is not None else [])
+                 if config.early_stopping_patience and eval_ds is not None else []) + list(callbacks)
     trainer = RerankerTrainer(model=ce, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                               loss=_loss(config, ce, train_ds), evaluator=evaluator, callbacks=callbacks,
                               **({"data_collator": collator} if collator else {}))
     memory.reset_peak(dev)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+    finally:
+        if switched is not None:
+            switched.restore()  # an ordinary model again, before it is saved or evaluated
     seconds = time.perf_counter() - start
     peak = memory.measured_peak(dev)
     if not trainer.is_world_process_zero():  # under torchrun / accelerate, rank 0 writes the outputs
@@ -317,6 +322,22 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     report.write_report(out, metrics, rows, f"Training report: {out.name}")
     report.append_model_card(out, metrics, rows, data_description or f"{len(train_ds)} training rows")
     return TrainResult(out, metrics, notes)
+
+
+def _collator(config: TrainConfig, ce, device: torch.device, half: bool, notes: list[str]):
+    """The loader's batch builder - packed rows, padded tensors, or None (sentence-transformers tokenises
+    in the loss) - and the packing switch to undo after training (or None)."""
+    if not (config.pretokenize and config.loss == "bce"):
+        if config.pack:
+            _say(notes, f"pack true needs pretokenize and loss bce (here: pretokenize {config.pretokenize}, loss "
+                        f"{config.loss}): padded batches")
+        return None, None
+    pack, why = packing.packs(config.pack, ce[0].model, device, half)
+    _say(notes, why)
+    if not pack:
+        return PairTokenizingCollator(ce.tokenizer, config.max_length), None
+    switched = packing.enable(ce)
+    return packing.PairPackingCollator(ce.tokenizer, config.max_length, position_offset(switched.hf.config)), switched
 
 
 def _negative_mix(config: TrainConfig, first_stage, data: TrainingData, notes: list[str]) -> TrainConfig:

@@ -25,7 +25,7 @@ import inspect
 import numpy as np
 import torch
 
-__all__ = ["ATTENTION", "bucket", "enable", "inputs", "supports", "uses_flash"]
+__all__ = ["ATTENTION", "bucket", "enable", "inputs", "supports", "use_flash", "uses_flash"]
 
 ATTENTION = "rag_rerank_packed"
 
@@ -56,8 +56,7 @@ def enable(model, device: torch.device, dtype: torch.dtype) -> bool:
     if device.type != "cpu" and not flash:
         return False
     if flash:
-        global _PUBLIC_VARLEN
-        _PUBLIC_VARLEN = _public_varlen()
+        use_flash()
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION, _attention)
@@ -113,6 +112,12 @@ def _varlen(q, k, v, cu, max_len: int, scale):
         return _PUBLIC_VARLEN(q, k, v, cu, cu, max_len, max_len, scale=scale)
     return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, False, False,
                                                    scale=scale)[0]
+
+
+def use_flash() -> None:
+    """Look up the variable-length kernel :func:`_varlen` calls (before the first flash pass)."""
+    global _PUBLIC_VARLEN
+    _PUBLIC_VARLEN = _public_varlen()
 
 
 def _public_varlen():
