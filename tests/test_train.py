@@ -636,7 +636,7 @@ def test_mining_progress_shows_and_mines_the_same(bm25, pairs, monkeypatch, caps
 
 
 # ------------------------------------------------------------------ packed training (train/packing.py)
-def _batch_grads(path, rows, pack: bool, lora: bool = False):
+def _batch_grads(path, rows, pack: bool, lora: bool = False, checkpointing: bool = False):
     """Loss and every gradient of one BCE step on ``rows``, padded or packed, through the trainer's loss."""
     from sentence_transformers import CrossEncoder
 
@@ -649,6 +649,12 @@ def _batch_grads(path, rows, pack: bool, lora: bool = False):
     if lora:
         ce[0].model = model_setup.apply_lora(ce[0].model, 4, 8, 0.0, None)
     ce.eval()  # dropout off (the tiny models have it): the two passes must see the same network
+    if checkpointing:  # recomputation runs in training mode only: train mode with every dropout at 0
+        model_setup.enable_gradient_checkpointing(ce[0].model)
+        ce.train()
+        for m in ce.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
     switched = packing.enable(ce) if pack else None
     collator = (packing.PairPackingCollator(ce.tokenizer, 64, position_offset(ce[0].model.config)) if pack
                 else PairTokenizingCollator(ce.tokenizer, 64))
@@ -679,6 +685,18 @@ def test_a_packed_batch_trains_exactly_as_a_padded_one(model, tiny_bert, tiny_ce
         assert torch.allclose(packed[name], padded[name], atol=1e-5, rtol=1e-4), name
     assert packed_pred == pytest.approx(padded_pred, abs=1e-6)
     assert ce[0].model.config._attn_implementation != "rag_rerank_packed_train"  # switched back
+
+
+@pytest.mark.parametrize("model", ["bert", "albert"])
+def test_packed_batches_under_gradient_checkpointing_match_padded(model, tiny_bert, tiny_ce, pairs):
+    """The recomputed passes (transformers' for BERT, rag-rerank's own for ALBERT) get the pair boundaries too:
+    a recomputation without them would attend across pairs and give other gradients."""
+    rows = [(q, d * (1 + i % 3)) for i, (q, d) in enumerate(pairs[:5])]
+    path = tiny_bert if model == "bert" else tiny_ce
+    padded_loss, padded, _, _ = _batch_grads(path, rows, pack=False, checkpointing=True)
+    packed_loss, packed, _, _ = _batch_grads(path, rows, pack=True, checkpointing=True)
+    assert packed_loss == pytest.approx(padded_loss, abs=1e-6) and padded.keys() == packed.keys()
+    assert all(torch.allclose(packed[n], padded[n], atol=1e-5, rtol=1e-4) for n in padded)
 
 
 def test_packed_lora_batch_matches_padded(tiny_bert, pairs):
