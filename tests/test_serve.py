@@ -1,6 +1,7 @@
 """rag-rerank serve: every endpoint, both request shapes, auth, limits, micro-batching (tiny models)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -170,6 +171,62 @@ def test_a_failing_batch_fails_its_requests_not_the_worker(reranker):
         batcher.submit(QUERY, DOCS).result(timeout=30)
     assert len(batcher.submit(QUERY, DOCS).result(timeout=30)) == 3
     batcher.close()
+
+
+def test_async_requests_share_calls_and_get_their_results_in_one_hand_off_a_batch(reranker):
+    """submit_async (the app's path): every request gets its own scores, errors reach every request of the
+    failing batch, and a batch's results reach the event loop in one call_soon_threadsafe, not one a request."""
+    class Slow:
+        def __init__(self):
+            self.fail = False
+
+        def score_many(self, queries, docs, raw=False):
+            time.sleep(0.02)
+            if self.fail:
+                raise FloatingPointError("non-finite logits")
+            return reranker.score_many(queries, docs, raw=raw)
+
+    model = Slow()
+    batcher = MicroBatcher(model, max_wait_ms=20)
+    requests = [(f"{QUERY} {i}", DOCS[: 1 + i % 3]) for i in range(12)]
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        handoffs = []
+        plain = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a, **k: (handoffs.append(1), plain(*a, **k))[1]
+        try:
+            got = await asyncio.gather(*(batcher.submit_async(q, d) for q, d in requests))
+            model.fail = True
+            failed = await asyncio.gather(*(batcher.submit_async(q, d) for q, d in requests[:4]),
+                                          return_exceptions=True)
+        finally:
+            loop.call_soon_threadsafe = plain
+        return got, failed, handoffs
+
+    got, failed, handoffs = asyncio.run(run())
+    batcher.close()
+    for (q, d), values in zip(requests, got):
+        assert values == pytest.approx(reranker.score(q, d, raw=True), abs=1e-5)
+    assert all(isinstance(e, FloatingPointError) for e in failed)
+    assert len(handoffs) < len(requests)  # 16 requests, a hand-off a batch
+
+
+def test_usage_counts_are_the_tokenizers_with_documents_seen_before(reranker):
+    from rag_rerank.serve import _TokenCounter
+
+    counter = _TokenCounter(reranker)
+    tokenizer = reranker._tokenizer
+
+    def want(query, docs):
+        q = len(tokenizer(query, add_special_tokens=False)["input_ids"])
+        return sum(q + len(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in docs)
+
+    assert counter._count(QUERY, DOCS) == want(QUERY, DOCS)
+    assert counter._count("다른 질문입니다", DOCS[::-1] + ["새 문서"]) == want("다른 질문입니다", DOCS[::-1] + ["새 문서"])
+    counter._KEEP = 2  # full: the kept counts are dropped, never wrong
+    assert counter._count(QUERY, DOCS + ["또 다른 문서"]) == want(QUERY, DOCS + ["또 다른 문서"])
+    assert len(counter._known) <= 4
 
 
 def _wait_healthy(url: str, tries: int, timeout: float) -> None:
