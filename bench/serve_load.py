@@ -49,7 +49,31 @@ def requests_from_chatbot(n: int, docs: int, seed: int = 0) -> list[dict]:
     return out
 
 
+class FreeReranker:
+    """A reranker whose scores cost nothing (``--free``): what is left is the service's own work a request -
+    HTTP, JSON, checks, the batcher's hand-offs, the usage count (``path``'s tokenizer) - the ceiling one
+    worker has whatever the model and device."""
+
+    model_name, device, max_length = "free", "cpu", 512
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def score_many(self, queries, docs, raw=False):
+        return [[0.0] * len(d) for d in docs]
+
+    def score(self, query, docs, raw=False):
+        return [0.0] * len(docs)
+
+    def relevance(self, logits):
+        return [0.5] * len(logits)
+
+
 def start_server(args, port: int, max_wait_ms: float, workers: int = 1) -> subprocess.Popen:
+    if args.free:  # this script as the server, with FreeReranker
+        return subprocess.Popen([sys.executable, __file__, "--serve-free", args.free, "--port", str(port),
+                                 "--wait-ms", str(max_wait_ms)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
     cmd = [sys.executable, "-m", "rag_rerank.cli", "serve", "--listen", f"127.0.0.1:{port}",
            "--max-wait-ms", str(max_wait_ms), "--workers", str(workers)] \
         + (["--reranker", args.reranker] if args.reranker else []) \
@@ -318,10 +342,19 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=1, help="load-generating processes (one tops out near 200 req/s)")
     p.add_argument("--server-arg", action="append", default=[], help="more serve flags, e.g. --server-arg=--backend=onnx")
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--free", metavar="TOKENIZER_DIR", help="serve FreeReranker (scores cost nothing; usage counted "
+                   "with this directory's tokenizer): the service's own per-request ceiling, one worker")
+    p.add_argument("--serve-free", help=argparse.SUPPRESS)
     p.add_argument("--out")
     args = p.parse_args(argv)
+    if args.serve_free:
+        sys.path.insert(0, str(ROOT))
+        from rag_rerank.serve import serve
+
+        serve(FreeReranker(args.serve_free), port=args.port, max_wait_ms=args.wait_ms[0])
+        return 0
     bodies = requests_from_chatbot(args.requests, args.docs)
-    engine = None if args.no_in_process else in_process(args, bodies)
+    engine = None if args.no_in_process or args.free else in_process(args, bodies)
     if engine:
         print(json.dumps({"in_process": engine}), flush=True)
     rows, best = [], None
@@ -359,7 +392,8 @@ def main(argv=None) -> int:
             proc.wait(timeout=60)
         print(json.dumps({"steady": steady}), flush=True)
     result = {"machine": _machine(args.device), "concurrency": args.concurrency, "docs_per_request": args.docs,
-              "reranker": args.reranker or "default (shipped)", "server_args": args.server_arg, "rows": rows,
+              "reranker": f"FreeReranker (scores cost nothing; usage with {args.free}'s tokenizer)" if args.free
+              else args.reranker or "default (shipped)", "server_args": args.server_arg, "rows": rows,
               "in_process": engine, "steady": steady}
     text = table(result)
     print(text)
