@@ -221,3 +221,18 @@ def test_heldout_ocr_pages_are_seeded_imitations_of_a_scanned_page():
     squeezed = "".join("".join(text).split())
     assert abs(len(squeezed) - len("".join(body.split()))) <= 2 and squeezed[:7] == "1868년4월"
     assert sum(a != b for a, b in zip(squeezed, "".join(body.split()))) <= 6  # a few look-alikes misread
+
+
+def test_serve_load_bench_free_mode_measures_the_service_alone(tiny_ce, unused_port, tmp_path):
+    """bench/serve_load.py --free: the real serve() with a reranker that costs nothing, closed and open loop,
+    every request answered; the tables and JSON written."""
+    import serve_load
+
+    out = tmp_path / "free"
+    assert serve_load.main(["--free", str(tiny_ce), "--requests", "120", "--concurrency", "8", "--wait-ms", "5",
+                            "--workers", "1", "--rate-fraction", "0.5", "--port", str(unused_port),
+                            "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    (row,) = result["rows"]
+    assert row["requests"] == 120 and row["errors"] == 0 and row["requests_per_s"] > 0
+    assert result["steady"]["errors"] == 0 and "FreeReranker" in out.with_suffix(".md").read_text()
