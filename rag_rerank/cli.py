@@ -289,8 +289,12 @@ def _serve_app(args):
 
 def worker_app():
     """A serve worker's app (``--workers N``): built in the worker process from the parent's flags."""
+    from .serve import freeze_heap
+
     argv = json.loads(os.environ["RAG_RERANK_SERVE_ARGV"])
-    return _serve_app(build_parser().parse_args(argv))[0]
+    app = _serve_app(build_parser().parse_args(argv))[0]
+    freeze_heap()
+    return app
 
 
 def _cmd_demo(args) -> int:

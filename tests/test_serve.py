@@ -488,3 +488,28 @@ def test_a_dead_scoring_worker_is_reported_not_hidden(reranker, monkeypatch):
         assert health.status_code == 503 and "worker broke" in health.json()["detail"]
         r = c.post("/rerank", json={"query": QUERY, "documents": DOCS})
         assert r.status_code == 500 and "scoring worker has stopped" in r.json()["detail"]
+
+
+def test_a_served_app_leaves_its_startup_heap_out_of_the_collector(tiny_ce, unused_port, monkeypatch):
+    """gc.freeze once the model and app exist, in serve() and in every --workers process: left in the
+    collector's view, each full collection walks them with the event loop stopped (50-74 ms: the ~90 ms p99 of
+    the closed-loop rows)."""
+    import gc
+
+    import uvicorn
+
+    from rag_rerank import cli
+    from rag_rerank import serve as serving
+
+    serving.freeze_heap()
+    try:
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+    calls = []
+    monkeypatch.setattr(serving, "freeze_heap", lambda: calls.append("frozen"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: calls.append("serving"))
+    serving.serve(Reranker(str(tiny_ce)), port=unused_port)
+    assert calls == ["frozen", "serving"]  # before the first request
+    monkeypatch.setenv("RAG_RERANK_SERVE_ARGV", json.dumps(["serve", "--reranker", str(tiny_ce), "--device", "cpu"]))
+    assert cli.worker_app() is not None and calls[-1] == "frozen"
