@@ -27,6 +27,7 @@ bearer token when one is set, 404 for ``/search`` with no store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import json
@@ -96,6 +97,7 @@ class MicroBatcher:
         self.metrics = metrics
         self.error: BaseException | None = None  # what stopped the worker, if anything did
         self._queue: queue.Queue = queue.Queue()
+        self._in_flight: collections.deque = collections.deque()  # (batch, scores getter): launched, not collected
         self._worker = threading.Thread(target=self._run, name="rag-rerank-batcher", daemon=True)
         self._worker.start()
 
@@ -130,7 +132,8 @@ class MicroBatcher:
         loops: dict = {}
         for target, values, error in outcomes:
             if isinstance(target, Future):
-                target.set_exception(error) if error is not None else target.set_result(values)
+                if not target.done():  # answered already where a stopping worker answers its batches
+                    target.set_exception(error) if error is not None else target.set_result(values)
             else:
                 loops.setdefault(target[0], []).append((target[1], values, error))
         for loop, items in loops.items():
@@ -147,6 +150,10 @@ class MicroBatcher:
         except BaseException as exc:  # never silently: health reports it and every waiting request fails
             self.error = exc
             logger.exception("the scoring worker stopped")
+            while self._in_flight:  # batches launched and not yet answered are answered too
+                batch, _ = self._in_flight.popleft()
+                self._settle([(future, None, RuntimeError(f"the scoring worker has stopped ({exc!r})"))
+                              for _, _, future in batch])
             while True:
                 try:
                     item = self._queue.get_nowait()
@@ -156,34 +163,69 @@ class MicroBatcher:
                     self._settle([(item[2], None, RuntimeError(f"the scoring worker has stopped ({exc!r})"))])
 
     def _loop(self) -> None:
+        """One batch in flight on the device while the next is gathered and launched: batch k+1 is
+        tokenised and queued behind batch k before the host waits for k's scores, so a GPU goes from one
+        batch to the next without waiting for the host (``launch_many`` of a reranker whose launches are
+        ``asynchronous``; any other - a CPU backend computes as it launches - scores each batch whole, or
+        batch k's answers would wait for batch k+1's work). With nothing queued, the batch in flight is
+        finished first (no added latency)."""
         while True:
+            if self._in_flight and self._queue.empty():
+                self._finish()
             first = self._queue.get()
             if first is None:
+                while self._in_flight:
+                    self._finish()
                 return
-            batch, pairs = [first], len(first[1])
-            deadline = time.monotonic() + self.max_wait
-            while pairs < self.max_pairs:
-                left = deadline - time.monotonic()
-                try:
-                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # let the outer loop stop after this batch
-                    break
-                batch.append(item)
-                pairs += len(item[1])
-            self._score(batch)
+            # while a batch runs, take what is queued and no more: the device time is the wait
+            batch = self._gather(first, 0.0 if self._in_flight else self.max_wait)
+            launched = self._launch(batch)
+            if launched is not None:
+                self._in_flight.append(launched)
+            if len(self._in_flight) > 1:
+                self._finish()  # the older batch; the new one runs on meanwhile
 
-    def _score(self, batch) -> None:
+    def _gather(self, first, wait: float) -> list:
+        batch, pairs = [first], len(first[1])
+        deadline = time.monotonic() + wait
+        while pairs < self.max_pairs:
+            left = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # let the outer loop stop after this batch
+                break
+            batch.append(item)
+            pairs += len(item[1])
+        return batch
+
+    def _launch(self, batch):
+        """(batch, scores getter), or None where launching failed (its requests are told)."""
+        queries, docs = [q for q, _, _ in batch], [d for _, d, _ in batch]
         try:
-            scores = self.reranker.score_many([q for q, _, _ in batch], [d for _, d, _ in batch], raw=True)
+            if getattr(self.reranker, "asynchronous", False):
+                return batch, self.reranker.launch_many(queries, docs, raw=True)
+            scores = self.reranker.score_many(queries, docs, raw=True)
+            return batch, lambda: scores
         except Exception as exc:  # every waiting request learns of it; the worker lives on
             self._settle([(future, None, exc) for _, _, future in batch])
-            return
-        if self.metrics is not None:
-            self.metrics.batched(len(batch), sum(len(d) for _, d, _ in batch))
-        self._settle([(future, values, None) for (_, _, future), values in zip(batch, scores)])
+            return None
+
+    def _finish(self) -> None:
+        """The oldest batch in flight collected and its requests answered (it leaves the list after: should
+        the worker stop meanwhile, ``_run`` answers it)."""
+        batch, scores = self._in_flight[0]
+        try:
+            scores = scores()
+        except Exception as exc:
+            self._settle([(future, None, exc) for _, _, future in batch])
+        else:
+            if self.metrics is not None:
+                self.metrics.batched(len(batch), sum(len(d) for _, d, _ in batch))
+            self._settle([(future, values, None) for (_, _, future), values in zip(batch, scores)])
+        self._in_flight.popleft()
 
 
 def _resolve(items) -> None:

@@ -404,6 +404,21 @@ def test_score_many_equals_score(tiny, korean_sentences):
         assert s == pytest.approx(tiny.score(q, d), abs=1e-6)
 
 
+def test_launch_many_gives_score_many_scores_whatever_runs_in_between(tiny, korean_sentences):
+    """launch_many queues a call and returns its collector; a second call launched before the first is
+    collected (the HTTP batcher's overlap) changes neither's scores; bad input fails at launch, named."""
+    queries, docs = ["날씨", "음식 추천"], [korean_sentences[:5], korean_sentences[5:9]]
+    first = tiny.launch_many(queries, docs)
+    second = tiny.launch_many(["교통"], [korean_sentences[2:4]], raw=True)
+    assert second()[0] == pytest.approx(tiny.score("교통", korean_sentences[2:4], raw=True), abs=1e-6)
+    got = first()
+    for q, d, s in zip(queries, docs, got):
+        assert s == pytest.approx(tiny.score(q, d), abs=1e-6)
+    with pytest.raises(ValueError, match="2 queries but 1 document lists"):
+        tiny.launch_many(queries, docs[:1])
+    assert not tiny.asynchronous  # on a CPU launching computes: the HTTP batcher scores a batch at a time
+
+
 def test_rerank_order_top_n_and_ties(tiny):
     docs = ["같은 문서", "다른 문서입니다", "같은 문서", "같은 문서"]
     ranked = tiny.rerank("문서", docs)

@@ -173,6 +173,93 @@ def test_a_failing_batch_fails_its_requests_not_the_worker(reranker):
     batcher.close()
 
 
+class _Device:
+    """A reranker whose launch_many returns before its scores exist, as a GPU's queued passes do: each batch's
+    launch and collection is logged, ``hold`` keeps the first launch from returning until it is set, and a batch
+    whose first query is in ``fail_launch`` / ``fail_collect`` fails there."""
+
+    def __init__(self, reranker, fail_launch=(), fail_collect=(), asynchronous=True):
+        self.reranker, self.log, self.asynchronous = reranker, [], asynchronous
+        self.hold, self.fail_launch, self.fail_collect = threading.Event(), fail_launch, fail_collect
+
+    def score_many(self, queries, docs, raw=False):
+        return self.launch_many(queries, docs, raw)()
+
+    def launch_many(self, queries, docs, raw=False):
+        self.log.append(("launch", queries[0]))
+        if len(self.log) == 1:
+            assert self.hold.wait(30)
+        if queries[0] in self.fail_launch:
+            raise ValueError(f"bad batch {queries[0]}")
+        scores = self.reranker.score_many(queries, docs, raw=raw)
+
+        def collect():
+            self.log.append(("collect", queries[0]))
+            if queries[0] in self.fail_collect:
+                raise FloatingPointError(f"non-finite logits in {queries[0]}")
+            return scores
+
+        return collect
+
+
+@pytest.mark.parametrize("asynchronous", [True, False])
+def test_the_batcher_launches_the_next_batch_before_it_collects_the_one_in_flight(reranker, asynchronous):
+    """Batch k+1 is queued on the device before the host waits for batch k (no idle device between batches
+    under load); each request still gets its own scores; with nothing queued a batch is collected at once.
+    A reranker whose launches compute (CPU backends: not ``asynchronous``) is scored a batch at a time, so
+    batch k's answers never wait for batch k+1's work."""
+    device = _Device(reranker, asynchronous=asynchronous)
+    batcher = MicroBatcher(device, max_wait_ms=0)
+    first = batcher.submit("A", DOCS)
+    while not device.log:
+        time.sleep(0.001)
+    second = batcher.submit("B", DOCS[:2])  # queued while A is being launched
+    device.hold.set()
+    a, b = first.result(timeout=30), second.result(timeout=30)
+    assert device.log == ([("launch", "A"), ("launch", "B"), ("collect", "A"), ("collect", "B")] if asynchronous
+                          else [("launch", "A"), ("collect", "A"), ("launch", "B"), ("collect", "B")])
+    assert a == pytest.approx(reranker.score("A", DOCS, raw=True), abs=1e-5)
+    assert b == pytest.approx(reranker.score("B", DOCS[:2], raw=True), abs=1e-5)
+    third = batcher.submit("C", DOCS)  # alone: launched and collected, nothing waits behind it
+    assert len(third.result(timeout=30)) == 3 and device.log[-2:] == [("launch", "C"), ("collect", "C")]
+    batcher.close()
+
+
+@pytest.mark.parametrize("where", ["launch", "collect"])
+def test_a_batch_that_fails_in_flight_fails_only_its_requests(reranker, where):
+    """A batch failing at launch (bad input, tokenising) or at collection (the device's error surfaces when
+    the host waits) fails its own requests; the batch in flight beside it and later ones are answered."""
+    device = _Device(reranker, **{f"fail_{where}": ("B",)})
+    batcher = MicroBatcher(device, max_wait_ms=0)
+    first = batcher.submit("A", DOCS)
+    while not device.log:
+        time.sleep(0.001)
+    second = batcher.submit("B", DOCS)
+    device.hold.set()
+    assert len(first.result(timeout=30)) == 3
+    with pytest.raises(ValueError if where == "launch" else FloatingPointError, match="B"):
+        second.result(timeout=30)
+    assert len(batcher.submit("C", DOCS).result(timeout=30)) == 3 and batcher.alive
+    batcher.close()
+
+
+def test_a_worker_stopping_with_a_batch_in_flight_answers_it(reranker, monkeypatch):
+    """Should the worker itself stop (not a batch's error) while a batch is launched and not collected, that
+    batch's requests are failed with the reason, not left waiting."""
+    device = _Device(reranker)
+    device.hold.set()
+    batcher = MicroBatcher(device, max_wait_ms=0)
+
+    def broken(self):
+        raise SystemExit("stopped")
+
+    monkeypatch.setattr(MicroBatcher, "_finish", broken)
+    future = batcher.submit("A", DOCS)
+    with pytest.raises(RuntimeError, match="scoring worker has stopped"):
+        future.result(timeout=30)
+    assert not batcher.alive
+
+
 def test_async_requests_share_calls_and_get_their_results_in_one_hand_off_a_batch(reranker):
     """submit_async (the app's path): every request gets its own scores, errors reach every request of the
     failing batch, and a batch's results reach the event loop in one call_soon_threadsafe, not one a request."""

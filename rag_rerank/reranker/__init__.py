@@ -28,7 +28,7 @@ import math
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -201,6 +201,13 @@ class Reranker:
         return self.engine.dtype
 
     @property
+    def asynchronous(self) -> bool:
+        """Whether :meth:`launch_many` returns before the scores exist (a torch model on a GPU: its passes are
+        queued on the device). Elsewhere launching computes them, and a caller gains nothing by launching the
+        next call before collecting this one (the HTTP batcher then scores each batch whole)."""
+        return self.model is not None and self.device.type == "cuda"
+
+    @property
     def batch_size(self) -> int:
         """Pairs per pass at full length (the engine's token budget is ``batch_size x max_length``)."""
         return self.engine.batch_size
@@ -223,6 +230,15 @@ class Reranker:
     def score_many(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]], *,
                    raw: bool = False) -> list[list[float]]:
         """Batch form of :meth:`score`: all pairs of all queries share length-sorted batches."""
+        return self.launch_many(queries, docs_per_query, raw=raw)()
+
+    def launch_many(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]], *,
+                    raw: bool = False) -> Callable[[], list[list[float]]]:
+        """:meth:`score_many` in two halves: this call checks, tokenises and queues every pass on the device,
+        and returns a function that waits for the scores. Between the two a caller can prepare or queue the next
+        call, so the device goes from one call's passes to the next without waiting for the host (the HTTP
+        service's batcher does: :class:`rag_rerank.serve.MicroBatcher`). On a CPU the work is done here and
+        the function only hands it over."""
         if isinstance(queries, str):
             raise TypeError("queries must be a sequence of strings, not a single string")
         if isinstance(docs_per_query, (str, bytes)):
@@ -231,7 +247,7 @@ class Reranker:
         if len(queries) != len(docs_per_query):
             raise ValueError(f"{len(queries)} queries but {len(docs_per_query)} document lists")
         groups = [(check_query(q), check_docs(d)) for q, d in zip(queries, docs_per_query)]
-        return self._score_groups(groups, raw=raw)
+        return self._launch_groups(groups, raw=raw)
 
     def rerank_many(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
                     top_n: int | None = None) -> list[list[RankedDoc]]:
@@ -297,15 +313,23 @@ class Reranker:
     SMALL_CALL_PIECES = 3
 
     def _score_groups(self, groups: list[tuple[str, list[str]]], raw: bool) -> list[list[float]]:
-        logits: dict[tuple[int, int], list[float]] = defaultdict(list)  # (group, doc) -> its windows' logits
-        for owners, values in zip(*self._score_chunks(groups)):
-            for owner, value in zip(owners, values):
-                logits[owner].append(value)
-        out = []
-        for g, (_, docs) in enumerate(groups):
-            values = [_combine(logits[(g, i)], self.aggregate) for i in range(len(docs))]
-            out.append(values if raw else self.relevance(values))
-        return out
+        return self._launch_groups(groups, raw)()
+
+    def _launch_groups(self, groups: list[tuple[str, list[str]]], raw: bool) -> Callable[[], list[list[float]]]:
+        all_owners, launched = self._launch_chunks(groups)
+
+        def scores() -> list[list[float]]:
+            logits: dict[tuple[int, int], list[float]] = defaultdict(list)  # (group, doc) -> its windows' logits
+            for owners, run in zip(all_owners, launched):
+                for owner, value in zip(owners, self._collect(*run)):
+                    logits[owner].append(value)
+            out = []
+            for g, (_, docs) in enumerate(groups):
+                values = [_combine(logits[(g, i)], self.aggregate) for i in range(len(docs))]
+                out.append(values if raw else self.relevance(values))
+            return out
+
+        return scores
 
     def relevance(self, logits: Sequence[float]) -> list[float]:
         """Raw scores (``score(..., raw=True)``) through the model's activation into [0, 1], as
@@ -339,14 +363,14 @@ class Reranker:
                 room -= len(part)
         return chunks
 
-    def _score_chunks(self, groups):
-        """(owners per chunk, logits per chunk): chunk k+1 is tokenised while chunk k runs. Every
-        chunk's passes are queued before the host waits for any logits (once, at the end), so the
+    def _launch_chunks(self, groups):
+        """(owners per chunk, launched passes per chunk): chunk k+1 is tokenised while chunk k runs. Every
+        chunk's passes are queued before the host waits for any logits (in the caller, after this), so the
         device goes from one chunk to the next without waiting for the host."""
         chunks = self._chunks(groups)
         if len(chunks) == 1:
             windows = self._tokenize_chunk(chunks[0])
-            return [windows.owners], [self._forward(windows)]
+            return [windows.owners], [self._launch(windows)]
         if self._tokenizing is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -359,7 +383,7 @@ class Reranker:
                 pending = self._tokenizing.submit(self._tokenize_chunk, chunks[k + 1])
             all_owners.append(windows.owners)
             launched.append(self._launch(windows))
-        return all_owners, [self._collect(*run) for run in launched]
+        return all_owners, launched
 
     def _tokenize_chunk(self, chunk) -> Windows:
         """Every window of every (query, document) of a chunk; in whichever thread calls it."""
