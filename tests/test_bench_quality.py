@@ -236,3 +236,18 @@ def test_serve_load_bench_free_mode_measures_the_service_alone(tiny_ce, unused_p
     (row,) = result["rows"]
     assert row["requests"] == 120 and row["errors"] == 0 and row["requests_per_s"] > 0
     assert result["steady"]["errors"] == 0 and "FreeReranker" in out.with_suffix(".md").read_text()
+
+
+def test_serve_load_bench_device_stand_in_with_and_without_overlap(tiny_ce, unused_port, tmp_path):
+    """bench/serve_load.py --device-ms: a stand-in device behind the real serve(), the batcher overlapping
+    batches (on) or scoring each whole (off): both answer every request, and the table says which is which."""
+    import serve_load
+
+    out = tmp_path / "device"
+    assert serve_load.main(["--free", str(tiny_ce), "--device-ms", "2", "--overlap", "off", "on", "--docs", "4",
+                            "--requests", "80", "--concurrency", "8", "--wait-ms", "2", "--rate-fraction", "0",
+                            "--port", str(unused_port), "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["micro_batching"].rsplit(" ", 1)[-1] for r in rows] == ["off", "on"]
+    assert all(r["requests"] == 80 and r["errors"] == 0 for r in rows)
+    assert "DeviceLike" in out.with_suffix(".md").read_text()
