@@ -393,15 +393,25 @@ class Reranker:
         """Every window's logit, in window order."""
         return self._collect(*self._launch(windows))
 
-    def _launch(self, windows: Windows) -> tuple[list[int], torch.Tensor | None]:
-        """Queues every pass of ``windows`` on the engine (values left on the device until :meth:`_collect`)."""
-        return self.engine.run(self._pairs, windows)
+    def _launch(self, windows: Windows) -> tuple[list[int], torch.Tensor | None, "torch.cuda.Event | None"]:
+        """Queues every pass of ``windows`` on the engine and, on a GPU, the copy of their values to the host
+        right behind them, with an event marking its end: :meth:`_collect` waits for this call's passes only,
+        not for passes launched after it (the HTTP batcher's next batch)."""
+        order, values = self.engine.run(self._pairs, windows)
+        if values is None or not values.is_cuda:
+            return order, values, None
+        values = values.float().to("cpu", non_blocking=True)  # asynchronous: not to be read before ``done``
+        done = torch.cuda.Event()
+        done.record()
+        return order, values, done
 
-    def _collect(self, order: list[int], values: torch.Tensor | None) -> list[float]:
+    def _collect(self, order: list[int], values: torch.Tensor | None, done=None) -> list[float]:
         """The launched values on the host (the host waits for the device here), in window order."""
         if values is None:
             return []
-        values = values.float().cpu()
+        if done is not None:
+            done.synchronize()
+        values = values.float()
         if not torch.isfinite(values).all():
             raise FloatingPointError(f"{self.model_name} gave non-finite logits in {self.dtype}; "
                                      "load it with dtype='bf16' or 'fp32'")
