@@ -182,8 +182,15 @@ class MicroBatcher:
             launched = self._launch(batch)
             if launched is not None:
                 self._in_flight.append(launched)
-            if len(self._in_flight) > 1:
-                self._finish()  # the older batch; the new one runs on meanwhile
+            # on a device, the older batch is answered while the new one runs; elsewhere the new one was
+            # scored as it launched and is answered now
+            while len(self._in_flight) > (1 if self._overlaps else 0):
+                self._finish()
+
+    @property
+    def _overlaps(self) -> bool:
+        """Whether the reranker's launches return before its scores exist (then batches overlap)."""
+        return bool(getattr(self.reranker, "asynchronous", False))
 
     def _gather(self, first, wait: float) -> list:
         batch, pairs = [first], len(first[1])
@@ -205,7 +212,7 @@ class MicroBatcher:
         """(batch, scores getter), or None where launching failed (its requests are told)."""
         queries, docs = [q for q, _, _ in batch], [d for _, d, _ in batch]
         try:
-            if getattr(self.reranker, "asynchronous", False):
+            if self._overlaps:
                 return batch, self.reranker.launch_many(queries, docs, raw=True)
             scores = self.reranker.score_many(queries, docs, raw=True)
             return batch, lambda: scores

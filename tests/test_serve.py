@@ -181,12 +181,14 @@ class _Device:
     def __init__(self, reranker, fail_launch=(), fail_collect=(), asynchronous=True):
         self.reranker, self.log, self.asynchronous = reranker, [], asynchronous
         self.hold, self.fail_launch, self.fail_collect = threading.Event(), fail_launch, fail_collect
+        self.on_launch = lambda query: None
 
     def score_many(self, queries, docs, raw=False):
         return self.launch_many(queries, docs, raw)()
 
     def launch_many(self, queries, docs, raw=False):
         self.log.append(("launch", queries[0]))
+        self.on_launch(queries[0])
         if len(self.log) == 1:
             assert self.hold.wait(30)
         if queries[0] in self.fail_launch:
@@ -211,6 +213,8 @@ def test_the_batcher_launches_the_next_batch_before_it_collects_the_one_in_fligh
     device = _Device(reranker, asynchronous=asynchronous)
     batcher = MicroBatcher(device, max_wait_ms=0)
     first = batcher.submit("A", DOCS)
+    answered_before = {}  # whether A was answered when B's launch began
+    device.on_launch = lambda query: answered_before.setdefault(query, first.done())
     while not device.log:
         time.sleep(0.001)
     second = batcher.submit("B", DOCS[:2])  # queued while A is being launched
@@ -218,6 +222,7 @@ def test_the_batcher_launches_the_next_batch_before_it_collects_the_one_in_fligh
     a, b = first.result(timeout=30), second.result(timeout=30)
     assert device.log == ([("launch", "A"), ("launch", "B"), ("collect", "A"), ("collect", "B")] if asynchronous
                           else [("launch", "A"), ("collect", "A"), ("launch", "B"), ("collect", "B")])
+    assert answered_before["B"] is (not asynchronous)  # a CPU batch's answers never wait for the next batch
     assert a == pytest.approx(reranker.score("A", DOCS, raw=True), abs=1e-5)
     assert b == pytest.approx(reranker.score("B", DOCS[:2], raw=True), abs=1e-5)
     third = batcher.submit("C", DOCS)  # alone: launched and collected, nothing waits behind it
