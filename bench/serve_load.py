@@ -226,10 +226,19 @@ def _request(address: tuple[str, int], body: dict) -> bytes:
 async def _answered(conn: "_Conn | None", address: tuple[str, int], request: bytes,
                     n_docs: int) -> "tuple[_Conn | None, bool]":
     """One rerank request on ``conn`` (opened first if None): (the connection, None if it broke; whether the
-    answer was 200 with one result per document)."""
+    answer was 200 with one result per document). A kept-alive connection the server closed while it sat idle
+    (uvicorn: after 5 s) is retried once on a new one, as HTTP clients do; not counted as an error."""
     try:
-        conn = conn or await _Conn.open(*address)
-        status, payload = await conn.post(request)
+        if conn is not None:
+            try:
+                status, payload = await conn.post(request)
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                if getattr(exc, "partial", b""):  # part of an answer came: a real failure
+                    raise
+                conn = None
+        if conn is None:
+            conn = await _Conn.open(*address)
+            status, payload = await conn.post(request)
         return conn, status == 200 and len(json.loads(payload)["results"]) == n_docs
     except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, StopIteration):
         return None, False
