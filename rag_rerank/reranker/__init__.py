@@ -400,9 +400,10 @@ class Reranker:
         order, values = self.engine.run(self._pairs, windows)
         if values is None or not values.is_cuda:
             return order, values, None
+        stream = torch.cuda.current_stream(values.device)  # the values' card's, not this thread's current card
         values = values.float().to("cpu", non_blocking=True)  # asynchronous: not to be read before ``done``
         done = torch.cuda.Event()
-        done.record()
+        done.record(stream)
         return order, values, done
 
     def _collect(self, order: list[int], values: torch.Tensor | None, done=None) -> list[float]:
