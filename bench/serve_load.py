@@ -90,7 +90,7 @@ class DeviceLike(FreeReranker):
         return lambda: (done.result(), [[0.0] * len(d) for d in docs])[1]
 
     def score_many(self, queries, docs, raw=False):
-        return DeviceLike.launch_many(self, queries, docs, raw)()
+        return self.launch_many(queries, docs, raw)()
 
 
 def start_server(args, port: int, max_wait_ms: float, workers: int = 1, overlap: str = "on") -> subprocess.Popen:

@@ -109,7 +109,7 @@ class MicroBatcher:
         """A future of the documents' raw logits, in input order."""
         future: Future = Future()
         if not self.alive:
-            future.set_exception(RuntimeError(f"the scoring worker has stopped ({self.error!r})"))
+            future.set_exception(self._stopped())
             return future
         self._queue.put((query, list(docs), future))
         return future
@@ -121,7 +121,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self.alive:
-            future.set_exception(RuntimeError(f"the scoring worker has stopped ({self.error!r})"))
+            future.set_exception(self._stopped())
             return future
         self._queue.put((query, list(docs), (loop, future)))
         return future
@@ -132,8 +132,7 @@ class MicroBatcher:
         loops: dict = {}
         for target, values, error in outcomes:
             if isinstance(target, Future):
-                if not target.done():  # answered already where a stopping worker answers its batches
-                    target.set_exception(error) if error is not None else target.set_result(values)
+                _resolve([(target, values, error)])
             else:
                 loops.setdefault(target[0], []).append((target[1], values, error))
         for loop, items in loops.items():
@@ -150,17 +149,19 @@ class MicroBatcher:
         except BaseException as exc:  # never silently: health reports it and every waiting request fails
             self.error = exc
             logger.exception("the scoring worker stopped")
-            while self._in_flight:  # batches launched and not yet answered are answered too
-                batch, _ = self._in_flight.popleft()
-                self._settle([(future, None, RuntimeError(f"the scoring worker has stopped ({exc!r})"))
-                              for _, _, future in batch])
+            waiting = [item for batch, _ in self._in_flight for item in batch]  # launched, not yet answered
+            self._in_flight.clear()
             while True:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    return
+                    break
                 if item is not None:
-                    self._settle([(item[2], None, RuntimeError(f"the scoring worker has stopped ({exc!r})"))])
+                    waiting.append(item)
+            self._settle([(target, None, self._stopped()) for _, _, target in waiting])
+
+    def _stopped(self) -> RuntimeError:
+        return RuntimeError(f"the scoring worker has stopped ({self.error!r})")
 
     def _loop(self) -> None:
         """One batch in flight on the device while the next is gathered and launched: batch k+1 is
@@ -236,8 +237,10 @@ class MicroBatcher:
 
 
 def _resolve(items) -> None:
+    """(future, values, error): each future answered unless it is already (an asyncio request cancelled
+    meanwhile, its client gone; a request a stopping worker answered)."""
     for future, values, error in items:
-        if not future.done():  # a request cancelled meanwhile (its client went away)
+        if not future.done():
             future.set_exception(error) if error is not None else future.set_result(values)
 
 
@@ -638,7 +641,7 @@ class _TokenCounter:
     tokenizer copy behind a lock (fast tokenizers are not thread-safe), off the event loop."""
 
     def __init__(self, reranker) -> None:
-        self._tokenizer, self._encode, self._lock, self._known = None, None, threading.Lock(), {}
+        self._tokenizer, self._lock, self._known = None, threading.Lock(), {}
         path = getattr(reranker, "path", None)
         if path is not None:
             try:
