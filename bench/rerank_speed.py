@@ -309,16 +309,17 @@ def _short(dtype) -> str:
 PEAK_FLOPS = 989e12  # H200 (and H100 SXM) dense fp16/bf16 tensor-core peak, the "FLOP limit" of issue 15
 
 
-def flops(model_path, pairs, max_length: int) -> float:
+def flops(model_path, pairs, max_length: int, truncation: str = "only_second") -> float:
     """Forward FLOPs of scoring ``pairs`` unpadded: 2 x (weights touched per token) per token, plus
-    attention's two L x L products per layer. Padding and windows beyond ``max_length`` not counted."""
+    attention's two L x L products per layer. Padding and windows beyond ``max_length`` not counted
+    (pairs cut by ``truncation``, as scoring cuts them; training cuts ``longest_first``)."""
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(str(model_path))
     tok = AutoTokenizer.from_pretrained(str(model_path))
     d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     per_layer = 4 * d * d + 2 * d * ff  # ALBERT shares the layer but runs it num_hidden_layers times
-    lengths = [len(ids) for ids in tok([q for q, _ in pairs], [p for _, p in pairs], truncation="only_second",
+    lengths = [len(ids) for ids in tok([q for q, _ in pairs], [p for _, p in pairs], truncation=truncation,
                                        max_length=max_length)["input_ids"]]
     return sum(2 * per_layer * layers * n + 4 * layers * n * n * d for n in lengths)
 

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from rag_rerank.testing import tiny_albert_cross_encoder  # noqa: E402
 from rag_rerank.train import ScoredPair, TrainingData, preset, train  # noqa: E402
-from rerank_speed import PEAK_FLOPS  # noqa: E402
+from rerank_speed import PEAK_FLOPS, flops  # noqa: E402
 
 BONGSOO_SHAPE = dict(embedding_size=128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                      intermediate_size=3072, classifier_dropout_prob=0.1, hidden_dropout_prob=0.0,
@@ -138,16 +138,10 @@ class StepClock:
         return (b - a) * batch / (tb - ta) if b > a else None
 
 
-def train_flops(tokenizer, model_dir, pairs: list[ScoredPair]) -> float:
-    """Mean training FLOPs a pair (forward + backward = 3 x forward, unpadded: bench/rerank_speed.flops'
-    count, truncated as training truncates)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(str(model_dir))
-    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    lengths = [len(x) for x in tokenizer([p.query for p in pairs], [p.document for p in pairs],
-                                         truncation="longest_first", max_length=512)["input_ids"]]
-    return 3 * sum(2 * (4 * d * d + 2 * d * ff) * layers * n + 4 * layers * n * n * d for n in lengths) / len(lengths)
+def train_flops(model_dir, pairs: list[ScoredPair]) -> float:
+    """Mean training FLOPs a pair: forward + backward = 3 x the unpadded forward of
+    bench/rerank_speed.flops, truncated as training truncates."""
+    return 3 * flops(model_dir, [(p.query, p.document) for p in pairs], 512, "longest_first") / len(pairs)
 
 
 def large_variants() -> dict[str, dict]:
@@ -229,7 +223,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(str(model_dir)).parameters())
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'})"
     stats = padding_stats(tokenizer, pairs, 64)
-    stats["train_flops_per_pair"] = train_flops(tokenizer, model_dir, pairs)
+    stats["train_flops_per_pair"] = train_flops(model_dir, pairs)
     print(f"device: {device}; model {n_params / 1e6:.1f}M params, vocab {len(tokenizer)}; {len(pairs)} pairs; {stats}")
 
     chosen = {"xlmr-large": large_variants, "e5-small": lambda: e5_variants(args.seed_steps, args.epochs)}.get(
