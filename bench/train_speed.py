@@ -113,10 +113,7 @@ def e5_variants(seed_steps: int, epochs: float) -> dict[str, dict]:
             "warm-up": dict(fast, epochs=0.3),
             "fast, padded batches (pack false)": dict(fast, pack=False),
             "fast (packed batches)": dict(fast),
-            "fast, packed, compiled blocks": dict(fast, compile_blocks=True),
-            "fast, packed, batch 512": dict(fast, per_device_batch_size=512, learning_rate=2e-4),
-            "fast, packed, batch 512, compiled blocks": dict(fast, per_device_batch_size=512, learning_rate=2e-4,
-                                                             compile_blocks=True)}
+            "fast, packed, batch 512": dict(fast, per_device_batch_size=512, learning_rate=2e-4)}
 
 
 class StepClock:

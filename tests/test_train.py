@@ -636,9 +636,8 @@ def test_mining_progress_shows_and_mines_the_same(bm25, pairs, monkeypatch, caps
 
 
 # ------------------------------------------------------------------ packed training (train/packing.py)
-def _batch_grads(path, rows, pack: bool, lora: bool = False, checkpointing: bool = False, compiled=None):
-    """Loss and every gradient of one BCE step on ``rows``, padded or packed, through the trainer's loss.
-    ``compiled``: a list the note of :func:`packing.compile_blocks` goes to (its blocks compiled first)."""
+def _batch_grads(path, rows, pack: bool, lora: bool = False, checkpointing: bool = False):
+    """Loss and every gradient of one BCE step on ``rows``, padded or packed, through the trainer's loss."""
     from sentence_transformers import CrossEncoder
 
     from rag_rerank.reranker.engine.packed import position_offset
@@ -657,8 +656,6 @@ def _batch_grads(path, rows, pack: bool, lora: bool = False, checkpointing: bool
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
     switched = packing.enable(ce) if pack else None
-    if compiled is not None:
-        compiled.append(packing.compile_blocks(switched))
     collator = (packing.PairPackingCollator(ce.tokenizer, 64, position_offset(ce[0].model.config)) if pack
                 else PairTokenizingCollator(ce.tokenizer, 64))
     batch = collator([{"query": q, "document": d, "label": float(i % 2)} for i, (q, d) in enumerate(rows)])
@@ -710,39 +707,6 @@ def test_packed_lora_batch_matches_padded(tiny_bert, pairs):
     assert all(torch.allclose(packed[n], padded[n], atol=1e-5, rtol=1e-4) for n in padded)
 
 
-def test_compiled_blocks_train_as_eager_and_compile_once_for_every_token_count(tiny_bert, tiny_ce, pairs,
-                                                                                monkeypatch):
-    """compile_blocks: the same loss and gradients as the eager packed row, and a second row of another token count
-    reuses the graphs (a symbolic token count), where whole-model compile recompiled every batch."""
-    from torch._dynamo.testing import CompileCounter
-
-    from rag_rerank.train import packing
-
-    torch._dynamo.reset()
-    counter = CompileCounter()  # a backend that counts the graphs dynamo hands it and runs them as they are
-    monkeypatch.setattr(packing, "COMPILE_BACKEND", counter)
-    rows = [(q, d * (1 + i % 4)) for i, (q, d) in enumerate(pairs[:6])]
-    eager_loss, eager, _, _ = _batch_grads(tiny_bert, rows, pack=True)
-    notes = []
-    loss, grads, _, ce = _batch_grads(tiny_bert, rows, pack=True, compiled=notes)
-    assert notes == ["compile: 9 pointwise blocks of 3 layers compiled (symbolic token count)"]
-    assert loss == pytest.approx(eager_loss, abs=1e-6) and grads.keys() == eager.keys()
-    assert all(torch.allclose(grads[n], eager[n], atol=1e-5, rtol=1e-4) for n in eager)
-    graphs = counter.frame_count
-    assert graphs >= 3  # one a kind of block (a padded predict call may add its own)
-    longer = [(q, d * 3) for q, d in rows[:4]]  # another token count
-    _batch_grads(tiny_bert, longer, pack=True, compiled=[])
-    assert counter.frame_count == graphs  # no graph more: not one a token count (nor a layer: same code, weights as inputs)
-    assert all(b._compiled_call_impl is None for layer in ce[0].model.base_model.encoder.layer
-               for b in (layer.attention.output, layer.intermediate, layer.output))  # restore() made them eager
-    torch._dynamo.reset()
-    from sentence_transformers import CrossEncoder
-
-    albert = CrossEncoder(str(tiny_ce), num_labels=1, max_length=64, device="cpu")
-    assert packing.compile_blocks(packing.enable(albert)) == ("compile: no encoder layers found in albert; training "
-                                                               "runs eager")  # one shared layer, other names
-
-
 def test_pack_setting_says_where_batches_pack(tiny_bert, tiny_ce):
     from transformers import AutoModelForSequenceClassification, DebertaV2Config, DebertaV2ForSequenceClassification
 
@@ -774,7 +738,5 @@ def test_packed_training_runs_evaluates_and_saves_an_ordinary_model(tiny_bert, t
     r = Reranker(str(out), pack=False)
     assert r.score("질문", ["문서", "다른 문서"]) == pytest.approx(Reranker(str(out)).score("질문", ["문서", "다른 문서"]),
                                                                 abs=1e-5)
-    seed_like = train(tiny_config("fast", tiny_bert, tmp_path / "no", pack=True, pretokenize=False, compile_blocks=True),
-                      from_pairs(pairs))
+    seed_like = train(tiny_config("fast", tiny_bert, tmp_path / "no", pack=True, pretokenize=False), from_pairs(pairs))
     assert any("pack true needs pretokenize" in n for n in seed_like.notes)
-    assert "compile_blocks applies to packed batches only: training runs eager" in seed_like.notes

@@ -27,7 +27,7 @@ import torch
 
 from ..reranker.engine import packed
 
-__all__ = ["ATTENTION", "PairPackingCollator", "compile_blocks", "enable", "packs"]
+__all__ = ["ATTENTION", "PairPackingCollator", "enable", "packs"]
 
 ATTENTION = "rag_rerank_packed_train"
 _KEYS = ("position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "rag_rerank_spans")
@@ -56,12 +56,8 @@ class _Switched:
 
     def __init__(self, hf, previous: str | None, hook) -> None:
         self.hf, self.previous, self.hook = hf, previous, hook
-        self.compiled: list[torch.nn.Module] = []  # blocks compile_blocks compiled
 
     def restore(self) -> None:
-        for block in self.compiled:  # eager again (Module.compile keeps its compiled call here)
-            block._compiled_call_impl = None
-        self.compiled = []
         if self.hook is not None:
             self.hook.remove()
             self.hook = None
@@ -90,39 +86,6 @@ def enable(cross_encoder) -> _Switched:
     if getattr(module, "model_forward_params", None) is not None:
         module.model_forward_params = set(module.model_forward_params) | set(_KEYS)
     return _Switched(hf, previous, hook)
-
-
-# The blocks of a BERT-like layer between two attentions: the attention's output (projection, dropout, residual
-# add, LayerNorm), the feed-forward's first half (projection, GELU) and its output (projection, dropout,
-# residual add, LayerNorm). Compiled, each direction's pointwise work runs fused instead of a kernel an
-# operation; the attention itself (the flash kernel) stays outside. Names of transformers' BERT, RoBERTa,
-# XLM-R and ELECTRA layers.
-_BLOCKS = ("attention.output", "intermediate", "output")
-# torch.compile's backend for compile_blocks (the tests check the wiring with "aot_eager", no C compiler)
-COMPILE_BACKEND = "inductor"
-
-
-def compile_blocks(switched: "_Switched") -> str:
-    """Compile the pointwise blocks of every encoder layer of a packed model (``_BLOCKS``) with a symbolic
-    token count, so each packed row's new length reuses one compiled graph instead of recompiling (whole-model
-    ``torch.compile`` recompiled every batch: BENCHMARKS, issue 39 item 4). Returns what was done, for the
-    notes; :meth:`_Switched.restore` makes them eager again."""
-    encoder = switched.hf.base_model.encoder
-    layers = getattr(encoder, "layer", None)
-    blocks = []
-    for layer in layers or []:
-        for name in _BLOCKS:
-            try:
-                blocks.append(layer.get_submodule(name))
-            except AttributeError:
-                return (f"compile: {switched.hf.config.model_type} layers lack the BERT-like block {name!r}; "
-                        "training runs eager")
-    if not blocks:
-        return f"compile: no encoder layers found in {switched.hf.config.model_type}; training runs eager"
-    for block in blocks:
-        block.compile(dynamic=True, backend=COMPILE_BACKEND)
-    switched.compiled = blocks
-    return f"compile: {len(blocks)} pointwise blocks of {len(layers)} layers compiled (symbolic token count)"
 
 
 def _hf_model(model):

@@ -69,10 +69,6 @@ class TrainConfig:
     # runs (CUDA, bf16/fp16); true: also elsewhere (a per-pair attention loop); false: padded. Needs
     # pretokenize and loss bce
     pack: bool | None = None
-    # packed training only: compile each encoder layer's pointwise blocks (projections, GELU, dropout, residual
-    # adds, LayerNorms; the attention stays the flash kernel) once for every token count
-    # (packing.compile_blocks); BENCHMARKS' issue 39 item 4 rows say what it gains on a GPU
-    compile_blocks: bool = False
     dataloader_workers: int = 2
     # None: chosen from the first stage's validation MRR@10 (mining.default_mix: 7 hard + 1 random
     # where it is >= 0.85, as on KorQuAD passages; 1 + 7 below, as on KorNLI and the chatbot data).

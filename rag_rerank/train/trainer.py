@@ -327,23 +327,16 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
 def _collator(config: TrainConfig, ce, device: torch.device, half: bool, notes: list[str]):
     """The loader's batch builder - packed rows, padded tensors, or None (sentence-transformers tokenises
     in the loss) - and the packing switch to undo after training (or None)."""
-    eager = "compile_blocks applies to packed batches only: training runs eager"
     if not (config.pretokenize and config.loss == "bce"):
         if config.pack:
             _say(notes, f"pack true needs pretokenize and loss bce (here: pretokenize {config.pretokenize}, loss "
                         f"{config.loss}): padded batches")
-        if config.compile_blocks:
-            _say(notes, eager)
         return None, None
     pack, why = packing.packs(config.pack, ce[0].model, device, half)
     _say(notes, why)
     if not pack:
-        if config.compile_blocks:
-            _say(notes, eager)
         return PairTokenizingCollator(ce.tokenizer, config.max_length), None
     switched = packing.enable(ce)
-    if config.compile_blocks:
-        _say(notes, packing.compile_blocks(switched))
     return packing.PairPackingCollator(ce.tokenizer, config.max_length, position_offset(switched.hf.config)), switched
 
 
