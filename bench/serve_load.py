@@ -13,7 +13,10 @@ engine's pairs/s, what HTTP is measured against), ``--workers`` settings, and an
 service's under a steady load, not the client's queue).
 
     python bench/serve_load.py --out bench/results/serve_cpu/serve_load
-    python bench/serve_load.py --device cuda --concurrency 64 --workers 1 2 4 --wait-ms 5 --out ...
+    python bench/serve_load.py --device cuda --concurrency 64 --workers 1 2 4 --wait-ms 5 --warm-up 5000 --out ...
+
+On a GPU each server meets its pass shapes for the first time during ``--warm-up`` (one CUDA graph recorded
+a shape and worker), not while it is timed; a few hundred requests leave many shapes to the timed run.
 """
 from __future__ import annotations
 
@@ -375,6 +378,7 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=1, help="load-generating processes (one tops out near 200 req/s)")
     p.add_argument("--server-arg", action="append", default=[], help="more serve flags, e.g. --server-arg=--backend=onnx")
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--warm-up", type=int, default=256, help="requests sent to each server before it is timed")
     p.add_argument("--free", metavar="TOKENIZER_DIR", help="serve FreeReranker (scores cost nothing; usage counted "
                    "with this directory's tokenizer): the service's own per-request ceiling, one worker")
     p.add_argument("--serve-free", help=argparse.SUPPRESS)
@@ -393,6 +397,9 @@ def main(argv=None) -> int:
         serve(model, port=args.port, max_wait_ms=args.wait_ms[0])
         return 0
     bodies = requests_from_chatbot(args.requests, args.docs)
+    # other requests than the timed ones (another seed): on a GPU each new pass shape records a CUDA graph
+    # (tens of ms, once a shape and process), which a short timed run would otherwise count as service latency
+    warm_up = requests_from_chatbot(args.warm_up, args.docs, seed=1) if args.warm_up else []
     engine = None if args.no_in_process or args.free else in_process(args, bodies)
     if engine:
         print(json.dumps({"in_process": engine}), flush=True)
@@ -402,7 +409,8 @@ def main(argv=None) -> int:
         proc = start_server(args, args.port, wait, workers, overlap)
         try:
             asyncio.run(wait_healthy(url, proc))
-            asyncio.run(load(url, bodies[: min(256, len(bodies))], args.concurrency))  # warm-up, not counted
+            if warm_up:
+                asyncio.run(load(url, warm_up, args.concurrency))  # not counted
             row = load_many(url, bodies, args.concurrency, args.clients)
             row.update(micro_batching=(f"on, wait {wait:g} ms" if wait > 0 else "off")
                        + (f"; device stand-in, batches overlapped {overlap}" if args.device_ms else ""),
@@ -423,7 +431,8 @@ def main(argv=None) -> int:
         proc = start_server(args, args.port, wait, workers, overlap)
         try:
             asyncio.run(wait_healthy(url, proc))
-            asyncio.run(load(url, bodies[: min(256, len(bodies))], args.concurrency))
+            if warm_up:
+                asyncio.run(load(url, warm_up, args.concurrency))
             steady = paced_many(url, bodies, args.rate_fraction * row["requests_per_s"], args.clients)
             steady.update(workers=workers, micro_batching=row["micro_batching"], fraction=args.rate_fraction)
         finally:
@@ -434,6 +443,7 @@ def main(argv=None) -> int:
             f"{args.free}'s tokenizer)" if args.device_ms else
             f"FreeReranker (scores cost nothing; usage with {args.free}'s tokenizer)")
     result = {"machine": _machine(args.device), "concurrency": args.concurrency, "docs_per_request": args.docs,
+              "warm_up_requests": args.warm_up,
               "reranker": free if args.free else args.reranker or "default (shipped)", "server_args": args.server_arg, "rows": rows,
               "in_process": engine, "steady": steady}
     text = table(result)
@@ -459,7 +469,8 @@ def table(result: dict) -> str:
     engine = result.get("in_process")
     lines = [f"Machine: **{result['machine']}**. `rag-rerank serve` on loopback, {result['rows'][0]['requests']} "
              f"requests of 1 question x {result['docs_per_request']} chatbot answers, concurrency "
-             f"{result['concurrency']}; reranker {result['reranker']} {' '.join(result['server_args'])}.", ""]
+             f"{result['concurrency']}, after {result.get('warm_up_requests', 256)} other requests to each server; "
+             f"reranker {result['reranker']} {' '.join(result['server_args'])}.", ""]
     if engine:
         lines += [f"In-process `Reranker.score_many` of the same {engine['pairs']} pairs (one call, best of 3): "
                   f"**{engine['pairs_per_s']:.0f} pairs/s**; in-process one `Reranker.score` a request from "

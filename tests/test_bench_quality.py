@@ -231,11 +231,12 @@ def test_serve_load_bench_free_mode_measures_the_service_alone(tiny_ce, unused_p
     out = tmp_path / "free"
     assert serve_load.main(["--free", str(tiny_ce), "--requests", "120", "--concurrency", "8", "--wait-ms", "5",
                             "--workers", "1", "--rate-fraction", "0.5", "--port", str(unused_port),
-                            "--out", str(out)]) == 0
+                            "--warm-up", "30", "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
     (row,) = result["rows"]
     assert row["requests"] == 120 and row["errors"] == 0 and row["requests_per_s"] > 0
-    assert result["steady"]["errors"] == 0 and "FreeReranker" in out.with_suffix(".md").read_text()
+    assert result["steady"]["errors"] == 0 and result["warm_up_requests"] == 30
+    assert "FreeReranker" in out.with_suffix(".md").read_text() and "after 30 other requests" in out.with_suffix(".md").read_text()
 
 
 def test_serve_load_bench_device_stand_in_with_and_without_overlap(tiny_ce, unused_port, tmp_path):
@@ -246,7 +247,7 @@ def test_serve_load_bench_device_stand_in_with_and_without_overlap(tiny_ce, unus
     out = tmp_path / "device"
     assert serve_load.main(["--free", str(tiny_ce), "--device-ms", "2", "--overlap", "off", "on", "--docs", "4",
                             "--requests", "80", "--concurrency", "8", "--wait-ms", "2", "--rate-fraction", "0",
-                            "--port", str(unused_port), "--out", str(out)]) == 0
+                            "--warm-up", "0", "--port", str(unused_port), "--out", str(out)]) == 0  # timed cold
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["micro_batching"].rsplit(" ", 1)[-1] for r in rows] == ["off", "on"]
     assert all(r["requests"] == 80 and r["errors"] == 0 for r in rows)
