@@ -37,6 +37,20 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RAG_RERANK_DATA", ROOT.parent / "shared" / "data"))
 
 
+def cuda_graphs(url: str) -> float | None:
+    """The server's ``rag_rerank_cuda_graphs`` gauge (with several workers: whichever worker answered)."""
+    import re
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    found = re.search(r"^rag_rerank_cuda_graphs (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
 def requests_from_chatbot(n: int, docs: int, seed: int = 0) -> list[dict]:
     path = DATA / "chatbot" / "ChatbotData.csv"
     if not path.exists():  # a clone without ../shared: the fixture sample
@@ -411,7 +425,9 @@ def main(argv=None) -> int:
             asyncio.run(wait_healthy(url, proc))
             if warm_up:
                 asyncio.run(load(url, warm_up, args.concurrency))  # not counted
+            graphs = cuda_graphs(url)
             row = load_many(url, bodies, args.concurrency, args.clients)
+            row["cuda_graphs"] = [graphs, cuda_graphs(url)]  # after the warm-up, after the timed run
             row.update(micro_batching=(f"on, wait {wait:g} ms" if wait > 0 else "off")
                        + (f"; device stand-in, batches overlapped {overlap}" if args.device_ms else ""),
                        workers=workers, pairs_per_s=row["requests_per_s"] * args.docs)
@@ -464,6 +480,10 @@ def _machine(device: str | None) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
+def _graphs(counts) -> str:
+    return "-" if not counts or None in counts else f"{counts[0]:.0f} -> {counts[1]:.0f}"
+
+
 def table(result: dict) -> str:
     base = result["rows"][-1]["requests_per_s"]
     engine = result.get("in_process")
@@ -476,15 +496,16 @@ def table(result: dict) -> str:
                   f"**{engine['pairs_per_s']:.0f} pairs/s**; in-process one `Reranker.score` a request from "
                   f"{engine.get('threads', '-')} threads: **{engine.get('per_request_pairs_per_s', 0):.0f} pairs/s**.", ""]
     lines += ["| workers | micro-batching | requests/s | pairs/s | of in-process (one call) | of in-process (a call a "
-              "request) | vs last row | p50 (ms) | p95 (ms) | p99 (ms) | errors | requests a scoring call |",
-              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "request) | vs last row | p50 (ms) | p95 (ms) | p99 (ms) | errors | requests a scoring call | "
+              "CUDA graphs of a worker: after warm-up -> after |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
         per = f"{r['requests_per_scoring_call']:.1f}" if r.get("requests_per_scoring_call") else "-"
         share = f"{100 * r['of_in_process']:.0f} %" if r.get("of_in_process") else "-"
         share2 = f"{100 * r['of_in_process_per_request']:.0f} %" if r.get("of_in_process_per_request") else "-"
         lines.append(f"| {r.get('workers', 1)} | {r['micro_batching']} | {r['requests_per_s']:.1f} | "
                      f"{r.get('pairs_per_s', 0):.0f} | {share} | {share2} | {r['requests_per_s'] / base:.2f}x | {r['p50_ms']:.0f} | "
-                     f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {per} |")
+                     f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {per} | {_graphs(r.get('cuda_graphs'))} |")
     steady = result.get("steady")
     if steady:
         lines += ["", f"Steady load at {100 * steady['fraction']:.0f} % of the best rate ({steady['workers']} workers, "

@@ -248,8 +248,8 @@ class _Metrics:
     """The service's Prometheus metrics, in a registry of its own (two apps in one process, as in
     tests, do not collide)."""
 
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+    def __init__(self, reranker=None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter("rag_rerank_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry)
@@ -258,6 +258,10 @@ class _Metrics:
         self.pairs = Counter("rag_rerank_pairs_scored", "(query, document) pairs scored", registry=self.registry)
         self.batch = Histogram("rag_rerank_batch_requests", "requests sharing one scoring call",
                                registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        # a GPU engine records one CUDA graph a new pass shape, the passes behind it waiting (tens of ms once a
+        # shape and worker): a count still rising under load says latency is paying for recordings
+        self.graphs = Gauge("rag_rerank_cuda_graphs", "CUDA graphs recorded (one a pass shape)", registry=self.registry)
+        self.graphs.set_function(lambda: _graphs_recorded(reranker))
 
     def batched(self, requests: int, pairs: int) -> None:
         self.batch.observe(requests)
@@ -267,6 +271,11 @@ class _Metrics:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _graphs_recorded(reranker) -> int:
+    graphs = getattr(getattr(reranker, "engine", None), "graphs", None)
+    return len(graphs) if graphs is not None else 0
 
 
 # ----------------------------------------------------------------- request parsing
@@ -417,7 +426,7 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
     from .types import check_number
 
     max_wait_ms = check_number(max_wait_ms, "max_wait_ms", 0, 10_000)
-    metrics = _Metrics()
+    metrics = _Metrics(reranker)
     batcher = MicroBatcher(reranker, max_wait_ms, max_batch_pairs, metrics) if max_wait_ms > 0 else None
     retriever = None
     if store is not None:

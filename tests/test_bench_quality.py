@@ -236,6 +236,7 @@ def test_serve_load_bench_free_mode_measures_the_service_alone(tiny_ce, unused_p
     (row,) = result["rows"]
     assert row["requests"] == 120 and row["errors"] == 0 and row["requests_per_s"] > 0
     assert result["steady"]["errors"] == 0 and result["warm_up_requests"] == 30
+    assert row["cuda_graphs"] == [0.0, 0.0]  # the server's gauge, scraped after the warm-up and the timed run
     assert "FreeReranker" in out.with_suffix(".md").read_text() and "after 30 other requests" in out.with_suffix(".md").read_text()
 
 

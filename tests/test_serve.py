@@ -90,8 +90,23 @@ def test_health_metrics_and_search_without_store(client):
     text = client.get("/metrics").text
     assert 'rag_rerank_requests_total{endpoint="rerank",status="200"}' in text
     assert "rag_rerank_pairs_scored_total" in text and "rag_rerank_batch_requests_bucket" in text
+    assert "\nrag_rerank_cuda_graphs 0.0\n" in text  # a CPU engine records none
     r = client.post("/search", json={"query": QUERY})
     assert r.status_code == 404 and "without a store" in r.json()["detail"]
+
+
+def test_metrics_count_the_engines_cuda_graphs():
+    """The gauge reads the engine's recorded graphs at each scrape (one a pass shape on a GPU)."""
+    from types import SimpleNamespace
+
+    from rag_rerank.serve import _Metrics
+
+    engine = SimpleNamespace(graphs=[object()] * 2)
+    metrics = _Metrics(SimpleNamespace(engine=engine))
+    assert b"\nrag_rerank_cuda_graphs 2.0\n" in metrics.render()[0]
+    engine.graphs.append(object())
+    assert b"\nrag_rerank_cuda_graphs 3.0\n" in metrics.render()[0]
+    assert b"\nrag_rerank_cuda_graphs 0.0\n" in _Metrics(SimpleNamespace(engine=SimpleNamespace(graphs=None))).render()[0]
 
 
 def test_bearer_token(reranker):
