@@ -274,8 +274,9 @@ class _Metrics:
 
 
 def _graphs_recorded(reranker) -> int:
-    graphs = getattr(getattr(reranker, "engine", None), "graphs", None)
-    return len(graphs) if graphs is not None else 0
+    """The engine's own count (``describe()``: None where passes replay no graphs)."""
+    engine = getattr(reranker, "engine", None)
+    return (engine.describe().get("cuda_graphs") or 0) if engine is not None else 0
 
 
 # ----------------------------------------------------------------- request parsing

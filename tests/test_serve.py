@@ -101,12 +101,14 @@ def test_metrics_count_the_engines_cuda_graphs():
 
     from rag_rerank.serve import _Metrics
 
-    engine = SimpleNamespace(graphs=[object()] * 2)
+    recorded = [object()] * 2
+    engine = SimpleNamespace(describe=lambda: {"engine": "packed", "cuda_graphs": len(recorded)})
     metrics = _Metrics(SimpleNamespace(engine=engine))
     assert b"\nrag_rerank_cuda_graphs 2.0\n" in metrics.render()[0]
-    engine.graphs.append(object())
+    recorded.append(object())
     assert b"\nrag_rerank_cuda_graphs 3.0\n" in metrics.render()[0]
-    assert b"\nrag_rerank_cuda_graphs 0.0\n" in _Metrics(SimpleNamespace(engine=SimpleNamespace(graphs=None))).render()[0]
+    no_graphs = SimpleNamespace(describe=lambda: {"engine": "packed", "cuda_graphs": None})
+    assert b"\nrag_rerank_cuda_graphs 0.0\n" in _Metrics(SimpleNamespace(engine=no_graphs)).render()[0]
 
 
 def test_bearer_token(reranker):
