@@ -86,37 +86,13 @@ class FreeReranker:
         return [0.5] * len(logits)
 
 
-class DeviceLike(FreeReranker):
-    """``--device-ms``: a stand-in for a GPU engine - each batch tokenised on the host (``path``'s tokenizer),
-    then ``ms`` per 64 pairs on a device that runs one batch at a time and needs no GIL (a thread that sleeps),
-    so the service's overlap of host and device is what varies, not a model. ``launch_many`` queues a batch and
-    returns its collector, as the Reranker's on a GPU does; with ``overlap`` off the batcher uses ``score_many``."""
-
-    def __init__(self, path: str, ms: float, overlap: bool = True) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from transformers import AutoTokenizer
-
-        super().__init__(path)
-        self.ms, self.tokenizer, self.device_queue = ms, AutoTokenizer.from_pretrained(path), ThreadPoolExecutor(1)
-        self.asynchronous = overlap
-
-    def launch_many(self, queries, docs, raw=False):
-        self.tokenizer([q for q, d in zip(queries, docs) for _ in d], [x for d in docs for x in d], truncation=True)
-        done = self.device_queue.submit(time.sleep, self.ms / 1000 * sum(map(len, docs)) / 64)
-        return lambda: (done.result(), [[0.0] * len(d) for d in docs])[1]
-
-    def score_many(self, queries, docs, raw=False):
-        return self.launch_many(queries, docs, raw)()
-
-
-def start_server(args, port: int, max_wait_ms: float, workers: int = 1, overlap: str = "on") -> subprocess.Popen:
-    if args.free:  # this script as the server, with FreeReranker (or DeviceLike)
+def start_server(args, port: int, max_wait_ms: float, workers: int = 1, scorer: str = "auto") -> subprocess.Popen:
+    if args.free:  # this script as the server, with FreeReranker
         return subprocess.Popen([sys.executable, __file__, "--serve-free", args.free, "--port", str(port),
-                                 "--wait-ms", str(max_wait_ms), "--device-ms", str(args.device_ms),
-                                 "--overlap", overlap], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                 "--wait-ms", str(max_wait_ms)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
     cmd = [sys.executable, "-m", "rag_rerank.cli", "serve", "--listen", f"127.0.0.1:{port}",
-           "--max-wait-ms", str(max_wait_ms), "--workers", str(workers)] \
+           "--max-wait-ms", str(max_wait_ms), "--workers", str(workers), "--scorer", scorer] \
         + (["--reranker", args.reranker] if args.reranker else []) \
         + (["--device", args.device] if args.device else []) + args.server_arg
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -396,19 +372,15 @@ def main(argv=None) -> int:
     p.add_argument("--free", metavar="TOKENIZER_DIR", help="serve FreeReranker (scores cost nothing; usage counted "
                    "with this directory's tokenizer): the service's own per-request ceiling, one worker")
     p.add_argument("--serve-free", help=argparse.SUPPRESS)
-    p.add_argument("--device-ms", type=float, default=0.0, help="with --free: a stand-in device taking this many ms "
-                   "per 64 pairs after host tokenising (DeviceLike), e.g. 5.8 for an 11k pairs/s GPU engine")
-    p.add_argument("--overlap", nargs="+", choices=["on", "off"], default=["on"],
-                   help="with --device-ms: the batcher queues the next batch before collecting the last (on) or not")
+    p.add_argument("--scorer", nargs="+", choices=["auto", "shared", "per-worker"], default=["auto"],
+                   help="serve --scorer settings to compare (with --workers > 1: one model for all workers or a copy each)")
     p.add_argument("--out")
     args = p.parse_args(argv)
     if args.serve_free:
         sys.path.insert(0, str(ROOT))
         from rag_rerank.serve import serve
 
-        model = (DeviceLike(args.serve_free, args.device_ms, args.overlap[0] == "on") if args.device_ms
-                 else FreeReranker(args.serve_free))
-        serve(model, port=args.port, max_wait_ms=args.wait_ms[0])
+        serve(FreeReranker(args.serve_free), port=args.port, max_wait_ms=args.wait_ms[0])
         return 0
     bodies = requests_from_chatbot(args.requests, args.docs)
     # other requests than the timed ones (another seed): on a GPU each new pass shape records a CUDA graph
@@ -419,8 +391,9 @@ def main(argv=None) -> int:
         print(json.dumps({"in_process": engine}), flush=True)
     rows, best = [], None
     url = f"http://127.0.0.1:{args.port}"
-    for workers, wait, overlap in [(w, m, o) for w in args.workers for m in args.wait_ms for o in args.overlap]:
-        proc = start_server(args, args.port, wait, workers, overlap)
+    combos = [(w, m, c) for w in args.workers for m in args.wait_ms for c in (args.scorer if w > 1 else ["auto"])]
+    for workers, wait, scorer in combos:
+        proc = start_server(args, args.port, wait, workers, scorer)
         try:
             asyncio.run(wait_healthy(url, proc))
             if warm_up:
@@ -428,14 +401,13 @@ def main(argv=None) -> int:
             graphs = cuda_graphs(url)
             row = load_many(url, bodies, args.concurrency, args.clients)
             row["cuda_graphs"] = [graphs, cuda_graphs(url)]  # after the warm-up, after the timed run
-            row.update(micro_batching=(f"on, wait {wait:g} ms" if wait > 0 else "off")
-                       + (f"; device stand-in, batches overlapped {overlap}" if args.device_ms else ""),
-                       workers=workers, pairs_per_s=row["requests_per_s"] * args.docs)
+            row.update(micro_batching=f"on, wait {wait:g} ms" if wait > 0 else "off", workers=workers,
+                       scorer=scorer if workers > 1 else "one process", pairs_per_s=row["requests_per_s"] * args.docs)
             if engine:
                 row["of_in_process"] = row["pairs_per_s"] / engine["pairs_per_s"]
                 row["of_in_process_per_request"] = row["pairs_per_s"] / engine["per_request_pairs_per_s"]
             if best is None or row["requests_per_s"] > best[0]["requests_per_s"]:
-                best = (row, workers, wait, overlap)
+                best = (row, workers, wait, scorer)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -443,21 +415,20 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
     steady = None
     if args.rate_fraction > 0 and best is not None:
-        row, workers, wait, overlap = best
-        proc = start_server(args, args.port, wait, workers, overlap)
+        row, workers, wait, scorer = best
+        proc = start_server(args, args.port, wait, workers, scorer)
         try:
             asyncio.run(wait_healthy(url, proc))
             if warm_up:
                 asyncio.run(load(url, warm_up, args.concurrency))
             steady = paced_many(url, bodies, args.rate_fraction * row["requests_per_s"], args.clients)
-            steady.update(workers=workers, micro_batching=row["micro_batching"], fraction=args.rate_fraction)
+            steady.update(workers=workers, scorer=row["scorer"], micro_batching=row["micro_batching"],
+                          fraction=args.rate_fraction)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
         print(json.dumps({"steady": steady}), flush=True)
-    free = (f"DeviceLike ({args.device_ms:g} ms per 64 pairs on a stand-in device after tokenising with "
-            f"{args.free}'s tokenizer)" if args.device_ms else
-            f"FreeReranker (scores cost nothing; usage with {args.free}'s tokenizer)")
+    free = f"FreeReranker (scores cost nothing; usage with {args.free}'s tokenizer)"
     result = {"machine": _machine(args.device), "concurrency": args.concurrency, "docs_per_request": args.docs,
               "warm_up_requests": args.warm_up,
               "reranker": free if args.free else args.reranker or "default (shipped)", "server_args": args.server_arg, "rows": rows,
@@ -495,7 +466,7 @@ def table(result: dict) -> str:
         lines += [f"In-process `Reranker.score_many` of the same {engine['pairs']} pairs (one call, best of 3): "
                   f"**{engine['pairs_per_s']:.0f} pairs/s**; in-process one `Reranker.score` a request from "
                   f"{engine.get('threads', '-')} threads: **{engine.get('per_request_pairs_per_s', 0):.0f} pairs/s**.", ""]
-    lines += ["| workers | micro-batching | requests/s | pairs/s | of in-process (one call) | of in-process (a call a "
+    lines += ["| workers (scorer) | micro-batching | requests/s | pairs/s | of in-process (one call) | of in-process (a call a "
               "request) | vs last row | p50 (ms) | p95 (ms) | p99 (ms) | errors | requests a scoring call | "
               "CUDA graphs of a worker: after warm-up -> after |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -503,12 +474,14 @@ def table(result: dict) -> str:
         per = f"{r['requests_per_scoring_call']:.1f}" if r.get("requests_per_scoring_call") else "-"
         share = f"{100 * r['of_in_process']:.0f} %" if r.get("of_in_process") else "-"
         share2 = f"{100 * r['of_in_process_per_request']:.0f} %" if r.get("of_in_process_per_request") else "-"
-        lines.append(f"| {r.get('workers', 1)} | {r['micro_batching']} | {r['requests_per_s']:.1f} | "
+        workers = f"{r.get('workers', 1)}" + (f", {r['scorer']}" if r.get("workers", 1) > 1 else "")
+        lines.append(f"| {workers} | {r['micro_batching']} | {r['requests_per_s']:.1f} | "
                      f"{r.get('pairs_per_s', 0):.0f} | {share} | {share2} | {r['requests_per_s'] / base:.2f}x | {r['p50_ms']:.0f} | "
                      f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {per} | {_graphs(r.get('cuda_graphs'))} |")
     steady = result.get("steady")
     if steady:
         lines += ["", f"Steady load at {100 * steady['fraction']:.0f} % of the best rate ({steady['workers']} workers, "
+                  f"{steady.get('scorer', 'one process')} scorer, "
                   f"{steady['micro_batching']}): {steady['offered_per_s']:.1f} requests/s offered, "
                   f"{steady['requests_per_s']:.1f} served; p50 {steady['p50_ms']:.0f} ms, p95 {steady['p95_ms']:.0f} ms, "
                   f"p99 {steady['p99_ms']:.0f} ms (p99 / p50 {steady['p99_ms'] / steady['p50_ms']:.1f}; latency from each "

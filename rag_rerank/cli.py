@@ -248,20 +248,33 @@ def _cmd_mine(args) -> int:
 def _cmd_serve(args) -> int:
     from .serve import listen, serve, serve_workers
 
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
+    host_name, _, port = args.listen.rpartition(":")
+    if not host_name or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
     if not 0 < args.max_body_mb <= 4096:  # inf, NaN and negatives too
         raise UsageError(f"--max-body-mb must be in (0, 4096], got {args.max_body_mb}")
     if not 0 <= args.max_wait_ms <= 10_000:
         raise UsageError(f"--max-wait-ms must be in [0, 10000], got {args.max_wait_ms}")
-    sock = listen(host.strip("[]"), int(port))  # before any model loads: a busy or bad port fails at once
-    if args.workers > 1:  # each worker process loads its own model (on one GPU: that many copies, see README)
-        serve_workers(args.argv, sock, args.workers, announce=f"rag-rerank serve: {args.workers} workers, "
-                      f"{args.reranker} on http://{host}:{port}")
+    sock = listen(host_name.strip("[]"), int(port))  # before any model loads: a busy or bad port fails at once
+    if args.workers > 1:
+        from .shared_scorer import SCORER_ENV, ScorerHost
+
+        os.environ.pop(SCORER_ENV, None)  # the workers connect to this command's host or to none
+        if _scorer(args) == "per-worker":  # each worker process loads its own model (on one GPU: that many copies)
+            serve_workers(args.argv, sock, args.workers, announce=f"rag-rerank serve: {args.workers} workers, "
+                          f"{args.reranker} on http://{host_name}:{port}")
+            return 0
+        from .serve import freeze_heap
+
+        reranker = _serve_reranker(args)  # here, once; the workers connect to it
+        with ScorerHost(reranker) as host:
+            freeze_heap()  # this process's batcher must not stop for full collections of the model's objects
+            os.environ.update(host.environ())  # the workers (spawned by uvicorn's supervisor) inherit it
+            serve_workers(args.argv, sock, args.workers, announce=f"rag-rerank serve: {args.workers} workers, "
+                          f"one shared {reranker!r} on http://{host_name}:{port}")
         return 0
     app, announce = _serve_app(args)
-    serve(None, app=app, sock=sock, announce=f"{announce} on http://{host}:{port}")
+    serve(None, app=app, sock=sock, announce=f"{announce} on http://{host_name}:{port}")
     return 0
 
 
@@ -275,8 +288,7 @@ def _serve_app(args):
         from .retrieval.lexical import warm_up
 
         warm_up()  # Kiwi's model (seconds) loads while the reranker does, not on the first /search
-    reranker = Reranker(args.reranker, device=args.device, quantize=args.quantize, compile=args.compile,
-                        **_model_options(args))
+    reranker = _serve_reranker(args)
     limits = Limits(max_documents=args.max_documents, max_document_chars=args.max_document_chars,
                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     given = dict(mode=args.mode, candidate_k=args.candidate_k, top_n=args.top_n)  # unset: TwoStageRetriever's
@@ -285,6 +297,31 @@ def _serve_app(args):
                      retriever_options={k: v for k, v in given.items() if v is not None})
     return app, (f"rag-rerank serve: {reranker!r}"
                  + (f", /search over collection {store.name!r}" if store is not None else ""))
+
+
+def _serve_reranker(args):
+    """The reranker a serve process scores with: in a worker of ``--scorer shared``, the parent's, reached
+    through its socket; otherwise loaded here."""
+    from .shared_scorer import SCORER_ENV, RemoteReranker
+
+    if os.environ.get(SCORER_ENV):
+        return RemoteReranker.from_environ()
+    from .reranker import Reranker
+
+    return Reranker(args.reranker, device=args.device, quantize=args.quantize, compile=args.compile,
+                    **_model_options(args))
+
+
+def _scorer(args) -> str:
+    """``--scorer auto``: shared where the model runs on a GPU (one copy, one CUDA context, batches across
+    the workers), a copy a worker on a CPU (where each copy computes on its own cores)."""
+    if args.scorer != "auto":
+        return args.scorer
+    if args.backend in ("onnx", "openvino"):  # CPU runtimes
+        return "per-worker"
+    from .models.devices import resolve_device
+
+    return "shared" if resolve_device(args.device).type == "cuda" else "per-worker"
 
 
 def worker_app():
@@ -475,8 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="micro-batching: how long a request waits for others to share its pass (0: off)")
     p.add_argument("--workers", type=_positive, default=1,
-                   help="HTTP worker processes on the one port, each with its own model copy (on one GPU they "
-                        "share it: more parsing and tokenising in parallel, the passes take turns)")
+                   help="HTTP worker processes on the one port (more parsing and JSON in parallel); see --scorer")
+    p.add_argument("--scorer", choices=["auto", "shared", "per-worker"], default="auto",
+                   help="with --workers > 1: 'shared' loads one model in this process and the workers send it their "
+                        "batches (one copy, one CUDA context, batches across workers); 'per-worker' loads a copy in "
+                        "each worker; 'auto' (default): shared on a GPU, per-worker on a CPU")
     p.add_argument("--max-documents", type=_positive, default=1000, help="documents a request may carry (413 past it)")
     p.add_argument("--max-document-chars", type=_positive, default=20_000)
     p.add_argument("--max-body-mb", type=float, default=16.0)

@@ -588,6 +588,8 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
         if batcher is not None and not batcher.alive:  # a balancer takes this replica out
             return JSONResponse({"status": "down", "detail": f"the scoring worker has stopped ({batcher.error!r})"},
                                 503)
+        if getattr(reranker, "error", None) is not None:  # a shared scorer out of reach (--scorer shared)
+            return JSONResponse({"status": "down", "detail": str(reranker.error)}, 503)
         return {"status": "ok", "model": reranker.model_name, "device": str(reranker.device),
                 "store": store is not None}
 

@@ -240,16 +240,19 @@ def test_serve_load_bench_free_mode_measures_the_service_alone(tiny_ce, unused_p
     assert "FreeReranker" in out.with_suffix(".md").read_text() and "after 30 other requests" in out.with_suffix(".md").read_text()
 
 
-def test_serve_load_bench_device_stand_in_with_and_without_overlap(tiny_ce, unused_port, tmp_path):
-    """bench/serve_load.py --device-ms: a stand-in device behind the real serve(), the batcher overlapping
-    batches (on) or scoring each whole (off): both answer every request, and the table says which is which."""
+@pytest.mark.slow
+def test_serve_load_bench_compares_a_shared_scorer_with_a_model_a_worker(tiny_ce, unused_port, tmp_path):
+    """bench/serve_load.py --workers 2 --scorer per-worker shared: the real serve command both ways in one run,
+    every request answered, the table naming which row is which."""
     import serve_load
 
-    out = tmp_path / "device"
-    assert serve_load.main(["--free", str(tiny_ce), "--device-ms", "2", "--overlap", "off", "on", "--docs", "4",
-                            "--requests", "80", "--concurrency", "8", "--wait-ms", "2", "--rate-fraction", "0",
-                            "--warm-up", "0", "--port", str(unused_port), "--out", str(out)]) == 0  # timed cold
-    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
-    assert [r["micro_batching"].rsplit(" ", 1)[-1] for r in rows] == ["off", "on"]
-    assert all(r["requests"] == 80 and r["errors"] == 0 for r in rows)
-    assert "DeviceLike" in out.with_suffix(".md").read_text()
+    out = tmp_path / "scorer"
+    assert serve_load.main(["--reranker", str(tiny_ce), "--device", "cpu", "--workers", "2", "--scorer", "per-worker",
+                            "shared", "--docs", "4", "--requests", "60", "--concurrency", "8", "--wait-ms", "2",
+                            "--rate-fraction", "0", "--warm-up", "10", "--port", str(unused_port),
+                            "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [r["scorer"] for r in result["rows"]] == ["per-worker", "shared"]
+    assert all(r["requests"] == 60 and r["errors"] == 0 for r in result["rows"])
+    assert result["in_process"]["pairs_per_s"] > 0
+    assert "| 2, shared |" in out.with_suffix(".md").read_text()

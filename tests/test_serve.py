@@ -504,8 +504,11 @@ def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port):
 
 
 @pytest.mark.slow
-def test_workers_share_one_port(tiny_ce, unused_port):
-    """--workers 2: two processes, each with its model, answer on the one port (uvicorn's supervisor)."""
+@pytest.mark.parametrize("scorer", ["per-worker", "shared"])
+def test_workers_share_one_port(tiny_ce, unused_port, reranker, scorer):
+    """--workers 2: two processes answer on the one port (uvicorn's supervisor), each with its model
+    (per-worker) or both through the serve process's one model (shared); the scores are the model's, and
+    SIGTERM stops the lot."""
     import os
     import signal
     import subprocess
@@ -514,15 +517,21 @@ def test_workers_share_one_port(tiny_ce, unused_port):
     import httpx
 
     proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(tiny_ce), "--listen",
-                             f"127.0.0.1:{unused_port}", "--workers", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+                             f"127.0.0.1:{unused_port}", "--workers", "2", "--scorer", scorer],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
     try:
-        assert "2 workers" in proc.stdout.readline()
+        announced = proc.stdout.readline()
+        assert "2 workers" in announced and ("one shared Reranker(" in announced) == (scorer == "shared")
         url = f"http://127.0.0.1:{unused_port}"
         _wait_healthy(url, tries=300, timeout=2)
         answers = [httpx.post(f"{url}/v2/rerank", json={"query": QUERY, "documents": DOCS}, timeout=60)
                    for _ in range(8)]
         assert [a.status_code for a in answers] == [200] * 8
+        want = reranker.score(QUERY, DOCS)
+        for a in answers:
+            got = {x["index"]: x["relevance_score"] for x in a.json()["results"]}
+            assert got == pytest.approx(dict(enumerate(want)), abs=1e-5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:
