@@ -37,18 +37,22 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RAG_RERANK_DATA", ROOT.parent / "shared" / "data"))
 
 
-def cuda_graphs(url: str) -> float | None:
-    """The server's ``rag_rerank_cuda_graphs`` gauge (with several workers: whichever worker answered)."""
+def cuda_graphs(url: str, scrapes: int = 16) -> float | None:
+    """The server's ``rag_rerank_cuda_graphs`` gauge: with several workers each scrape reaches whichever worker
+    accepts its connection (often one that served little), so the most of ``scrapes`` is taken."""
     import re
     import urllib.request
 
-    try:
-        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    found = re.search(r"^rag_rerank_cuda_graphs (\S+)$", text, re.M)
-    return float(found.group(1)) if found else None
+    seen = []
+    for _ in range(scrapes):
+        try:
+            with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+                found = re.search(r"^rag_rerank_cuda_graphs (\S+)$", response.read().decode(), re.M)
+        except OSError:
+            continue
+        if found:
+            seen.append(float(found.group(1)))
+    return max(seen) if seen else None
 
 
 def warm(url: str, bodies: list[dict], args, rounds: int = 3) -> float | None:
@@ -101,7 +105,7 @@ class FreeReranker:
         return [0.5] * len(logits)
 
 
-def start_server(args, port: int, max_wait_ms: float, workers: int = 1, scorer: str = "auto") -> subprocess.Popen:
+def start_server(args, port: int, max_wait_ms: float, workers: int = 1, scorer: str = "per-worker") -> subprocess.Popen:
     if args.free:  # this script as the server, with FreeReranker
         return subprocess.Popen([sys.executable, __file__, "--serve-free", args.free, "--port", str(port),
                                  "--wait-ms", str(max_wait_ms)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -387,7 +391,7 @@ def main(argv=None) -> int:
     p.add_argument("--free", metavar="TOKENIZER_DIR", help="serve FreeReranker (scores cost nothing; usage counted "
                    "with this directory's tokenizer): the service's own per-request ceiling, one worker")
     p.add_argument("--serve-free", help=argparse.SUPPRESS)
-    p.add_argument("--scorer", nargs="+", choices=["auto", "shared", "per-worker"], default=["auto"],
+    p.add_argument("--scorer", nargs="+", choices=["per-worker", "shared"], default=["per-worker"],
                    help="serve --scorer settings to compare (with --workers > 1: one model for all workers or a copy each)")
     p.add_argument("--out")
     args = p.parse_args(argv)
@@ -406,7 +410,7 @@ def main(argv=None) -> int:
         print(json.dumps({"in_process": engine}), flush=True)
     rows, best = [], None
     url = f"http://127.0.0.1:{args.port}"
-    combos = [(w, m, c) for w in args.workers for m in args.wait_ms for c in (args.scorer if w > 1 else ["auto"])]
+    combos = [(w, m, c) for w in args.workers for m in args.wait_ms for c in (args.scorer if w > 1 else ["per-worker"])]
     for workers, wait, scorer in combos:
         proc = start_server(args, args.port, wait, workers, scorer)
         try:

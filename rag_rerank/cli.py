@@ -260,7 +260,7 @@ def _cmd_serve(args) -> int:
         from .shared_scorer import SCORER_ENV, ScorerHost
 
         os.environ.pop(SCORER_ENV, None)  # the workers connect to this command's host or to none
-        if _scorer(args) == "per-worker":  # each worker process loads its own model (on one GPU: that many copies)
+        if args.scorer == "per-worker":  # each worker process loads its own model (on one GPU: that many copies)
             serve_workers(args.argv, sock, args.workers, announce=f"rag-rerank serve: {args.workers} workers, "
                           f"{args.reranker} on http://{host_name}:{port}")
             return 0
@@ -310,18 +310,6 @@ def _serve_reranker(args):
 
     return Reranker(args.reranker, device=args.device, quantize=args.quantize, compile=args.compile,
                     **_model_options(args))
-
-
-def _scorer(args) -> str:
-    """``--scorer auto``: shared where the model runs on a GPU (one copy, one CUDA context, batches across
-    the workers), a copy a worker on a CPU (where each copy computes on its own cores)."""
-    if args.scorer != "auto":
-        return args.scorer
-    if args.backend in ("onnx", "openvino"):  # CPU runtimes
-        return "per-worker"
-    from .models.devices import resolve_device
-
-    return "shared" if resolve_device(args.device).type == "cuda" else "per-worker"
 
 
 def worker_app():
@@ -513,10 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="micro-batching: how long a request waits for others to share its pass (0: off)")
     p.add_argument("--workers", type=_positive, default=1,
                    help="HTTP worker processes on the one port (more parsing and JSON in parallel); see --scorer")
-    p.add_argument("--scorer", choices=["auto", "shared", "per-worker"], default="auto",
-                   help="with --workers > 1: 'shared' loads one model in this process and the workers send it their "
-                        "batches (one copy, one CUDA context, batches across workers); 'per-worker' loads a copy in "
-                        "each worker; 'auto' (default): shared on a GPU, per-worker on a CPU")
+    p.add_argument("--scorer", choices=["per-worker", "shared"], default="per-worker",
+                   help="with --workers > 1: 'per-worker' (default) loads a model copy in each worker; 'shared' loads "
+                        "one in this process and the workers send it their batches (one copy of the weights and one "
+                        "CUDA context however many workers: for models too big to copy; the same throughput on an "
+                        "H100, BENCHMARKS.md)")
     p.add_argument("--max-documents", type=_positive, default=1000, help="documents a request may carry (413 past it)")
     p.add_argument("--max-document-chars", type=_positive, default=20_000)
     p.add_argument("--max-body-mb", type=float, default=16.0)

@@ -155,17 +155,3 @@ def test_a_wrong_key_or_no_host_is_a_clear_connection_error(host, tmp_path, monk
     monkeypatch.delenv(SCORER_ENV, raising=False)
     with pytest.raises(ConnectionError, match=SCORER_ENV):
         RemoteReranker.from_environ()
-
-
-def test_scorer_auto_is_shared_on_a_gpu_only():
-    from rag_rerank.cli import _scorer, build_parser
-
-    def scorer(*flags):
-        return _scorer(build_parser().parse_args(["serve", *flags]))
-
-    assert scorer("--device", "cpu") == "per-worker"  # each copy computes on its own cores
-    assert scorer("--backend", "openvino") == "per-worker"
-    assert scorer("--device", "cpu", "--scorer", "shared") == "shared"
-    import torch
-
-    assert scorer() == ("shared" if torch.cuda.is_available() else "per-worker")
