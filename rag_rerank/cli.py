@@ -257,7 +257,7 @@ def _cmd_serve(args) -> int:
         raise UsageError(f"--max-wait-ms must be in [0, 10000], got {args.max_wait_ms}")
     sock = listen(host_name.strip("[]"), int(port))  # before any model loads: a busy or bad port fails at once
     if args.workers > 1:
-        from .shared_scorer import SCORER_ENV, ScorerHost
+        from .serve import SCORER_ENV, ScorerHost
 
         os.environ.pop(SCORER_ENV, None)  # the workers connect to this command's host or to none
         if args.scorer == "per-worker":  # each worker process loads its own model (on one GPU: that many copies)
@@ -302,7 +302,7 @@ def _serve_app(args):
 def _serve_reranker(args):
     """The reranker a serve process scores with: in a worker of ``--scorer shared``, the parent's, reached
     through its socket; otherwise loaded here."""
-    from .shared_scorer import SCORER_ENV, RemoteReranker
+    from .serve import SCORER_ENV, RemoteReranker
 
     if os.environ.get(SCORER_ENV):
         return RemoteReranker.from_environ()

@@ -462,8 +462,11 @@ def test_serve_binds_before_announcing_and_a_bad_or_busy_port_exits_1(tiny_ce, c
 
 
 @pytest.mark.slow
-def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port):
-    """SIGTERM under load: the service stops taking connections, finishes what it holds (0 failed), then exits."""
+@pytest.mark.parametrize("processes", [[], ["--workers", "2", "--scorer", "shared"]], ids=["one-process", "shared"])
+def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port, processes):
+    """SIGTERM under load: the service stops taking connections, finishes what it holds (0 failed), then exits -
+    with --scorer shared too, where the workers' requests are scored in the process that got the signal (it
+    keeps scoring until its workers have drained)."""
     import os
     import signal
     import subprocess
@@ -472,12 +475,13 @@ def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port):
     import httpx
 
     proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(tiny_ce), "--listen",
-                             f"127.0.0.1:{unused_port}", "--max-documents", "2000"],
+                             f"127.0.0.1:{unused_port}", "--max-documents", "2000", *processes],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TQDM_DISABLE": "1"})
     try:
         assert "rag-rerank serve:" in proc.stdout.readline()  # announced once bound: answers from here on
         url = f"http://127.0.0.1:{unused_port}"
+        _wait_healthy(url, tries=300, timeout=2)  # workers answer once they have started
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
         docs = [f"{DOCS[i % 3]} {i}번째 문단은 조금 더 길게 이어진다." for i in range(600)]  # ~1-2 s a request here
         results: list = []

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from rag_rerank import Reranker  # noqa: E402
 from rag_rerank.serve import create_app  # noqa: E402
-from rag_rerank.shared_scorer import SCORER_ENV, RemoteReranker, ScorerHost  # noqa: E402
+from rag_rerank.serve import SCORER_ENV, RemoteReranker, ScorerHost  # noqa: E402
 
 QUERY = "한글은 누가 만들었나요?"
 DOCS = ["세종대왕이 훈민정음을 창제했다.", "김치는 발효 음식이다.", "서울은 한국의 수도이다.", ""]
