@@ -54,7 +54,7 @@ from typing import Any, Callable, Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .types import check_docs, check_query, check_unicode
+from .types import check_groups, check_query, check_unicode
 
 __all__ = ["Limits", "MicroBatcher", "RemoteReranker", "SCORER_ENV", "ScorerHost", "create_app", "listen", "serve",
            "serve_workers"]
@@ -1001,15 +1001,8 @@ class RemoteReranker:
                     raw: bool = False) -> Callable[[], list[list[float]]]:
         """Checks the inputs as the Reranker does (the same errors), sends them, and returns a function that
         waits for the host's answer."""
-        if isinstance(queries, str):
-            raise TypeError("queries must be a sequence of strings, not a single string")
-        if isinstance(docs_per_query, (str, bytes)):
-            raise TypeError("docs_per_query must be a sequence of document lists")
-        queries, docs_per_query = list(queries), list(docs_per_query)
-        if len(queries) != len(docs_per_query):
-            raise ValueError(f"{len(queries)} queries but {len(docs_per_query)} document lists")
-        queries = [check_query(q) for q in queries]
-        docs_per_query = [check_docs(d) for d in docs_per_query]
+        groups = check_groups(queries, docs_per_query)
+        queries, docs_per_query = [q for q, _ in groups], [d for _, d in groups]
         future: Future = Future()
         with self._lock:
             if self.error is not None:

@@ -84,6 +84,18 @@ def check_docs(docs) -> list[str]:
     return docs
 
 
+def check_groups(queries, docs_per_query) -> list[tuple[str, list[str]]]:
+    """(query, documents) pairs of a batch call (``score_many`` and kin), each checked; iterators read once."""
+    if isinstance(queries, str):
+        raise TypeError("queries must be a sequence of strings, not a single string")
+    if isinstance(docs_per_query, (str, bytes)):
+        raise TypeError("docs_per_query must be a sequence of document lists")
+    queries, docs_per_query = list(queries), list(docs_per_query)
+    if len(queries) != len(docs_per_query):
+        raise ValueError(f"{len(queries)} queries but {len(docs_per_query)} document lists")
+    return [(check_query(q), check_docs(d)) for q, d in zip(queries, docs_per_query)]
+
+
 def check_unicode(text: str, name: str) -> None:
     """Lone surrogates (from bad decoding, or JSON's "\\ud800") are not text a tokenizer can encode."""
     try:

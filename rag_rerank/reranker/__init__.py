@@ -37,7 +37,7 @@ from .. import models
 from ..models import export as onnx_backend
 from ..models.devices import resolve_device, resolve_dtype
 from ..models import DEFAULT_RERANKER
-from ..types import RankedDoc, check_docs, check_int, check_number, check_query
+from ..types import RankedDoc, check_docs, check_groups, check_int, check_number, check_query
 from .engine import EngineSettings, load_engine
 from .pairs import PairEncoder, TokenCache, Windows
 
@@ -239,15 +239,7 @@ class Reranker:
         call, so the device goes from one call's passes to the next without waiting for the host (the HTTP
         service's batcher does: :class:`rag_rerank.serve.MicroBatcher`). On a CPU the work is done here and
         the function only hands it over."""
-        if isinstance(queries, str):
-            raise TypeError("queries must be a sequence of strings, not a single string")
-        if isinstance(docs_per_query, (str, bytes)):
-            raise TypeError("docs_per_query must be a sequence of document lists")
-        queries, docs_per_query = list(queries), list(docs_per_query)  # generators read once, here
-        if len(queries) != len(docs_per_query):
-            raise ValueError(f"{len(queries)} queries but {len(docs_per_query)} document lists")
-        groups = [(check_query(q), check_docs(d)) for q, d in zip(queries, docs_per_query)]
-        return self._launch_groups(groups, raw=raw)
+        return self._launch_groups(check_groups(queries, docs_per_query), raw=raw)
 
     def rerank_many(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
                     top_n: int | None = None) -> list[list[RankedDoc]]:
