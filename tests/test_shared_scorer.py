@@ -155,3 +155,23 @@ def test_a_wrong_key_or_no_host_is_a_clear_connection_error(host, tmp_path, monk
     monkeypatch.delenv(SCORER_ENV, raising=False)
     with pytest.raises(ConnectionError, match=SCORER_ENV):
         RemoteReranker.from_environ()
+
+
+def test_search_through_a_shared_scorer_answers_as_the_local_reranker(host, reranker, tmp_path, tiny_encoder):
+    """/search in a worker of --scorer shared: the two-stage pipeline (its model settings read from the host's
+    model directory) ranks as over the local reranker."""
+    from rag_rerank.retrieval.store import ChromaStore
+
+    store = ChromaStore(tmp_path / "store", "shared-search", encoder=str(tiny_encoder))
+    store.add(DOCS[:3] + ["훈민정음은 1443년에 만들어졌다.", "부산은 항구 도시이다."])
+    remote = RemoteReranker(host.address, host.authkey)
+    options = {"candidate_k": 4, "top_n": 3}
+    try:
+        with TestClient(create_app(reranker, store=store, retriever_options=options)) as local, \
+                TestClient(create_app(remote, store=store, retriever_options=options)) as shared:
+            a = local.post("/search", json={"query": QUERY}).json()["results"]
+            b = shared.post("/search", json={"query": QUERY}).json()["results"]
+        assert [h["id"] for h in a] == [h["id"] for h in b] and len(a) == 3
+        assert [h["rerank_score"] for h in a] == pytest.approx([h["rerank_score"] for h in b], abs=1e-6)
+    finally:
+        remote.close()
