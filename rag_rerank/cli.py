@@ -255,7 +255,8 @@ def _cmd_serve(args) -> int:
         raise UsageError(f"--max-body-mb must be in (0, 4096], got {args.max_body_mb}")
     if not 0 <= args.max_wait_ms <= 10_000:
         raise UsageError(f"--max-wait-ms must be in [0, 10000], got {args.max_wait_ms}")
-    sock = listen(host_name.strip("[]"), int(port))  # before any model loads: a busy or bad port fails at once
+    # before any model loads: a busy or bad port fails at once (with workers: a reservation each worker listens beside)
+    sock = listen(host_name.strip("[]"), int(port), per_worker=args.workers > 1)
     if args.workers > 1:
         from .serve import SCORER_ENV, ScorerHost
 

@@ -18,7 +18,8 @@ any HTTP balancer. Endpoints:
   model's fusion), ``{"query", "top_n"?, "where"?}`` -> ``{"results": [hit...]}``.
 * ``GET /health``; ``GET /metrics`` (Prometheus text format).
 
-``--workers N`` runs N HTTP processes on one port, each with a model copy or, with ``--scorer shared``, all
+``--workers N`` runs N HTTP processes on one port (on Linux a listening socket each, ``SO_REUSEPORT``, so new
+connections spread over them: :func:`serve_workers`), each with a model copy or, with ``--scorer shared``, all
 scoring through one model in the serve command's process (:class:`ScorerHost`, end of this module).
 
 Concurrent requests are micro-batched: a worker thread takes every request waiting (up to
@@ -42,6 +43,7 @@ import queue
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -601,7 +603,7 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
         if getattr(reranker, "error", None) is not None:  # a shared scorer out of reach (--scorer shared)
             return JSONResponse({"status": "down", "detail": str(reranker.error)}, 503)
         return {"status": "ok", "model": reranker.model_name, "device": str(reranker.device),
-                "store": store is not None}
+                "store": store is not None, "pid": os.getpid()}  # which process answered (one of --workers N)
 
     @app.get("/metrics")
     async def prometheus(request: Request):
@@ -703,11 +705,21 @@ class _TokenCounter:
         return await asyncio.to_thread(self._count, query, docs)
 
 
-def listen(host: str, port: int):
-    """A socket bound to ``host:port`` (and listening), or an OSError saying why not - a port out of
-    range or taken fails here, before the service announces itself or loads a model."""
-    import socket
+def balanced_accept() -> bool:
+    """Whether each ``--workers`` process can listen on a socket of its own (Linux ``SO_REUSEPORT``: the kernel
+    spreads new connections over the workers' sockets). Elsewhere the workers share one listening socket, and
+    whichever is woken first accepts every connection waiting (asyncio accepts up to the backlog a wake): 64
+    keep-alive connections opened at once landed 42 / 16 / 6 / 0 on 4 workers (BENCHMARKS.md, issue 36)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
+
+def listen(host: str, port: int, *, per_worker: bool = False):
+    """A socket bound to ``host:port`` (and listening), or an OSError saying why not - a port out of
+    range or taken fails here, before the service announces itself or loads a model.
+
+    ``per_worker`` (with :func:`balanced_accept`): the port proved free, then held by a socket that is bound with
+    ``SO_REUSEPORT`` and does not listen (it takes no connections); each worker of :func:`serve_workers` binds
+    and listens on a socket of its own beside it."""
     if not 0 < port < 65536:
         raise OSError(f"cannot listen on {host}:{port}: a port is 1-65535")
     try:
@@ -718,8 +730,16 @@ def listen(host: str, port: int):
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
+        sock.bind(address)  # without SO_REUSEPORT: fails where anything listens there, a group of such sockets too
+        if not (per_worker and balanced_accept()):
+            sock.listen(2048)
+            return sock
+        address = sock.getsockname()
+        sock.close()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -728,12 +748,20 @@ def listen(host: str, port: int):
 
 def serve_workers(argv: list[str], sock, workers: int, announce: str | None = None,
                   drain_seconds: float = 30.0) -> None:
-    """``workers`` processes serving on ``sock`` (uvicorn's supervisor), each building its app from the
-    serve command's ``argv`` (:func:`rag_rerank.cli.worker_app`). A worker that dies is restarted."""
+    """``workers`` processes serving on ``sock``'s address, each building its app from the serve command's
+    ``argv`` (:func:`rag_rerank.cli.worker_app`). A worker that dies is restarted; SIGTERM / Ctrl-C stop every
+    worker the way :func:`serve` stops (requests in flight finish, up to ``drain_seconds``).
+
+    Where ``sock`` is a reservation from ``listen(..., per_worker=True)``, each worker listens on a socket of its
+    own (``SO_REUSEPORT``, balanced by the kernel) and ``announce`` is printed once every worker listens;
+    elsewhere the workers share ``sock`` under uvicorn's supervisor."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     os.environ["RAG_RERANK_SERVE_ARGV"] = json.dumps(argv)
+    if balanced_accept() and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+        return _supervise(sock, workers, announce, drain_seconds)
+    from uvicorn.supervisors import Multiprocess
+
     config = uvicorn.Config("rag_rerank.cli:worker_app", factory=True, workers=workers, log_level="warning",
                             access_log=False,
                             timeout_graceful_shutdown=drain_seconds)
@@ -745,6 +773,72 @@ def serve_workers(argv: list[str], sock, workers: int, announce: str | None = No
         Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
     else:
         Multiprocess(config, sockets=[sock]).run()
+
+
+def _listening_worker(family, address, drain_seconds: float, ready) -> None:
+    """A worker of :func:`_supervise`: its own listening socket in the port's ``SO_REUSEPORT`` group (connections
+    queue in its backlog while its app loads), then uvicorn on it."""
+    import uvicorn
+
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    ready.set()
+    config = uvicorn.Config("rag_rerank.cli:worker_app", factory=True, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=drain_seconds)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _supervise(sock, workers: int, announce: str | None, drain_seconds: float) -> None:
+    """Starts ``workers`` :func:`_listening_worker` processes, restarts any that dies, stops them all on SIGTERM /
+    SIGINT (each drains) and returns. Workers that keep dying at start (3 in a row within 60 s of starting) stop
+    the service with an error rather than a restart loop."""
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("spawn")  # no CUDA state or threads of this process in the workers
+
+    def start():
+        ready = context.Event()
+        process = context.Process(target=_listening_worker, name="rag-rerank-worker",
+                                  args=(sock.family, sock.getsockname(), drain_seconds, ready))
+        process.start()
+        return process, ready, time.monotonic()
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    procs = [start() for _ in range(workers)]
+    try:
+        for process, ready, _ in procs:  # announced once every worker listens: from then on each takes its share
+            while not ready.wait(0.1):
+                if not process.is_alive():
+                    raise RuntimeError(f"a serve worker exited while starting (exit code {process.exitcode})")
+        if announce:
+            print(announce, flush=True)
+        early = 0
+        while not stop.wait(0.5):
+            for i, (process, _, started) in enumerate(procs):
+                if process.is_alive():
+                    continue
+                early = early + 1 if time.monotonic() - started < 60 else 0
+                if early >= 3:
+                    raise RuntimeError("serve workers keep exiting as they start (3 in a row; their messages are "
+                                       f"above; last exit code {process.exitcode})")
+                logger.warning("serve worker %s exited (code %s); starting another", process.pid, process.exitcode)
+                procs[i] = start()
+    finally:
+        for process, _, _ in procs:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: it stops taking connections and finishes what it holds
+        for process, _, _ in procs:
+            process.join(drain_seconds + 10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None, sock=None,

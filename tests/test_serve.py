@@ -543,6 +543,76 @@ def test_workers_share_one_port(tiny_ce, unused_port, reranker, scorer):
         proc.wait()
 
 
+@pytest.mark.slow
+def test_workers_take_even_shares_of_new_connections(tiny_ce, unused_port):
+    """--workers 4 on Linux: a listening socket a worker (SO_REUSEPORT), so 32 connections opened at once spread
+    over the workers. With one shared socket the first worker woken accepted nearly all of them (42 / 16 / 6 / 0
+    of 64), and keep-alive kept them there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rag_rerank.serve import balanced_accept
+
+    proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(tiny_ce), "--listen",
+                             f"127.0.0.1:{unused_port}", "--workers", "4", "--device", "cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    try:
+        assert "4 workers" in proc.stdout.readline()  # announced once every worker listens
+        url = f"http://127.0.0.1:{unused_port}"
+        _wait_healthy(url, tries=300, timeout=2)
+        time.sleep(2)  # every worker's app loaded (a worker still loading would only answer later)
+
+        async def health() -> int:
+            reader, writer = await asyncio.open_connection("127.0.0.1", unused_port)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            body = (await asyncio.wait_for(reader.read(), 60)).split(b"\r\n\r\n", 1)[1]
+            writer.close()
+            return json.loads(body)["pid"]
+
+        async def many():
+            return await asyncio.gather(*[health() for _ in range(32)])
+
+        pids = asyncio.run(many())
+        shares = sorted((pids.count(p) for p in set(pids)), reverse=True)
+        assert sum(shares) == 32
+        if balanced_accept():  # Linux; elsewhere the workers share one socket as before
+            assert len(shares) >= 3 and shares[0] <= 20, shares  # even: 8 each; one worker taking most fails
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_port_held_by_a_running_service_is_busy_for_another(unused_port):
+    """The per-worker reservation takes no connections itself, and while workers listen beside it, a second
+    service on the port (with or without workers) is refused, not joined to the first's group."""
+    import socket
+
+    from rag_rerank.serve import balanced_accept, listen
+
+    first = listen("127.0.0.1", unused_port, per_worker=True)
+    worker = None
+    try:
+        if balanced_accept():
+            assert first.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            assert not first.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)  # bound, not listening
+            worker = socket.socket()
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            worker.bind(first.getsockname())
+            worker.listen(8)
+        for per_worker in (True, False):
+            with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{unused_port}"):
+                listen("127.0.0.1", unused_port, per_worker=per_worker)
+    finally:
+        first.close()
+        if worker is not None:
+            worker.close()
+
+
 def test_limits_are_enforced_while_reading_and_stalled_bodies_time_out(reranker):
     """A chunked body (no length) past the limit is refused once the limit is crossed, not read whole; a
     body that stops arriving gets 408; deeply nested JSON is a 422, not a 500."""
