@@ -262,18 +262,21 @@ def _cmd_serve(args) -> int:
 
         os.environ.pop(SCORER_ENV, None)  # the workers connect to this command's host or to none
         if args.scorer == "per-worker":  # each worker process loads its own model (on one GPU: that many copies)
-            serve_workers(args.argv, sock, args.workers, announce=f"rag-rerank serve: {args.workers} workers, "
-                          f"{args.reranker} on http://{host_name}:{port}")
-            return 0
+            from .models import resolve
+
+            resolve(args.reranker)  # a model that is not there fails here, once, not in every worker again and again
+            return _supervised(lambda: serve_workers(
+                args.argv, sock, args.workers,
+                announce=f"rag-rerank serve: {args.workers} workers, {args.reranker} on http://{host_name}:{port}"))
         from .serve import freeze_heap
 
         reranker = _serve_reranker(args)  # here, once; the workers connect to it
         with ScorerHost(reranker) as host:
             freeze_heap()  # this process's batcher must not stop for full collections of the model's objects
             os.environ.update(host.environ())  # the workers (spawned by uvicorn's supervisor) inherit it
-            serve_workers(args.argv, sock, args.workers, announce=f"rag-rerank serve: {args.workers} workers, "
-                          f"one shared {reranker!r} on http://{host_name}:{port}")
-        return 0
+            return _supervised(lambda: serve_workers(
+                args.argv, sock, args.workers,
+                announce=f"rag-rerank serve: {args.workers} workers, one shared {reranker!r} on http://{host_name}:{port}"))
     app, announce = _serve_app(args)
     serve(None, app=app, sock=sock, announce=f"{announce} on http://{host_name}:{port}")
     return 0
@@ -298,6 +301,16 @@ def _serve_app(args):
                      retriever_options={k: v for k, v in given.items() if v is not None})
     return app, (f"rag-rerank serve: {reranker!r}"
                  + (f", /search over collection {store.name!r}" if store is not None else ""))
+
+
+def _supervised(run) -> int:
+    """Exit 1 with the supervisor's reason (workers that keep dying as they start) instead of a traceback."""
+    try:
+        run()
+    except RuntimeError as exc:
+        print(f"rag-rerank serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _serve_reranker(args):

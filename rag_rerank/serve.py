@@ -788,7 +788,11 @@ def _listening_worker(family, address, drain_seconds: float, ready) -> None:
     ready.set()
     config = uvicorn.Config("rag_rerank.cli:worker_app", factory=True, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=drain_seconds)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except Exception as exc:  # its app could not be built (the supervisor says what follows): one line, no traceback
+        print(f"rag-rerank serve worker {os.getpid()}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def _supervise(sock, workers: int, announce: str | None, drain_seconds: float) -> None:

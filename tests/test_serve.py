@@ -586,6 +586,28 @@ def test_workers_take_even_shares_of_new_connections(tiny_ce, unused_port):
         proc.wait()
 
 
+@pytest.mark.slow
+def test_workers_that_cannot_load_their_model_stop_the_service_with_a_message(tiny_ce, unused_port, tmp_path):
+    """Weights that do not load: each worker says why in one line, and after three early deaths the service exits 1
+    naming the cause instead of restarting workers for ever; a model that is not there fails before any worker."""
+    import shutil
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_ce, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
+    args = [sys.executable, "-m", "rag_rerank.cli", "serve", "--listen", f"127.0.0.1:{unused_port}", "--workers", "2",
+            "--device", "cpu"]
+    out = subprocess.run(args + ["--reranker", str(broken)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "keep exiting as they start" in out.stderr and "the weights could not be loaded" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = subprocess.run(args + ["--reranker", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "does not exist" in out.stderr and "serve worker" not in out.stderr
+
+
 def test_a_port_held_by_a_running_service_is_busy_for_another(unused_port):
     """The per-worker reservation takes no connections itself, and while workers listen beside it, a second
     service on the port (with or without workers) is refused, not joined to the first's group."""
