@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import faulthandler
+import os
 import signal
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,55 @@ import pytest
 # (Not SIGINT, a developer's Ctrl-C, nor SIGPIPE, which servers under test meet as clients hang up.)
 for _sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
     faulthandler.register(_sig, all_threads=True, chain=True)
+
+# Session 24 saw it again with none of those dumps. So each xdist worker also keeps a trail (the tests it starts
+# and ends, with its memory), and the controller, when a worker goes down, writes how the worker's process ended
+# (exit code or the signal that killed it) and the trail's last lines into the log.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _trail_file(controller_pid: int, worker: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"rag-rerank-pytest-{controller_pid}-{worker}.log"
+
+
+def _trail(line: str) -> None:
+    with open("/proc/self/statm") as fh:
+        rss_mb = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+    with _trail_file(os.getppid(), _WORKER).open("a") as fh:
+        fh.write(f"{time.strftime('%H:%M:%S')} rss {rss_mb} MB {line}\n")
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if _WORKER:
+        _trail(f"start {nodeid}")
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if _WORKER:
+        _trail(f"end   {nodeid}")
+
+
+def pytest_testnodedown(node, error):
+    if not error:
+        return
+    popen = getattr(getattr(node.gateway, "_io", None), "popen", None)
+    code = None
+    if popen is not None:
+        try:
+            code = popen.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - a diagnostic must not fail the run
+            code = popen.poll()
+    how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+    trail = _trail_file(os.getpid(), node.gateway.id)
+    tail = trail.read_text().splitlines()[-12:] if trail.exists() else ["(no trail)"]
+    sys.stderr.write(f"\n[rag-rerank] worker {node.gateway.id} went down ({error}): its process {how}; "
+                     "its last tests:\n  " + "\n  ".join(tail) + "\n")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _WORKER:
+        for trail in Path(tempfile.gettempdir()).glob(f"rag-rerank-pytest-{os.getpid()}-*.log"):
+            trail.unlink(missing_ok=True)
 
 # The fixtures every suite shares (the integration packages' tests take the same): offline models, a Chroma
 # server, the environment the suites pin (torch backend, Triton's interpreter). Imported first: it sets
