@@ -35,6 +35,21 @@ def _trail(line: str) -> None:
         fh.write(f"{time.strftime('%H:%M:%S')} rss {rss_mb} MB {line}\n")
 
 
+def _fault_file(controller_pid: int, worker: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"rag-rerank-pytest-{controller_pid}-{worker}.fault"
+
+
+_FAULTS = []  # the open file faulthandler writes to (kept alive for the session)
+
+
+def pytest_sessionstart(session):
+    """In a worker: fatal errors (SIGSEGV and kin) dump every thread's stack to a file the controller prints
+    if the worker goes down (session 24 caught one worker killed by SIGSEGV, with no stacks in the log)."""
+    if _WORKER:
+        _FAULTS.append(_fault_file(os.getppid(), _WORKER).open("w"))
+        faulthandler.enable(file=_FAULTS[0], all_threads=True)
+
+
 def pytest_runtest_logstart(nodeid, location):
     if _WORKER:
         _trail(f"start {nodeid}")
@@ -58,13 +73,16 @@ def pytest_testnodedown(node, error):
     how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
     trail = _trail_file(os.getpid(), node.gateway.id)
     tail = trail.read_text().splitlines()[-12:] if trail.exists() else ["(no trail)"]
+    fault = _fault_file(os.getpid(), node.gateway.id)
+    stacks = fault.read_text(errors="replace").strip() if fault.exists() else ""
     sys.stderr.write(f"\n[rag-rerank] worker {node.gateway.id} went down ({error}): its process {how}; "
-                     "its last tests:\n  " + "\n  ".join(tail) + "\n")
+                     "its last tests:\n  " + "\n  ".join(tail) + "\n"
+                     + (f"[rag-rerank] its threads when it failed (faulthandler):\n{stacks}\n" if stacks else ""))
 
 
 def pytest_sessionfinish(session, exitstatus):
     if not _WORKER:
-        for trail in Path(tempfile.gettempdir()).glob(f"rag-rerank-pytest-{os.getpid()}-*.log"):
+        for trail in Path(tempfile.gettempdir()).glob(f"rag-rerank-pytest-{os.getpid()}-*.*"):
             trail.unlink(missing_ok=True)
 
 # The fixtures every suite shares (the integration packages' tests take the same): offline models, a Chroma
