@@ -37,7 +37,6 @@ import hmac
 import itertools
 import json
 import logging
-import math
 import os
 import queue
 import secrets
@@ -56,7 +55,7 @@ from typing import Any, Callable, Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .types import check_groups, check_query, check_unicode
+from .types import activate, check_groups, check_query, check_unicode
 
 __all__ = ["Limits", "MicroBatcher", "RemoteReranker", "SCORER_ENV", "ScorerHost", "create_app", "listen", "serve",
            "serve_workers"]
@@ -1121,9 +1120,7 @@ class RemoteReranker:
 
     def relevance(self, logits: Sequence[float]) -> list[float]:
         """As :meth:`rag_rerank.Reranker.relevance`, with the host model's activation."""
-        if self._activation == "identity":
-            return [float(v) for v in logits]
-        return [1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v)) for v in logits]
+        return [activate(v, self._activation) for v in logits]
 
     def close(self) -> None:
         _shut(self._conn)  # the receiving thread wakes (EOF) and fails what still waits

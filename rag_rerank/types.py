@@ -7,6 +7,7 @@ does not pull in a model runtime.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
@@ -82,6 +83,13 @@ def check_docs(docs) -> list[str]:
             raise TypeError(f"docs[{i}] is {type(doc).__name__}; every document must be a string")
         check_unicode(doc, f"docs[{i}]")
     return docs
+
+
+def activate(logit: float, activation: str) -> float:
+    """A reranker's raw score through its activation: ``"identity"``, else a numerically stable sigmoid."""
+    if activation == "identity":
+        return float(logit)
+    return 1.0 / (1.0 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1.0 + math.exp(logit))
 
 
 def check_groups(queries, docs_per_query) -> list[tuple[str, list[str]]]:

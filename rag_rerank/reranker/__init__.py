@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -37,7 +36,7 @@ from .. import models
 from ..models import export as onnx_backend
 from ..models.devices import resolve_device, resolve_dtype
 from ..models import DEFAULT_RERANKER
-from ..types import RankedDoc, check_docs, check_groups, check_int, check_number, check_query
+from ..types import RankedDoc, activate, check_docs, check_groups, check_int, check_number, check_query
 from .engine import EngineSettings, load_engine
 from .pairs import PairEncoder, TokenCache, Windows
 
@@ -326,7 +325,7 @@ class Reranker:
     def relevance(self, logits: Sequence[float]) -> list[float]:
         """Raw scores (``score(..., raw=True)``) through the model's activation into [0, 1], as
         :meth:`score` gives them (a service can score once and answer in either form)."""
-        return [self._activate(v) for v in logits]
+        return [activate(v, self._activation) for v in logits]
 
     def _chunks(self, groups) -> list[list[tuple[int, int, str, list[str]]]]:
         """Groups cut into chunks of (group, first doc index, query, docs), a query's documents split
@@ -422,11 +421,6 @@ class Reranker:
             self._forward(Windows(queries=[np.full(1, pairs.pad_id)], docs=[np.full(doc, pairs.pad_id)],
                                   query=[0] * rows, doc=[0] * rows, start=[0] * rows, end=[doc] * rows,
                                   owners=[(0, i) for i in range(rows)]))
-
-    def _activate(self, value: float) -> float:
-        if self._activation == "identity":
-            return float(value)
-        return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model",
