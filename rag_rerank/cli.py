@@ -273,7 +273,7 @@ def _cmd_serve(args) -> int:
         reranker = _serve_reranker(args)  # here, once; the workers connect to it
         with ScorerHost(reranker) as host:
             freeze_heap()  # this process's batcher must not stop for full collections of the model's objects
-            os.environ.update(host.environ())  # the workers (spawned by uvicorn's supervisor) inherit it
+            os.environ.update(host.environ())  # the worker processes serve_workers spawns inherit it
             return _supervised(lambda: serve_workers(
                 args.argv, sock, args.workers,
                 announce=f"rag-rerank serve: {args.workers} workers, one shared {reranker!r} on http://{host_name}:{port}"))

@@ -735,13 +735,24 @@ def listen(host: str, port: int, *, per_worker: bool = False):
             return sock
         address = sock.getsockname()
         sock.close()
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
+        sock = _port_group_socket(family, address)
     except OSError as exc:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _port_group_socket(family, address):
+    """A socket bound to ``address`` in its ``SO_REUSEPORT`` group: the reservation ``listen`` holds, and each
+    worker's own listening socket."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -779,10 +790,7 @@ def _listening_worker(family, address, drain_seconds: float, ready) -> None:
     queue in its backlog while its app loads), then uvicorn on it."""
     import uvicorn
 
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    sock = _port_group_socket(family, address)
     sock.listen(2048)
     ready.set()
     config = uvicorn.Config("rag_rerank.cli:worker_app", factory=True, log_level="warning", access_log=False,
