@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -350,6 +351,24 @@ def _wait_healthy(url: str, tries: int, timeout: float) -> None:
             time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def _serve_process(model, port: int, *flags: str):
+    """``rag-rerank serve`` of ``model`` on loopback ``port`` with ``flags``, in a subprocess (stdout/stderr piped),
+    killed on leaving whatever the test asserted about how it stops."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(model), "--listen",
+                             f"127.0.0.1:{port}", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_serve_command_answers_over_http(tiny_ce, unused_port):
     """The console command's path: the CLI parses, loads, and uvicorn serves on loopback."""
     import httpx
@@ -467,18 +486,11 @@ def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port, processes):
     """SIGTERM under load: the service stops taking connections, finishes what it holds (0 failed), then exits -
     with --scorer shared too, where the workers' requests are scored in the process that got the signal (it
     keeps scoring until its workers have drained)."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(tiny_ce), "--listen",
-                             f"127.0.0.1:{unused_port}", "--max-documents", "2000", *processes],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
-    try:
+    with _serve_process(tiny_ce, unused_port, "--max-documents", "2000", *processes) as proc:
         assert "rag-rerank serve:" in proc.stdout.readline()  # announced once bound: answers from here on
         url = f"http://127.0.0.1:{unused_port}"
         _wait_healthy(url, tries=300, timeout=2)  # workers answer once they have started
@@ -502,29 +514,19 @@ def test_sigterm_drains_requests_in_flight(tiny_ce, unused_port, processes):
             t.join(timeout=180)
         assert results == [200] * 6
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scorer", ["per-worker", "shared"])
 def test_workers_share_one_port(tiny_ce, unused_port, reranker, scorer):
-    """--workers 2: two processes answer on the one port (uvicorn's supervisor), each with its model
+    """--workers 2: two processes answer on the one port, each with its model
     (per-worker) or both through the serve process's one model (shared); the scores are the model's, and
     SIGTERM stops the lot."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(tiny_ce), "--listen",
-                             f"127.0.0.1:{unused_port}", "--workers", "2", "--scorer", scorer],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
-    try:
+    with _serve_process(tiny_ce, unused_port, "--workers", "2", "--scorer", scorer) as proc:
         announced = proc.stdout.readline()
         assert "2 workers" in announced and ("one shared Reranker(" in announced) == (scorer == "shared")
         url = f"http://127.0.0.1:{unused_port}"
@@ -538,9 +540,6 @@ def test_workers_share_one_port(tiny_ce, unused_port, reranker, scorer):
             assert got == pytest.approx(dict(enumerate(want)), abs=1e-5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.mark.slow
@@ -548,17 +547,11 @@ def test_workers_take_even_shares_of_new_connections(tiny_ce, unused_port):
     """--workers 4 on Linux: a listening socket a worker (SO_REUSEPORT), so 32 connections opened at once spread
     over the workers. With one shared socket the first worker woken accepted nearly all of them (42 / 16 / 6 / 0
     of 64), and keep-alive kept them there."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     from rag_rerank.serve import balanced_accept
 
-    proc = subprocess.Popen([sys.executable, "-m", "rag_rerank.cli", "serve", "--reranker", str(tiny_ce), "--listen",
-                             f"127.0.0.1:{unused_port}", "--workers", "4", "--device", "cpu"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    try:
+    with _serve_process(tiny_ce, unused_port, "--workers", "4", "--device", "cpu") as proc:
         assert "4 workers" in proc.stdout.readline()  # announced once every worker listens
         url = f"http://127.0.0.1:{unused_port}"
         _wait_healthy(url, tries=300, timeout=2)
@@ -581,9 +574,6 @@ def test_workers_take_even_shares_of_new_connections(tiny_ce, unused_port):
             assert len(shares) >= 3 and shares[0] <= 20, shares  # even: 8 each; one worker taking most fails
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.mark.slow
