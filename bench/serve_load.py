@@ -37,22 +37,54 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RAG_RERANK_DATA", ROOT.parent / "shared" / "data"))
 
 
-def cuda_graphs(url: str, scrapes: int = 16) -> float | None:
-    """The server's ``rag_rerank_cuda_graphs`` gauge: with several workers each scrape reaches whichever worker
-    accepts its connection (often one that served little), so the most of ``scrapes`` is taken."""
-    import re
-    import urllib.request
+def workers_metrics(url: str, connections: int = 64) -> dict[int, str]:
+    """Each worker's /metrics text, by pid. A connection stays with the worker that accepted it (one
+    SO_REUSEPORT socket a worker), so /health (which names its pid) and /metrics asked on one connection come
+    from one worker; ``connections`` new ones reach each of 8 workers with probability 0.99."""
+    import http.client
+    from urllib.parse import urlsplit
 
-    seen = []
-    for _ in range(scrapes):
+    parts, seen = urlsplit(url), {}
+    for _ in range(connections):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
         try:
-            with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-                found = re.search(r"^rag_rerank_cuda_graphs (\S+)$", response.read().decode(), re.M)
-        except OSError:
+            conn.request("GET", "/health")
+            pid = json.loads(conn.getresponse().read())["pid"]
+            conn.request("GET", "/metrics")
+            seen[pid] = conn.getresponse().read().decode()
+        except (OSError, ValueError, KeyError, http.client.HTTPException):
             continue
-        if found:
-            seen.append(float(found.group(1)))
-    return max(seen) if seen else None
+        finally:
+            conn.close()
+    return seen
+
+
+def _metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def cuda_graphs(url: str) -> float | None:
+    """The most CUDA graphs any worker holds (``rag_rerank_cuda_graphs``)."""
+    found = [g for g in (_metric(t, "rag_rerank_cuda_graphs") for t in workers_metrics(url).values()) if g is not None]
+    return max(found) if found else None
+
+
+def batch_counts(url: str) -> dict[int, tuple[float, float]]:
+    """Per worker: (requests scored, scoring calls) so far, from its rag_rerank_batch_requests histogram."""
+    return {pid: (_metric(t, "rag_rerank_batch_requests_sum") or 0.0, _metric(t, "rag_rerank_batch_requests_count") or 0.0)
+            for pid, t in workers_metrics(url).items()}
+
+
+def batches(before: dict, after: dict) -> dict:
+    """Requests scored, scoring calls and their ratio between two :func:`batch_counts` readings, over every
+    worker (a worker's calls are the batcher's: none with micro-batching off)."""
+    requests = sum(a[0] - before.get(pid, (0.0, 0.0))[0] for pid, a in after.items())
+    calls = sum(a[1] - before.get(pid, (0.0, 0.0))[1] for pid, a in after.items())
+    return {"scored_requests": requests, "scoring_calls": calls,
+            "requests_per_scoring_call": requests / calls if calls > 0 else None}
 
 
 def warm(url: str, bodies: list[dict], args, rounds: int = 3) -> float | None:
@@ -162,12 +194,8 @@ def load_many(url: str, bodies: list[dict], concurrency: int, clients: int) -> d
         results = pool.map(_client_part, parts)
         wall = time.perf_counter() - start
     errors = sum(e for _, e in results)
-    import httpx
-
-    metrics = httpx.get(f"{url}/metrics", timeout=30).text
     return {"requests": len(bodies), "errors": errors, "wall_s": wall, "requests_per_s": len(bodies) / wall,
-            **_percentiles([x for lat, _ in results for x in lat]),
-            "requests_per_scoring_call": _per_call(metrics), "clients": clients}
+            **_percentiles([x for lat, _ in results for x in lat]), "clients": clients}
 
 
 async def load(url: str, bodies: list[dict], concurrency: int, raw: bool = False) -> dict:
@@ -193,12 +221,8 @@ async def load(url: str, bodies: list[dict], concurrency: int, raw: bool = False
     wall = time.perf_counter() - start
     if raw:
         return {"latencies": latencies, "errors": errors, "wall_s": wall}
-    import httpx
-
-    async with httpx.AsyncClient(timeout=30) as client:
-        metrics = (await client.get(f"{url}/metrics")).text
     return {"requests": len(bodies), "errors": errors, "wall_s": wall, "requests_per_s": len(bodies) / wall,
-            **_percentiles(latencies), "requests_per_scoring_call": _per_call(metrics)}
+            **_percentiles(latencies)}
 
 
 class _Conn:
@@ -360,17 +384,6 @@ def in_process(args, bodies: list[dict]) -> dict:
             "per_request_pairs_per_s": pairs / per_request, "threads": args.concurrency}
 
 
-def _per_call(metrics: str) -> float | None:
-    """Mean requests per scoring call, from the server's rag_rerank_batch_requests histogram."""
-    total = count = None
-    for line in metrics.splitlines():
-        if line.startswith("rag_rerank_batch_requests_sum"):
-            total = float(line.split()[-1])
-        elif line.startswith("rag_rerank_batch_requests_count"):
-            count = float(line.split()[-1])
-    return total / count if total and count else None
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reranker", help="model to serve (default: the serve command's, the shipped reranker)")
@@ -416,7 +429,9 @@ def main(argv=None) -> int:
         try:
             asyncio.run(wait_healthy(url, proc))
             graphs = warm(url, warm_up, args)
+            counts = batch_counts(url)
             row = load_many(url, bodies, args.concurrency, args.clients)
+            row.update(batches(counts, batch_counts(url)))  # the timed run's own
             row["cuda_graphs"] = [graphs, cuda_graphs(url)]  # after the warm-up, after the timed run
             row.update(micro_batching=f"on, wait {wait:g} ms" if wait > 0 else "off", workers=workers,
                        scorer=scorer if workers > 1 else "one process", pairs_per_s=row["requests_per_s"] * args.docs)
@@ -437,7 +452,9 @@ def main(argv=None) -> int:
         try:
             asyncio.run(wait_healthy(url, proc))
             warm(url, warm_up, args)
+            counts = batch_counts(url)
             steady = paced_many(url, bodies, args.rate_fraction * row["requests_per_s"], args.clients)
+            steady.update(batches(counts, batch_counts(url)))
             steady.update(workers=workers, scorer=row["scorer"], micro_batching=row["micro_batching"],
                           fraction=args.rate_fraction)
         finally:
@@ -503,7 +520,8 @@ def table(result: dict) -> str:
                   f"p99 {steady['p99_ms']:.0f} ms (p99 / p50 {steady['p99_ms'] / steady['p50_ms']:.1f}; latency from each "
                   f"request's due time); errors {steady['errors']}; the generator's send lag p99 "
                   f"{steady['send_lag_p99_ms']:.1f} ms ({'kept' if steady['generator_kept_schedule'] else 'MISSED'} "
-                  "its schedule)."]
+                  "its schedule)" + (f"; {steady['requests_per_scoring_call']:.1f} requests a scoring call"
+                                     if steady.get("requests_per_scoring_call") else "") + "."]
     return "\n".join(lines) + "\n"
 
 

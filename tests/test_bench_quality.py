@@ -237,6 +237,9 @@ def test_serve_load_bench_free_mode_measures_the_service_alone(tiny_ce, unused_p
     assert row["requests"] == 120 and row["errors"] == 0 and row["requests_per_s"] > 0
     assert result["steady"]["errors"] == 0 and result["warm_up_requests"] == 30
     assert row["cuda_graphs"] == [0.0, 0.0]  # the server's gauge, scraped after the warm-up and the timed run
+    # the batcher's calls counted for each phase alone (not the warm-up's): every timed request, in batches
+    assert row["scored_requests"] == 120 and 1 <= row["requests_per_scoring_call"] <= 8
+    assert result["steady"]["scored_requests"] == 120 and result["steady"]["requests_per_scoring_call"] >= 1
     assert "FreeReranker" in out.with_suffix(".md").read_text() and "after 30 other requests" in out.with_suffix(".md").read_text()
 
 
@@ -254,5 +257,7 @@ def test_serve_load_bench_compares_a_shared_scorer_with_a_model_a_worker(tiny_ce
     result = json.loads(out.with_suffix(".json").read_text())
     assert [r["scorer"] for r in result["rows"]] == ["per-worker", "shared"]
     assert all(r["requests"] == 60 and r["errors"] == 0 for r in result["rows"])
+    # both workers' batchers read (one connection each: /health's pid and /metrics from one worker)
+    assert [r["scored_requests"] for r in result["rows"]] == [60, 60]
     assert result["in_process"]["pairs_per_s"] > 0
     assert "| 2, shared |" in out.with_suffix(".md").read_text()
