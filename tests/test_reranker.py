@@ -432,6 +432,26 @@ def test_rerank_order_top_n_and_ties(tiny):
     assert [r.text for r in tiny.rerank("문서", (d for d in docs))] == [r.text for r in ranked]  # a generator
 
 
+def test_a_pair_given_twice_is_scored_once_and_its_copies_tie(tiny_ce, korean_sentences, monkeypatch):
+    """Copies of a document (a chunk indexed twice) and a query repeated in one batch call: each distinct pair
+    is scored once, so copies get the very same score and keep their input order when ranked. Scored apart, one
+    batch's rows differed in the last bits and three copies ranked 0, 2, 1 (session 25's probe)."""
+    reranker = Reranker(str(tiny_ce), backend="torch")
+    docs = [korean_sentences[3], *[korean_sentences[7]] * 6, korean_sentences[1], korean_sentences[3]]
+    seen = []
+    launch = reranker._launch_chunks
+    monkeypatch.setattr(reranker, "_launch_chunks", lambda groups: seen.append(groups) or launch(groups))
+    scores = reranker.score("부산", docs, raw=True)
+    assert seen[-1] == [("부산", [korean_sentences[3], korean_sentences[7], korean_sentences[1]])]
+    assert len(set(scores[1:7])) == 1 and scores[0] == scores[8]
+    ranked = [r.index for r in reranker.rerank("부산", docs) if r.text == korean_sentences[7]]
+    assert ranked == [1, 2, 3, 4, 5, 6]
+    together = reranker.score_many(["부산", "서울", "부산"], [docs, docs[:2], docs[::-1]], raw=True)
+    assert [("부산", 3), ("서울", 2)] == [(q, len(d)) for q, d in seen[-1]]  # the repeated query merged
+    assert together[2] == together[0][::-1]  # one call: one score a pair, exactly
+    assert together[0] == pytest.approx(scores, abs=1e-6)  # another call's batches: the same to float noise
+
+
 def ranked_score(ranked, index):
     return next(r.score for r in ranked if r.index == index)
 

@@ -307,7 +307,8 @@ class Reranker:
         return self._launch_groups(groups, raw)()
 
     def _launch_groups(self, groups: list[tuple[str, list[str]]], raw: bool) -> Callable[[], list[list[float]]]:
-        all_owners, launched = self._launch_chunks(groups)
+        unique, places = _distinct_pairs(groups)
+        all_owners, launched = self._launch_chunks(unique)
 
         def scores() -> list[list[float]]:
             logits: dict[tuple[int, int], list[float]] = defaultdict(list)  # (group, doc) -> its windows' logits
@@ -315,8 +316,8 @@ class Reranker:
                 for owner, value in zip(owners, self._collect(*run)):
                     logits[owner].append(value)
             out = []
-            for g, (_, docs) in enumerate(groups):
-                values = [_combine(logits[(g, i)], self.aggregate) for i in range(len(docs))]
+            for where in places:
+                values = [_combine(logits[at], self.aggregate) for at in where]
                 out.append(values if raw else self.relevance(values))
             return out
 
@@ -429,6 +430,29 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sen
 
 def _rebuild(kwargs: dict) -> "Reranker":
     return Reranker(**kwargs)
+
+
+def _distinct_pairs(groups: list[tuple[str, list[str]]]) -> tuple[list[tuple[str, list[str]]], list[list[tuple[int, int]]]]:
+    """The call's distinct (query, document) pairs, grouped by query, and where each input pair's score is found
+    ((group, document) in them). A pair given twice - a chunk indexed twice, a query repeated in a batch - is
+    scored once, so its copies get one score and keep their input order when ranked; scored apart, rows of one
+    batch can differ in the last bits (a GEMM's blocking depends on the row) and copies came out in any order."""
+    unique: list[tuple[str, list[str]]] = []
+    by_query: dict[str, tuple[int, dict[str, int]]] = {}
+    places = []
+    for query, docs in groups:
+        if query not in by_query:
+            by_query[query] = (len(unique), {})
+            unique.append((query, []))
+        g, seen = by_query[query]
+        where = []
+        for doc in docs:
+            if doc not in seen:
+                seen[doc] = len(unique[g][1])
+                unique[g][1].append(doc)
+            where.append((g, seen[doc]))
+        places.append(where)
+    return unique, places
 
 
 def _combine(values: list[float], how: str) -> float:
