@@ -66,40 +66,41 @@ def _metric(text: str, name: str) -> float | None:
     return None
 
 
-def cuda_graphs(url: str) -> float | None:
-    """The most CUDA graphs any worker holds (``rag_rerank_cuda_graphs``)."""
-    found = [g for g in (_metric(t, "rag_rerank_cuda_graphs") for t in workers_metrics(url).values()) if g is not None]
+def cuda_graphs(metrics: dict[int, str]) -> float | None:
+    """The most CUDA graphs any worker holds (``rag_rerank_cuda_graphs``), from a :func:`workers_metrics` reading."""
+    found = [g for g in (_metric(t, "rag_rerank_cuda_graphs") for t in metrics.values()) if g is not None]
     return max(found) if found else None
 
 
-def batch_counts(url: str) -> dict[int, tuple[float, float]]:
+def _batch_counts(metrics: dict[int, str]) -> dict[int, tuple[float, float]]:
     """Per worker: (requests scored, scoring calls) so far, from its rag_rerank_batch_requests histogram."""
     return {pid: (_metric(t, "rag_rerank_batch_requests_sum") or 0.0, _metric(t, "rag_rerank_batch_requests_count") or 0.0)
-            for pid, t in workers_metrics(url).items()}
+            for pid, t in metrics.items()}
 
 
-def batches(before: dict, after: dict) -> dict:
-    """Requests scored, scoring calls and their ratio between two :func:`batch_counts` readings, over every
+def batches(before: dict[int, str], after: dict[int, str]) -> dict:
+    """Requests scored, scoring calls and their ratio between two :func:`workers_metrics` readings, over every
     worker (a worker's calls are the batcher's: none with micro-batching off)."""
+    before, after = _batch_counts(before), _batch_counts(after)
     requests = sum(a[0] - before.get(pid, (0.0, 0.0))[0] for pid, a in after.items())
     calls = sum(a[1] - before.get(pid, (0.0, 0.0))[1] for pid, a in after.items())
     return {"scored_requests": requests, "scoring_calls": calls,
             "requests_per_scoring_call": requests / calls if calls > 0 else None}
 
 
-def warm(url: str, bodies: list[dict], args, rounds: int = 3) -> float | None:
+def warm(url: str, bodies: list[dict], args, rounds: int = 3) -> dict[int, str]:
     """Untimed requests sent as the timed run sends them (``--clients`` processes: batches of the timed run's
     sizes, so the pass shapes it meets), again while the server's CUDA-graph gauge still rises (up to
-    ``rounds`` times); the gauge after. One client process sends too slowly to fill the batches the timed
+    ``rounds`` times); the workers' metrics after (:func:`workers_metrics`: the timed run's starting point). One client process sends too slowly to fill the batches the timed
     run fills (session 24: a worker left a 5,000-request warm-up with 2 graphs and recorded 18-47 more while
     timed)."""
-    graphs = cuda_graphs(url)
+    metrics = workers_metrics(url)
     for _ in range(rounds if bodies else 0):
         load_many(url, bodies, args.concurrency, args.clients)
-        before, graphs = graphs, cuda_graphs(url)
-        if graphs == before:
+        before, metrics = metrics, workers_metrics(url)
+        if cuda_graphs(metrics) == cuda_graphs(before):
             break
-    return graphs
+    return metrics
 
 
 def requests_from_chatbot(n: int, docs: int, seed: int = 0) -> list[dict]:
@@ -428,11 +429,11 @@ def main(argv=None) -> int:
         proc = start_server(args, args.port, wait, workers, scorer)
         try:
             asyncio.run(wait_healthy(url, proc))
-            graphs = warm(url, warm_up, args)
-            counts = batch_counts(url)
+            before = warm(url, warm_up, args)
             row = load_many(url, bodies, args.concurrency, args.clients)
-            row.update(batches(counts, batch_counts(url)))  # the timed run's own
-            row["cuda_graphs"] = [graphs, cuda_graphs(url)]  # after the warm-up, after the timed run
+            after = workers_metrics(url)
+            row.update(batches(before, after))  # the timed run's own
+            row["cuda_graphs"] = [cuda_graphs(before), cuda_graphs(after)]  # after the warm-up, after the timed run
             row.update(micro_batching=f"on, wait {wait:g} ms" if wait > 0 else "off", workers=workers,
                        scorer=scorer if workers > 1 else "one process", pairs_per_s=row["requests_per_s"] * args.docs)
             if engine:
@@ -451,10 +452,9 @@ def main(argv=None) -> int:
         proc = start_server(args, args.port, wait, workers, scorer)
         try:
             asyncio.run(wait_healthy(url, proc))
-            warm(url, warm_up, args)
-            counts = batch_counts(url)
+            before = warm(url, warm_up, args)
             steady = paced_many(url, bodies, args.rate_fraction * row["requests_per_s"], args.clients)
-            steady.update(batches(counts, batch_counts(url)))
+            steady.update(batches(before, workers_metrics(url)))
             steady.update(workers=workers, scorer=row["scorer"], micro_batching=row["micro_batching"],
                           fraction=args.rate_fraction)
         finally:
