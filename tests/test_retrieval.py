@@ -193,6 +193,18 @@ def test_bad_k(premises_store, k):
         TwoStageRetriever(premises_store, candidate_k=k)
 
 
+def test_search_vector_refuses_a_vector_it_cannot_answer(premises_store):
+    """A NaN query vector made Chroma return every document at distance NaN, scored 0 in stored order (a silent
+    wrong answer); a wrong length surfaced as chromadb's InvalidArgumentError. Both name ``vector`` now."""
+    dim = premises_store.encoder.dimension
+    good = premises_store.encoder.embed_query("서울")
+    assert [h.id for h in premises_store.search_vector(good, 3)] == [h.id for h in premises_store.search("서울", 3)]
+    for bad, match in (([0.1] * (dim + 1), f"{dim + 1} values.*{dim}-d"), ([0.0] * (dim - 1) + [float("nan")], "NaN or inf at index"),
+                       ([[0.1] * dim], "1-d"), ("abc", "sequence of numbers|values")):
+        with pytest.raises(ValueError, match=match):
+            premises_store.search_vector(bad, 3)
+
+
 def test_unknown_mode(premises_store):
     with pytest.raises(ValueError, match="unknown mode"):
         TwoStageRetriever(premises_store, mode="sparse")

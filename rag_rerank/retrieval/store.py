@@ -441,10 +441,11 @@ class ChromaStore:
 
     def search_vector(self, vector, k: int = 10, where: dict | None = None) -> list[Hit]:
         k = check_k(k)
+        vector = self._check_vector(vector)
         self._fresh()
         # no count() first: Chroma answers fewer than k (or none) by itself, and the count cost a query
         with _where_errors(where):
-            res = self.collection.query(query_embeddings=[list(map(float, vector))], n_results=k, where=where,
+            res = self.collection.query(query_embeddings=[vector], n_results=k, where=where,
                                         include=["documents", "metadatas", "distances"])
         hits, space = [], _space(self.collection)
         for rank, (i, t, m, d) in enumerate(zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
@@ -452,6 +453,24 @@ class ChromaStore:
             score = _similarity(float(d), space)
             hits.append(Hit(i, t, m or {}, score, score, rank))
         return hits
+
+    def _check_vector(self, vector) -> list[float]:
+        """``vector`` as a list of finite floats of the collection's dimension; ValueError naming ``vector``
+        otherwise (Chroma would answer a NaN query with every distance NaN, scored 0, ranked as stored)."""
+        import numpy as np
+
+        try:
+            values = np.asarray(vector, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"vector must be a sequence of numbers, got {type(vector).__name__}") from None
+        if values.ndim != 1:
+            raise ValueError(f"vector must be one vector (1-d), got shape {values.shape}")
+        if values.size != self.encoder.dimension:
+            raise ValueError(f"vector has {values.size} values; collection {self.name!r} holds "
+                             f"{self.encoder.dimension}-d vectors")
+        if not np.isfinite(values).all():
+            raise ValueError(f"vector holds NaN or inf at index {int(np.flatnonzero(~np.isfinite(values))[0])}")
+        return values.tolist()
 
     def search_lexical(self, query: str, k: int = 10, where: dict | None = None) -> list[Hit]:
         """BM25 (Kiwi) search; ``score`` is the raw BM25 score."""
