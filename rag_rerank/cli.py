@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 from .models import DEFAULT_RERANKER  # a name only: models load when a command needs them
 
@@ -19,9 +20,18 @@ def _cmd_materialize(args) -> int:
 def _cmd_rerank(args) -> int:
     from .reranker import Reranker
 
-    docs = args.docs or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    docs, lines = args.docs, None
+    if not docs:  # one document a stdin line; blank lines are skipped but keep their number
+        if sys.stdin is None or sys.stdin.isatty():  # reading a terminal would wait for input that never comes
+            raise UsageError("no documents: give them after the query, or one per line on stdin")
+        read = [(n, line.rstrip("\r\n")) for n, line in enumerate(sys.stdin) if line.strip()]
+        if not read:
+            raise UsageError("no documents: stdin held no non-blank line")
+        lines, docs = [n for n, _ in read], [text for _, text in read]
     reranker = Reranker(args.model, device=args.device, max_length=args.max_length, **_model_options(args))
     ranked = reranker.rerank(args.query, docs, top_n=args.top_n)
+    if lines:  # index: the document's stdin line (0-based), as the caller numbers them
+        ranked = [replace(r, index=lines[r.index]) for r in ranked]
     if args.json:
         print(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False, indent=2))
     else:
@@ -492,8 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rerank", help="rerank documents (arguments or stdin lines) for a query")
     p.add_argument("query")
-    p.add_argument("docs", nargs="*")
-    p.add_argument("--model", default=DEFAULT_RERANKER)
+    p.add_argument("docs", nargs="*", help="documents (default: one per non-blank stdin line; index is then its "
+                   "line number from 0)")
+    p.add_argument("--model", "--reranker", dest="model", default=DEFAULT_RERANKER,
+                   help="the reranker (--reranker, as search and eval spell it, works too)")
     p.add_argument("--device")
     p.add_argument("--max-length", type=_positive, default=512)
     p.add_argument("--top-n", type=_positive)

@@ -50,6 +50,19 @@ def test_rerank_command_reads_stdin(tiny_ce):
     assert len(out.stdout.splitlines()) == 1 and out.stdout.split("  ")[1].startswith("[")
 
 
+def test_rerank_command_indexes_stdin_documents_by_their_line(tiny_ce):
+    """A blank stdin line is no document but keeps its number: "index" is the line a caller would look up
+    (it was the position among non-blank lines, pointing at the wrong line after a blank one). No documents
+    at all is an error, not an empty answer."""
+    out = run_cli("rerank", "서울 날씨", "--reranker", str(tiny_ce), "--json", stdin="오늘 서울은 맑다\r\n\n부산은 비\n")
+    assert out.returncode == 0, out.stderr
+    by_index = {r["index"]: r["text"] for r in json.loads(out.stdout)}
+    assert by_index == {0: "오늘 서울은 맑다", 2: "부산은 비"}
+    for stdin in ("", "\n  \n"):
+        out = run_cli("rerank", "서울 날씨", "--model", str(tiny_ce), stdin=stdin)
+        assert out.returncode == 2 and "no documents" in out.stderr and not out.stdout
+
+
 @pytest.mark.slow
 def test_console_script_missing_model_is_a_clean_error():
     out = run_console_script("rerank", "질문", "문서", "--model", "./nope/model")
