@@ -20,8 +20,10 @@ class KoreanCrossEncoder(BaseCrossEncoder):
             return []
         # Group pairs by query so each query's documents share length-sorted batches.
         groups: dict[str, list[int]] = {}
-        for i, (query, _) in enumerate(text_pairs):
-            groups.setdefault(query, []).append(i)
+        for i, pair in enumerate(text_pairs):
+            if isinstance(pair, (str, bytes)) or len(pair) != 2:
+                raise ValueError(f"text_pairs[{i}] must be a (query, document) pair, got {pair!r:.80}")
+            groups.setdefault(pair[0], []).append(i)
         queries = list(groups)
         scored = self.reranker.score_many(queries, [[text_pairs[i][1] for i in groups[q]] for q in queries])
         out = [0.0] * len(text_pairs)

@@ -32,7 +32,7 @@ class KoreanCrossEncoderReranker(BaseDocumentCompressor):
 
     model: str = Field(default=DEFAULT_RERANKER)
     top_n: int = Field(default=3, gt=0)
-    score_threshold: Optional[float] = None
+    score_threshold: Optional[float] = Field(default=None, allow_inf_nan=False)  # NaN would drop every document
     batch_size: Optional[int] = Field(default=None, gt=0)  # None: the Reranker's (64 on CUDA, 32 elsewhere)
     device: Optional[str] = None
     max_length: int = Field(default=512, gt=8)
@@ -47,11 +47,13 @@ class KoreanCrossEncoderReranker(BaseDocumentCompressor):
     def compress_documents(self, documents: Sequence[Document], query: str,
                            callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
         check_query(query)
+        documents = list(documents)  # a generator too: read once, indexed by the ranking
         return self._select(documents, self._stage.rank(query, [d.page_content for d in documents]))
 
     async def acompress_documents(self, documents: Sequence[Document], query: str,
                                   callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
         check_query(query)
+        documents = list(documents)
         texts = [d.page_content for d in documents]
         return self._select(documents, await asyncio.to_thread(self._stage.rank, query, texts))
 

@@ -114,6 +114,21 @@ def test_compressor_empty_and_bad_query(compressor):
         asyncio.run(compressor.acompress_documents(_docs(), "  "))
 
 
+def test_compressor_bad_knobs_and_iterables(compressor):
+    """A NaN score_threshold silently dropped every document (no score is >= NaN): refused when built. Documents
+    given as a generator were indexed by the ranking and failed inside; they are read once now. A bad pair for
+    KoreanCrossEncoder.score names its position."""
+    with pytest.raises(ValueError, match="score_threshold"):
+        KoreanCrossEncoderReranker(reranker=compressor._stage.reranker, score_threshold=float("nan"))
+    listed = compressor.compress_documents(_docs(), "한국의 수도는 어디인가요?")
+    generated = compressor.compress_documents((d for d in _docs()), "한국의 수도는 어디인가요?")
+    assert [(d.id, d.metadata) for d in generated] == [(d.id, d.metadata) for d in listed]
+    assert [d.id for d in asyncio.run(compressor.acompress_documents(iter(_docs()), "한국의 수도는 어디인가요?"))] == \
+        [d.id for d in listed]
+    with pytest.raises(ValueError, match=r"text_pairs\[1\] must be a \(query, document\) pair"):
+        KoreanCrossEncoder(reranker=compressor._stage.reranker).score([("수도", "서울"), ("수도",)])
+
+
 def test_compressor_top_n_threshold_and_async(compressor, e5_reranker):
     query = "한국의 수도는 어디인가요?"
     scores = [final for _, final, _ in SecondStage(e5_reranker).rank(query, [d.page_content for d in _docs()])]

@@ -218,6 +218,8 @@ def test_score_threshold_and_legacy_callback(postprocessor):
     scores = postprocessor._stage.reranker.score(QUERY, [n.node.get_content() for n in _nodes()])
     assert len(out) == sum(s >= 0.999999 for s in scores)
     assert len(debug.get_event_pairs(CBEventType.RERANKING)) == 1
+    with pytest.raises(ValueError, match="score_threshold"):  # NaN would silently drop every node
+        KoreanReranker(reranker=postprocessor._stage.reranker, score_threshold=float("nan"))
 
 
 def test_async_postprocess_does_not_block_the_loop(postprocessor):

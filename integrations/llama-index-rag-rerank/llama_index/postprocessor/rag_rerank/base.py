@@ -43,7 +43,8 @@ class KoreanReranker(BaseNodePostprocessor):
                                       "(None: the Reranker's, 64 on CUDA and 32 elsewhere).")
     device: Optional[str] = Field(default=None, description="cuda / mps / cpu; auto when None.")
     max_length: int = Field(default=512, gt=8, description="Tokens per (query, window) pair.")
-    score_threshold: Optional[float] = Field(default=None, description="Drop nodes scoring below this.")
+    score_threshold: Optional[float] = Field(default=None, allow_inf_nan=False,
+                                             description="Drop nodes scoring below this.")
     keep_retrieval_score: bool = Field(default=False,
                                        description="Copy the incoming score to metadata['retrieval_score'].")
     fusion: Optional[Any] = Field(default="auto", description="'auto' (the model's saved fusion with the incoming "
