@@ -296,6 +296,20 @@ def test_bad_tsv_names_the_line(tmp_path):
         load(f)
 
 
+def test_a_short_csv_row_is_an_error_not_a_positive(tmp_path):
+    """A row missing its label field was read as a (query, positive) row: a pair labelled 0 in the user's
+    file could train as a positive. It names the line and the missing column now."""
+    for name, text in (("short.tsv", "query\tdocument\tlabel\nq\td\t0\nq2\td2\n"),
+                       ("short.csv", "query,document,label\nq,d,0\nq2,d2\n")):
+        f = tmp_path / name
+        f.write_text(text, encoding="utf-8")
+        with pytest.raises(DataError, match=rf"{name}:3: 2 fields where the header has 3 \(no 'label'\)"):
+            load(f)
+    f = tmp_path / "full.tsv"
+    f.write_text("query\tdocument\tlabel\nq\td\t0\nq2\td2\t1\n", encoding="utf-8")
+    assert [(p.query, p.label) for p in load(f).pairs] == [("q", 0.0), ("q2", 1.0)]
+
+
 def test_from_pairs_and_split():
     data = from_pairs([("q1", "a"), ("q1", "b"), ("q2", "c"), ("q3", "d")])
     assert [g.positives for g in data.groups] == [["a", "b"], ["c"], ["d"]]

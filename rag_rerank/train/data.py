@@ -264,7 +264,11 @@ def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, fl
         for n, row in enumerate(reader, 2):
             if None in row:
                 raise DataError(f"{path}:{n}: more fields than the header has")
-            yield {k: v for k, v in row.items() if v is not None}, f"{path}:{n}", scale
+            missing = [k for k, v in row.items() if v is None]
+            if missing:  # a short row: dropping its missing label would make a labelled pair a positive
+                raise DataError(f"{path}:{n}: {len(header) - len(missing)} fields where the header has {len(header)} "
+                                f"(no {', '.join(map(repr, missing))}); leave a field empty rather than out")
+            yield row, f"{path}:{n}", scale
 
 
 def _rows_of(item: Group | ScoredPair) -> int:
