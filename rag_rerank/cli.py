@@ -203,6 +203,7 @@ def _cmd_eval(args) -> int:
         candidates, sides = [g.candidates[:depth] for g in groups], [g.sides for g in groups]
         first_row = evaluate.ranking_row(f"first stage (saved candidates, top {depth})", groups, candidates)
     else:
+        _warn_positives_missing(first_stage, groups, args.data)
         label = args.mode if args.bm25_tokenizer == "kiwi" or args.mode == "dense" else f"{args.mode} ({args.bm25_tokenizer})"
         first_row, candidates, sides = evaluate.first_stage_row(first_stage, groups, depth, f"{label} (top {depth})")
     if args.save_candidates:
@@ -223,6 +224,23 @@ def _cmd_eval(args) -> int:
     else:
         print(evaluate.format_table(rows, f"{args.data}: {len(groups)} queries"))
     return 0
+
+
+def _warn_positives_missing(first_stage, groups, data) -> None:
+    """Say on stderr which queries no system can answer: none of their positives is a text of the corpus
+    searched (positives are matched by text), so they count as misses in every row."""
+    from .retrieval.first_stage import StoreFirstStage, holds
+
+    # a store answers each text with a full-text query: the first 200 queries tell the story at a bounded cost
+    checked = groups[:200] if isinstance(first_stage, StoreFirstStage) else groups
+    texts = list(dict.fromkeys(p for g in checked for p in g.positives))
+    held = {t for t, ok in zip(texts, holds(first_stage)(texts)) if ok}
+    lost = [g.query for g in checked if not held.intersection(g.positives)]
+    if lost:
+        of = f"{len(groups)}" if len(checked) == len(groups) else f"the first {len(checked)}"
+        print(f"rag-rerank eval: {len(lost)} of {of} queries in {data} have no positive in the corpus searched "
+              f"(first: {lost[0][:60]!r}); they count as misses for every system. Positives are matched by their "
+              "exact text: check that the data and the corpus hold the same texts.", file=sys.stderr)
 
 
 def _given(value, default):

@@ -147,6 +147,21 @@ def kornli_task_files(tmp_path, kornli, n_train: int, n_test: int):
     return paths
 
 
+def test_eval_says_which_queries_no_system_can_answer(tmp_path):
+    """A positive that is not a text of the corpus searched scores as a miss in every row: said on stderr
+    (how many, the first such query), so a mismatch between data and corpus is not read as a weak model."""
+    data, corpus = tmp_path / "q.jsonl", tmp_path / "c.jsonl"
+    data.write_text('{"query": "서울", "positives": ["서울은 수도"]}\n{"query": "부산", "positives": ["없는 문서"]}\n',
+                    encoding="utf-8")
+    corpus.write_text('{"text": "서울은 수도"}\n{"text": "부산은 항구"}\n', encoding="utf-8")
+    out = run_cli("eval", "--data", str(data), "--corpus", str(corpus), "--mode", "bm25", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "1 of 2 queries" in out.stderr and "'부산'" in out.stderr
+    assert json.loads(out.stdout)[0]["MRR@10"] == 0.5
+    data.write_text('{"query": "서울", "positives": ["서울은 수도"]}\n', encoding="utf-8")
+    assert "no positive" not in run_cli("eval", "--data", str(data), "--corpus", str(corpus), "--mode", "bm25").stderr
+
+
 def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     train_file, test_file, corpus = kornli_task_files(tmp_path, kornli, n_train=120, n_test=40)
     out = run_cli("train", "--data", str(train_file), "--base", str(tiny_ce), "--output", str(tmp_path / "model"),
