@@ -29,13 +29,15 @@ METRICS = ("MRR@10", "NDCG@10", "R@1", "R@10")
 
 
 def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> dict[str, float]:
-    """Mean MRR@10, NDCG@10 (binary gains), Recall@1 and Recall@10 over queries."""
+    """Mean MRR@10, NDCG@10 (binary gains), Recall@1 and Recall@10 over queries. A relevant item gains at its
+    first place only: rankings of texts hold a chunk stored twice twice, which would count it twice (NDCG@10
+    above 1)."""
     if len(ranked) != len(relevant):
         raise ValueError("one ranking per query")
     totals = dict.fromkeys(METRICS, 0.0)
     for docs, rel in zip(ranked, relevant):
         top = list(docs[:10])
-        hits = [d in rel for d in top]
+        hits = [d in rel and d not in top[:i] for i, d in enumerate(top)]
         totals["MRR@10"] += next((1.0 / (i + 1) for i, h in enumerate(hits) if h), 0.0)
         dcg = sum(1.0 / math.log2(i + 2) for i, h in enumerate(hits) if h)
         ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(rel), 10)))

@@ -501,6 +501,16 @@ def test_ranking_metrics_by_hand():
     assert m["NDCG@10"] == pytest.approx((1 / math.log2(3) + ndcg2) / 2)
 
 
+def test_a_text_ranked_twice_gains_once():
+    """Rankings of texts hold a chunk stored twice twice; counted at both places, NDCG@10 read 1.63."""
+    import math
+
+    m = ranking_metrics([["a", "a", "b"], ["x", "b", "b", "c"]], [{"a"}, {"b", "c"}])
+    assert m["NDCG@10"] == pytest.approx((1.0 + (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))) / 2)
+    assert m["MRR@10"] == pytest.approx((1.0 + 0.5) / 2) and m["R@10"] == pytest.approx(1.0)
+    assert all(0.0 <= v <= 1.0 for v in ranking_metrics([["a"] * 10], [{"a"}]).values())
+
+
 def test_fused_gelu_is_the_same_function(tiny_ce):
     from transformers import AutoModelForSequenceClassification
 
