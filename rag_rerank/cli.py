@@ -439,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     _store_args(p)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--sync", action="store_true", help="also remove the documents of sources no longer in SOURCE "
-                   "(a source indexed again always replaces its own old documents)")
+    p.add_argument("--sync", action="store_true", help="make the collection mirror SOURCE: also remove every stored "
+                   "document whose source is not in SOURCE - files deleted since, and anything indexed from elsewhere "
+                   "(as LangChain's cleanup='full'). Without it a source indexed again still replaces its own old documents")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="two-stage search of a store")
