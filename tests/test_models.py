@@ -86,6 +86,18 @@ def test_resolve_dir_without_config(tmp_path):
         resolve(str(tmp_path))
 
 
+def test_resolve_names_a_weights_file_and_an_adapter_for_what_they_are(tmp_path):
+    """The weights file itself was reported as a directory that "does not exist"; a PEFT adapter folder as
+    no model directory at all."""
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match=r"is a file; give the model's directory"):
+        resolve(str(weights))
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="PEFT adapter.*merge"):
+        resolve(str(tmp_path))
+
+
 @pytest.mark.parametrize("offline", [True, False])
 def test_resolve_hub_name_without_hub_says_what_was_tried(monkeypatch, tmp_path, offline):
     if offline:

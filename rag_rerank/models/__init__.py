@@ -424,10 +424,16 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():
+            if (local / "adapter_config.json").exists():
+                raise ModelNotFoundError(
+                    f"{local} holds a PEFT adapter (adapter_config.json), not a model: merge it into its base "
+                    "(peft's merge_and_unload(), then save_pretrained) and load that directory")
             raise ModelNotFoundError(
                 f"{local} is a directory but holds no config.json: not a Hugging Face model directory")
         return local
-    if _looks_like_local_path(name) or local.exists():
+    if local.exists():
+        raise ModelNotFoundError(f"{name!r} is a file; give the model's directory ({local.parent})")
+    if _looks_like_local_path(name):
         raise ModelNotFoundError(f"model directory {name!r} does not exist")
 
     tried = [f"a local directory {name!r}: none"]
