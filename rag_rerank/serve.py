@@ -314,14 +314,45 @@ def _query(body: dict, limits: Limits) -> str:
         raise RequestError(422, f"'query': {exc}") from None
 
 
+def _rank_fields(body: dict) -> list[str] | None:
+    """Cohere v1's ``rank_fields``: which keys of an object document are ranked, in order."""
+    fields = _field(body, "rank_fields", list)
+    if fields is not None and (not fields or not all(isinstance(f, str) and f for f in fields)):
+        raise RequestError(422, "'rank_fields' must be a non-empty list of field names")
+    return fields
+
+
+def _object_text(item: dict, fields: list[str] | None, where: str) -> str:
+    """An object document's ranked text: its ``text``, or with ``rank_fields`` each field present as a
+    "field: value" line in their order (the YAML-like form Cohere recommends for structured documents)."""
+    if fields is None:
+        if not isinstance(item.get("text"), str):
+            raise RequestError(422, f"'{where}' must be a string or an object with a 'text' string "
+                                    "(or name the fields to rank in 'rank_fields')")
+        return item["text"]
+    lines = []
+    for f in fields:
+        value = item.get(f)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if value is not None and not isinstance(value, str):
+            raise RequestError(422, f"'{where}.{f}' must be a string or a number, got {type(value).__name__}")
+        if value is not None:
+            lines.append(f"{f}: {value}")
+    if not lines:
+        raise RequestError(422, f"'{where}' has none of the rank_fields {fields}")
+    return "\n".join(lines)
+
+
 def _texts(body: dict, name: str, limits: Limits) -> list[str]:
     items = _field(body, name, list, required=True)
     if len(items) > limits.max_documents:
         raise RequestError(413, f"'{name}' has {len(items)} items; the limit is {limits.max_documents} a request")
+    fields = _rank_fields(body) if name == "documents" else None
     texts = []
     for i, item in enumerate(items):
         if isinstance(item, dict) and name == "documents":
-            item = item.get("text")
+            item = _object_text(item, fields, f"{name}[{i}]")
         if not isinstance(item, str):
             shape = "a string or an object with a 'text' string" if name == "documents" else "a string"
             raise RequestError(422, f"'{name}[{i}]' must be {shape}")
@@ -361,7 +392,10 @@ class RerankRequest(BaseModel):
     """Cohere v1 / Jina shape (``documents``) or TEI shape (``texts``): give one of the two."""
 
     query: str
-    documents: list[str | TextObject] | None = Field(None, description="Cohere v1 / Jina: the texts to rank")
+    documents: list[str | TextObject | dict] | None = Field(
+        None, description="Cohere v1 / Jina: the texts to rank (objects: their 'text', or the 'rank_fields')")
+    rank_fields: list[str] | None = Field(None, description="Cohere v1: the fields of object documents ranked, as "
+                                          "'field: value' lines in this order")
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
     model: str | None = Field(None, description="accepted and ignored: the service serves one model")
@@ -512,7 +546,12 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
         top_n = _top_n(body)
         with_docs = _field(body, "return_documents", bool, False)  # Cohere's default
         values = reranker.relevance(await scores(query, docs))
-        results = [{"index": i, "relevance_score": values[i], **({"document": {"text": docs[i]}} if with_docs else {})}
+        given = body["documents"]  # an object document comes back whole, as Cohere v1 returns it
+
+        def document(i: int) -> dict:
+            return given[i] if isinstance(given[i], dict) else {"text": docs[i]}
+
+        results = [{"index": i, "relevance_score": values[i], **({"document": document(i)} if with_docs else {})}
                    for i in _ranked(values)[:top_n]]
         out = {"id": str(uuid.uuid4()), "model": reranker.model_name, "results": results,
                "meta": {**_meta("1"), "documents": len(docs)}}

@@ -423,6 +423,29 @@ def test_cohere_sdk_v1_and_v2_clients_unchanged(served, reranker):
                                                                     abs=1e-5)
 
 
+def test_cohere_v1_object_documents_with_rank_fields(served, reranker):
+    """Cohere v1 ranks object documents by ``rank_fields`` (in their order) and returns the objects whole; they
+    were refused with 422. The ranked text is each present field as a "field: value" line."""
+    import cohere
+
+    docs = [{"title": f"문서 {i}", "body": d, "id": i} for i, d in enumerate(DOCS)]
+    texts = [f"title: 문서 {i}\nbody: {d}" for i, d in enumerate(DOCS)]
+    v1 = cohere.Client(api_key="unused", base_url=served).rerank(query=QUERY, documents=docs, model="any",
+                                                                  rank_fields=["title", "body"], return_documents=True)
+    want = reranker.rerank(QUERY, texts)
+    assert [r.index for r in v1.results] == [d.index for d in want]
+    assert [r.relevance_score for r in v1.results] == pytest.approx([d.score for d in want], abs=1e-5)
+    import httpx
+
+    raw = httpx.post(f"{served}/v1/rerank", json={"query": QUERY, "documents": docs, "rank_fields": ["body"],
+                                                  "return_documents": True, "top_n": 1}).json()
+    assert raw["results"][0]["document"] == docs[raw["results"][0]["index"]]
+    for body, says in (({"rank_fields": ["nope"]}, "none of the rank_fields"), ({"rank_fields": []}, "non-empty list"),
+                       ({}, "or name the fields to rank")):
+        bad = httpx.post(f"{served}/v1/rerank", json={"query": QUERY, "documents": docs, **body})
+        assert bad.status_code == 422 and says in bad.json()["detail"]
+
+
 def test_langchain_cohere_and_llama_index_cohere_rerank_unchanged(served, reranker):
     from langchain_cohere import CohereRerank as LangChainCohere
     from langchain_core.documents import Document
