@@ -48,7 +48,7 @@ def _open_store(args, lexical: bool = True, create: bool = False):
     kwargs = dict(collection=args.collection, encoder=args.encoder, encoder_options=_model_options(args),
                   lexical=lexical, create=create)
     if args.host:
-        return ChromaStore.connect(args.host, args.port, lexical_path=args.store and
+        return ChromaStore.connect(args.host, args.port or 8000, lexical_path=args.store and
                                    lexical_dir(args.store, args.collection), **kwargs)
     if not args.store:
         raise UsageError("give --store DIR (embedded store) or --host/--port (Chroma server)")
@@ -402,7 +402,7 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("store")
     g.add_argument("--store", help="directory of the embedded Chroma store")
     g.add_argument("--host", help="Chroma server host (instead of --store)")
-    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--port", type=int, help="with --host: the Chroma server's port (default 8000)")
     g.add_argument("--collection", default="rag_rerank")
     g.add_argument("--encoder", help="bi-encoder (default: the one the collection was built with, "
                    "else intfloat/multilingual-e5-small, offline twin when no hub)")
@@ -611,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
+        if getattr(args, "port", None) is not None and not args.host:
+            # --port alone did nothing (a serve started with it listened on 8080 all the same)
+            where = " The service listens where --listen says, e.g. --listen 127.0.0.1:9000." if args.command == "serve" else ""
+            raise UsageError(f"--port {args.port} is the Chroma server's port and needs --host.{where}")
         return args.func(args)
     except UsageError as exc:
         print(f"rag-rerank {args.command}: error: {exc}", file=sys.stderr)

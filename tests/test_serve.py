@@ -501,6 +501,10 @@ def test_serve_binds_before_announcing_and_a_bad_or_busy_port_exits_1(tiny_ce, c
     assert f"cannot listen on 127.0.0.1:{port}" in err.err and "rag-rerank serve:" not in err.out
     assert cli.main(["serve", "--reranker", str(tiny_ce), "--listen", "127.0.0.1:70000"]) == 1
     assert "a port is 1-65535" in capsys.readouterr().err
+    # --port is the Chroma server's (with --host): alone it did nothing, and `serve --port 9000` listened on 8080
+    assert cli.main(["serve", "--reranker", str(tiny_ce), "--port", "9000"]) == 2
+    err = capsys.readouterr().err
+    assert "--port 9000 is the Chroma server's port and needs --host" in err and "--listen 127.0.0.1:9000" in err
 
 
 @pytest.mark.slow
