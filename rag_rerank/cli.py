@@ -510,10 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mine", help="hard negatives + first-stage candidates for training data, written as JSONL")
     p.add_argument("--data", required=True, help="queries with positives (.jsonl/.csv/.tsv)")
     p.add_argument("--output", required=True, help=".jsonl to write (rag-rerank train --data reads it)")
-    p.add_argument("--num-hard", type=int, help="hard negatives per query (default: the training recipe's, "
+    p.add_argument("--num-hard", type=_count, help="hard negatives per query (default: the training recipe's, "
                    "chosen from the first stage's MRR@10 on these queries)")
-    p.add_argument("--num-random", type=int, help="random negatives per query (default: the training recipe's)")
-    p.add_argument("--skip-top", type=int,
+    p.add_argument("--num-random", type=_count, help="random negatives per query (default: the training recipe's)")
+    p.add_argument("--skip-top", type=_count,
                    help="take hard negatives below the first stage's top N (where false negatives crowd)")
     p.add_argument("--seed", type=int)
     _first_stage_args(p)
@@ -594,6 +594,17 @@ def run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
 class UsageError(ValueError):
     """Flags that do not make a command (exit 2, as argparse's own usage errors); any other error a
     command meets at run time (bad data, a missing file, a model that fails) exits 1."""
+
+
+def _count(text: str) -> int:
+    """A non-negative integer (a count that may be 0)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -416,6 +416,9 @@ def test_mining_excludes_positives_and_mixes_random(kornli, bm25):
     for before, after in zip(data.groups, skipped.groups):
         below = [h.text for h in bm25.candidates(before.query, 32)[2:] if h.text not in before.positives]
         assert after.negatives == below[:3]  # hard negatives start below the top 2
+    for bad in (dict(num_hard=-1), dict(num_random=-2), dict(skip_top=-1), dict(candidate_k=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):  # a negative count was sliced from the list's end
+            mine_hard_negatives(data, bm25, **{"num_random": 0, **bad})
 
 
 def test_negative_mix_follows_the_first_stage_score(kornli, bm25):
@@ -435,7 +438,10 @@ def test_negative_mix_follows_the_first_stage_score(kornli, bm25):
     assert (hard, rand) == MIX_FOR_STRONG and "at or above" in why and "40 queries" in why
     hard, rand, why = choose_mix(bm25, weak)
     assert (hard, rand) == MIX_FOR_WEAK and "below" in why
-    assert choose_mix(bm25, weak, num_hard=2) [:2] == (2, MIX_FOR_WEAK[1])  # a given count is kept
+    hard, rand, why = choose_mix(bm25, weak, num_hard=2)  # a given count is kept, and the message says so
+    assert (hard, rand) == (2, MIX_FOR_WEAK[1]) and why.endswith(f"2 hard + {MIX_FOR_WEAK[1]} random negatives (hard as given)")
+    with pytest.raises(ValueError, match="num_hard"):  # -1 was taken, reported as the default mix, sliced from the end
+        choose_mix(bm25, weak, num_hard=-1)
     assert choose_mix(bm25, strong, num_hard=2, num_random=3) == (2, 3, "as given")
     assert choose_mix(bm25, [])[:2] == MIX_FOR_WEAK  # nothing to score: the cautious mix
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ..retrieval.first_stage import FirstStage, candidates_and_sides
 from .data import Group, TrainingData
-from ..types import in_chunks
+from ..types import check_int, in_chunks
 
 
 RANDOM_POOL = 20000  # texts random negatives are drawn from (a large store is sampled, not read whole)
@@ -40,12 +40,15 @@ def choose_mix(first_stage: FirstStage, groups: Sequence[Group], candidate_k: in
                num_hard: int | None = None, num_random: int | None = None) -> tuple[int, int, str]:
     """Fill in whichever of ``num_hard``/``num_random`` is None from :func:`default_mix`, scoring
     the first stage on (up to MIX_SAMPLE of) ``groups``. Returns (hard, random, why)."""
+    for name, value in (("num_hard", num_hard), ("num_random", num_random)):
+        if value is not None:
+            check_int(value, name, minimum=0)
     if num_hard is not None and num_random is not None:
         return num_hard, num_random, "as given"
     scored = [g for g in groups if g.positives][:MIX_SAMPLE]
     if not scored:
         hard, rand = MIX_FOR_WEAK
-        why = "no queries with positives to score the first stage on: the mix for a weak one"
+        why = "no queries with positives to score the first stage on (the mix for a weak one)"
     else:
         from ..evaluate import mrr
 
@@ -53,9 +56,10 @@ def choose_mix(first_stage: FirstStage, groups: Sequence[Group], candidate_k: in
         value = mrr([[h.text for h in hits] for hits in ranked], [set(g.positives) for g in scored])
         hard, rand = default_mix(value)
         side = "at or above" if value >= STRONG_FIRST_STAGE else "below"
-        why = (f"first stage MRR@10 {value:.4f} on {len(scored)} queries, {side} {STRONG_FIRST_STAGE:g}: "
-               f"{hard} hard + {rand} random negatives")
-    return (hard if num_hard is None else num_hard), (rand if num_random is None else num_random), why
+        why = f"first stage MRR@10 {value:.4f} on {len(scored)} queries, {side} {STRONG_FIRST_STAGE:g}"
+    hard, rand = (hard if num_hard is None else num_hard), (rand if num_random is None else num_random)
+    given = " and ".join(n for n, v in (("hard", num_hard), ("random", num_random)) if v is not None)
+    return hard, rand, f"{why}: {hard} hard + {rand} random negatives" + (f" ({given} as given)" if given else "")
 
 
 PROGRESS_CHUNK = 512  # queries a first-stage call takes while a progress bar shows
@@ -74,6 +78,9 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
     (``Group.sides``) so training on the saved file can still tune the hybrid. Scored pairs pass
     through unchanged.
     """
+    for name, value, least in (("num_hard", num_hard, 0), ("num_random", num_random, 0), ("skip_top", skip_top, 0),
+                               ("candidate_k", candidate_k, 1)):
+        check_int(value, name, minimum=least)  # a negative count sliced from the end of the list
     rng = random.Random(seed)
     pool = list(corpus) if corpus is not None else first_stage.sample_texts(RANDOM_POOL) if num_random else []
     if num_random and not pool:
