@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from rag_rerank.retrieval.encoder import BiEncoder
 from rag_rerank.retrieval.lexical import KoreanBM25
 from rag_rerank.retrieval.first_stage import hybrid
 from rag_rerank.retrieval.fusion import Fusion
@@ -203,6 +204,14 @@ def test_search_vector_refuses_a_vector_it_cannot_answer(premises_store):
                        ([[0.1] * dim], "1-d"), ("abc", "sequence of numbers|values")):
         with pytest.raises(ValueError, match=match):
             premises_store.search_vector(bad, 3)
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_bi_encoder_refuses_a_batch_size_it_cannot_use(tiny_encoder, backend):
+    """batch_size 0 failed inside sentence-transformers / the CPU backend's range(); -1 ran on OpenVINO."""
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="batch_size"):
+            BiEncoder(str(tiny_encoder), backend=backend, batch_size=bad)
 
 
 def test_unknown_mode(premises_store):

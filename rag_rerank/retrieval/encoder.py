@@ -12,7 +12,7 @@ from .. import models
 from ..models.devices import resolve_device, resolve_dtype
 from ..models import DEFAULT_ENCODER
 from ..models.export import check_options, choose_backend, torch_instead
-from ..types import check_docs, check_query
+from ..types import check_docs, check_int, check_query
 
 __all__ = ["DEFAULT_ENCODER", "BiEncoder"]
 
@@ -40,6 +40,9 @@ class BiEncoder:
                  max_length: int | None = None, trust_remote_code: bool = False,
                  local_files_only: bool | None = None, backend: Literal["auto", "torch", "onnx", "openvino"] = "auto",
                  quantize: bool = False, threads: int | None = None, dtype: str | None = None) -> None:
+        batch_size = check_int(batch_size, "batch_size", minimum=1)  # 0 / -1 failed (or ran) deep inside a backend
+        if max_length is not None:
+            check_int(max_length, "max_length", minimum=1)
         asked = backend
         backend, self.backend_reason = choose_backend(backend, device, quantize=quantize,
                                                       trust_remote_code=trust_remote_code)
