@@ -206,6 +206,14 @@ def test_search_vector_refuses_a_vector_it_cannot_answer(premises_store):
             premises_store.search_vector(bad, 3)
 
 
+def test_get_checks_limit_and_offset(premises_store):
+    """limit=-1 surfaced as an OverflowError and 1.5 as a TypeError from Chroma's binding."""
+    assert len(premises_store.get(limit=2, offset=1)) == 2 and premises_store.get(limit=0) == []
+    for bad in (dict(limit=-1), dict(limit=1.5), dict(offset=-2), dict(offset="1")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            premises_store.get(**bad)
+
+
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
 def test_bi_encoder_refuses_a_batch_size_it_cannot_use(tiny_encoder, backend):
     """batch_size 0 failed inside sentence-transformers / the CPU backend's range(); -1 ran on OpenVINO."""

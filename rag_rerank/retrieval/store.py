@@ -33,7 +33,7 @@ from .encoder import BiEncoder, as_bi_encoder
 from .lexical import text_key
 from .lexical_index import LexicalIndex, _stamp, migrate_json, prepare
 from ..models import DEFAULT_ENCODER
-from ..types import Document, Hit, check_k, check_query, json_lines
+from ..types import Document, Hit, check_int, check_k, check_query, json_lines
 
 DEFAULT_COLLECTION = "rag_rerank"
 _VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
@@ -414,6 +414,9 @@ class ChromaStore:
     def get(self, ids: Sequence[str] | None = None, where: dict | None = None,
             limit: int | None = None, offset: int | None = None) -> list[Document]:
         ids = _id_list(ids) if ids is not None else None
+        # checked here: Chroma's binding answered -1 with an OverflowError and 1.5 with a TypeError of its own
+        limit = None if limit is None else check_int(limit, "limit", minimum=0)
+        offset = None if offset is None else check_int(offset, "offset", minimum=0)
         if ids is not None and len(ids) == 0:
             return []
         with _where_errors(where):
