@@ -283,6 +283,8 @@ def _cmd_serve(args) -> int:
         raise UsageError(f"--max-body-mb must be in (0, 4096], got {args.max_body_mb}")
     if not 0 <= args.max_wait_ms <= 10_000:
         raise UsageError(f"--max-wait-ms must be in [0, 10000], got {args.max_wait_ms}")
+    if args.api_key is not None and not args.api_key.strip():  # "$KEY" of an unset variable: not "no auth"
+        raise UsageError("--api-key is empty (an unset variable?); give the key, or leave the flag out for no auth")
     # before any model loads: a busy or bad port fails at once (with workers: a reservation each worker listens beside)
     sock = listen(host_name.strip("[]"), int(port), per_worker=args.workers > 1)
     if args.workers > 1:
@@ -324,7 +326,8 @@ def _serve_app(args):
     limits = Limits(max_documents=args.max_documents, max_document_chars=args.max_document_chars,
                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     given = dict(mode=args.mode, candidate_k=args.candidate_k, top_n=args.top_n)  # unset: TwoStageRetriever's
-    app = create_app(reranker, api_key=args.api_key or os.environ.get("RAG_RERANK_API_KEY") or None, store=store,
+    app = create_app(reranker, api_key=args.api_key if args.api_key is not None
+                     else os.environ.get("RAG_RERANK_API_KEY") or None, store=store,
                      limits=limits, max_wait_ms=args.max_wait_ms,
                      retriever_options={k: v for k, v in given.items() if v is not None})
     return app, (f"rag-rerank serve: {reranker!r}"

@@ -471,6 +471,9 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
     limits = limits or Limits()
     from .types import check_number
 
+    if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+        # an empty key (an unset variable) would have served everyone with no auth, silently
+        raise ValueError("api_key is empty: give the key, or None for a service without auth")
     max_wait_ms = check_number(max_wait_ms, "max_wait_ms", 0, 10_000)
     metrics = _Metrics(reranker)
     batcher = MicroBatcher(reranker, max_wait_ms, max_batch_pairs, metrics) if max_wait_ms > 0 else None

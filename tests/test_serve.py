@@ -121,6 +121,14 @@ def test_bearer_token(reranker):
         assert c.get("/metrics").status_code == 401
         assert c.get("/health").status_code == 200  # balancers probe it without credentials
         assert c.post("/rerank", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    # an empty key (`--api-key "$KEY"` with KEY unset) served everyone without auth, silently
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="api_key is empty"):
+            create_app(reranker, api_key=empty)
+    from rag_rerank import cli
+
+    out = cli.run(["serve", "--reranker", "/nonexistent-model", "--api-key", ""])
+    assert out[0] == 2 and "--api-key is empty" in out[2]  # refused before any model loads
 
 
 def test_search_over_a_store(reranker, tmp_path, tiny_encoder):
