@@ -905,7 +905,8 @@ def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str |
 
     sock = sock if sock is not None else listen(host, port)
     if app is None:
-        app = create_app(reranker, api_key=api_key or os.environ.get(API_KEY_ENV) or None, **options)
+        app = create_app(reranker, api_key=api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None,
+                         **options)
     freeze_heap()
     if announce:
         print(announce, flush=True)
