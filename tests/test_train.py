@@ -296,6 +296,23 @@ def test_bad_tsv_names_the_line(tmp_path):
         load(f)
 
 
+def test_train_checks_data_built_in_python(tmp_path, tiny_ce):
+    """Files are checked as they are read; data built in Python reached the trainer unchecked: no rows failed
+    in min() of an empty sequence, and a NaN label trained on a NaN loss. Both name the row now, before any
+    model loads."""
+    from rag_rerank.train.data import Group, ScoredPair, TrainingData
+
+    cfg = preset("fast", base_model=str(tiny_ce), output_dir=str(tmp_path / "out"))
+    for data, says in ((TrainingData(), "train_data holds no rows"),
+                       (TrainingData(pairs=[ScoredPair("q", "d", 1.0), ScoredPair("q", "e", float("nan"))]),
+                        r"train_data.pairs\[1\]: label nan"),
+                       (TrainingData(pairs=[ScoredPair("q", None, 1.0)]), r"pairs\[0\]: document"),
+                       (TrainingData(groups=[Group("q", [])]), r"groups\[0\]: no positive")):
+        with pytest.raises(DataError, match=says):
+            train(cfg, data)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_short_csv_row_is_an_error_not_a_positive(tmp_path):
     """A row missing its label field was read as a (query, positive) row: a pair labelled 0 in the user's
     file could train as a positive. It names the line and the missing column now."""

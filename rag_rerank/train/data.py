@@ -35,6 +35,32 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.groups) + len(self.pairs)
 
+    def check(self, name: str = "data") -> "TrainingData":
+        """Raise :class:`DataError` naming the row where this data cannot train: no rows, a text that is not
+        a non-empty string, a group without positives, a label that is not a number in [0, 1] (a NaN label
+        made the loss NaN). Files are checked as they are read (:func:`load`); data built in Python is
+        checked here, by :func:`~rag_rerank.train.train`."""
+        import math
+
+        if not len(self):
+            raise DataError(f"{name} holds no rows")
+        for i, g in enumerate(self.groups):
+            where = f"{name}.groups[{i}]"
+            _text(g.query, where, "query")
+            if not g.positives:
+                raise DataError(f"{where}: no positive document")
+            for what in ("positives", "negatives"):
+                _texts(list(getattr(g, what)), where, what)
+        for i, p in enumerate(self.pairs):
+            where = f"{name}.pairs[{i}]"
+            _text(p.query, where, "query")
+            _text(p.document, where, "document")
+            label = p.label
+            if isinstance(label, bool) or not isinstance(label, (int, float)) or not math.isfinite(label) \
+                    or not 0.0 <= label <= 1.0:
+                raise DataError(f"{where}: label {label!r} is not a number in [0, 1]")
+        return self
+
     def split(self, fraction: float, seed: int = 0, min_queries: int = 0, max_fraction: float = 0.25,
               by: str = "auto") -> tuple["TrainingData", "TrainingData"]:
         """Carve a validation part off: all rows of a query land on one side; with ``by="document"``

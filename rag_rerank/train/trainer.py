@@ -209,6 +209,11 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     """
     from transformers import EarlyStoppingCallback
 
+    train_data.check("train_data")  # data built in Python: files were checked as they were read
+    if eval_data is not None and len(eval_data):
+        eval_data.check("eval_data")
+    for name, extra in extra_data:
+        extra.check(f"extra_data {name!r}")
     notes: list[str] = []
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
