@@ -297,6 +297,10 @@ def test_two_stage_reranks_candidates(premises_store, tiny_ce, queries):
     for h in hits:
         assert h.rerank_score == h.score and h.first_stage_score == by_id[h.id].first_stage_score
     assert retriever.retrieve(query, rerank=False) == candidates[:3]
+    # top_n above candidate_k: as many hits as asked (it returned candidate_k, silently fewer)
+    many = retriever.retrieve(query, top_n=25)
+    assert len(many) == 25 and len({h.id for h in many}) == 25
+    assert len(retriever.retrieve(query, top_n=25, rerank=False)) == 25
 
 
 def test_two_stage_async(premises_store, tiny_ce, queries):

@@ -161,10 +161,11 @@ class TwoStageRetriever:
 
     def retrieve(self, query: str, top_n: int | None = None, where: dict | None = None,
                  rerank: bool = True) -> list[Hit]:
-        """Candidates -> rerank -> fusion -> ``top_n`` hits carrying every stage's score."""
+        """Candidates -> rerank -> fusion -> ``top_n`` hits carrying every stage's score. A ``top_n`` above
+        ``candidate_k`` takes ``top_n`` candidates (it returned only ``candidate_k`` hits, silently fewer)."""
         check_query(query)
         top_n = check_k(top_n if top_n is not None else self.top_n, "top_n")
-        hits = self.candidates(query, where=where)
+        hits = self.candidates(query, max(self.candidate_k, top_n), where)
         if not rerank or self.reranker is None:
             return hits[:top_n]
         return self.rerank_hits(query, hits, where)[:top_n]
