@@ -311,6 +311,9 @@ def test_train_checks_data_built_in_python(tmp_path, tiny_ce):
         with pytest.raises(DataError, match=says):
             train(cfg, data)
     assert not (tmp_path / "out").exists()
+    # lora_targets without lora was ignored in silence (every weight trained); refused where the options are final
+    with pytest.raises(ValueError, match="lora_targets needs lora=true"):
+        train(cfg.replace(lora_targets=["query"]), TrainingData(pairs=[ScoredPair("q", "d", 1.0)]))
 
 
 def test_a_short_csv_row_is_an_error_not_a_positive(tmp_path):

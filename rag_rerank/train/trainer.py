@@ -209,6 +209,9 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
     """
     from transformers import EarlyStoppingCallback
 
+    if config.lora_targets is not None and not config.lora:  # checked here, where the options are final
+        raise ValueError("training option lora_targets needs lora=true (--lora); without it every weight trains "
+                         "and the targets would be ignored")
     train_data.check("train_data")  # data built in Python: files were checked as they were read
     if eval_data is not None and len(eval_data):
         eval_data.check("eval_data")
