@@ -315,7 +315,7 @@ def _cmd_serve(args) -> int:
 def _serve_app(args):
     """The app ``serve``'s flags describe (the reranker and the store loaded), and how to announce it."""
     from .reranker import Reranker
-    from .serve import Limits, create_app
+    from .serve import Limits, api_key_or_env, create_app
 
     store = _open_store(args) if args.store or args.host else None
     if store is not None and store.lexical is not None:
@@ -326,8 +326,7 @@ def _serve_app(args):
     limits = Limits(max_documents=args.max_documents, max_document_chars=args.max_document_chars,
                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     given = dict(mode=args.mode, candidate_k=args.candidate_k, top_n=args.top_n)  # unset: TwoStageRetriever's
-    app = create_app(reranker, api_key=args.api_key if args.api_key is not None
-                     else os.environ.get("RAG_RERANK_API_KEY") or None, store=store,
+    app = create_app(reranker, api_key=api_key_or_env(args.api_key), store=store,
                      limits=limits, max_wait_ms=args.max_wait_ms,
                      retriever_options={k: v for k, v in given.items() if v is not None})
     return app, (f"rag-rerank serve: {reranker!r}"

@@ -894,6 +894,12 @@ def _supervise(sock, workers: int, announce: str | None, drain_seconds: float) -
             signal.signal(sig, handler)
 
 
+def api_key_or_env(api_key: str | None) -> str | None:
+    """The key given, else ``$RAG_RERANK_API_KEY``, else None (no auth). A given empty key stays empty, for
+    :func:`create_app` to refuse: it must not fall through to the environment or to no auth."""
+    return api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+
+
 def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None, sock=None,
           announce: str | None = None, drain_seconds: float = 30.0, app=None, **options) -> None:
     """Run the app with uvicorn until interrupted. ``api_key`` falls back to ``$RAG_RERANK_API_KEY``.
@@ -905,8 +911,7 @@ def serve(reranker, *, host: str = "127.0.0.1", port: int = 8080, api_key: str |
 
     sock = sock if sock is not None else listen(host, port)
     if app is None:
-        app = create_app(reranker, api_key=api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None,
-                         **options)
+        app = create_app(reranker, api_key=api_key_or_env(api_key), **options)
     freeze_heap()
     if announce:
         print(announce, flush=True)

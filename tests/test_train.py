@@ -307,7 +307,8 @@ def test_train_checks_data_built_in_python(tmp_path, tiny_ce):
                        (TrainingData(pairs=[ScoredPair("q", "d", 1.0), ScoredPair("q", "e", float("nan"))]),
                         r"train_data.pairs\[1\]: label nan"),
                        (TrainingData(pairs=[ScoredPair("q", None, 1.0)]), r"pairs\[0\]: document"),
-                       (TrainingData(groups=[Group("q", [])]), r"groups\[0\]: no positive")):
+                       (TrainingData(groups=[Group("q", [])]), r"groups\[0\]: no positive"),
+                       (TrainingData(groups=[Group("q", "abc")]), r"groups\[0\]: positives must be a list")):
         with pytest.raises(DataError, match=says):
             train(cfg, data)
     assert not (tmp_path / "out").exists()

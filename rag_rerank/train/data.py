@@ -50,7 +50,10 @@ class TrainingData:
             if not g.positives:
                 raise DataError(f"{where}: no positive document")
             for what in ("positives", "negatives"):
-                _texts(list(getattr(g, what)), where, what)
+                value = getattr(g, what)
+                if isinstance(value, str):  # list() would have checked its characters
+                    raise DataError(f"{where}: {what} must be a list of strings, not one string")
+                _texts(list(value), where, what)
         for i, p in enumerate(self.pairs):
             where = f"{name}.pairs[{i}]"
             _text(p.query, where, "query")
