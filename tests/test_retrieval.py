@@ -388,3 +388,36 @@ def test_two_stage_fuses_in_the_rerankers_known_queries(premises_store, tiny_ce,
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert [h.text for h in with_known.retrieve("관련 없는 다른 질문")] == [
         h.text for h in without.retrieve("관련 없는 다른 질문")]  # no similar known query: unchanged
+
+
+def test_in_memory_corpus_ids_are_positions_in_the_texts_given():
+    """A text given twice is one entry; every hit's id is its text's position in the list given (a repeated
+    text used to shift every later id, so ``texts[int(hit.id)]`` read another text)."""
+    from rag_rerank.retrieval.first_stage import InMemoryCorpus
+
+    texts = ["서울은 한국의 수도이다.", "김치는 발효 음식이다.", "서울은 한국의 수도이다.", "제주도는 섬이다."]
+    corpus = InMemoryCorpus(texts, mode="bm25")
+    for query in ("제주도", "김치", "서울"):
+        hits = corpus.candidates(query, 5)
+        assert hits and all(texts[int(h.id)] == h.text for h in hits), hits
+    assert [h.id for h in corpus.candidates("제주도", 1)] == ["3"]
+    assert [h.id for h in corpus.candidates("서울", 5)] == ["0"]  # the repeat is one entry, at its first place
+    assert [d.id for d in corpus.find_texts(["제주도는 섬이다.", "없는 글"])[:1]] == ["3"]
+
+
+def test_two_stage_refuses_a_mode_or_hybrid_its_first_stage_would_ignore(tiny_ce):
+    """Beside a first stage, mode= and hybrid= were ignored in silence (mode="dense" over a BM25 corpus searched
+    BM25); a store that is neither a ChromaStore nor a first stage failed inside with an AttributeError."""
+    from rag_rerank.retrieval.first_stage import InMemoryCorpus
+
+    corpus = InMemoryCorpus(["서울은 한국의 수도이다.", "제주도는 섬이다."], mode="bm25")
+    with pytest.raises(ValueError, match=r"mode='dense'.*searches in mode 'bm25'"):
+        TwoStageRetriever(corpus, mode="dense")
+    with pytest.raises(ValueError, match="hybrid= applies to a store"):
+        TwoStageRetriever(corpus, hybrid=Fusion(0.7))
+    with pytest.raises(ValueError, match="unknown mode 'sparse'"):
+        TwoStageRetriever(corpus, mode="sparse")
+    with pytest.raises(TypeError, match="store must be a ChromaStore or a first stage.*got list"):
+        TwoStageRetriever(["서울은 한국의 수도이다."])
+    same = TwoStageRetriever(corpus, mode="bm25", hybrid=None)  # repeating its own mode is fine
+    assert same.mode == "bm25" and [h.text for h in same.retrieve("제주도", top_n=1)] == ["제주도는 섬이다."]

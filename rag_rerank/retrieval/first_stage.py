@@ -178,14 +178,21 @@ class StoreFirstStage(DenseAndLexical):
 
 
 class InMemoryCorpus(DenseAndLexical):
-    """The first stage over a plain list of texts: same modes and scores as a store."""
+    """The first stage over a plain list of texts: same modes and scores as a store. A hit's id is its
+    text's position in ``texts`` (a text given twice is one entry, at its first position)."""
 
     def __init__(self, texts: Sequence[str], *, mode: Mode = "hybrid", encoder: "BiEncoder | str | None" = None,
                  encoder_options: dict | None = None, hybrid: Fusion | None = None, bm25_tokenizer: str = "kiwi") -> None:
         """``encoder_options``: keyword arguments for a bi-encoder loaded by name (``backend``, ``threads``, ...)."""
         self.mode = check_mode(mode)
-        self.texts = list(dict.fromkeys(check_docs(texts)))  # one entry per distinct text
-        self.ids = [str(i) for i in range(len(self.texts))]
+        # one entry per distinct text; its id is where it first stands in ``texts`` (a repeated text
+        # earlier had shifted every later id off its text's position)
+        first = {}
+        for i, text in enumerate(check_docs(texts)):
+            first.setdefault(text, i)
+        self.texts = list(first)
+        self.ids = [str(i) for i in first.values()]
+        self._by_id = dict(zip(self.ids, self.texts))
         self.hybrid_fusion = hybrid or EQUAL
         self._position = {t: i for i, t in enumerate(self.texts)}
         self.encoder = None
@@ -221,7 +228,7 @@ class InMemoryCorpus(DenseAndLexical):
 
     def _lexical_many(self, queries: list[str], k: int, where: dict | None) -> list[list[Hit]]:
         self._no_filter(where)
-        return [[Hit(i, self.texts[int(i)], {}, s, s, r) for r, (i, s) in enumerate(self.lexical.search(q, k), 1)]
+        return [[Hit(i, self._by_id[i], {}, s, s, r) for r, (i, s) in enumerate(self.lexical.search(q, k), 1)]
                 for q in queries]
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 from . import fusion as fusion_lib
 from . import known_queries as known_lib
 from ..models import settings as model_settings
-from .first_stage import FirstStage, Mode, StoreFirstStage
+from .first_stage import FirstStage, Mode, StoreFirstStage, check_mode
 from .fusion import Fusion
 from .known_queries import KnownQueries
 from ..types import Hit, check_k, check_query
@@ -97,7 +97,8 @@ class TwoStageRetriever:
         store: the :class:`~rag_rerank.store.ChromaStore` to search, or any
             :class:`~rag_rerank.first_stage.FirstStage` (then ``mode`` and ``hybrid`` are its own).
         reranker: a :class:`~rag_rerank.Reranker`, a model name/path, or None for first stage only.
-        mode: first stage over a store: ``dense`` (bi-encoder), ``bm25`` (Kiwi) or ``hybrid`` (RRF of both).
+        mode: first stage over a store: ``dense`` (bi-encoder), ``bm25`` (Kiwi) or ``hybrid`` (RRF of both,
+            the default). Beside a first stage it may only repeat that first stage's mode.
         candidate_k: candidates the first stage hands to the reranker.
         top_n: hits returned.
         hybrid: how BM25's ranking joins the dense one in ``hybrid`` mode: ``"auto"`` (the default)
@@ -119,7 +120,7 @@ class TwoStageRetriever:
     """
 
     def __init__(self, store: "ChromaStore | FirstStage", reranker: "Reranker | str | None" = None, *,
-                 mode: Mode = "hybrid", candidate_k: int = 50, top_n: int = 5,
+                 mode: Mode | None = None, candidate_k: int = 50, top_n: int = 5,
                  hybrid: Fusion | str | None = "auto", fusion: Fusion | str | None = "auto",
                  known_queries: KnownQueries | str | None = "auto") -> None:
         self.candidate_k = check_k(candidate_k, "candidate_k")
@@ -129,8 +130,25 @@ class TwoStageRetriever:
 
             reranker = Reranker(reranker)
         settings = model_settings.load(reranker.path if reranker is not None else None)
-        self.first_stage = (store if isinstance(store, FirstStage) else StoreFirstStage(
-            store, mode, hybrid=fusion_lib.resolve(hybrid, lambda: settings.hybrid)))
+        if mode is not None:
+            check_mode(mode)
+        if isinstance(store, FirstStage):
+            # a first stage searches as it was built: a mode or hybrid given here beside it was ignored in
+            # silence (mode="dense" over a BM25 corpus searched BM25)
+            if mode is not None and mode != store.mode:
+                raise ValueError(f"mode={mode!r}, but the first stage given searches in mode {store.mode!r}: set the "
+                                 "mode where the first stage is built (e.g. InMemoryCorpus(texts, mode=...)) or "
+                                 "leave mode unset")
+            if fusion_lib.resolve(hybrid, lambda: None) is not None:
+                raise ValueError("hybrid= applies to a store; a first stage given as it is keeps its own hybrid "
+                                 "(e.g. InMemoryCorpus(texts, hybrid=Fusion(...)))")
+            self.first_stage = store
+        elif callable(getattr(store, "search_vector", None)) and hasattr(store, "lexical"):
+            self.first_stage = StoreFirstStage(store, mode or "hybrid",
+                                               hybrid=fusion_lib.resolve(hybrid, lambda: settings.hybrid))
+        else:
+            raise TypeError(f"store must be a ChromaStore or a first stage (e.g. InMemoryCorpus), got "
+                            f"{type(store).__name__}")
         fusion = fusion_lib.resolve(fusion, lambda: settings.fusion)  # checked with or without a reranker
         # the second stage the framework adapters run, its fusion resolved from the settings read above
         self.second_stage = SecondStage(reranker, fusion) if reranker is not None else None
