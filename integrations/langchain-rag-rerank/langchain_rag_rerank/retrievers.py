@@ -23,8 +23,9 @@ class KoreanChromaRetriever(BaseRetriever):
     """A LangChain retriever over a :class:`~rag_rerank.retrieval.pipeline.TwoStageRetriever`.
 
     How many documents, as LangChain's own retrievers take it: ``k`` (``top_n`` is accepted as its
-    old name), ``search_kwargs={"k": ..., "where": {...}}`` like ``VectorStoreRetriever``, or per
-    call: ``retriever.invoke(query, k=1, where={...})``. A per-call value wins over
+    old name), ``search_kwargs={"k": ..., "where": {...}}`` like ``VectorStoreRetriever`` (``"filter"``,
+    the name LangChain's Chroma retriever uses, is taken for ``"where"``), or per call:
+    ``retriever.invoke(query, k=1, where={...})``. A per-call value wins over
     ``search_kwargs``, which wins over the fields; unset, the pipeline's ``top_n`` (its
     ``candidate_k`` with ``rerank=False``).
     """
@@ -48,13 +49,17 @@ class KoreanChromaRetriever(BaseRetriever):
         return [hit_to_document(h) for h in hits]
 
     def _n(self, k: Optional[int]) -> int:
-        unknown = set(self.search_kwargs) - {"k", "where"}
+        unknown = set(self.search_kwargs) - {"k", "where", "filter"}
         if unknown:  # a typo here would otherwise be ignored in silence
-            raise ValueError(f"search_kwargs takes 'k' and 'where', not {', '.join(sorted(unknown))}")
+            raise ValueError(f"search_kwargs takes 'k' and 'where' (or its Chroma name 'filter'), not "
+                             f"{', '.join(sorted(unknown))}")
+        if {"where", "filter"} <= set(self.search_kwargs):
+            raise ValueError("search_kwargs has both 'where' and 'filter' (the same Chroma filter): give one")
         for value in (k, self.search_kwargs.get("k"), self.k):
             if value is not None:
                 return value  # check_k in the pipeline refuses 0, negatives and non-integers
         return self.pipeline.top_n if self.rerank else self.pipeline.candidate_k
 
     def _where(self, where: Optional[dict]) -> Optional[dict]:
-        return next((w for w in (where, self.search_kwargs.get("where"), self.where) if w is not None), None)
+        given = self.search_kwargs.get("where", self.search_kwargs.get("filter"))
+        return next((w for w in (where, given, self.where) if w is not None), None)

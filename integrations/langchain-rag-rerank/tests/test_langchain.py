@@ -201,8 +201,15 @@ def test_retriever_sync_and_async(store, e5_reranker, qa):
     assert len(KoreanChromaRetriever(pipeline=pipeline, search_kwargs={"k": 3}).invoke(qa[0])) == 3
     assert len(KoreanChromaRetriever(pipeline=pipeline, k=3).invoke(qa[0], k=1)) == 1  # the call wins
     assert len(KoreanChromaRetriever(pipeline=pipeline, top_n=1).invoke(qa[0])) == 1
-    with pytest.raises(ValueError, match="search_kwargs takes 'k' and 'where', not top_k"):
+    with pytest.raises(ValueError, match="search_kwargs takes 'k' and 'where' .*, not top_k"):
         KoreanChromaRetriever(pipeline=pipeline, search_kwargs={"top_k": 1}).invoke(qa[0])
+    # the filter as LangChain's Chroma retriever names it (search_kwargs={"filter": ...}) is the where filter
+    wanted = {"row": {"$in": [0, 1, 2]}}
+    filtered = KoreanChromaRetriever(pipeline=pipeline, search_kwargs={"k": 5, "filter": wanted}).invoke(qa[0])
+    assert filtered and {d.metadata["row"] for d in filtered} <= {0, 1, 2}
+    assert [d.id for d in filtered] == [d.id for d in retriever.invoke(qa[0], k=5, where=wanted)]
+    with pytest.raises(ValueError, match="both 'where' and 'filter'"):
+        KoreanChromaRetriever(pipeline=pipeline, search_kwargs={"where": wanted, "filter": wanted}).invoke(qa[0])
     with pytest.raises(ValueError, match="must be a positive integer"):
         retriever.invoke(qa[0], k=0)  # not "the default" in silence
 
