@@ -286,3 +286,30 @@ def test_embedding_adapter_prompts(encoder):
     assert np.allclose(q, encoder.embed_query(QUERY)) and not np.allclose(q, p)
     assert np.allclose(asyncio.run(embed.aget_query_embedding(QUERY)), q)
     assert Settings  # the global settings were never needed
+
+
+def test_retriever_takes_llama_index_metadata_filters(tmp_path, encoder):
+    """``filters=MetadataFilters(...)`` as VectorIndexRetriever takes them: the same hits as the Chroma ``where``
+    they stand for; operators Chroma has no form for are refused by name, not dropped."""
+    from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
+    from llama_index.retrievers.rag_rerank.base import chroma_where
+
+    s = ChromaStore(tmp_path, "filters", encoder=encoder)
+    texts = ["서울은 한국의 수도이다.", "서울의 인구는 많다.", "부산은 항구 도시이다.", "서울에는 한강이 흐른다."]
+    s.add(texts, metadatas=[{"city": "서울", "n": 0}, {"city": "서울", "n": 1}, {"city": "부산", "n": 2},
+                            {"city": "서울", "n": 3}])
+    pipeline = TwoStageRetriever(s, mode="bm25", candidate_k=4)
+    filters = MetadataFilters(filters=[MetadataFilter(key="city", value="서울"),
+                                       MetadataFilter(key="n", value=1, operator=FilterOperator.GT)])
+    assert chroma_where(filters) == {"$and": [{"city": {"$eq": "서울"}}, {"n": {"$gt": 1}}]}
+    nodes = ChromaBiEncoderRetriever(pipeline, filters=filters, rerank=False).retrieve("서울")
+    assert [n.node.text for n in nodes] == ["서울에는 한강이 흐른다."]
+    either = MetadataFilters(filters=[MetadataFilter(key="n", value=0), MetadataFilter(key="n", value=2)],
+                             condition=FilterCondition.OR)
+    assert {n.node.metadata["n"] for n in ChromaBiEncoderRetriever(pipeline, filters=either, rerank=False)
+            .retrieve("서울 부산")} == {0, 2}
+    with pytest.raises(ValueError, match="operator 'text_match' .*no Chroma"):
+        ChromaBiEncoderRetriever(pipeline, filters=MetadataFilters(
+            filters=[MetadataFilter(key="city", value="서", operator=FilterOperator.TEXT_MATCH)]))
+    with pytest.raises(ValueError, match="where and filters are both given"):
+        ChromaBiEncoderRetriever(pipeline, filters=filters, where={"n": 1})
