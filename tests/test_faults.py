@@ -503,3 +503,14 @@ def test_two_writers_keep_every_bm25_entry(store):
     ids = store.all_ids()
     assert len(ids) == 5 and LexicalIndex(store.lexical.directory, "kiwi").ids == ids
     assert other.search_lexical("광주", 2)[0].text == "광주는 빛고을이다."
+
+
+def test_training_files_with_a_byte_order_mark_load(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark: it had become part of the first column's name,
+    so a file with a ``query`` column was refused for having none (and a JSONL file's first row was not JSON)."""
+    bom = "\ufeff".encode("utf-8")
+    for name, body in (("b.csv", "query,positive\n제주도,제주도는 섬이다.\n"),
+                       ("b.tsv", "query\tpositive\n제주도\t제주도는 섬이다.\n"),
+                       ("b.jsonl", json.dumps({"query": "제주도", "positive": "제주도는 섬이다."}, ensure_ascii=False))):
+        data = train_data.load(_file(tmp_path, name, bom + body.encode("utf-8"), raw=True))
+        assert [(g.query, g.positives) for g in data.groups] == [("제주도", ["제주도는 섬이다."])], name

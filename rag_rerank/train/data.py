@@ -259,12 +259,15 @@ def _bad_utf8_line(path: Path) -> int:
 
 
 def _open_text(path: Path, mode: str = "r"):
-    """Text file, gzip-compressed when the name ends in .gz (mined data with candidates is large)."""
+    """Text file, gzip-compressed when the name ends in .gz (mined data with candidates is large). Read as
+    UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8" writes one; it had become part of the first
+    column's name, so a file with a ``query`` column was refused for having none)."""
+    encoding = "utf-8-sig" if mode == "r" else "utf-8"
     if path.suffix.lower() == ".gz":
         import gzip
 
-        return gzip.open(path, mode + "t", encoding="utf-8", newline="" if mode == "r" else None)
-    return path.open(mode, encoding="utf-8", newline="" if mode == "r" else None)
+        return gzip.open(path, mode + "t", encoding=encoding, newline="" if mode == "r" else None)
+    return path.open(mode, encoding=encoding, newline="" if mode == "r" else None)
 
 
 def _suffix(path: Path) -> str:
