@@ -514,3 +514,18 @@ def test_training_files_with_a_byte_order_mark_load(tmp_path):
                        ("b.jsonl", json.dumps({"query": "제주도", "positive": "제주도는 섬이다."}, ensure_ascii=False))):
         data = train_data.load(_file(tmp_path, name, bom + body.encode("utf-8"), raw=True))
         assert [(g.query, g.positives) for g in data.groups] == [("제주도", ["제주도는 섬이다."])], name
+
+
+def test_config_files_with_a_byte_order_mark_load(tmp_path, tiny_ce):
+    """A training config or a model's rag_rerank.json saved by an editor that writes a byte-order mark."""
+    import shutil
+
+    from rag_rerank.models import settings as model_settings
+    from rag_rerank.train import load_config
+
+    cfg = _file(tmp_path, "c.json", "\ufeff".encode("utf-8") + b'{"preset": "fast", "learning_rate": 3e-5}', raw=True)
+    assert load_config(cfg).learning_rate == 3e-5
+    model = tmp_path / "m"
+    shutil.copytree(tiny_ce, model)
+    (model / "rag_rerank.json").write_bytes("\ufeff".encode("utf-8") + b'{"candidate_k": 30}')
+    assert model_settings.load(str(model)).candidate_k == 30

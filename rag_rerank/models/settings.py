@@ -66,7 +66,7 @@ def load(model_dir: str | Path | None) -> ModelSettings:
         return ModelSettings()
     path = Path(model_dir) / CONFIG_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # hand-edited: a byte-order mark may lead
     except FileNotFoundError:
         return ModelSettings()
     except (OSError, UnicodeDecodeError) as exc:

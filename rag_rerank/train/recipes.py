@@ -170,7 +170,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
 def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """A YAML, TOML or JSON file of TrainConfig fields; ``preset: NAME`` starts from that preset."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Notepad) is not part of the text
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
