@@ -138,6 +138,25 @@ def test_nested_metadata_rejected(backend, bad):
         store.add(["문서"], metadatas=[bad])
 
 
+@pytest.mark.parametrize("key", ["", "$and", "#tag", "chroma:document"])
+def test_metadata_keys_chroma_refuses_are_named(backend, key):
+    """Chroma refused these keys with "Invalid metadata at index 0", naming neither the key nor the rule."""
+    store = backend("meta")
+    with pytest.raises(ValueError, match=r"metadata\[1\] key .*Chroma refuses"):
+        store.add(["문서", "문서 둘"], metadatas=[{"ok": 1}, {key: 1}])
+
+
+def test_numpy_metadata_values_are_stored_as_python_values(backend):
+    """A pandas row's numpy scalars were refused ("is a int64; Chroma stores only str, int, float and bool")."""
+    import numpy as np
+
+    store = backend("meta")
+    ids = store.add(["넘파이 문서"], metadatas=[{"n": np.int64(3), "x": np.float32(0.5), "b": np.bool_(True),
+                                               "s": np.str_("가")}])
+    assert store.get(ids)[0].metadata == {"n": 3, "x": 0.5, "b": True, "s": "가"}
+    assert [h.text for h in store.search("넘파이", 1, where={"n": 3})] == ["넘파이 문서"]
+
+
 def test_long_documents_store(backend):
     store = backend("long")
     long_doc = ("한국어 문서의 아주 긴 본문입니다. " * 600)[:10_000]

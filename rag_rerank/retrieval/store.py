@@ -80,6 +80,12 @@ def sanitize_metadata(metadata: Mapping[str, Any] | None, position: int) -> dict
             continue
         if not isinstance(key, str):
             raise TypeError(f"metadata[{position}] has a non-string key {key!r}")
+        if not key or key[0] in "$#" or key == "chroma:document":
+            # Chroma refuses these with "Invalid metadata at index 0", naming neither key nor rule
+            raise ValueError(f"metadata[{position}] key {key!r}: Chroma refuses an empty key, one starting with "
+                             "'$' or '#' (its operators) and 'chroma:document'")
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):
+            value = value.item()  # numpy scalars (pandas rows): the same value as a Python one
         if not isinstance(value, _SCALARS):
             raise ValueError(f"metadata[{position}][{key!r}] is a {type(value).__name__}; Chroma stores only "
                              "str, int, float and bool values (flatten or JSON-encode nested data)")
