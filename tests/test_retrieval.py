@@ -194,6 +194,31 @@ def test_ids_and_documents(backend):
         store.add([42])
     with pytest.raises(TypeError, match="single string"):
         store.add("문서")
+    with pytest.raises(TypeError, match=r"documents\[1\] has key\(s\) 'title' besides"):  # was dropped in silence
+        store.add(["가", {"text": "나", "title": "제목"}])
+
+
+def test_index_file_rows_keep_their_other_fields_as_metadata(tmp_path):
+    """A JSONL row {"text", "title", "page"} (a common corpus shape) lost every field but text, metadata and id in
+    silence; a nested value is named by file and line, not by its position in a write batch."""
+    import json
+
+    from rag_rerank.retrieval.store import iter_documents
+
+    path = tmp_path / "rows.jsonl"
+    rows = [{"text": "서울은 수도이다.", "title": "서울", "page": 3},
+            {"text": "부산은 항구이다.", "title": "부산", "metadata": {"lang": "ko"}, "id": "b"}]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    docs = list(iter_documents(path))
+    assert [d.metadata for d in docs] == [{"source": str(path.resolve()), "title": "서울", "page": 3},
+                                          {"source": str(path.resolve()), "title": "부산", "lang": "ko"}]
+    assert docs[1].id == "b"
+    path.write_text(json.dumps({"text": "a"}) + "\n" + json.dumps({"text": "b", "tags": ["x"]}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"rows.jsonl:2: metadata\['tags'\] is a list"):
+        list(iter_documents(path))
+    path.write_text(json.dumps({"text": "a", "page": 1, "metadata": {"page": 2}}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"rows.jsonl:1: 'page' is both a field of the row and a key"):
+        list(iter_documents(path))
 
 
 # --------------------------------------------------------------- bad input

@@ -68,29 +68,32 @@ def lexical_file(directory: str | Path, collection: str) -> Path:
     return folder.with_name(folder.name + ".json")
 
 
-def sanitize_metadata(metadata: Mapping[str, Any] | None, position: int) -> dict[str, Any] | None:
-    """Drop None values; reject nested values; return None instead of an empty dict."""
+def sanitize_metadata(metadata: Mapping[str, Any] | None, position: int, *,
+                      label: str | None = None) -> dict[str, Any] | None:
+    """Drop None values; reject nested values; return None instead of an empty dict. Errors name
+    ``label`` (default ``metadata[position]``)."""
     if metadata is None:
         return None
+    label = label or f"metadata[{position}]"
     if not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata[{position}] must be a mapping, got {type(metadata).__name__}")
+        raise TypeError(f"{label} must be a mapping, got {type(metadata).__name__}")
     clean = {}
     for key, value in metadata.items():
         if value is None:
             continue
         if not isinstance(key, str):
-            raise TypeError(f"metadata[{position}] has a non-string key {key!r}")
+            raise TypeError(f"{label} has a non-string key {key!r}")
         if not key or key[0] in "$#" or key == "chroma:document":
             # Chroma refuses these with "Invalid metadata at index 0", naming neither key nor rule
-            raise ValueError(f"metadata[{position}] key {key!r}: Chroma refuses an empty key, one starting with "
+            raise ValueError(f"{label} key {key!r}: Chroma refuses an empty key, one starting with "
                              "'$' or '#' (its operators) and 'chroma:document'")
         if type(value).__module__ == "numpy" and hasattr(value, "item"):
             value = value.item()  # numpy scalars (pandas rows): the same value as a Python one
         if not isinstance(value, _SCALARS):
-            raise ValueError(f"metadata[{position}][{key!r}] is a {type(value).__name__}; Chroma stores only "
+            raise ValueError(f"{label}[{key!r}] is a {type(value).__name__}; Chroma stores only "
                              "str, int, float and bool values (flatten or JSON-encode nested data)")
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"metadata[{position}][{key!r}] is {value}; Chroma cannot store inf or NaN "
+            raise ValueError(f"{label}[{key!r}] is {value}; Chroma cannot store inf or NaN "
                              "(it would keep another number)")
         clean[key] = value
     return clean or None
@@ -112,6 +115,10 @@ def _as_documents(items, metadatas, ids) -> list[Document]:
             text, meta, doc_id = item.text, item.metadata, item.id
         elif isinstance(item, Mapping) and "text" in item:
             text, meta, doc_id = item["text"], item.get("metadata"), item.get("id")
+            other = sorted(map(str, set(item) - {"text", "metadata", "id"}))
+            if other:  # they were dropped in silence
+                raise TypeError(f"documents[{i}] has key(s) {', '.join(map(repr, other))} besides 'text', 'metadata' "
+                                "and 'id': put them in its 'metadata'")
         else:
             raise TypeError(f"documents[{i}] is {type(item).__name__}; give str, Document or "
                             "{'text': ..., 'metadata': ..., 'id': ...}")
@@ -949,7 +956,7 @@ _TEXT_FILES = (".txt", ".md")  # a file of them: a document a line; in a folder:
 
 def iter_documents(path: str | Path) -> Iterable[Document]:
     """Read documents for ``rag-rerank index``: ``.jsonl`` (also ``.jsonl.gz``) rows ``{"text", "metadata"?,
-    "id"?}``, a ``.json`` array of such rows or strings, ``.txt`` / ``.md`` lines, or a folder of
+    "id"?}`` (any other field of a row joins its metadata), a ``.json`` array of such rows or strings, ``.txt`` / ``.md`` lines, or a folder of
     ``.txt`` / ``.md`` files (one document each). Suffixes in any case. Every document's
     ``metadata["source"]`` is the absolute path of its file unless the row gives one (two files of
     one name never share a source): ``index`` replaces a source's old documents when it is indexed again."""
@@ -997,7 +1004,16 @@ def _row_document(row, where: str, source: str) -> Document:
     metadata = row.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise ValueError(f"{where}: 'metadata' must be an object")
-    return Document(row["text"], {"source": source, **metadata}, row.get("id"))
+    # the row's other fields ({"text", "title", "url"}, a common corpus shape) are metadata too: they were
+    # dropped in silence
+    fields = {k: v for k, v in row.items() if k not in ("text", "metadata", "id")}
+    both = sorted(k for k in fields.keys() & metadata.keys() if fields[k] != metadata[k])
+    if both:
+        raise ValueError(f"{where}: {both[0]!r} is both a field of the row and a key of its 'metadata', with "
+                         "different values: keep one")
+    metadata = {"source": source, **fields, **metadata}
+    sanitize_metadata(metadata, 0, label=f"{where}: metadata")  # named by file and line, not by batch position
+    return Document(row["text"], metadata, row.get("id"))
 
 
 def _jsonl_documents(path: Path, source: str) -> Iterable[Document]:
