@@ -42,17 +42,38 @@ def _fault_file(controller_pid: int, worker: str) -> Path:
 _FAULTS = []  # the open file faulthandler writes to (kept alive for the session)
 
 
+def _core_readable() -> bool:
+    """Whether a crashed worker's core file can be read here: gdb installed, and the kernel writes cores as files
+    (a core_pattern that pipes them to a collector leaves none to read)."""
+    import shutil
+
+    try:
+        pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    except OSError:
+        return False
+    return bool(shutil.which("gdb")) and not pattern.startswith("|") and "/" not in pattern
+
+
 def pytest_sessionstart(session):
     """In a worker: fatal errors (SIGSEGV and kin) dump every thread's stack to a file the controller prints
-    if the worker goes down (session 24 caught one worker killed by SIGSEGV, with no stacks in the log)."""
+    if the worker goes down (session 24 caught one worker killed by SIGSEGV, with no stacks in the log).
+
+    Session 27 saw it again (SIGSEGV at the first test of test_layers.py, RSS 4.2 GB) with that file empty:
+    faulthandler's handler never ran, as when a thread overflows its stack. So where gdb can read one, a worker
+    also leaves a core file (its soft limit raised to the hard one), and the controller prints every thread's
+    native stack from it and deletes it."""
     if _WORKER:
         _FAULTS.append(_fault_file(os.getppid(), _WORKER).open("w"))
         faulthandler.enable(file=_FAULTS[0], all_threads=True)
+        if _core_readable():
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CORE, (resource.getrlimit(resource.RLIMIT_CORE)[1],) * 2)
 
 
 def pytest_runtest_logstart(nodeid, location):
     if _WORKER:
-        _trail(f"start {nodeid}")
+        _trail(f"start {nodeid} (pid {os.getpid()}, cwd {os.getcwd()})")
 
 
 def pytest_runtest_logfinish(nodeid, location):
@@ -78,6 +99,42 @@ def pytest_testnodedown(node, error):
     sys.stderr.write(f"\n[rag-rerank] worker {node.gateway.id} went down ({error}): its process {how}; "
                      "its last tests:\n  " + "\n  ".join(tail) + "\n"
                      + (f"[rag-rerank] its threads when it failed (faulthandler):\n{stacks}\n" if stacks else ""))
+    if code is not None and code < 0:
+        try:
+            temp = node.config._tmp_path_factory.getbasetemp() / f"popen-{node.gateway.id}"
+        except Exception:  # noqa: BLE001
+            temp = None
+        sys.stderr.write(_core_stacks(tail, temp))
+
+
+def _core_stacks(tail: list[str], temp: Path | None) -> str:
+    """Every thread's native stack from the crashed worker's core file (then deleted). The core_pattern is a plain
+    file name, so the core lands in the worker's working directory then: the one its last test started in (the
+    trail names it) or, where the test moved there, a folder of the worker's tmp_path tree or the examples."""
+    import re
+    import subprocess
+
+    if not _core_readable():
+        return "[rag-rerank] no core file read (no gdb, or cores are not written as files here)\n"
+    found = next((m for m in (re.search(r"\(pid (\d+), cwd (.*)\)$", line) for line in reversed(tail)) if m), None)
+    if not found:
+        return ""
+    pid, cwd = found.group(1), Path(found.group(2))
+    name = Path("/proc/sys/kernel/core_pattern").read_text().strip().replace("%p", pid)
+    if Path("/proc/sys/kernel/core_uses_pid").read_text().strip() == "1" and "%p" not in name:
+        name = f"{name}.{pid}"
+    here = [cwd / name, Path.cwd() / name, Path(__file__).resolve().parents[1] / "examples" / name]
+    for core in here + (sorted(temp.rglob(name)) if temp is not None and temp.is_dir() else []):
+        if core.is_file():
+            try:
+                out = subprocess.run(["gdb", "-batch", "-nx", "-iex", "set auto-load off", "-ex", "info threads", "-ex", "thread apply all bt 30",
+                                      sys.executable, str(core)], capture_output=True, text=True, timeout=600)
+                return f"[rag-rerank] native stacks from {core}:\n{out.stdout[-200_000:]}\n"
+            except Exception as exc:  # noqa: BLE001 - a diagnostic must not fail the run
+                return f"[rag-rerank] gdb on {core} failed: {exc!r}\n"
+            finally:
+                core.unlink(missing_ok=True)
+    return f"[rag-rerank] no core file found in {cwd}\n"
 
 
 def pytest_sessionfinish(session, exitstatus):
