@@ -127,8 +127,9 @@ def _core_stacks(tail: list[str], temp: Path | None) -> str:
     for core in here + (sorted(temp.rglob(name)) if temp is not None and temp.is_dir() else []):
         if core.is_file():
             try:
-                out = subprocess.run(["gdb", "-batch", "-nx", "-iex", "set auto-load off", "-ex", "info threads", "-ex", "thread apply all bt 30",
-                                      sys.executable, str(core)], capture_output=True, text=True, timeout=600)
+                gdb = ["gdb", "-batch", "-nx", "-iex", "set auto-load off", "-ex", "info threads",
+                       "-ex", "thread apply all bt 30", sys.executable, str(core)]
+                out = subprocess.run(gdb, capture_output=True, text=True, timeout=600)
                 return f"[rag-rerank] native stacks from {core}:\n{out.stdout[-200_000:]}\n"
             except Exception as exc:  # noqa: BLE001 - a diagnostic must not fail the run
                 return f"[rag-rerank] gdb on {core} failed: {exc!r}\n"

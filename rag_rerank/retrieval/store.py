@@ -956,8 +956,8 @@ _TEXT_FILES = (".txt", ".md")  # a file of them: a document a line; in a folder:
 
 def iter_documents(path: str | Path) -> Iterable[Document]:
     """Read documents for ``rag-rerank index``: ``.jsonl`` (also ``.jsonl.gz``) rows ``{"text", "metadata"?,
-    "id"?}`` (any other field of a row joins its metadata), a ``.json`` array of such rows or strings, ``.txt`` / ``.md`` lines, or a folder of
-    ``.txt`` / ``.md`` files (one document each). Suffixes in any case. Every document's
+    "id"?}`` (any other field of a row joins its metadata), a ``.json`` array of such rows or strings,
+    ``.txt`` / ``.md`` lines, or a folder of ``.txt`` / ``.md`` files (one document each). Suffixes in any case. Every document's
     ``metadata["source"]`` is the absolute path of its file unless the row gives one (two files of
     one name never share a source): ``index`` replaces a source's old documents when it is indexed again."""
     path = Path(path)

@@ -62,7 +62,8 @@ class ChromaBiEncoderRetriever(BaseRetriever):
 
     def __init__(self, retriever: TwoStageRetriever, *, similarity_top_k: Optional[int] = None,
                  top_n: Optional[int] = None, rerank: bool = True, where: Optional[dict] = None,
-                 filters: Optional[MetadataFilters] = None, callback_manager: Optional[CallbackManager] = None, verbose: bool = False) -> None:
+                 filters: Optional[MetadataFilters] = None, callback_manager: Optional[CallbackManager] = None,
+                 verbose: bool = False) -> None:
         """``similarity_top_k``: nodes returned, LlamaIndex's name (``top_n`` is its old name here);
         default the pipeline's ``top_n`` (its ``candidate_k`` with ``rerank=False``). ``where``: a Chroma
         metadata filter; ``filters``: the same as LlamaIndex's ``MetadataFilters`` (as ``VectorIndexRetriever``
