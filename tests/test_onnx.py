@@ -162,6 +162,42 @@ def test_openvino_reranker_is_safe_to_share_across_threads(ce_copy, korean_sente
         np.testing.assert_allclose(scores, alone[i % len(jobs)], atol=1e-6)
 
 
+def test_openvino_models_released_oldest_first_leave_signals_deliverable(ce_copy, tiny_encoder):
+    """Each OpenVINO Core's CPU plugin swaps the loading thread's signal stack for its own and puts back the one
+    it found when released: two models released oldest first left the thread on an unmapped stack, and the next
+    signal handled there killed the process with SIGSEGV before any handler ran (the suite's xdist worker died
+    so, at a subprocess start after in-process training had set a SIGCHLD handler). A subprocess, as the
+    failure kills the process that has it."""
+    import subprocess
+    import sys
+
+    code = f"""
+import ctypes, gc, os, signal
+from rag_rerank import Reranker
+from rag_rerank.retrieval.encoder import BiEncoder
+first = Reranker({str(ce_copy)!r}, device="cpu", backend="openvino")
+first.score("서울", ["서울은 수도이다."])
+second = BiEncoder({str(tiny_encoder)!r}, backend="openvino")
+second.embed_passages(["서울은 수도이다."])
+del first; gc.collect()
+del second; gc.collect()
+
+class Stack(ctypes.Structure):
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+stack = Stack()
+ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack))
+spans = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in open("/proc/self/maps")]
+if stack.sp and not any(a <= stack.sp and stack.sp + stack.size <= b for a, b in spans):
+    print("signal stack unmapped")
+seen = []
+signal.signal(signal.SIGUSR1, lambda *a: seen.append(1))  # Python's handlers run on the signal stack
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled" if seen else "not handled")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.split() == ["handled"], (out.returncode, out.stdout, out.stderr[-2000:])
+
+
 def test_openvino_bi_encoder_equals_sentence_transformers(tiny_encoder, tmp_path, korean_sentences):
     enc_dir = shutil.copytree(tiny_encoder, tmp_path / "enc")
     docs = korean_sentences[:40] + [" ".join(korean_sentences[40:200])]  # one past max_length: truncated alike

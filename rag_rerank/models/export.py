@@ -318,6 +318,27 @@ class OnnxRuntimeGraph:
         return self.session.run(None, {k: np.asarray(batch[k], dtype=np.int64) for k in self.inputs})[0]
 
 
+_CORE: list = []
+_CORE_LOCK = threading.Lock()
+
+
+def _openvino_core(ov):
+    """The process's one OpenVINO ``Core``, made on first use and kept until exit.
+
+    Each Core's CPU plugin swaps the signal stack (``sigaltstack``) of the thread that loads it for one of its
+    own, and when that Core is released puts back the stack it found there. Two Cores released in the order
+    they were made (two rerankers, or a reranker and a bi-encoder, dropped oldest first) so leave that thread on
+    the first one's unmapped stack, and the next signal the thread handles on it - a child's SIGCHLD once
+    torch's DataLoader has set a handler, SIGTERM, Ctrl-C - kills the process with SIGSEGV before any handler
+    (faulthandler's too) runs: the test suite's worker died so, at a subprocess start after in-process
+    training. One Core that is never released never puts a stack back. (OpenVINO's documentation also
+    advises one Core a process.)"""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(ov.Core())
+        return _CORE[0]
+
+
 class OpenVinoGraph:
     """The plain ONNX graph compiled by OpenVINO for this CPU.
 
@@ -335,7 +356,7 @@ class OpenVinoGraph:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
-        core = ov.Core()
+        core = _openvino_core(ov)
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.inputs = [port.get_any_name() for port in self.compiled.inputs]
         # what it computes in: the hint resolved for this CPU (bf16 asked on a CPU without bf16 units -> f32)
