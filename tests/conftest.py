@@ -59,9 +59,12 @@ def pytest_sessionstart(session):
     if the worker goes down (session 24 caught one worker killed by SIGSEGV, with no stacks in the log).
 
     Session 27 saw it again (SIGSEGV at the first test of test_layers.py, RSS 4.2 GB) with that file empty:
-    faulthandler's handler never ran, as when a thread overflows its stack. So where gdb can read one, a worker
-    also leaves a core file (its soft limit raised to the hard one), and the controller prints every thread's
-    native stack from it and deletes it."""
+    faulthandler's handler never ran. So where gdb can read one, a worker also leaves a core file (its soft
+    limit raised to the hard one), and the controller prints every thread's native stack from it and deletes it.
+    The first core read so explained the deaths: the main thread waiting on a subprocess, no thread faulting -
+    a signal (the child's SIGCHLD, handled since torch's DataLoader set a handler) that could not be delivered on
+    the thread's signal stack, which two OpenVINO Cores released oldest first had left unmapped. Fixed in
+    rag_rerank.models.export (one Core a process; test_onnx.py checks it)."""
     if _WORKER:
         _FAULTS.append(_fault_file(os.getppid(), _WORKER).open("w"))
         faulthandler.enable(file=_FAULTS[0], all_threads=True)
