@@ -617,7 +617,17 @@ _positive = _int_at_least(1)
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "command", None) == "rerank" and extra:
+        # documents after an option (rerank "q" --top-n 3 d1 d2, or after "--" for one that starts with "-"):
+        # argparse had filled the positionals before the option and refused the rest ("unrecognized
+        # arguments"); they are documents, in the order given
+        cut = extra.index("--") if "--" in extra else len(extra)
+        if not any(e.startswith("-") for e in extra[:cut]):
+            args.docs, extra = list(args.docs) + extra[:cut] + extra[cut + 1:], []
+    if extra:
+        parser.parse_args(argv)  # the usual "unrecognized arguments" error, from the parser that names them
     args.argv = argv
     try:
         if getattr(args, "port", None) is not None and not args.host:

@@ -63,6 +63,17 @@ def test_rerank_command_indexes_stdin_documents_by_their_line(tiny_ce):
         assert out.returncode == 2 and "no documents" in out.stderr and not out.stdout
 
 
+def test_rerank_command_takes_documents_after_its_options(tiny_ce):
+    """`rerank "q" --top-n 2 d1 d2` was refused ("unrecognized arguments: d1 d2"): argparse had filled the
+    documents before the options. Documents keep their order wherever they stand; "--" lets one start with "-";
+    an unknown option is still refused."""
+    out = run_cli("rerank", "서울", "가 문서", "--reranker", str(tiny_ce), "--json", "나 문서", "--", "-다 문서")
+    assert out.returncode == 0, out.stderr
+    assert {r["index"]: r["text"] for r in json.loads(out.stdout)} == {0: "가 문서", 1: "나 문서", 2: "-다 문서"}
+    out = run_cli("rerank", "서울", "가 문서", "--reranker", str(tiny_ce), "--bogus", "나 문서")
+    assert out.returncode == 2 and "unrecognized arguments: --bogus" in out.stderr
+
+
 @pytest.mark.slow
 def test_console_script_missing_model_is_a_clean_error():
     out = run_console_script("rerank", "질문", "문서", "--model", "./nope/model")
