@@ -254,6 +254,24 @@ def test_resume_continues_from_the_saved_step(tiny_ce, tmp_path, pairs, monkeypa
     assert len(calls) == 2  # only steps 5 and 6 ran
 
 
+def test_output_dir_with_other_files_is_refused_before_anything_is_written(tiny_ce, tmp_path, pairs):
+    """`--output .` in a project folder had its README.md overwritten by the model card in silence. A folder
+    with other files and no model is refused untouched; a model's folder (training again) is taken."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("my project", encoding="utf-8")
+    cfg = tiny_config("seed", tiny_ce, tmp_path, max_steps=2, validation_fraction=0.0).replace(output_dir=str(project))
+    with pytest.raises(ValueError, match=r"output_dir .*project' holds other files \(README.md\) and no model"):
+        train(cfg, from_pairs(pairs))
+    assert [p.name for p in project.iterdir()] == ["README.md"] and (project / "README.md").read_text() == "my project"
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        train(cfg.replace(output_dir=str(tmp_path / "a-file")), from_pairs(pairs))
+    model = tmp_path / "again"
+    for _ in range(2):  # a second run into the first one's folder is training again
+        assert train(cfg.replace(output_dir=str(model)), from_pairs(pairs)).metrics["train"]["steps"] == 2
+
+
 # ---------------------------------------------------------------------- data
 def test_load_formats(tmp_path, data_dir):
     f = tmp_path / "mixed.jsonl"

@@ -219,6 +219,7 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         extra.check(f"extra_data {name!r}")
     notes: list[str] = []
     out = Path(config.output_dir)
+    _check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     fp16, bf16, note = model_setup.resolve_precision(config.mixed_precision, dev)
@@ -509,6 +510,23 @@ def tune_known_queries(config: TrainConfig, train_data: TrainingData, eval_data:
     row = evaluate.ranking_row(f"+ fine-tuned, fused, + known queries ({described})", groups,
                                evaluate.known_rankings(rankings, known, fusion), seconds + time.perf_counter() - start)
     return row, tuning
+
+
+def _check_output_dir(out: Path) -> None:
+    """A run writes README.md, config.json, the weights and its reports into ``output_dir``: a folder that
+    holds other files and no model (a project folder, ``--output .``) had its README.md overwritten in
+    silence. A new or empty folder, a model's (training again) or an interrupted run's (checkpoints, for
+    ``resume``) is taken."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"training option output_dir {str(out)!r} is a file; give a folder")
+    if not out.is_dir() or os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 checks, before it writes
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries and "config.json" not in entries and not any(e.startswith("checkpoint-") for e in entries):
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise ValueError(f"training option output_dir {str(out)!r} holds other files ({shown}) and no model: a run "
+                         "writes README.md, config.json and the weights there and would overwrite them; give a new "
+                         "or empty folder")
 
 
 def _remove_known_queries(out: Path) -> None:
