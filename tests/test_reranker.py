@@ -391,7 +391,10 @@ def test_non_finite_logits_raise_naming_the_dtype(tiny_ce, monkeypatch):
             return out
 
     r.engine.model = Overflowing()  # what the engine runs
-    with pytest.raises(FloatingPointError, match="non-finite logits in torch.float32.*dtype='bf16'"):
+    with pytest.raises(FloatingPointError, match="non-finite logits in torch.float32; not a precision overflow"):
+        r.score("질문", ["문서 하나", "문서 둘"])  # fp32: the old hint, "load it in bf16 or fp32", pointed nowhere
+    monkeypatch.setattr(type(r), "dtype", property(lambda self: torch.float16))  # a GPU model in half precision
+    with pytest.raises(FloatingPointError, match="non-finite logits in torch.float16; load it with dtype='bf16'"):
         r.score("질문", ["문서 하나", "문서 둘"])
 
 

@@ -406,8 +406,11 @@ class Reranker:
             done.synchronize()
         values = values.float()
         if not torch.isfinite(values).all():
-            raise FloatingPointError(f"{self.model_name} gave non-finite logits in {self.dtype}; "
-                                     "load it with dtype='bf16' or 'fp32'")
+            # fp16's range overflows where bf16 and fp32 do not; in fp32 the cause is the model or its input
+            hint = {torch.float16: "load it with dtype='bf16' or 'fp32'", torch.bfloat16: "load it with dtype='fp32'"}
+            raise FloatingPointError(f"{self.model_name} gave non-finite logits in {self.dtype}; " + hint.get(
+                self.dtype, "not a precision overflow: check its weights for NaN or inf (a damaged or diverged "
+                            "checkpoint)"))
         logits = [0.0] * len(order)
         for i, v in zip(order, values.tolist()):
             logits[i] = v
