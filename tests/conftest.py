@@ -42,16 +42,17 @@ def _fault_file(controller_pid: int, worker: str) -> Path:
 _FAULTS = []  # the open file faulthandler writes to (kept alive for the session)
 
 
-def _core_readable() -> bool:
-    """Whether a crashed worker's core file can be read here: gdb installed, and the kernel writes cores as files
-    (a core_pattern that pipes them to a collector leaves none to read)."""
+def _core_pattern() -> str | None:
+    """The kernel's core file name where a crashed worker's core can be read here, else None: gdb installed, and
+    cores written as files in the working directory (a core_pattern that pipes them to a collector, or names
+    another folder, leaves none to find)."""
     import shutil
 
     try:
         pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
     except OSError:
-        return False
-    return bool(shutil.which("gdb")) and not pattern.startswith("|") and "/" not in pattern
+        return None
+    return pattern if shutil.which("gdb") and not pattern.startswith("|") and "/" not in pattern else None
 
 
 def pytest_sessionstart(session):
@@ -68,7 +69,7 @@ def pytest_sessionstart(session):
     if _WORKER:
         _FAULTS.append(_fault_file(os.getppid(), _WORKER).open("w"))
         faulthandler.enable(file=_FAULTS[0], all_threads=True)
-        if _core_readable():
+        if _core_pattern():
             import resource
 
             resource.setrlimit(resource.RLIMIT_CORE, (resource.getrlimit(resource.RLIMIT_CORE)[1],) * 2)
@@ -117,14 +118,15 @@ def _core_stacks(tail: list[str], temp: Path | None) -> str:
     import re
     import subprocess
 
-    if not _core_readable():
+    pattern = _core_pattern()
+    if pattern is None:
         return "[rag-rerank] no core file read (no gdb, or cores are not written as files here)\n"
     found = next((m for m in (re.search(r"\(pid (\d+), cwd (.*)\)$", line) for line in reversed(tail)) if m), None)
     if not found:
         return ""
     pid, cwd = found.group(1), Path(found.group(2))
-    name = Path("/proc/sys/kernel/core_pattern").read_text().strip().replace("%p", pid)
-    if Path("/proc/sys/kernel/core_uses_pid").read_text().strip() == "1" and "%p" not in name:
+    name = pattern.replace("%p", pid)
+    if Path("/proc/sys/kernel/core_uses_pid").read_text().strip() == "1" and "%p" not in pattern:
         name = f"{name}.{pid}"
     here = [cwd / name, Path.cwd() / name, Path(__file__).resolve().parents[1] / "examples" / name]
     for core in here + (sorted(temp.rglob(name)) if temp is not None and temp.is_dir() else []):

@@ -187,14 +187,12 @@ class InMemoryCorpus(DenseAndLexical):
         self.mode = check_mode(mode)
         # one entry per distinct text; its id is where it first stands in ``texts`` (a repeated text
         # earlier had shifted every later id off its text's position)
-        first = {}
+        self._id = {}  # text -> its id
         for i, text in enumerate(check_docs(texts)):
-            first.setdefault(text, i)
-        self.texts = list(first)
-        self.ids = [str(i) for i in first.values()]
+            self._id.setdefault(text, str(i))
+        self.texts, self.ids = list(self._id), list(self._id.values())
         self._by_id = dict(zip(self.ids, self.texts))
         self.hybrid_fusion = hybrid or EQUAL
-        self._position = {t: i for i, t in enumerate(self.texts)}
         self.encoder = None
         self._vectors = None
         if mode != "bm25":
@@ -211,7 +209,7 @@ class InMemoryCorpus(DenseAndLexical):
 
     def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
         self._no_filter(where)
-        return [Document(t, {}, self.ids[self._position[t]]) if t in self._position else None for t in texts]
+        return [Document(t, {}, self._id[t]) if t in self._id else None for t in texts]
 
     def sample_texts(self, limit: int = 20000) -> list[str]:
         return self.texts[:limit]

@@ -130,12 +130,10 @@ class TwoStageRetriever:
 
             reranker = Reranker(reranker)
         settings = model_settings.load(reranker.path if reranker is not None else None)
-        if mode is not None:
-            check_mode(mode)
         if isinstance(store, FirstStage):
             # a first stage searches as it was built: a mode or hybrid given here beside it was ignored in
             # silence (mode="dense" over a BM25 corpus searched BM25)
-            if mode is not None and mode != store.mode:
+            if mode is not None and check_mode(mode) != store.mode:
                 raise ValueError(f"mode={mode!r}, but the first stage given searches in mode {store.mode!r}: set the "
                                  "mode where the first stage is built (e.g. InMemoryCorpus(texts, mode=...)) or "
                                  "leave mode unset")

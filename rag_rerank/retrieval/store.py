@@ -1011,8 +1011,8 @@ def _row_document(row, where: str, source: str) -> Document:
     if both:
         raise ValueError(f"{where}: {both[0]!r} is both a field of the row and a key of its 'metadata', with "
                          "different values: keep one")
-    metadata = {"source": source, **fields, **metadata}
-    sanitize_metadata(metadata, 0, label=f"{where}: metadata")  # named by file and line, not by batch position
+    # checked here, where an error can name the file and line (not a position in a write batch)
+    metadata = sanitize_metadata({"source": source, **fields, **metadata}, 0, label=f"{where}: metadata")
     return Document(row["text"], metadata, row.get("id"))
 
 
