@@ -173,6 +173,25 @@ def test_eval_says_which_queries_no_system_can_answer(tmp_path):
     assert "no positive" not in run_cli("eval", "--data", str(data), "--corpus", str(corpus), "--mode", "bm25").stderr
 
 
+def test_eval_counts_a_query_once_whatever_rows_name_its_documents(tmp_path):
+    """One row per relevant document (qrels) or (query, document, label) rows: a query is one query, every
+    document labelled >= 0.5 relevant. It was scored as two queries (MRR 0.83 for a perfect ranking), and
+    labelled rows were refused as having no positives."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("서울은 대한민국의 수도\n서울 특별시 청사\n부산은 항구\n김치는 발효 음식\n", encoding="utf-8")
+    qrels = tmp_path / "q.csv"
+    qrels.write_text("query,document\n서울 수도?,서울은 대한민국의 수도\n김치?,김치는 발효 음식\n"
+                     "서울 수도?,서울 특별시 청사\n", encoding="utf-8")
+    labelled = tmp_path / "l.csv"
+    labelled.write_text("query,document,label\n서울 수도?,서울은 대한민국의 수도,1\n서울 수도?,부산은 항구,0\n"
+                        "부산?,김치는 발효 음식,0\n김치?,김치는 발효 음식,1\n", encoding="utf-8")
+    for data, left_out in ((qrels, False), (labelled, True)):
+        out = run_cli("eval", "--data", str(data), "--corpus", str(corpus), "--mode", "bm25", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)[0]["MRR@10"] == 1.0
+        assert ("1 queries in" in out.stderr and "left out" in out.stderr) == left_out
+
+
 def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     train_file, test_file, corpus = kornli_task_files(tmp_path, kornli, n_train=120, n_test=40)
     out = run_cli("train", "--data", str(train_file), "--base", str(tiny_ce), "--output", str(tmp_path / "model"),

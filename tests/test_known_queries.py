@@ -104,3 +104,10 @@ def test_known_documents_count_only_what_the_corpus_holds():
     assert asked.count("김밥 어때요?") == 1  # answers repeat across queries: each text is looked up once
     # no corpus to ask: only a query's own first-stage candidates count as held
     assert memory.documents(queries[:1], None, [["김밥 어때요?", "다른 답"]]) == [["김밥 어때요?"]]
+
+
+def test_char_bigrams_compose_decomposed_hangul():
+    """A decomposed syllable's letters made other bigrams: a known question typed decomposed matched nothing."""
+    import unicodedata
+
+    assert char_bigrams([unicodedata.normalize("NFD", "점심 뭐")]) == char_bigrams(["점심 뭐"])

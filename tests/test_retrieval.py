@@ -465,3 +465,24 @@ def test_two_stage_refuses_a_mode_or_hybrid_its_first_stage_would_ignore(tiny_ce
         TwoStageRetriever(["서울은 한국의 수도이다."])
     same = TwoStageRetriever(corpus, mode="bm25", hybrid=None)  # repeating its own mode is fine
     assert same.mode == "bm25" and [h.text for h in same.retrieve("제주도", top_n=1)] == ["제주도는 섬이다."]
+
+
+@pytest.mark.parametrize("tokenizer", ["kiwi", "whitespace"])
+def test_decomposed_hangul_is_found_by_bm25(tokenizer, tmp_path):
+    """Hangul stored decomposed (NFD: macOS file names, some PDF/HWP extractors) matched nothing in BM25 - not
+    even itself - while the reranker's tokenizer read it as the same word. Both sides are composed first; a
+    hit keeps the text as stored."""
+    import unicodedata
+
+    from rag_rerank.retrieval.first_stage import InMemoryCorpus
+    from rag_rerank.retrieval.lexical_index import LexicalIndex
+
+    docs = ["서울은 대한민국의 수도이다", "부산은 항구 도시이다", "김치는 발효 음식이다"]
+    nfd = [unicodedata.normalize("NFD", d) for d in docs]
+    query = "서울은 대한민국의 수도이다" if tokenizer == "whitespace" else "대한민국의 수도는?"
+    for texts, q in ((docs, unicodedata.normalize("NFD", query)), (nfd, query), (nfd, unicodedata.normalize("NFD", query))):
+        hits = InMemoryCorpus(texts, mode="bm25", bm25_tokenizer=tokenizer).candidates(q, 3)
+        assert [h.id for h in hits][:1] == ["0"] and hits[0].text == texts[0]
+    index = LexicalIndex(tmp_path / "bm25", tokenizer)
+    index.add(["a", "b", "c"], nfd)
+    assert index.search(query, 3)[0][0] == "a"

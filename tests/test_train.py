@@ -307,6 +307,76 @@ def test_bad_data_names_the_line(tmp_path, rows, message):
         load(f)
 
 
+def test_a_query_given_by_several_rows_is_one_query(tmp_path):
+    """qrels-style files name a query once per relevant document. Each row was a query of its own: evaluation
+    scored a query with two relevant documents as two queries (each counting the other's document a miss) and
+    mining could take the other row's positive as a hard negative. Rows of one query (and topic) are one group."""
+    f = tmp_path / "q.csv"
+    f.write_text("query,document\n서울은?,서울은 수도\n김치?,김치는 발효\n서울은?,서울 특별시\n", encoding="utf-8")
+    groups = load(f).groups
+    assert [(g.query, g.positives) for g in groups] == [("서울은?", ["서울은 수도", "서울 특별시"]),
+                                                        ("김치?", ["김치는 발효"])]
+    f = tmp_path / "t.jsonl"  # triplets: one (query, positive, negative) a line; topics keep queries apart
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"query": "q", "positive": "p", "negative": "n1"}, {"query": "q", "positive": "p", "negative": "n2"},
+        {"query": "q", "positive": "p2", "topic": "other"}]), encoding="utf-8")
+    assert [(g.positives, g.negatives, g.topic) for g in load(f).groups] == [(["p"], ["n1", "n2"], None),
+                                                                            (["p2"], [], "other")]
+    f.write_text('{"query": "q", "positive": "p"}\n{"query": "q", "positive": "x", "negative": "p"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"t.jsonl:2: 'p' is both a positive and a negative of query 'q' \(with "
+                                        r"the row at .*t.jsonl:1\)"):
+        load(f)
+    f.write_text('{"query": "q", "positive": "p", "candidates": ["a"]}\n'
+                 '{"query": "q", "positive": "p", "candidates": ["b"]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"t.jsonl:2: query 'q' is given other first-stage candidates"):
+        load(f)
+
+
+def test_evaluation_takes_labelled_pairs_as_judgements(tmp_path):
+    """A (query, document, label) file is what qrels and graded sets look like: a label >= 0.5 is relevant,
+    below it a negative; a query with no relevant document is counted and left out. Groups given in Python
+    are not changed."""
+    f = tmp_path / "p.csv"
+    f.write_text("query,document,label\na,d1,1\na,d2,0\nb,d3,0\nc,d4,1\na,d5,0.5\n", encoding="utf-8")
+    data = load(f)
+    groups, unjudged = data.for_evaluation()
+    assert [(g.query, g.positives, g.negatives) for g in groups] == [("a", ["d1", "d5"], ["d2"]), ("c", ["d4"], [])]
+    assert unjudged == 1
+    given = from_pairs([("a", "d0")])
+    given.pairs.extend(data.pairs)
+    groups, _ = given.for_evaluation()
+    assert groups[0].positives == ["d0", "d1", "d5"] and given.groups[0].positives == ["d0"]
+
+
+def test_mining_never_takes_a_relevant_document_of_the_query_as_a_negative(bm25, pairs):
+    """Data built in Python may name a query in several groups, or mark a document relevant by a pair: each
+    is the query's positive, so none is mined as its negative."""
+    from rag_rerank.train.data import Group, ScoredPair, TrainingData
+
+    hypothesis, premise = pairs[0]
+    others = [h.text for h in bm25.candidates(hypothesis, 6) if h.text != premise][:2]
+    data = TrainingData([Group(hypothesis, [premise]), Group(hypothesis, [others[0]])],
+                        [ScoredPair(hypothesis, others[1], 1.0)])
+    mined = mine_hard_negatives(data, bm25, num_hard=5, num_random=0)
+    for g in mined.groups:
+        assert not {premise, *others} & set(g.negatives)
+
+
+@pytest.mark.parametrize("loss", ["listwise", "mnrl"])
+def test_ranking_losses_train_on_every_positive_of_a_group(loss):
+    """A group's later positives were dropped by the listwise and MNRL datasets (the first one only)."""
+    from rag_rerank.train.data import Group, TrainingData
+    from rag_rerank.train.recipes import TrainConfig
+    from rag_rerank.train.trainer import _datasets
+
+    ds = _datasets(TrainConfig(loss=loss), TrainingData([Group("q", ["p1", "p2"], ["n1", "n2"])]))
+    assert len(ds) == 2
+    if loss == "listwise":
+        assert ds["docs"] == [["p1", "n1", "n2"], ["p2", "n1", "n2"]] and ds["labels"][1] == [1, 0, 0]
+    else:
+        assert ds["positive"] == ["p1", "p2"] and ds["negative_2"] == ["n2", "n2"]
+
+
 def test_bad_tsv_names_the_line(tmp_path):
     f = tmp_path / "bad.tsv"
     f.write_text("query\tdocument\tlabel\nq\td\t0.5\nq2\t\t1\n", encoding="utf-8")

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import threading
+import unicodedata
 from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -56,6 +57,14 @@ _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 PIECE_CHARS = 4000
 
 
+def composed(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC). Hangul stored decomposed - a syllable as its letters
+    (서 = ᄉ + ᅥ), as macOS writes file names and some PDF and HWP extractors write text - is the same word to a
+    reader and to the reranker's tokenizer, but not to Kiwi or a split on spaces: a decomposed document or
+    query matched nothing at all. Both sides are composed before tokenising."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
 class KiwiTokenizer:
     """Texts -> lists of content-morpheme tokens; Latin-script words whole and lower-cased."""
 
@@ -64,7 +73,7 @@ class KiwiTokenizer:
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
         owner, pieces = [], []
         for i, text in enumerate(texts):
-            for piece in _pieces(text, PIECE_CHARS):
+            for piece in _pieces(composed(text), PIECE_CHARS):
                 owner.append(i)
                 pieces.append(piece)
         out: list[list[str]] = [[] for _ in texts]
@@ -105,7 +114,7 @@ class WhitespaceTokenizer:
     name = "whitespace"
 
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
-        return [t.lower().split() for t in texts]
+        return [composed(t).lower().split() for t in texts]
 
 
 def make_tokenizer(kind: str | Callable) -> Callable[[Sequence[str]], list[list[str]]]:

@@ -104,6 +104,25 @@ class TrainingData:
         val = TrainingData([g for g in self.groups if g.query in held], [p for p in self.pairs if p.query in held])
         return train, val
 
+    def for_evaluation(self, threshold: float = 0.5) -> tuple[list[Group], int]:
+        """The queries to evaluate, each (with its topic) once: its groups' positives and negatives, and its
+        scored pairs - a label >= ``threshold`` relevant, below it a negative (a qrels or KorSTS file: one
+        ``query, document, label`` row per judged document). Returns the groups with a relevant document
+        and how many queries had none (left out of the metrics, as BEIR leaves them)."""
+        groups = [Group(g.query, list(g.positives), list(g.negatives), g.candidates, g.sides, g.topic)
+                  for g in merge_queries(self.groups)]  # copies: the pairs join them below
+        at = {(g.query, g.topic): i for i, g in enumerate(groups)}
+        for p in self.pairs:
+            i = at.setdefault((p.query, p.topic), len(groups))
+            if i == len(groups):
+                groups.append(Group(p.query, [], topic=p.topic))
+            g = groups[i]
+            kept = g.positives if p.label >= threshold else g.negatives
+            if p.document not in g.positives and p.document not in g.negatives:
+                kept.append(p.document)
+        judged = [g for g in groups if g.positives]
+        return judged, len(groups) - len(judged)
+
     def topics(self) -> set[str]:
         """The topics rows name (empty: no row carries one)."""
         return {g.topic for g in self.groups if g.topic} | {p.topic for p in self.pairs if p.topic}
@@ -231,17 +250,60 @@ def load(path: str | Path, *, label_scale: float | None = None) -> TrainingData:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"training data {path} does not exist")
-    data = TrainingData()
+    data, groups_at = TrainingData(), []
     try:
         for row, where, scale in _rows(path, label_scale):
             item = parse_row(row, where, scale)
-            (data.groups if isinstance(item, Group) else data.pairs).append(item)
+            if isinstance(item, Group):
+                data.groups.append(item)
+                groups_at.append(where)
+            else:
+                data.pairs.append(item)
     except UnicodeDecodeError:
         raise DataError(f"{path}:{_bad_utf8_line(path)}: not UTF-8 text (cp949/EUC-KR? re-save the file as UTF-8, "
                         "e.g. iconv -f cp949 -t utf-8)") from None
     if not len(data):
         raise DataError(f"{path}: no rows")
+    data.groups = merge_queries(data.groups, groups_at)
     return data
+
+
+def merge_queries(groups: Sequence[Group], where: Sequence[str] | None = None) -> list[Group]:
+    """Groups of one query (and topic) as one group, in first-seen order: positives and negatives joined
+    (each text once), the first stage's candidates and sides taken from whichever row has them.
+
+    A file of one row per relevant document (qrels-style ``query,document`` rows, or triplets) names a query
+    several times. Kept apart, each row was a query of its own: evaluation scored a query with two relevant
+    documents as two queries, each counting the other's document as a miss, and mining took the other row's
+    positive as a hard negative. ``where``: each group's file:line, for errors (positions otherwise).
+    Raises :class:`DataError` where rows of one query contradict each other (a text positive in one and
+    negative in another, or two different saved candidate lists)."""
+    where = list(where) if where is not None else [f"groups[{i}]" for i in range(len(groups))]
+    first: dict[tuple[str, str | None], int] = {}
+    out: list[Group] = []
+    out_at: list[str] = []
+    for g, at in zip(groups, where):
+        key = (g.query, g.topic)
+        i = first.get(key)
+        if i is None:
+            first[key] = len(out)
+            out.append(g)
+            out_at.append(at)
+            continue
+        m = out[i]
+        positives, negatives = set(m.positives) | set(g.positives), set(m.negatives) | set(g.negatives)
+        both = positives & negatives
+        if both:
+            raise DataError(f"{at}: {min(both)[:60]!r} is both a positive and a negative of query {g.query[:60]!r} "
+                            f"(with the row at {out_at[i]})")
+        for name in ("candidates", "sides"):
+            if getattr(m, name) and getattr(g, name) and getattr(m, name) != getattr(g, name):
+                raise DataError(f"{at}: query {g.query[:60]!r} is given other first-stage {name} than at "
+                                f"{out_at[i]}; give a query's candidates once")
+        out[i] = Group(m.query, list(dict.fromkeys(m.positives + g.positives)),
+                       list(dict.fromkeys(m.negatives + g.negatives)), m.candidates or g.candidates,
+                       m.sides or g.sides, m.topic)
+    return out
 
 
 def _bad_utf8_line(path: Path) -> int:

@@ -92,9 +92,17 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
                       "mining", progress) if queries else []
     ranked = [row for r, _ in parts for row in r]
     sides = [side for _, sd in parts for side in sd]
+    # every document relevant to the query is banned, whichever row names it: a query given as several groups
+    # (built in Python; files are merged at load) or with pairs labelled relevant
+    relevant: dict[str, set[str]] = {}
+    for g in data.groups:
+        relevant.setdefault(g.query, set()).update(g.positives)
+    for p in data.pairs:
+        if p.label >= 0.5:
+            relevant.setdefault(p.query, set()).add(p.document)
     groups = []
     for group, hits, group_sides in zip(data.groups, ranked, sides):
-        banned = set(group.positives) | set(group.negatives)
+        banned = relevant[group.query] | set(group.negatives)
         hard = [h.text for h in hits[skip_top:] if h.text not in banned]
         hard = list(dict.fromkeys(hard))[:num_hard]
         taken = banned | set(hard)

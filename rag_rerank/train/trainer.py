@@ -17,7 +17,7 @@ from ..models.devices import resolve_device
 from .. import evaluate
 from . import memory, model_setup, packing, report
 from ..reranker.engine.packed import position_offset
-from .data import TrainingData, mix_in
+from .data import TrainingData, merge_queries, mix_in
 from .fast import PairTokenizingCollator, RerankerTrainer, length_grouped_sampler
 from .mining import choose_mix, mine_hard_negatives
 from ..models.settings import ModelSettings
@@ -90,15 +90,17 @@ def _datasets(config: TrainConfig, data: TrainingData):
     groups = [g for g in data.groups if g.negatives]
     if not groups:
         raise ValueError(f"loss {config.loss!r} needs groups with negatives (mine them or give negatives)")
+    # one row a positive, each beside the query's negatives (a group's later positives were dropped)
+    rows = [(g, p) for g in groups for p in g.positives]
     if config.loss == "listwise":
-        return Dataset.from_dict({"query": [g.query for g in groups],
-                                  "docs": [g.positives[:1] + g.negatives for g in groups],
-                                  "labels": [[1] + [0] * len(g.negatives) for g in groups]})
+        return Dataset.from_dict({"query": [g.query for g, _ in rows],
+                                  "docs": [[p] + g.negatives for g, p in rows],
+                                  "labels": [[1] + [0] * len(g.negatives) for g, _ in rows]})
     if config.loss == "mnrl":
         n = min(len(g.negatives) for g in groups)
-        cols = {"query": [g.query for g in groups], "positive": [g.positives[0] for g in groups]}
+        cols = {"query": [g.query for g, _ in rows], "positive": [p for _, p in rows]}
         for j in range(n):
-            cols[f"negative_{j + 1}"] = [g.negatives[j] for g in groups]
+            cols[f"negative_{j + 1}"] = [g.negatives[j] for g, _ in rows]
         return Dataset.from_dict(cols)
     raise ValueError(f"unknown loss {config.loss!r}; use bce, listwise or mnrl")
 
@@ -217,6 +219,11 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         eval_data.check("eval_data")
     for name, extra in extra_data:
         extra.check(f"extra_data {name!r}")
+    # a query named by several groups is one query (as files are read): validation counts it once, and mining
+    # keeps its other positives out of its negatives
+    train_data = TrainingData(merge_queries(train_data.groups), list(train_data.pairs))
+    if eval_data is not None:
+        eval_data = TrainingData(merge_queries(eval_data.groups), list(eval_data.pairs))
     notes: list[str] = []
     out = Path(config.output_dir)
     _check_output_dir(out)
