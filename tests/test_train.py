@@ -377,6 +377,20 @@ def test_ranking_losses_train_on_every_positive_of_a_group(loss):
         assert ds["positive"] == ["p1", "p2"] and ds["negative_2"] == ["n2", "n2"]
 
 
+def test_validation_given_apart_that_repeats_training_is_said(tiny_ce, tmp_path, pairs):
+    """--eval-data holding training's queries or relevant documents overstates the model (and tunes fusion on
+    what it was shown); a carved part never does. Said in the notes, with counts; clean validation says nothing."""
+    from rag_rerank.train.trainer import _overlap
+
+    train_part, other = from_pairs(pairs[:40]), from_pairs(pairs[40:60])
+    assert _overlap(train_part, other) is None
+    note = _overlap(train_part, from_pairs(pairs[30:50]))
+    assert note.startswith("warning: validation repeats training - 10 of 20 validation queries are training "
+                           "queries, 10 of its 20 relevant documents")
+    result = train(tiny_config("seed", tiny_ce, tmp_path, max_steps=1), train_part, from_pairs(pairs[35:45]))
+    assert any(n.startswith("warning: validation repeats training - 5 of 10") for n in result.notes)
+
+
 def test_bad_tsv_names_the_line(tmp_path):
     f = tmp_path / "bad.tsv"
     f.write_text("query\tdocument\tlabel\nq\td\t0.5\nq2\t\t1\n", encoding="utf-8")

@@ -246,6 +246,10 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                     + (f"whole topics held out ({len(held)} of {len(topics)})" if topics else
                        "whole documents held out (rows carry no 'topic' field: give one - an article, a "
                        "source - and validation holds whole topics out, as new documents will be)"))
+    elif eval_data is not None:
+        overlap = _overlap(train_data, eval_data)
+        if overlap:
+            _say(notes, overlap)
     hybrid, hybrid_tuning = None, None
     if config.tune_hybrid and first_stage is not None and eval_data is not None and eval_data.groups:
         first_stage, hybrid, hybrid_tuning = _tune_hybrid(config, first_stage, eval_data, notes)
@@ -364,6 +368,27 @@ def _negative_mix(config: TrainConfig, first_stage, data: TrainingData, notes: l
     if why != "as given":
         _say(notes, f"negatives per query: {why}")
     return config.replace(num_hard_negatives=hard, num_random_negatives=rand)
+
+
+def _overlap(train_data: TrainingData, eval_data: TrainingData) -> str | None:
+    """A warning where validation given apart (``--eval-data``) repeats training: its queries, or its relevant
+    documents among training's. Its numbers then say how well the model recalls what it was shown, and the
+    fusion and hybrid chosen on it trust the reranker more than new data will (a carved part never shares
+    either: :meth:`~rag_rerank.train.data.TrainingData.split`)."""
+    def queries(data):
+        return {g.query for g in data.groups} | {p.query for p in data.pairs}
+
+    def relevant(data):
+        return {d for g in data.groups for d in g.positives} | {p.document for p in data.pairs if p.label >= 0.5}
+
+    asked, answers = queries(eval_data), relevant(eval_data)
+    seen_queries, seen_docs = asked & queries(train_data), answers & relevant(train_data)
+    if not seen_queries and not seen_docs:
+        return None
+    return (f"warning: validation repeats training - {len(seen_queries)} of {len(asked)} validation queries are "
+            f"training queries, {len(seen_docs)} of its {len(answers)} relevant "
+            "documents are training positives; its numbers (and the fusion chosen on them) overstate what new "
+            "data will see. Give validation other queries and documents, or leave --eval-data out to carve it")
 
 
 def _tune_hybrid(config: TrainConfig, first_stage, eval_data: TrainingData, notes: list[str]):
