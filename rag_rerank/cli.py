@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from dataclasses import replace
 
 from .models import DEFAULT_RERANKER  # a name only: models load when a command needs them
@@ -62,7 +63,10 @@ def _cmd_index(args) -> int:
     if not docs:
         raise ValueError(f"{args.source}: no documents in it")
     store = _open_store(args, create=True)
-    counts = store.index_sources(docs, sync=args.sync, show_progress=not args.quiet and len(docs) >= 200)
+    with warnings.catch_warnings(record=True) as said:  # what the filters let through, as this command's lines
+        counts = store.index_sources(docs, sync=args.sync, show_progress=not args.quiet and len(docs) >= 200)
+    for message in dict.fromkeys(str(w.message) for w in said):
+        print(f"rag-rerank index: warning: {message}", file=sys.stderr)
     print(f"indexed {len(docs)} documents from {args.source}: collection {store.name!r} now holds {store.count()} "
           f"({counts['added']} added, {counts['removed']} removed, {counts['kept']} unchanged)")
     return 0

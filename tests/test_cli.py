@@ -192,6 +192,18 @@ def test_eval_counts_a_query_once_whatever_rows_name_its_documents(tmp_path):
         assert ("1 queries in" in out.stderr and "left out" in out.stderr) == left_out
 
 
+def test_index_says_when_documents_are_longer_than_the_encoder_window(tmp_path, tiny_encoder):
+    """A folder of long files indexes one document a file; past the encoder's window dense search sees only
+    each one's start. `index` says how many, as its own stderr line."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "long.md").write_text("서울은 대한민국의 수도이다. " * 300, encoding="utf-8")
+    (folder / "short.md").write_text("부산은 항구 도시", encoding="utf-8")
+    out = run_cli("index", str(folder), "--store", str(tmp_path / "db"), "--encoder", str(tiny_encoder), "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "rag-rerank index: warning: 1 of 2 documents are longer than the encoder's" in out.stderr
+
+
 def test_train_and_eval_commands(tmp_path, model_home, e5_dir, tiny_ce, kornli):
     train_file, test_file, corpus = kornli_task_files(tmp_path, kornli, n_train=120, n_test=40)
     out = run_cli("train", "--data", str(train_file), "--base", str(tiny_ce), "--output", str(tmp_path / "model"),

@@ -486,3 +486,20 @@ def test_decomposed_hangul_is_found_by_bm25(tokenizer, tmp_path):
     index = LexicalIndex(tmp_path / "bm25", tokenizer)
     index.add(["a", "b", "c"], nfd)
     assert index.search(query, 3)[0][0] == "a"
+
+
+def test_documents_longer_than_the_encoder_window_are_said(tmp_path, tiny_encoder):
+    """A document past the encoder's window is embedded from its start only - dense search never sees the rest
+    (a folder of long .md files indexes one document a file). It was silent; adding such documents now warns
+    with the count, and short ones say nothing."""
+    import warnings
+
+    enc = BiEncoder(str(tiny_encoder), backend="torch", max_length=16)
+    store = ChromaStore(tmp_path / "db", "long", encoder=enc)
+    long_doc = "서울은 대한민국의 수도이다. " * 20
+    assert enc.count_truncated(["짧다", long_doc]) == 1
+    with pytest.warns(UserWarning, match=r"1 of 2 documents are longer than the encoder's 16 tokens"):
+        store.add(["짧은 문서", long_doc])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.add(["또 짧은 문서"])

@@ -100,6 +100,26 @@ class BiEncoder:
     def embed_passages(self, passages: Sequence[str], show_progress: bool = False) -> np.ndarray:
         return self._encode(check_docs(passages), self.passage_prompt, show_progress)
 
+    @property
+    def max_length(self) -> int:
+        """Tokens a text is embedded from (its prompt and special tokens included); the rest is cut."""
+        if self._graph is not None:
+            return self._graph.max_length
+        return int(self.model.max_seq_length or self.model.tokenizer.model_max_length)
+
+    def count_truncated(self, passages: Sequence[str]) -> int:
+        """How many of ``passages`` are longer than :attr:`max_length` tokens: their vectors are made from the
+        start only (as every sentence-transformers model cuts), so dense search never sees the rest. Only texts
+        longer in characters than the window are tokenised (a token covers at least one character)."""
+        long = [self.passage_prompt + t for t in passages if len(self.passage_prompt) + len(t) > self.max_length - 2]
+        if not long:
+            return 0
+        tokenizer = self._graph.tokenizer if self._graph is not None else self.model.tokenizer
+        with self._lock:  # the fast tokenizer is shared with encode
+            ids = tokenizer(long, truncation=False, verbose=False, return_attention_mask=False,
+                            return_token_type_ids=False)["input_ids"]
+        return sum(len(i) > self.max_length for i in ids)
+
     def _encode(self, texts: list[str], prompt: str, show_progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -285,7 +285,8 @@ class ChromaStore:
             show_progress = len(new) >= 2000
         # busy seconds per stage (tokenise and embed run beside the writes), and the writer's waits on them
         stats = {"documents": len(new), "tokenize_s": 0.0, "embed_s": 0.0, "chroma_s": 0.0, "bm25_s": 0.0,
-                 "wait_embed_s": 0.0, "wait_tokenize_s": 0.0}
+                 "wait_embed_s": 0.0, "wait_tokenize_s": 0.0, "truncated": 0}
+        count_truncated = getattr(self.encoder, "count_truncated", None)  # a custom encoder may not say
         start = time.perf_counter()
         if not new:
             self.last_ingest = {**stats, "wall_s": 0.0}
@@ -302,7 +303,10 @@ class ChromaStore:
 
         def embed(batch):
             t = time.perf_counter()
-            out = self.encoder.embed_passages([d.text for d in batch])
+            texts = [d.text for d in batch]
+            out = self.encoder.embed_passages(texts)
+            if count_truncated is not None:
+                stats["truncated"] += count_truncated(texts)
             stats["embed_s"] += time.perf_counter() - t
             return out
 
@@ -333,6 +337,11 @@ class ChromaStore:
             emb_pool.shutdown(wait=True)
             bar.close()
             self.last_ingest = {**stats, "wall_s": time.perf_counter() - start}
+        if stats["truncated"]:
+            warnings.warn(f"{stats['truncated']} of {len(new)} documents are longer than the encoder's "
+                          f"{self.encoder.max_length} tokens: their vectors are made from the start only, so dense "
+                          "search does not see the rest (BM25 and the reranker read all of it). Split long texts "
+                          "into passages (pages, sections) to retrieve every part by meaning", stacklevel=4)
 
     def _write_batch(self, batch: list[Document], vectors, prepared, stats: dict) -> None:
         ids = [d.id for d in batch]
