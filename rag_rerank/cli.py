@@ -235,19 +235,12 @@ def _cmd_eval(args) -> int:
 
 
 def _warn_positives_missing(first_stage, groups, data) -> None:
-    """Say on stderr which queries no system can answer: none of their positives is a text of the corpus
-    searched (positives are matched by text), so they count as misses in every row."""
-    from .retrieval.first_stage import StoreFirstStage, holds
+    """Say on stderr which queries no system can answer (:func:`~rag_rerank.evaluate.positives_missing`)."""
+    from .evaluate import positives_missing
 
-    # a store answers each text with a full-text query: the first 200 queries tell the story at a bounded cost
-    checked = groups[:200] if isinstance(first_stage, StoreFirstStage) else groups
-    texts = list(dict.fromkeys(p for g in checked for p in g.positives))
-    held = {t for t, ok in zip(texts, holds(first_stage)(texts)) if ok}
-    lost = [g.query for g in checked if not held.intersection(g.positives)]
-    if lost:
-        of = f"{len(groups)}" if len(checked) == len(groups) else f"the first {len(checked)}"
-        print(f"rag-rerank eval: {len(lost)} of {of} queries in {data} have no positive in the corpus searched "
-              f"(first: {lost[0][:60]!r}); they count as misses for every system. Positives are matched by their "
+    note = positives_missing(first_stage, groups, str(data))
+    if note:
+        print(f"rag-rerank eval: {note}; they count as misses for every system. Positives are matched by their "
               "exact text: check that the data and the corpus hold the same texts.", file=sys.stderr)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from .retrieval import fusion as fusion_lib
 from .models import settings as model_settings
-from .retrieval.first_stage import candidates_and_sides, holds
+from .retrieval.first_stage import StoreFirstStage, candidates_and_sides, holds
 from .retrieval.fusion import PLAIN, Fusion
 from .retrieval.known_queries import KnownQueries, combine
 from .retrieval.known_queries import resolve as resolve_known
@@ -51,6 +51,20 @@ def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]
 def mrr(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> float:
     """MRR@10: the metric every tuner in the package chooses by."""
     return ranking_metrics(ranked, relevant)["MRR@10"]
+
+
+def positives_missing(first_stage: "FirstStage", groups: Sequence["Group"], data: str) -> str | None:
+    """Which queries of ``data`` have none of their positives among the texts of the corpus searched
+    (positives are matched by text): None when all do, else how many and the first. A store answers each
+    text with a full-text query, so its first 200 queries tell the story at a bounded cost."""
+    checked = groups[:200] if isinstance(first_stage, StoreFirstStage) else groups
+    texts = list(dict.fromkeys(p for g in checked for p in g.positives))
+    held = {t for t, ok in zip(texts, holds(first_stage)(texts)) if ok}
+    lost = [g.query for g in checked if not held.intersection(g.positives)]
+    if not lost:
+        return None
+    of = f"{len(groups)}" if len(checked) == len(groups) else f"the first {len(checked)}"
+    return f"{len(lost)} of {of} queries in {data} have no positive in the corpus searched (first: {lost[0][:60]!r})"
 
 
 @dataclass

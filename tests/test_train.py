@@ -391,6 +391,29 @@ def test_validation_given_apart_that_repeats_training_is_said(tiny_ce, tmp_path,
     assert any(n.startswith("warning: validation repeats training - 5 of 10") for n in result.notes)
 
 
+def test_training_says_when_positives_are_not_in_the_corpus(tiny_ce, tmp_path, pairs):
+    """Positives are matched by text: a corpus that does not hold them (stripped, re-encoded, another
+    version) leaves every mined candidate list without its answer and may mine a variant of it as a negative.
+    Said for each part, with the first such query."""
+    premises = [p for _, p in pairs]
+    corpus = InMemoryCorpus([p + " " for p in premises[:30]] + premises[30:], mode="bm25")  # 30 altered
+    result = train(tiny_config("seed", tiny_ce, tmp_path, max_steps=1), from_pairs(pairs[:60]),
+                   from_pairs(pairs[60:]), first_stage=corpus)
+    said = [n for n in result.notes if "no positive in the corpus searched" in n]
+    assert len(said) == 1 and said[0].startswith(f"warning: 30 of 60 queries in the training data have no positive "
+                                                 f"in the corpus searched (first: {pairs[0][0][:60]!r})")
+
+
+def test_bad_csv_row_after_a_multiline_cell_names_its_own_line(tmp_path):
+    """A quoted cell may hold line breaks (an answer of several lines, as Excel writes it): errors counted
+    records, so a later row's error named a line too early."""
+    f = tmp_path / "faq.csv"
+    f.write_text('query,document,label\n\n"환불은?","구매 후 7일 이내\r\n고객센터에\n신청",1\n"배송?","2~3일",x\n',
+                 encoding="utf-8")
+    with pytest.raises(DataError, match=r"faq.csv:6: label 'x' is not a number"):
+        load(f)
+
+
 def test_bad_tsv_names_the_line(tmp_path):
     f = tmp_path / "bad.tsv"
     f.write_text("query\tdocument\tlabel\nq\td\t0.5\nq2\t\t1\n", encoding="utf-8")

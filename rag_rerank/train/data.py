@@ -355,7 +355,10 @@ def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, fl
                                 if suffix == ".tsv" else csv.QUOTE_MINIMAL)
         header = reader.fieldnames or []
         scale = label_scale or (5.0 if {"score", "sentence1", "sentence2"} <= set(header) else 1.0)
-        for n, row in enumerate(reader, 2):
+        for row in reader:
+            # the record's first line: a quoted field may hold line breaks (an answer of several lines, as
+            # Excel writes it), so counting records named a later row's error lines too early
+            n = reader.line_num - sum(v.count("\n") for v in row.values() if isinstance(v, str))
             if None in row:
                 raise DataError(f"{path}:{n}: more fields than the header has")
             missing = [k for k, v in row.items() if v is None]

@@ -250,6 +250,12 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
         overlap = _overlap(train_data, eval_data)
         if overlap:
             _say(notes, overlap)
+    if first_stage is not None:
+        for name, part in (("the training data", train_data), ("the validation data", eval_data)):
+            note = evaluate.positives_missing(first_stage, part.groups, name) if part is not None else None
+            if note:  # mined candidates never hold their answer, and a variant of it may be mined as a negative
+                _say(notes, f"warning: {note}. Positives are matched by their exact text: the corpus should hold "
+                            "the same texts as the data, or mining and validation work on candidates without them")
     hybrid, hybrid_tuning = None, None
     if config.tune_hybrid and first_stage is not None and eval_data is not None and eval_data.groups:
         first_stage, hybrid, hybrid_tuning = _tune_hybrid(config, first_stage, eval_data, notes)
