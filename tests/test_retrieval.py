@@ -488,6 +488,20 @@ def test_decomposed_hangul_is_found_by_bm25(tokenizer, tmp_path):
     assert index.search(query, 3)[0][0] == "a"
 
 
+@pytest.mark.parametrize("tokenizer", ["kiwi", "whitespace"])
+def test_full_width_ascii_matches_its_ascii_in_bm25(tokenizer):
+    """Documents converted from HWP and older word processors write digits and Latin letters full width:
+    "２０２４년" never matched "2024년", and Kiwi dropped full-width Latin words altogether."""
+    from rag_rerank.retrieval.first_stage import InMemoryCorpus
+    from rag_rerank.retrieval.lexical import searchable
+
+    assert searchable("２０２４년 ＡＩ　반도체％") == "2024년 AI 반도체%" and searchable("ㅋㅋ ㈜ ①") == "ㅋㅋ ㈜ ①"
+    docs = ["２０２４년 ＡＩ 반도체 매출", "2023년 자동차 수출", "김치는 발효 음식"]
+    corpus = InMemoryCorpus(docs, mode="bm25", bm25_tokenizer=tokenizer)
+    query = "2024년 AI" if tokenizer == "whitespace" else "AI 2024"
+    assert [h.text for h in corpus.candidates(query, 3)][:1] == [docs[0]]
+
+
 def test_documents_longer_than_the_encoder_window_are_said(tmp_path, tiny_encoder):
     """A document past the encoder's window is embedded from its start only - dense search never sees the rest
     (a folder of long .md files indexes one document a file). It was silent; adding such documents now warns

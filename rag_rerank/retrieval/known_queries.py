@@ -32,18 +32,18 @@ from typing import Callable, Sequence
 
 from ..models import settings as model_settings
 from .fusion import Fusion, tune as tune_fusion
-from .lexical import KoreanBM25, composed
+from .lexical import KoreanBM25, searchable
 
 DATA_FILE = "known_queries.jsonl.gz"
 OFF = Fusion(weight=0.0, rrf_k=10.0, depth=20)  # the known queries' top 20 documents, weight 0: off
 
 
 def char_bigrams(texts: Sequence[str]) -> list[list[str]]:
-    """Character bigrams of each text with spaces removed (Korean spacing varies), composed first (a
-    decomposed syllable's letters made other bigrams)."""
+    """Character bigrams of each text with spaces removed (Korean spacing varies), as BM25 reads the text
+    (:func:`~rag_rerank.retrieval.lexical.searchable`: a decomposed syllable's letters made other bigrams)."""
     out = []
     for text in texts:
-        t = "".join(composed(text).lower().split())
+        t = "".join(searchable(text).lower().split())
         out.append([t[i:i + 2] for i in range(len(t) - 1)] or ([t] if t else []))
     return out
 

@@ -57,12 +57,22 @@ _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 PIECE_CHARS = 4000
 
 
-def composed(text: str) -> str:
-    """``text`` in Unicode's composed form (NFC). Hangul stored decomposed - a syllable as its letters
-    (서 = ᄉ + ᅥ), as macOS writes file names and some PDF and HWP extractors write text - is the same word to a
-    reader and to the reranker's tokenizer, but not to Kiwi or a split on spaces: a decomposed document or
-    query matched nothing at all. Both sides are composed before tokenising."""
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+# full-width ASCII (Ｆ, ２, ％: documents converted from HWP and older word processors, some OCR output) as
+# the ASCII it stands for, and the ideographic space as a space
+_HALF_WIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
+def searchable(text: str) -> str:
+    """``text`` as both sides of a lexical match read it: Unicode's composed form (NFC) and full-width ASCII
+    as ASCII. Hangul stored decomposed - a syllable as its letters (서 = ᄉ + ᅥ), as macOS writes file names
+    and some PDF and HWP extractors write text - matched nothing at all, and "２０２４년" never matched "2024년"
+    (full-width Latin words were dropped), while the reranker's tokenizer reads each as the same word.
+    Compatibility jamo (ㅋㅋ) and symbols (㈜, ①) are left as they are."""
+    if text.isascii():
+        return text
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    return text.translate(_HALF_WIDTH)
 
 
 class KiwiTokenizer:
@@ -73,7 +83,7 @@ class KiwiTokenizer:
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
         owner, pieces = [], []
         for i, text in enumerate(texts):
-            for piece in _pieces(composed(text), PIECE_CHARS):
+            for piece in _pieces(searchable(text), PIECE_CHARS):
                 owner.append(i)
                 pieces.append(piece)
         out: list[list[str]] = [[] for _ in texts]
@@ -114,7 +124,7 @@ class WhitespaceTokenizer:
     name = "whitespace"
 
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
-        return [composed(t).lower().split() for t in texts]
+        return [searchable(t).lower().split() for t in texts]
 
 
 def make_tokenizer(kind: str | Callable) -> Callable[[Sequence[str]], list[list[str]]]:
