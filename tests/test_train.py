@@ -544,6 +544,25 @@ def test_config_files(tmp_path):
         preset("seed", batchsize=3)
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("loss", "foo", "loss must be one of bce, listwise, mnrl"),
+    ("mixed_precision", "int8", "mixed_precision must be one of auto"),
+    ("metric_for_best_model", "ndcg@5", "metric_for_best_model must be one of"),
+    ("eval_steps", 0, "eval_steps must be a fraction"),
+    ("save_steps", 1.5, "save_steps must be a fraction"),
+    ("max_length", 2, "max_length must be >= 8"),
+    ("lora_dropout", 1.5, "lora_dropout must be in"),
+    ("seed", -1, "seed >= 0"),
+    ("num_hard_negatives", -1, "num_hard_negatives must be >= 0"),
+])
+def test_options_that_failed_late_are_refused_as_they_enter(option, value, message):
+    """Each of these passed the option checks and failed later - after the model loaded and data was mined,
+    an unknown metric only at the first evaluation - with a dependency's traceback, or not at all."""
+    with pytest.raises(ValueError, match=f"training option.*{message}"):
+        preset("seed", **{option: value})
+    assert preset("seed", mixed_precision="FP16", metric_for_best_model="MRR@10", eval_steps=50).eval_steps == 50
+
+
 # -------------------------------------------------------------- mining, metrics
 def test_mining_excludes_positives_and_mixes_random(kornli, bm25):
     data = from_pairs(kornli["dev"][0][:30])

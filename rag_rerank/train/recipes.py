@@ -134,6 +134,28 @@ class TrainConfig:
             raise ValueError(f"training option validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if not 0 < self.extra_data_share < 1:
             raise ValueError(f"training option extra_data_share must be in (0, 1), got {self.extra_data_share}")
+        # the rest failed late - after the model loaded and data was mined, some after training steps - with a
+        # dependency's traceback (an unknown metric at the first evaluation, a dropout of 1.5 inside PEFT)
+        choices = {"loss": ("bce", "listwise", "mnrl"), "mixed_precision": ("auto", "fp16", "bf16", "fp32", "no"),
+                   "metric_for_best_model": ("ndcg@10", "mrr@10", "map", "eval_loss")}
+        for name, allowed in choices.items():
+            if getattr(self, name).lower() not in allowed + (("none",) if name == "mixed_precision" else ()):
+                raise ValueError(f"training option {name} must be one of {', '.join(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
+        for name in ("eval_steps", "save_steps", "logging_steps"):
+            value = getattr(self, name)
+            if value <= 0 or value >= 1 and value != int(value):
+                raise ValueError(f"training option {name} must be a fraction of the steps in (0, 1) or a whole "
+                                 f"number of steps, got {value!r}")
+        if self.max_length < 8:
+            raise ValueError(f"training option max_length must be >= 8 (a query and a document beside the special "
+                             f"tokens), got {self.max_length}")
+        if not 0 <= self.lora_dropout < 1 or self.lora_alpha <= 0 or self.seed < 0:
+            raise ValueError(f"training options lora_dropout must be in [0, 1), lora_alpha > 0 and seed >= 0; got "
+                             f"{self.lora_dropout!r}, {self.lora_alpha!r}, {self.seed!r}")
+        for name in ("num_hard_negatives", "num_random_negatives", "early_stopping_patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"training option {name} must be >= 0, got {getattr(self, name)!r}")
 
     def replace(self, **overrides: Any) -> "TrainConfig":
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
