@@ -414,6 +414,21 @@ def test_bad_csv_row_after_a_multiline_cell_names_its_own_line(tmp_path):
         load(f)
 
 
+def test_a_json_array_of_rows_loads(tmp_path):
+    """A .json file holding one array of rows (pandas' to_json(orient="records"), as `index` reads .json) was
+    refused as "not valid JSON" at its first line; a bad item is named by its place."""
+    f = tmp_path / "rows.json"
+    f.write_text(json.dumps([{"query": "q1", "positive": "p1"}, {"query": "q2", "document": "d", "label": 0}],
+                            indent=2), encoding="utf-8")
+    data = load(f)
+    assert [g.query for g in data.groups] == ["q1"] and data.pairs[0].label == 0.0
+    f.write_text('[{"query": "q1", "positive": "p1"}, "q2"]', encoding="utf-8")
+    with pytest.raises(DataError, match=r"rows.json\[1\]: each item must be a JSON object"):
+        load(f)
+    f.write_text('{"query": "q1", "positive": "p1"}\n{"query": "q2", "positive": "p2"}\n', encoding="utf-8")
+    assert len(load(f).groups) == 2  # JSON lines under a .json name, as before
+
+
 def test_bad_tsv_names_the_line(tmp_path):
     f = tmp_path / "bad.tsv"
     f.write_text("query\tdocument\tlabel\nq\td\t0.5\nq2\t\t1\n", encoding="utf-8")

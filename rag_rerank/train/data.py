@@ -239,7 +239,7 @@ def parse_row(row: dict, where: str, label_scale: float = 1.0) -> Group | Scored
 
 
 def load(path: str | Path, *, label_scale: float | None = None) -> TrainingData:
-    """Load JSONL, CSV or TSV training data.
+    """Load JSONL (or a JSON array), CSV or TSV training data.
 
     JSONL objects: ``{"query", "positive(s)", "negative(s)"?, "candidates"?}`` (groups, triplets,
     lists; ``candidates``: the first stage's ranking for the query, as ``rag-rerank mine`` writes),
@@ -337,19 +337,39 @@ def _suffix(path: Path) -> str:
     return suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
 
 
+def _json_rows(fh, path: Path, suffix: str) -> Iterable[tuple[str, dict]]:
+    """A JSON-lines file's objects; a ``.json`` file may also hold one array of them (pandas'
+    ``to_json(orient="records")``, as ``rag-rerank index`` reads .json files), each named by its place in it.
+    An array was refused as "not valid JSON" at its first line."""
+    if suffix == ".json":
+        text = fh.read()
+        if text.lstrip().startswith("["):
+            try:
+                rows = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}[{i}]: each item must be a JSON object")
+                yield f"{path}[{i}]", row
+            return
+        fh = text.splitlines()
+    yield from json_lines(fh, path, DataError)
+
+
 def _rows(path: Path, label_scale: float | None) -> Iterable[tuple[dict, str, float]]:
     suffix = _suffix(path)
     if suffix in (".jsonl", ".json"):
         documents: dict[str, str] | None = None
         with _open_text(path) as fh:
-            for where, row in json_lines(fh, path, DataError):
+            for where, row in _json_rows(fh, path, suffix):
                 if documents is None and set(row) == {DOCUMENTS_KEY}:
                     documents = _documents_table(row[DOCUMENTS_KEY], where)
                     continue
                 yield _resolve_ids(row, documents, where), where, label_scale or 1.0
         return
     if suffix not in (".csv", ".tsv"):
-        raise DataError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv or .tsv (optionally .gz)")
+        raise DataError(f"{path}: unsupported format {suffix!r}; use .jsonl, .json, .csv or .tsv (optionally .gz)")
     with _open_text(path) as fh:
         reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",", quoting=csv.QUOTE_NONE
                                 if suffix == ".tsv" else csv.QUOTE_MINIMAL)
