@@ -517,3 +517,20 @@ def test_documents_longer_than_the_encoder_window_are_said(tmp_path, tiny_encode
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         store.add(["또 짧은 문서"])
+
+
+def test_an_empty_where_filters_nothing_in_every_search_and_names_nothing_to_delete(tmp_path, tiny_encoder):
+    """BM25 read where={} as no filter while Chroma refused it in dense search and get, so a hybrid search with
+    an empty filter (a UI's cleared filter) failed on one side. Searches take {} as no filter; delete(where={})
+    still deletes nothing and says so."""
+    from rag_rerank.retrieval.first_stage import StoreFirstStage
+
+    store = ChromaStore(tmp_path / "db", "empty-where", encoder=BiEncoder(str(tiny_encoder), backend="torch"))
+    store.add(["서울은 대한민국의 수도", "부산은 항구 도시"], metadatas=[{"city": "seoul"}, {"city": "busan"}])
+    assert [h.id for h in StoreFirstStage(store, mode="hybrid").candidates("서울", 2, where={})] == \
+        [h.id for h in StoreFirstStage(store, mode="hybrid").candidates("서울", 2)]
+    assert len(store.search("서울", 2, where={})) == 2 and len(store.get(where={})) == 2
+    assert store.find_texts(["부산은 항구 도시"], where={})[0] is not None
+    with pytest.raises(ValueError, match="where {}"):
+        store.delete(where={})
+    assert store.count() == 2

@@ -141,6 +141,12 @@ def _as_documents(items, metadatas, ids) -> list[Document]:
     return docs
 
 
+def _unless_empty(where):
+    """A search's filter: ``{}`` filters nothing (as BM25 read it; Chroma refused it in dense search and get, so
+    a hybrid search with ``where={}`` failed on one side). Never for delete: there ``{}`` names no documents."""
+    return None if isinstance(where, dict) and not where else where
+
+
 @contextlib.contextmanager
 def _where_errors(where):
     """Chroma's refusals of a ``where`` filter (its InvalidArgumentError, or a bare ValueError deep in its
@@ -441,6 +447,7 @@ class ChromaStore:
         offset = None if offset is None else check_int(offset, "offset", minimum=0)
         if ids is not None and len(ids) == 0:
             return []
+        where = _unless_empty(where)
         with _where_errors(where):
             res = self.collection.get(ids=ids, where=where, limit=limit, offset=offset,
                                       include=["documents", "metadatas"])
@@ -451,6 +458,7 @@ class ChromaStore:
     def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
         """The stored document whose text is exactly each of ``texts`` (None where there is none)."""
         found: list[Document | None] = []
+        where = _unless_empty(where)
         for text in texts:
             with _where_errors(where):
                 res = self.collection.get(where_document={"$contains": text}, where=where,
@@ -469,6 +477,7 @@ class ChromaStore:
         vector = self._check_vector(vector)
         self._fresh()
         # no count() first: Chroma answers fewer than k (or none) by itself, and the count cost a query
+        where = _unless_empty(where)
         with _where_errors(where):
             res = self.collection.query(query_embeddings=[vector], n_results=k, where=where,
                                         include=["documents", "metadatas", "distances"])
