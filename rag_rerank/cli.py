@@ -221,6 +221,7 @@ def _cmd_eval(args) -> int:
     rerankers = [(name, Reranker(name, device=args.device, max_length=args.max_length, batch_size=args.batch_size,
                                  **_model_options(args)))
                  for name in args.reranker or []]
+    _warn_seen_queries(rerankers, groups, args.data)
     rows = evaluate.evaluate(groups, candidates, first_row, rerankers,
                              fusion="auto" if args.fusion == "auto" else None,
                              known_queries="auto" if args.known_queries == "auto" else None,
@@ -232,6 +233,20 @@ def _cmd_eval(args) -> int:
     else:
         print(evaluate.format_table(rows, f"{args.data}: {len(groups)} queries"))
     return 0
+
+
+def _warn_seen_queries(rerankers, groups, data) -> None:
+    """Say on stderr where the data's queries are queries a reranker was trained or validated on (it keeps
+    them beside its weights): its rows then read how well it recalls what it was shown."""
+    from .retrieval.known_queries import KnownQueries
+
+    asked = {g.query for g in groups}
+    for name, reranker in rerankers:
+        seen = asked & KnownQueries.seen_queries(reranker.path) if reranker.path is not None else set()
+        if seen:
+            print(f"rag-rerank eval: warning: {len(seen)} of {len(asked)} queries in {data} are queries {name} was "
+                  f"trained or validated on (first: {min(seen)[:60]!r}); its rows overstate it on new queries: "
+                  "evaluate on queries (and documents) it never saw", file=sys.stderr)
 
 
 def _warn_positives_missing(first_stage, groups, data) -> None:

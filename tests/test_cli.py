@@ -412,6 +412,15 @@ def test_known_queries_from_train_to_eval(tmp_path, data_dir, tiny_ce):
     off = json.loads(run_cli("eval", "--data", str(candidates), "--candidates", str(candidates), "--mode", "bm25",
                              "--reranker", str(model), "--json", "--known-queries", "none").stdout)
     assert len(off) == len(live) - 2 and not any("known queries (" in r["system"] for r in off)
+    # evaluated on the queries it was trained and validated on: said, with the count (the model keeps them)
+    trained = {g.query for g in load(train_file).groups}
+    for data in (train_file, test_file):
+        asked = {g.query for g in load(data).groups}
+        said = run_cli("eval", "--data", str(data), "--corpus", str(corpus), "--mode", "bm25", "--reranker",
+                       str(model), "--json", "--known-queries", "none").stderr
+        seen = len(asked & trained)
+        assert (f"warning: {seen} of {len(asked)} queries in {data} are queries" in said) == (seen > 0)
+        assert seen == len(asked) if data == train_file else seen < len(asked)
 
 
 def test_index_replaces_an_edited_source_and_sync_drops_vanished_ones(tmp_path, tiny_encoder):

@@ -168,6 +168,17 @@ class KnownQueries:
                              "run the model without them") from None
         return cls(rows, fusion)
 
+    @staticmethod
+    def seen_queries(model_dir: str | Path) -> set[str]:
+        """Every query a model trained with ``rag-rerank train`` saw (its training and validation queries, kept
+        whether or not their fusion is on); empty where none were saved or the file cannot be read."""
+        path = Path(model_dir) / DATA_FILE
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                return {json.loads(line)["query"] for line in fh if line.strip()}
+        except (OSError, EOFError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            return set()
+
     def __repr__(self) -> str:
         return f"KnownQueries({len(self)} queries, {'off' if self.fusion.is_off else self.fusion.describe()})"
 
