@@ -389,6 +389,16 @@ def test_validation_given_apart_that_repeats_training_is_said(tiny_ce, tmp_path,
                            "queries, 10 of its 20 relevant documents")
     result = train(tiny_config("seed", tiny_ce, tmp_path, max_steps=1), train_part, from_pairs(pairs[35:45]))
     assert any(n.startswith("warning: validation repeats training - 5 of 10") for n in result.notes)
+    # extra data holding the validation part (the same set given as --data and --extra-data): said too, even
+    # where validation is carved
+    extra = from_pairs(pairs[:60])
+    extra.groups = [g.__class__(g.query, g.positives, ["부정 예시"]) for g in extra.groups]  # mined: negatives
+    result = train(tiny_config("seed", tiny_ce, tmp_path / "x", max_steps=1, validation_fraction=0.25,
+                               validation_min_queries=0), train_part, extra_data=[("extra.jsonl", extra)])
+    assert any(n.startswith("warning: validation repeats training - 10 of 10") for n in result.notes)
+    carved = train(tiny_config("seed", tiny_ce, tmp_path / "c", max_steps=1, validation_fraction=0.25,
+                               validation_min_queries=0), train_part)
+    assert not any("validation repeats training" in n for n in carved.notes)
 
 
 def test_training_says_when_positives_are_not_in_the_corpus(tiny_ce, tmp_path, pairs):

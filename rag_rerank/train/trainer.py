@@ -246,8 +246,10 @@ def train(config: TrainConfig, train_data: TrainingData, eval_data: TrainingData
                     + (f"whole topics held out ({len(held)} of {len(topics)})" if topics else
                        "whole documents held out (rows carry no 'topic' field: give one - an article, a "
                        "source - and validation holds whole topics out, as new documents will be)"))
-    elif eval_data is not None:
-        overlap = _overlap(train_data, eval_data)
+    if eval_data is not None:  # a carved part shares nothing with the rest, but --extra-data may hold it
+        trained = TrainingData([g for _, x in extra_data for g in x.groups] + train_data.groups,
+                               [p for _, x in extra_data for p in x.pairs] + train_data.pairs)
+        overlap = _overlap(trained, eval_data)
         if overlap:
             _say(notes, overlap)
     if first_stage is not None:
