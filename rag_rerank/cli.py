@@ -198,10 +198,10 @@ def _cmd_eval(args) -> int:
     groups, unjudged = train_data.load(args.data).for_evaluation()
     if not groups:
         raise ValueError(f"{args.data}: evaluation needs queries with positives (a positive column, or a "
-                         "label >= 0.5)")
+                         f"label >= {train_data.RELEVANT})")
     if unjudged:
-        print(f"rag-rerank eval: {unjudged} queries in {args.data} have no document labelled >= 0.5; they are left "
-              "out of the metrics", file=sys.stderr)
+        print(f"rag-rerank eval: {unjudged} queries in {args.data} have no document labelled >= {train_data.RELEVANT}; "
+              "they are left out of the metrics", file=sys.stderr)
     depth = _given(args.candidate_k, 50)
     first_stage = _first_stage(args)
     if first_stage is None:  # the candidates saved in the data file itself

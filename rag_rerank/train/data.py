@@ -21,6 +21,9 @@ from typing import Iterable, Sequence
 from ..types import Group, ScoredPair, json_lines  # the shared types live in types (re-exported here)
 
 
+RELEVANT = 0.5  # a scored pair labelled at least this is a relevant document (splits, mining, evaluation)
+
+
 class DataError(ValueError):
     """A training or evaluation file is malformed; the message names the line."""
 
@@ -104,7 +107,7 @@ class TrainingData:
         val = TrainingData([g for g in self.groups if g.query in held], [p for p in self.pairs if p.query in held])
         return train, val
 
-    def for_evaluation(self, threshold: float = 0.5) -> tuple[list[Group], int]:
+    def for_evaluation(self, threshold: float = RELEVANT) -> tuple[list[Group], int]:
         """The queries to evaluate, each (with its topic) once: its groups' positives and negatives, and its
         scored pairs - a label >= ``threshold`` relevant, below it a negative (a qrels or KorSTS file: one
         ``query, document, label`` row per judged document). Returns the groups with a relevant document
@@ -113,22 +116,32 @@ class TrainingData:
                   for g in merge_queries(self.groups)]  # copies: the pairs join them below
         at = {(g.query, g.topic): i for i, g in enumerate(groups)}
         for p in self.pairs:
-            i = at.setdefault((p.query, p.topic), len(groups))
-            if i == len(groups):
+            if (p.query, p.topic) not in at:
+                at[p.query, p.topic] = len(groups)
                 groups.append(Group(p.query, [], topic=p.topic))
-            g = groups[i]
-            kept = g.positives if p.label >= threshold else g.negatives
+            g = groups[at[p.query, p.topic]]
             if p.document not in g.positives and p.document not in g.negatives:
-                kept.append(p.document)
+                (g.positives if p.label >= threshold else g.negatives).append(p.document)
         judged = [g for g in groups if g.positives]
         return judged, len(groups) - len(judged)
+
+    def relevant(self) -> dict[str, set[str]]:
+        """Each query's relevant documents, whichever rows name them: its groups' positives and its pairs
+        labelled >= :data:`RELEVANT`."""
+        out: dict[str, set[str]] = {}
+        for g in self.groups:
+            out.setdefault(g.query, set()).update(g.positives)
+        for p in self.pairs:
+            if p.label >= RELEVANT:
+                out.setdefault(p.query, set()).add(p.document)
+        return out
 
     def topics(self) -> set[str]:
         """The topics rows name (empty: no row carries one)."""
         return {g.topic for g in self.groups if g.topic} | {p.topic for p in self.pairs if p.topic}
 
     def _query_clusters(self, queries: list[str], by_topic: bool = False) -> list[list[str]]:
-        """Queries linked by a shared relevant document (a positive, or a pair labelled >= 0.5) and,
+        """Queries linked by a shared relevant document (a positive, or a pair labelled >= RELEVANT) and,
         ``by_topic``, by a shared topic, as sorted lists in a deterministic order."""
         parent = {q: q for q in queries}
 
@@ -140,7 +153,7 @@ class TrainingData:
 
         first_query: dict[str, str] = {}
         links = [(g.query, d) for g in self.groups for d in g.positives]
-        links += [(p.query, p.document) for p in self.pairs if p.label >= 0.5]
+        links += [(p.query, p.document) for p in self.pairs if p.label >= RELEVANT]
         if by_topic:  # a topic links its queries like a document they share (keys apart from texts)
             links += [(g.query, ("topic", g.topic)) for g in self.groups if g.topic]
             links += [(p.query, ("topic", p.topic)) for p in self.pairs if p.topic]

@@ -94,12 +94,7 @@ def mine_hard_negatives(data: TrainingData, first_stage: FirstStage, *, corpus: 
     sides = [side for _, sd in parts for side in sd]
     # every document relevant to the query is banned, whichever row names it: a query given as several groups
     # (built in Python; files are merged at load) or with pairs labelled relevant
-    relevant: dict[str, set[str]] = {}
-    for g in data.groups:
-        relevant.setdefault(g.query, set()).update(g.positives)
-    for p in data.pairs:
-        if p.label >= 0.5:
-            relevant.setdefault(p.query, set()).add(p.document)
+    relevant = data.relevant()
     groups = []
     for group, hits, group_sides in zip(data.groups, ranked, sides):
         banned = relevant[group.query] | set(group.negatives)

@@ -387,7 +387,7 @@ def _overlap(train_data: TrainingData, eval_data: TrainingData) -> str | None:
         return {g.query for g in data.groups} | {p.query for p in data.pairs}
 
     def relevant(data):
-        return {d for g in data.groups for d in g.positives} | {p.document for p in data.pairs if p.label >= 0.5}
+        return set().union(*data.relevant().values())
 
     asked, answers = queries(eval_data), relevant(eval_data)
     seen_queries, seen_docs = asked & queries(train_data), answers & relevant(train_data)
