@@ -72,6 +72,10 @@ def check_docs(docs) -> list[str]:
         raise TypeError("docs must be a sequence of strings, not a single string")
     if isinstance(docs, dict):
         raise TypeError("docs must be a sequence of strings, not a dict (pass its values or keys explicitly)")
+    if isinstance(docs, (set, frozenset)):
+        # scores and a ranking's indexes come back in the order given: a set has none to map them back by
+        raise TypeError("docs must be a sequence of strings, not a set (it has no order to return scores and "
+                        "indexes in; pass a list, e.g. sorted(docs))")
     try:
         docs = list(docs)
     except TypeError:

@@ -55,6 +55,7 @@ CASES = [
     ("query bytes", lambda rr, *_: rr.score(b"q", _docs()), ValueError, "got bytes"),
     ("docs a string", lambda rr, *_: rr.score("q", "문서"), TypeError, "not a single string"),
     ("docs a dict", lambda rr, *_: rr.score("q", {"a": "문서"}), TypeError, "not a dict"),
+    ("docs a set (no order for scores or indexes)", lambda rr, *_: rr.rerank("q", {"가", "나"}), TypeError, "not a set"),
     ("docs an int", lambda rr, *_: rr.score("q", 3), TypeError, "got int"),
     ("doc None", lambda rr, *_: rr.score("q", ["a", None]), TypeError, "docs[1] is None"),
     ("doc int", lambda rr, *_: rr.score("q", ["a", 5]), TypeError, "docs[1] is int"),
