@@ -86,6 +86,12 @@ CASES = [
     ("metadata not a dict", lambda rr, s, *_: s.add(["a"], metadatas=["x"]), TypeError, "metadata[0] must be a mapping"),
     ("metadatas length", lambda rr, s, *_: s.add(["a", "b"], metadatas=[{}]), ValueError, "2 documents but 1 metadatas"),
     ("ids length", lambda rr, s, *_: s.add(["a", "b"], ids=["x"]), ValueError, "2 documents but 1 ids"),
+    # a string of ids was read as its characters ('ab' for two documents: ids 'a' and 'b'), a dict of metadatas
+    # by its keys (a KeyError), a set of documents paired with metadatas in no order
+    ("ids one string", lambda rr, s, *_: s.add(["a", "b"], ids="ab"), TypeError, "ids must be a list with one item per document, not a str"),
+    ("metadatas one dict", lambda rr, s, *_: s.add(["a", "b"], metadatas={"x": 1, "y": 2}), TypeError,
+     "metadatas must be a list with one item per document, not a dict"),
+    ("add a set", lambda rr, s, *_: s.add({"a", "b"}, metadatas=[{"k": 1}, {"k": 2}]), TypeError, "not a set"),
     ("id with new text", lambda rr, s, *_: (s.add(["a"], ids=["x"]), s.add(["b"], ids=["x"])), ValueError,
      "id 'x' is stored with other text"),
     ("on_conflict", lambda rr, s, *_: s.add(["a"], on_conflict="merge"), ValueError, "on_conflict must be"),

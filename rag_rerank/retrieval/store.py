@@ -99,10 +99,27 @@ def sanitize_metadata(metadata: Mapping[str, Any] | None, position: int, *,
     return clean or None
 
 
+def _one_each(value, name: str) -> list | None:
+    """``metadatas`` / ``ids`` of add() as a list, one per document. A string was read as its characters (ids
+    'ab' for two documents became 'a' and 'b'), a dict by its keys (a KeyError), a generator not at all."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping, set, frozenset)):
+        raise TypeError(f"{name} must be a list with one item per document, not a {type(value).__name__}")
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list with one item per document, got {type(value).__name__}") from None
+
+
 def _as_documents(items, metadatas, ids) -> list[Document]:
     if isinstance(items, (str, bytes)):
         raise TypeError("add() takes a sequence of texts or documents, not a single string")
+    if isinstance(items, (set, frozenset)):
+        raise TypeError("add() takes a sequence of texts or documents, not a set (the ids it returns, and any "
+                        "metadatas or ids given, pair with the documents by position; pass a list)")
     items = list(items)
+    metadatas, ids = _one_each(metadatas, "metadatas"), _one_each(ids, "ids")
     if metadatas is not None and len(metadatas) != len(items):
         raise ValueError(f"{len(items)} documents but {len(metadatas)} metadatas")
     if ids is not None and len(ids) != len(items):
