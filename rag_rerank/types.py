@@ -66,27 +66,39 @@ def check_query(query) -> str:
     return query
 
 
-def check_docs(docs) -> list[str]:
-    """The documents as a list (an iterator or generator is read once, here), each a string."""
-    if isinstance(docs, (str, bytes)):
-        raise TypeError("docs must be a sequence of strings, not a single string")
-    if isinstance(docs, dict):
-        raise TypeError("docs must be a sequence of strings, not a dict (pass its values or keys explicitly)")
-    if isinstance(docs, (set, frozenset)):
+def _listed(value, name: str) -> list:
+    """``value`` as a list, read once (an iterator or generator here), where it is an ordered collection of
+    items: one string was read as its characters ('서울' as two queries), a dict by its keys, a set in no order
+    that results could be mapped back by."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of strings, not a single string")
+    if isinstance(value, dict):
+        raise TypeError(f"{name} must be a sequence of strings, not a dict (pass its values or keys explicitly)")
+    if isinstance(value, (set, frozenset)):
         # scores and a ranking's indexes come back in the order given: a set has none to map them back by
-        raise TypeError("docs must be a sequence of strings, not a set (it has no order to return scores and "
-                        "indexes in; pass a list, e.g. sorted(docs))")
+        raise TypeError(f"{name} must be a sequence of strings, not a set (it has no order to return results "
+                        f"in; pass a list, e.g. sorted({name}))")
     try:
-        docs = list(docs)
+        return list(value)
     except TypeError:
-        raise TypeError(f"docs must be a sequence of strings, got {type(docs).__name__}") from None
+        raise TypeError(f"{name} must be a sequence of strings, got {type(value).__name__}") from None
+
+
+def check_docs(docs, name: str = "docs") -> list[str]:
+    """The documents as a list (an iterator or generator is read once, here), each a string."""
+    docs = _listed(docs, name)
     for i, doc in enumerate(docs):
         if doc is None:
-            raise TypeError(f"docs[{i}] is None; every document must be a string")
+            raise TypeError(f"{name}[{i}] is None; every document must be a string")
         if not isinstance(doc, str):
-            raise TypeError(f"docs[{i}] is {type(doc).__name__}; every document must be a string")
-        check_unicode(doc, f"docs[{i}]")
+            raise TypeError(f"{name}[{i}] is {type(doc).__name__}; every document must be a string")
+        check_unicode(doc, f"{name}[{i}]")
     return docs
+
+
+def check_queries(queries) -> list[str]:
+    """Queries of a batch call as a list, each a non-empty string."""
+    return [check_query(q) for q in _listed(queries, "queries")]
 
 
 def activate(logit: float, activation: str) -> float:
@@ -98,11 +110,9 @@ def activate(logit: float, activation: str) -> float:
 
 def check_groups(queries, docs_per_query) -> list[tuple[str, list[str]]]:
     """(query, documents) pairs of a batch call (``score_many`` and kin), each checked; iterators read once."""
-    if isinstance(queries, str):
-        raise TypeError("queries must be a sequence of strings, not a single string")
     if isinstance(docs_per_query, (str, bytes)):
         raise TypeError("docs_per_query must be a sequence of document lists")
-    queries, docs_per_query = list(queries), list(docs_per_query)
+    queries, docs_per_query = _listed(queries, "queries"), list(docs_per_query)
     if len(queries) != len(docs_per_query):
         raise ValueError(f"{len(queries)} queries but {len(docs_per_query)} document lists")
     return [(check_query(q), check_docs(d)) for q, d in zip(queries, docs_per_query)]

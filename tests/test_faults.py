@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from rag_rerank import Reranker
+from rag_rerank import InMemoryCorpus, Reranker
 from rag_rerank.cli import run as run_cli
 from rag_rerank.retrieval.lexical_index import LexicalIndex
 from rag_rerank.retrieval.pipeline import TwoStageRetriever
@@ -64,6 +64,12 @@ CASES = [
     ("top_n 0", lambda rr, *_: rr.rerank("q", _docs(), top_n=0), ValueError, "top_n must be a positive integer"),
     ("top_n bool", lambda rr, *_: rr.rerank("q", _docs(), top_n=True), ValueError, "top_n must be a positive integer"),
     ("queries a string", lambda rr, *_: rr.score_many("abc", [["a"]] * 3), TypeError, "not a single string"),
+    # one string where a batch is wanted was read as its characters: '서울' embedded or searched as two queries
+    ("embed_queries one string", lambda rr, s, *_: s.encoder.embed_queries("서울"), TypeError, "not a single string"),
+    ("candidates_many one string", lambda rr, s, *_: InMemoryCorpus(["서울", "부산"], mode="bm25").candidates_many(
+        "서울", 2), TypeError, "queries must be a sequence of strings, not a single string"),
+    ("find_texts one string", lambda rr, s, *_: s.find_texts("부산"), TypeError,
+     "texts must be a sequence of strings, not a single string"),
     ("queries vs lists", lambda rr, *_: rr.score_many(["a", "b"], [["x"]]), ValueError, "2 queries but 1 document lists"),
     # Reranker: construction
     ("max_length 0", lambda rr, s, ce, tmp: Reranker(str(ce), max_length=0), ValueError, "leaves no room for a document"),

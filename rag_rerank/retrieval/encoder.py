@@ -12,7 +12,7 @@ from .. import models
 from ..models.devices import resolve_device, resolve_dtype
 from ..models import DEFAULT_ENCODER
 from ..models.export import check_options, choose_backend, torch_instead
-from ..types import check_docs, check_int, check_query
+from ..types import check_docs, check_int, check_queries, check_query
 
 __all__ = ["DEFAULT_ENCODER", "BiEncoder"]
 
@@ -95,7 +95,7 @@ class BiEncoder:
         return self.embed_queries([check_query(query)])[0]
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
-        return self._encode([check_query(q) for q in queries], self.query_prompt)
+        return self._encode(check_queries(queries), self.query_prompt)
 
     def embed_passages(self, passages: Sequence[str], show_progress: bool = False) -> np.ndarray:
         return self._encode(check_docs(passages), self.passage_prompt, show_progress)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .fusion import Fusion, tune
-from ..types import Document, Hit, check_docs, check_k, check_query
+from ..types import Document, Hit, check_docs, check_k, check_queries
 
 if TYPE_CHECKING:
     from .encoder import BiEncoder
@@ -116,7 +116,7 @@ class DenseAndLexical(_Base, ABC):
                                   where: dict | None = None) -> tuple[list[list[Hit]], list[dict[str, list[Hit]]]]:
         """Each query's top ``k`` hits and, in hybrid mode, the two rankings they were fused from
         (``{"dense": hits, "bm25": hits}``; ``{}`` in the other modes)."""
-        queries = [check_query(q) for q in queries]
+        queries = check_queries(queries)
         k = check_k(k)
         if self.mode == "bm25":
             return self._lexical_many(queries, k, where), [{} for _ in queries]
@@ -133,7 +133,7 @@ class DenseAndLexical(_Base, ABC):
 
     def sides_many(self, queries: Sequence[str], k: int, where: dict | None = None) -> tuple[list, list]:
         """Each query's dense and BM25 rankings, before they are fused (what :func:`tune_hybrid` weighs)."""
-        queries = [check_query(q) for q in queries]
+        queries = check_queries(queries)
         return self._dense_many(queries, check_k(k), where), self._lexical_many(queries, k, where)
 
     def with_hybrid(self, fusion: Fusion | None) -> "DenseAndLexical":
@@ -209,7 +209,7 @@ class InMemoryCorpus(DenseAndLexical):
 
     def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
         self._no_filter(where)
-        return [Document(t, {}, self._id[t]) if t in self._id else None for t in texts]
+        return [Document(t, {}, self._id[t]) if t in self._id else None for t in check_docs(texts, "texts")]
 
     def sample_texts(self, limit: int = 20000) -> list[str]:
         return self.texts[:limit]
@@ -297,7 +297,7 @@ class SavedCandidates(DenseAndLexical):
         self._no_filter(where)
         if self._reweighted:
             return super().candidates_and_sides_many(queries, k)
-        k = check_k(k)
+        k, queries = check_k(k), check_queries(queries)
         hits = [_replayed(self._saved(self._ranked, q)[:k]) for q in queries]
         sides = [{side: _replayed(texts[:k]) for side, texts in self._saved(self._sides, q).items()} for q in queries]
         return hits, sides
@@ -324,7 +324,7 @@ class SavedCandidates(DenseAndLexical):
 
     def find_texts(self, texts: Sequence[str], where: dict | None = None) -> list[Document | None]:
         self._no_filter(where)
-        return [Document(t, {}, text_id(t)) if t in self._known else None for t in texts]
+        return [Document(t, {}, text_id(t)) if t in self._known else None for t in check_docs(texts, "texts")]
 
     def sample_texts(self, limit: int = 20000) -> list[str]:
         return self.texts if len(self.texts) <= limit else random.Random(0).sample(self.texts, limit)

@@ -33,7 +33,7 @@ from .encoder import BiEncoder, as_bi_encoder
 from .lexical import text_key
 from .lexical_index import LexicalIndex, _stamp, migrate_json, prepare
 from ..models import DEFAULT_ENCODER
-from ..types import Document, Hit, check_int, check_k, check_query, json_lines
+from ..types import Document, Hit, check_docs, check_int, check_k, check_query, json_lines
 
 DEFAULT_COLLECTION = "rag_rerank"
 _VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
@@ -476,7 +476,7 @@ class ChromaStore:
         """The stored document whose text is exactly each of ``texts`` (None where there is none)."""
         found: list[Document | None] = []
         where = _unless_empty(where)
-        for text in texts:
+        for text in check_docs(texts, "texts"):
             with _where_errors(where):
                 res = self.collection.get(where_document={"$contains": text}, where=where,
                                           include=["documents", "metadatas"])
