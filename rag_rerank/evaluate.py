@@ -35,7 +35,11 @@ def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]
     if len(ranked) != len(relevant):
         raise ValueError("one ranking per query")
     totals = dict.fromkeys(METRICS, 0.0)
-    for docs, rel in zip(ranked, relevant):
+    for i, (docs, rel) in enumerate(zip(ranked, relevant)):
+        if isinstance(docs, str) or isinstance(rel, str):  # read as characters ('in' a string is a substring test)
+            which = f"ranked[{i}]" if isinstance(docs, str) else f"relevant[{i}]"
+            raise TypeError(f"{which} is one string; give each query's ranking as a list and its relevant "
+                            "documents as a set of texts or ids")
         top = list(docs[:10])
         hits = [d in rel and d not in top[:i] for i, d in enumerate(top)]
         totals["MRR@10"] += next((1.0 / (i + 1) for i, h in enumerate(hits) if h), 0.0)

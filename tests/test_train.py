@@ -707,6 +707,15 @@ def test_a_text_ranked_twice_gains_once():
     assert all(0.0 <= v <= 1.0 for v in ranking_metrics([["a"] * 10], [{"a"}]).values())
 
 
+def test_ranking_metrics_refuse_one_string_for_a_ranking_or_its_relevant_set():
+    """A ranking given as one string was read as its characters, and a relevant "set" given as one string
+    answered `in` as a substring test: both scored in silence."""
+    with pytest.raises(TypeError, match=r"ranked\[1\] is one string"):
+        ranking_metrics([["a"], "ab"], [{"a"}, {"b"}])
+    with pytest.raises(TypeError, match=r"relevant\[0\] is one string"):
+        ranking_metrics([["a"]], ["abc"])
+
+
 def test_fused_gelu_is_the_same_function(tiny_ce):
     from transformers import AutoModelForSequenceClassification
 
