@@ -89,9 +89,9 @@ def check_docs(docs, name: str = "docs") -> list[str]:
     docs = _listed(docs, name)
     for i, doc in enumerate(docs):
         if doc is None:
-            raise TypeError(f"{name}[{i}] is None; every document must be a string")
+            raise TypeError(f"{name}[{i}] is None; each of {name} must be a string")
         if not isinstance(doc, str):
-            raise TypeError(f"{name}[{i}] is {type(doc).__name__}; every document must be a string")
+            raise TypeError(f"{name}[{i}] is {type(doc).__name__}; each of {name} must be a string")
         check_unicode(doc, f"{name}[{i}]")
     return docs
 

@@ -70,6 +70,8 @@ CASES = [
         "서울", 2), TypeError, "queries must be a sequence of strings, not a single string"),
     ("find_texts one string", lambda rr, s, *_: s.find_texts("부산"), TypeError,
      "texts must be a sequence of strings, not a single string"),
+    ("KoreanBM25.add strings", lambda *_: __import__("rag_rerank.retrieval.lexical", fromlist=["KoreanBM25"])
+     .KoreanBM25("whitespace").add("ab", "cd"), TypeError, "ids must be a sequence of strings, not a single string"),
     ("queries vs lists", lambda rr, *_: rr.score_many(["a", "b"], [["x"]]), ValueError, "2 queries but 1 document lists"),
     # Reranker: construction
     ("max_length 0", lambda rr, s, ce, tmp: Reranker(str(ce), max_length=0), ValueError, "leaves no room for a document"),

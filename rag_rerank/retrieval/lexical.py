@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..types import check_docs
+
 # Content morphemes: nouns, numerals, pronouns, verb/adjective stems, roots,
 # adverbs, foreign words, hanja and numbers. Particles and endings carry no topic.
 CONTENT_TAGS = frozenset({"NNG", "NNP", "NNB", "NR", "NP", "VV", "VA", "XR", "MAG", "SL", "SH", "SN",
@@ -281,6 +283,7 @@ class KoreanBM25:
         return set(self._tokens)
 
     def add(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        ids, texts = check_docs(ids, "ids"), check_docs(texts, "texts")  # one string was read as its characters
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
         new = [(i, t) for i, t in zip(ids, texts) if i not in self._tokens]

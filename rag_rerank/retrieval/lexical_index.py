@@ -39,6 +39,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .lexical import Block, bm25_top, make_tokenizer, postings, query_terms, term_keys, text_key
+from ..types import check_docs
 
 FORMAT = 2
 MANIFEST = "manifest.json"
@@ -312,6 +313,7 @@ class LexicalIndex:
 
     def add(self, ids: Sequence[str], texts: Sequence[str]) -> None:
         """Tokenise and add (an id already live is replaced)."""
+        ids, texts = check_docs(ids, "ids"), check_docs(texts, "texts")  # one string was read as its characters
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
         if ids:
