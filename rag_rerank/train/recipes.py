@@ -136,10 +136,11 @@ class TrainConfig:
             raise ValueError(f"training option extra_data_share must be in (0, 1), got {self.extra_data_share}")
         # the rest failed late - after the model loaded and data was mined, some after training steps - with a
         # dependency's traceback (an unknown metric at the first evaluation, a dropout of 1.5 inside PEFT)
-        choices = {"loss": ("bce", "listwise", "mnrl"), "mixed_precision": ("auto", "fp16", "bf16", "fp32", "no"),
+        choices = {"loss": ("bce", "listwise", "mnrl"),
+                   "mixed_precision": ("auto", "fp16", "bf16", "fp32", "no", "none"),
                    "metric_for_best_model": ("ndcg@10", "mrr@10", "map", "eval_loss")}
         for name, allowed in choices.items():
-            if getattr(self, name).lower() not in allowed + (("none",) if name == "mixed_precision" else ()):
+            if getattr(self, name).lower() not in allowed:
                 raise ValueError(f"training option {name} must be one of {', '.join(allowed)}, got "
                                  f"{getattr(self, name)!r}")
         for name in ("eval_steps", "save_steps", "logging_steps"):

@@ -379,10 +379,11 @@ def _negative_mix(config: TrainConfig, first_stage, data: TrainingData, notes: l
 
 
 def _overlap(train_data: TrainingData, eval_data: TrainingData) -> str | None:
-    """A warning where validation given apart (``--eval-data``) repeats training: its queries, or its relevant
-    documents among training's. Its numbers then say how well the model recalls what it was shown, and the
-    fusion and hybrid chosen on it trust the reranker more than new data will (a carved part never shares
-    either: :meth:`~rag_rerank.train.data.TrainingData.split`)."""
+    """A warning where validation repeats what the model trains on: its queries, or its relevant documents among
+    training's. Its numbers then say how well the model recalls what it was shown, and the fusion and hybrid
+    chosen on it trust the reranker more than new data will. A carved part shares neither with the rest
+    (:meth:`~rag_rerank.train.data.TrainingData.split`), but validation given apart (``--eval-data``) may, and
+    extra data (``--extra-data``) may hold either kind."""
     def queries(data):
         return {g.query for g in data.groups} | {p.query for p in data.pairs}
 
@@ -396,7 +397,8 @@ def _overlap(train_data: TrainingData, eval_data: TrainingData) -> str | None:
     return (f"warning: validation repeats training - {len(seen_queries)} of {len(asked)} validation queries are "
             f"training queries, {len(seen_docs)} of its {len(answers)} relevant "
             "documents are training positives; its numbers (and the fusion chosen on them) overstate what new "
-            "data will see. Give validation other queries and documents, or leave --eval-data out to carve it")
+            "data will see. Keep validation's queries and documents out of the training and extra data (or leave "
+            "--eval-data out to carve validation)")
 
 
 def _tune_hybrid(config: TrainConfig, first_stage, eval_data: TrainingData, notes: list[str]):
