@@ -496,6 +496,20 @@ def test_untrained_head_warns(e5_dir):
         Reranker(str(e5_dir), max_length=32)
 
 
+def test_untrained_head_warns_on_the_exported_backends_too(tiny_encoder, tmp_path):
+    """A bi-encoder given as the reranker was exported with a random head and scored at random in silence on
+    ONNX / OpenVINO - the CPU default's path; only torch warned. The check reads the checkpoint's tensor names."""
+    import shutil
+
+    from rag_rerank.reranker.engine import checkpoint_names
+
+    model = shutil.copytree(tiny_encoder, tmp_path / "encoder")
+    assert not any(n.startswith("classifier") for n in checkpoint_names(model))
+    with pytest.warns(UserWarning, match="no trained classification head in its weights"):
+        Reranker(str(model), backend="onnx", max_length=32)
+    assert checkpoint_names(tmp_path) is None  # no safetensors weights: no claim either way
+
+
 # ------------------------------------------------------------------ threads
 def test_sixteen_threads_return_single_threaded_results(tiny, korean_sentences):
     rng = random.Random(3)
