@@ -501,13 +501,27 @@ def test_untrained_head_warns_on_the_exported_backends_too(tiny_encoder, tmp_pat
     ONNX / OpenVINO - the CPU default's path; only torch warned. The check reads the checkpoint's tensor names."""
     import shutil
 
-    from rag_rerank.reranker.engine import checkpoint_names
+    from rag_rerank.models import checkpoint_names
 
     model = shutil.copytree(tiny_encoder, tmp_path / "encoder")
     assert not any(n.startswith("classifier") for n in checkpoint_names(model))
     with pytest.warns(UserWarning, match="no trained classification head in its weights"):
         Reranker(str(model), backend="onnx", max_length=32)
     assert checkpoint_names(tmp_path) is None  # no safetensors weights: no claim either way
+
+
+def test_a_cross_encoder_given_as_the_bi_encoder_warns(tiny_ce, tiny_encoder):
+    """The other way round: a cross-encoder's pooled vectors search badly, and sentence-transformers only
+    logged that it made a mean pooling. A bi-encoder says nothing."""
+    import warnings
+
+    from rag_rerank import BiEncoder
+
+    with pytest.warns(UserWarning, match="a cross-encoder .* not a bi-encoder"):
+        BiEncoder(str(tiny_ce), backend="torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BiEncoder(str(tiny_encoder), backend="torch")
 
 
 # ------------------------------------------------------------------ threads

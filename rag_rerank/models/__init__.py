@@ -473,3 +473,31 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
         "Point at local weights instead: a directory path (e.g. one written by "
         "`rag-rerank train` or `save_pretrained`), or an offline name such as "
         f"'{OFFLINE_PREFIX}multilingual-e5-small'.")
+
+
+HEADS = ("classifier", "score", "pre_classifier")  # the classification head's tensors, as transformers names them
+
+
+def checkpoint_names(path) -> set[str] | None:
+    """The tensor names of ``path``'s safetensors weights (read from the file headers, no tensor loaded), or
+    None where the weights are in another format."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    index = path / "model.safetensors.index.json"
+    try:
+        files = (sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.exists()
+                 else [path / "model.safetensors"])
+        names: set[str] = set()
+        for f in files:
+            with safe_open(str(f), framework="numpy") as fh:
+                names.update(fh.keys())
+    except Exception:  # absent, another format, or damaged: the load itself says what is wrong
+        return None
+    return names
+
+
+def has_head(path) -> bool | None:
+    """Whether ``path``'s weights carry a classification head (a cross-encoder's), None where they cannot be read."""
+    names = checkpoint_names(path)
+    return None if names is None else any(n.split(".")[0] in HEADS for n in names)

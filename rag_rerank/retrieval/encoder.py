@@ -3,6 +3,7 @@ run by ONNX Runtime or OpenVINO)."""
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -80,6 +81,13 @@ class BiEncoder:
             "query", "query: " if is_e5 else "")
         self.passage_prompt = passage_prompt if passage_prompt is not None else saved.get(
             "passage", saved.get("document", "passage: " if is_e5 else ""))
+        if models.has_head(self.path) and not (self.path / "modules.json").exists():
+            # a cross-encoder's encoder was trained to score pairs, not to place texts by meaning: its pooled
+            # vectors search badly, in silence (sentence-transformers only logs that it made a mean pooling)
+            warnings.warn(f"{self.model_name}: a cross-encoder (its weights carry a classification head, and it has "
+                          "no sentence-transformers modules.json), not a bi-encoder: its embeddings were not trained "
+                          "for search; give a bi-encoder (e.g. multilingual-e5-small) here and the cross-encoder to "
+                          "the Reranker", stacklevel=2)
         self.batch_size = batch_size
         # SentenceTransformer.encode shares one fast tokenizer: serialise calls.
         self._lock = threading.Lock()

@@ -287,37 +287,13 @@ def load_torch_model(path, config, dtype: torch.dtype, device: torch.device, tru
     return net.to(device).eval()
 
 
-_HEADS = ("classifier", "score", "pre_classifier")  # the classification head's tensors, as transformers names them
-
-
-def checkpoint_names(path) -> set[str] | None:
-    """The tensor names of ``path``'s safetensors weights (read from the file headers, no tensor loaded), or
-    None where the weights are in another format."""
-    import json
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    path = Path(path)
-    index = path / "model.safetensors.index.json"
-    try:
-        files = (sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.exists()
-                 else [path / "model.safetensors"])
-        names: set[str] = set()
-        for f in files:
-            with safe_open(str(f), framework="numpy") as fh:
-                names.update(fh.keys())
-    except Exception:  # absent, another format, or damaged: the load itself says what is wrong
-        return None
-    return names
-
-
 def _warn_untrained_head(path, name: str) -> None:
     """The torch load's warning for an exported graph: a checkpoint with no classification head (a bi-encoder,
     a base model) was exported with a random one and scored at random in silence - the CPU default's path."""
-    names = checkpoint_names(path)
-    if names is not None and not any(n.split(".")[0] in _HEADS for n in names):
-        warnings.warn(f"{name}: no trained classification head in its weights (no {' / '.join(_HEADS)} tensors: a "
+    from ...models import HEADS, has_head
+
+    if has_head(path) is False:
+        warnings.warn(f"{name}: no trained classification head in its weights (no {' / '.join(HEADS)} tensors: a "
                       "bi-encoder or a base model?); its scores are random until it is fine-tuned", stacklevel=5)
 
 
