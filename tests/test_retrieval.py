@@ -534,3 +534,23 @@ def test_an_empty_where_filters_nothing_in_every_search_and_names_nothing_to_del
     with pytest.raises(ValueError, match="where {}"):
         store.delete(where={})
     assert store.count() == 2
+
+
+def test_opening_a_collection_with_another_encoder_of_its_width_warns(tmp_path, tiny_encoder):
+    """Only a different vector width was caught: another model of the same width searched the collection with
+    vectors from another space (and would add such vectors to it), in silence. A copy of the same model under
+    another folder (a hub name and its local copy) is not warned about; leaving the encoder unset takes the one
+    the collection records."""
+    import shutil
+    import warnings
+
+    store = ChromaStore(tmp_path / "db", "enc-check", encoder=str(tiny_encoder))
+    store.add(["서울은 대한민국의 수도"])
+    other = shutil.copytree(tiny_encoder, tmp_path / "another-model")
+    same = shutil.copytree(tiny_encoder, tmp_path / "copy" / tiny_encoder.name)
+    with pytest.warns(UserWarning, match="was built with encoder .* not comparable"):
+        ChromaStore(tmp_path / "db", "enc-check", encoder=str(other))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ChromaStore(tmp_path / "db", "enc-check", encoder=str(same))
+        assert ChromaStore(tmp_path / "db", "enc-check").encoder.model_name == str(tiny_encoder)

@@ -158,6 +158,12 @@ def _as_documents(items, metadatas, ids) -> list[Document]:
     return docs
 
 
+def _model_stem(name: str) -> str:
+    """A model name's last part ('intfloat/multilingual-e5-small', '/models/multilingual-e5-small/' and
+    'offline:multilingual-e5-small' all give 'multilingual-e5-small')."""
+    return str(name).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].lower()
+
+
 def _unless_empty(where):
     """A search's filter: ``{}`` filters nothing (as BM25 read it; Chroma refused it in dense search and get, so
     a hybrid search with ``where={}`` failed on one side). Never for delete: there ``{}`` names no documents."""
@@ -595,11 +601,19 @@ class ChromaStore:
     def _check_encoder(self, existing: dict | None) -> None:
         if not existing:
             return
-        dim = existing.get("rag_rerank_dim")
+        dim, built_with = existing.get("rag_rerank_dim"), existing.get("rag_rerank_encoder")
         if dim is not None and int(dim) != self.encoder.dimension:
             raise ValueError(f"collection {self.name!r} holds {dim}-d vectors from "
-                             f"{existing.get('rag_rerank_encoder')!r}; encoder {self.encoder.model_name!r} "
+                             f"{built_with!r}; encoder {self.encoder.model_name!r} "
                              f"makes {self.encoder.dimension}-d vectors")
+        if built_with and _model_stem(built_with) != _model_stem(self.encoder.model_name):
+            # vectors of two models share no space: dense search (and anything added) would be garbage in silence.
+            # Compared by the name's last part, so a hub name and a local copy of it ('intfloat/X', '/models/X')
+            # agree; a renamed copy of the same model is warned about needlessly
+            warnings.warn(f"collection {self.name!r} was built with encoder {built_with!r}; this store embeds with "
+                          f"{self.encoder.model_name!r}. Vectors of different models are not comparable: dense "
+                          "search finds nothing meaningful, and documents added now mix with the old ones. Open it "
+                          "with the encoder it was built with (leave encoder unset)", stacklevel=3)
 
     def _stored(self, ids: list[str]) -> list[Document]:
         """The stored documents among ``ids`` (ids looked up first: a fresh ingest fetches no texts)."""
