@@ -577,6 +577,11 @@ def create_app(reranker, *, store=None, limits: Limits | None = None, api_key: s
         if retriever is None:
             raise RequestError(404, "this service was started without a store (rag-rerank serve --store DIR)")
         body = await read_json(request)
+        unknown = sorted(set(body) - set(SearchRequest.model_fields))
+        if unknown:  # our own API: a limit spelled "k" or a "filter" was ignored and the whole top came back
+            raise RequestError(422, f"unknown field(s) {', '.join(map(repr, unknown))}; /search takes "
+                                    f"{', '.join(SearchRequest.model_fields)} (the number of results is 'top_n', "
+                                    "the metadata filter 'where')")
         query = _query(body, limits)
         top_n = _top_n(body)
         where = _field(body, "where", dict)

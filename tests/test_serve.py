@@ -143,6 +143,10 @@ def test_search_over_a_store(reranker, tmp_path, tiny_encoder):
         assert c.post("/search", json={"query": QUERY, "where": "x"}).status_code == 422
         bad = c.post("/search", json={"query": QUERY, "where": {"$bad": 1}})  # Chroma refuses it: the caller's to fix
         assert bad.status_code == 422 and "where" in bad.json()["detail"]
+        # a limit spelled "k" (or a "filter") was ignored and the whole top came back; {} filters nothing
+        k = c.post("/search", json={"query": QUERY, "k": 1})
+        assert k.status_code == 422 and "unknown field(s) 'k'" in k.json()["detail"] and "'top_n'" in k.json()["detail"]
+        assert len(c.post("/search", json={"query": QUERY, "where": {}}).json()["results"]) == 2
 
 
 def test_a_failing_model_is_a_500_with_json(reranker, monkeypatch):
