@@ -579,6 +579,10 @@ def test_config_files(tmp_path):
     ("lora_dropout", 1.5, "lora_dropout must be in"),
     ("seed", -1, "seed >= 0"),
     ("num_hard_negatives", -1, "num_hard_negatives must be >= 0"),
+    ("freeze", ["embedding"], "freeze must be parameter groups"),
+    ("freeze", 3, "freeze must be parameter groups"),
+    ("lora_targets", [], "lora_targets must be a non-empty list"),
+    ("output_dir", " ", "output_dir is empty"),
 ])
 def test_options_that_failed_late_are_refused_as_they_enter(option, value, message):
     """Each of these passed the option checks and failed later - after the model loaded and data was mined,
@@ -586,6 +590,9 @@ def test_options_that_failed_late_are_refused_as_they_enter(option, value, messa
     with pytest.raises(ValueError, match=f"training option.*{message}"):
         preset("seed", **{option: value})
     assert preset("seed", mixed_precision="FP16", metric_for_best_model="MRR@10", eval_steps=50).eval_steps == 50
+    # one string is its comma-separated items (--set freeze=embeddings, a YAML scalar), as --freeze reads them
+    listed = preset("seed", freeze="embeddings, layer.2", lora_targets="query,value")
+    assert listed.freeze == ["embeddings", "layer.2"] and listed.lora_targets == ["query", "value"]
 
 
 # -------------------------------------------------------------- mining, metrics

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,23 @@ class TrainConfig:
         for name in ("num_hard_negatives", "num_random_negatives", "early_stopping_patience"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"training option {name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("base_model", "output_dir"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"training option {name} is empty")
+        # lists: one string was read as its characters (--set freeze=embeddings, a YAML scalar) and a misspelt
+        # group failed only after the model loaded; a string is its comma-separated items now, as --freeze reads
+        for name in ("freeze", "lora_targets"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [x.strip() for x in getattr(self, name).split(",") if x.strip()])
+        groups = ("embeddings", "encoder", "pooler", "classifier")
+        if not isinstance(self.freeze, (list, tuple)) or not all(
+                isinstance(g, str) and (g in groups or re.fullmatch(r"layer\.\d+", g)) for g in self.freeze):
+            raise ValueError(f"training option freeze must be parameter groups ({', '.join(groups)} or layer.N), got "
+                             f"{self.freeze!r}")
+        if self.lora_targets is not None and (not isinstance(self.lora_targets, (list, tuple)) or not self.lora_targets
+                                              or not all(isinstance(t, str) and t for t in self.lora_targets)):
+            raise ValueError(f"training option lora_targets must be a non-empty list of module names, got "
+                             f"{self.lora_targets!r}")
 
     def replace(self, **overrides: Any) -> "TrainConfig":
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
