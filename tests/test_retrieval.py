@@ -554,3 +554,16 @@ def test_opening_a_collection_with_another_encoder_of_its_width_warns(tmp_path, 
         warnings.simplefilter("error")
         ChromaStore(tmp_path / "db", "enc-check", encoder=str(same))
         assert ChromaStore(tmp_path / "db", "enc-check").encoder.model_name == str(tiny_encoder)
+
+
+@pytest.mark.parametrize("tokenizer", ["kiwi", "whitespace"])
+def test_invisible_format_characters_do_not_split_words_in_bm25(tokenizer):
+    """Web pages and blog exports carry zero-width spaces, joiners and soft hyphens inside words: Kiwi read
+    '서울\\u200b특별시' as other tokens than '서울특별시', so the query missed the page."""
+    from rag_rerank.retrieval.first_stage import InMemoryCorpus
+    from rag_rerank.retrieval.lexical import searchable
+
+    assert searchable("서울\u200b특별시\u00ad청사\ufeff") == "서울특별시청사"
+    docs = ["서울\u200b특별시 청사 안내", "부산 항구 도시", "김치는 발효 음식"]
+    hits = InMemoryCorpus(docs, mode="bm25", bm25_tokenizer=tokenizer).candidates("서울특별시 청사", 3)
+    assert [h.text for h in hits][:1] == [docs[0]]

@@ -60,16 +60,19 @@ PIECE_CHARS = 4000
 
 
 # full-width ASCII (Ｆ, ２, ％: documents converted from HWP and older word processors, some OCR output) as
-# the ASCII it stands for, and the ideographic space as a space
-_HALF_WIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+# the ASCII it stands for, and the ideographic space as a space; invisible format characters dropped (zero-width
+# space and joiners, word joiner, a BOM inside text, soft hyphen: web pages and blog exports carry them)
+_HALF_WIDTH = ({cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+               | dict.fromkeys((0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD)))
 
 
 def searchable(text: str) -> str:
-    """``text`` as both sides of a lexical match read it: Unicode's composed form (NFC) and full-width ASCII
-    as ASCII. Hangul stored decomposed - a syllable as its letters (서 = ᄉ + ᅥ), as macOS writes file names
-    and some PDF and HWP extractors write text - matched nothing at all, and "２０２４년" never matched "2024년"
-    (full-width Latin words were dropped), while the reranker's tokenizer reads each as the same word.
-    Compatibility jamo (ㅋㅋ) and symbols (㈜, ①) are left as they are."""
+    """``text`` as both sides of a lexical match read it: Unicode's composed form (NFC), full-width ASCII
+    as ASCII, and no invisible format characters. Hangul stored decomposed - a syllable as its letters
+    (서 = ᄉ + ᅥ), as macOS writes file names and some PDF and HWP extractors write text - matched nothing at
+    all; "２０２４년" never matched "2024년" (full-width Latin words were dropped); a zero-width space or soft
+    hyphen inside a word ("서울\u200b특별시") split it into other tokens. Compatibility jamo (ㅋㅋ) and symbols
+    (㈜, ①) are left as they are."""
     if text.isascii():
         return text
     if not unicodedata.is_normalized("NFC", text):
