@@ -25,7 +25,10 @@ def _cmd_rerank(args) -> int:
     if not docs:  # one document a stdin line; blank lines are skipped but keep their number
         if sys.stdin is None or sys.stdin.isatty():  # reading a terminal would wait for input that never comes
             raise UsageError("no documents: give them after the query, or one per line on stdin")
-        read = [(n, line.rstrip("\r\n")) for n, line in enumerate(sys.stdin) if line.strip()]
+        # a file saved as "UTF-8 with BOM" (Windows Notepad, Excel) starts with U+FEFF: not part of the first line
+        given = [(n, (line.removeprefix("\ufeff") if n == 0 else line).rstrip("\r\n"))
+                 for n, line in enumerate(sys.stdin)]
+        read = [(n, text) for n, text in given if text.strip()]
         if not read:
             raise UsageError("no documents: stdin held no non-blank line")
         lines, docs = [n for n, _ in read], [text for _, text in read]

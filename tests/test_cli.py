@@ -58,9 +58,12 @@ def test_rerank_command_indexes_stdin_documents_by_their_line(tiny_ce):
     assert out.returncode == 0, out.stderr
     by_index = {r["index"]: r["text"] for r in json.loads(out.stdout)}
     assert by_index == {0: "오늘 서울은 맑다", 2: "부산은 비"}
-    for stdin in ("", "\n  \n"):
+    for stdin in ("", "\n  \n", "\ufeff\n"):
         out = run_cli("rerank", "서울 날씨", "--model", str(tiny_ce), stdin=stdin)
         assert out.returncode == 2 and "no documents" in out.stderr and not out.stdout
+    # a file saved as "UTF-8 with BOM" (Notepad, Excel): the mark is not part of the first document
+    out = run_cli("rerank", "서울 날씨", "--model", str(tiny_ce), "--json", stdin="\ufeff오늘 서울은 맑다\n부산은 비\n")
+    assert {r["index"]: r["text"] for r in json.loads(out.stdout)} == {0: "오늘 서울은 맑다", 1: "부산은 비"}
 
 
 def test_rerank_command_takes_documents_after_its_options(tiny_ce):
