@@ -35,9 +35,9 @@ def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]
     if len(ranked) != len(relevant):
         raise ValueError("one ranking per query")
     totals = dict.fromkeys(METRICS, 0.0)
-    for i, (docs, rel) in enumerate(zip(ranked, relevant)):
+    for q, (docs, rel) in enumerate(zip(ranked, relevant)):
         if isinstance(docs, str) or isinstance(rel, str):  # read as characters ('in' a string is a substring test)
-            which = f"ranked[{i}]" if isinstance(docs, str) else f"relevant[{i}]"
+            which = f"ranked[{q}]" if isinstance(docs, str) else f"relevant[{q}]"
             raise TypeError(f"{which} is one string; give each query's ranking as a list and its relevant "
                             "documents as a set of texts or ids")
         top = list(docs[:10])

@@ -81,7 +81,7 @@ class BiEncoder:
             "query", "query: " if is_e5 else "")
         self.passage_prompt = passage_prompt if passage_prompt is not None else saved.get(
             "passage", saved.get("document", "passage: " if is_e5 else ""))
-        if models.has_head(self.path) and not (self.path / "modules.json").exists():
+        if not (self.path / "modules.json").exists() and models.has_head(self.path):  # headers read only then
             # a cross-encoder's encoder was trained to score pairs, not to place texts by meaning: its pooled
             # vectors search badly, in silence (sentence-transformers only logs that it made a mean pooling)
             warnings.warn(f"{self.model_name}: a cross-encoder (its weights carry a classification head, and it has "

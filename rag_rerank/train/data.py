@@ -90,7 +90,7 @@ class TrainingData:
             raise ValueError(f"split by 'auto', 'topic', 'document' or 'query', got {by!r}")
         if by == "auto":
             by = "topic" if self.topics() else "document"
-        queries = sorted({g.query for g in self.groups} | {p.query for p in self.pairs})
+        queries = sorted(self.queries())
         count = max(int(len(queries) * fraction), min(min_queries, int(len(queries) * max_fraction)), 1)
         units = self._query_clusters(queries, by == "topic") if by != "query" else [[q] for q in queries]
         random.Random(seed).shuffle(units)
@@ -124,6 +124,10 @@ class TrainingData:
                 (g.positives if p.label >= threshold else g.negatives).append(p.document)
         judged = [g for g in groups if g.positives]
         return judged, len(groups) - len(judged)
+
+    def queries(self) -> set[str]:
+        """Every query the rows name, groups and pairs alike."""
+        return {g.query for g in self.groups} | {p.query for p in self.pairs}
 
     def relevant(self) -> dict[str, set[str]]:
         """Each query's relevant documents, whichever rows name them: its groups' positives and its pairs

@@ -384,14 +384,8 @@ def _overlap(train_data: TrainingData, eval_data: TrainingData) -> str | None:
     chosen on it trust the reranker more than new data will. A carved part shares neither with the rest
     (:meth:`~rag_rerank.train.data.TrainingData.split`), but validation given apart (``--eval-data``) may, and
     extra data (``--extra-data``) may hold either kind."""
-    def queries(data):
-        return {g.query for g in data.groups} | {p.query for p in data.pairs}
-
-    def relevant(data):
-        return set().union(*data.relevant().values())
-
-    asked, answers = queries(eval_data), relevant(eval_data)
-    seen_queries, seen_docs = asked & queries(train_data), answers & relevant(train_data)
+    asked, answers = eval_data.queries(), set().union(*eval_data.relevant().values())
+    seen_queries, seen_docs = asked & train_data.queries(), answers & set().union(*train_data.relevant().values())
     if not seen_queries and not seen_docs:
         return None
     return (f"warning: validation repeats training - {len(seen_queries)} of {len(asked)} validation queries are "
